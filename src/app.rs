@@ -1,0 +1,249 @@
+//! The commands: each builds what it needs from [`Settings`] and runs it to the end.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder, Statement};
+use tokio::sync::oneshot;
+use tracing::info;
+
+use crate::config::{host_port, redact, Settings};
+use crate::error::{Error, Result, Side};
+use crate::pipeline::generator::{Generator, GeneratorReport, StopGenerator};
+use crate::pipeline::supervisor::{GetStats, RunOutcome, Shutdown, Supervisor, TablePlan, TableStats};
+use crate::source::{mysql, schema::quote_mysql, schema::quote_pg};
+use crate::sink;
+
+/// Connects sea-orm to one side, with an error that names host:port and never the password.
+async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnection> {
+    let mut opts = sea_orm::ConnectOptions::new(url.to_string());
+    opts.max_connections(4)
+        .connect_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    Database::connect(opts).await.map_err(|e| {
+        let mut err = Error::orm(side, format!("cannot connect to {} (URL {})", host_port(url), redact(url)), e);
+        if let Error::Database { message, .. } = &mut err {
+            // sea-orm's messages can quote the URL; make sure no password leaks through.
+            if let Some(pw) = url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_string)) {
+                *message = message.replace(&pw, "***");
+            }
+        }
+        err
+    })
+}
+
+/// `migrate`: the demo table on both sides and the state table on the target.
+pub async fn migrate(settings: &Settings) -> Result<()> {
+    use migration::MigratorTraitSelf;
+    let source = orm_connect(&settings.source_url, Side::Source).await?;
+    migration::SourceDemo
+        .up(&source, None)
+        .await
+        .map_err(|e| Error::orm(Side::Source, "creating the demo orders table", e))?;
+    let target = orm_connect(&settings.target_url, Side::Target).await?;
+    migration::run_on_target(&target, &migration::State)
+        .await
+        .map_err(|e| Error::orm(Side::Target, "creating the sluice.replication_state table", e))?;
+    migration::run_on_target(
+        &target,
+        &migration::TargetDemo {
+            schema: settings.target_schema.clone(),
+        },
+    )
+    .await
+    .map_err(|e| Error::orm(Side::Target, "creating the demo orders table", e))?;
+    info!(
+        source = %redact(&settings.source_url),
+        target = %redact(&settings.target_url),
+        "migrated: orders on the source, {}.orders and sluice.replication_state on the target",
+        settings.target_schema
+    );
+    Ok(())
+}
+
+/// Checks every configured table and loads its watermark: everything `run` must know
+/// before it starts a pipeline. Bad definitions fail here, before anything is written.
+pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
+    let target = orm_connect(&settings.target_url, Side::Target).await?;
+    migration::run_on_target(&target, &migration::State)
+        .await
+        .map_err(|e| Error::orm(Side::Target, "creating the sluice.replication_state table", e))?;
+    target.close().await.ok();
+    let mut src = mysql::connect(&settings.source_url).await?;
+    let mut tgt = sink::connect(&settings.target_url).await?;
+    let mut plans = Vec::with_capacity(settings.tables.len());
+    for t in &settings.tables {
+        let pk = t.primary_key.as_ref().map(|p| p.to_vec());
+        let schema = mysql::introspect(&mut src, &t.name, &t.cursor.to_vec(), pk.as_deref()).await?;
+        sink::ensure_table(&mut tgt, &settings.target_schema, &schema).await?;
+        let start = sink::load_position(&mut tgt, &schema).await?;
+        plans.push(TablePlan {
+            schema: Arc::new(schema),
+            start,
+        });
+    }
+    Ok(plans)
+}
+
+/// Waits for `done`, calling `on_signal` at the first SIGINT/SIGTERM. A second signal
+/// exits at once (nothing is lost: uncommitted rows are read again on the next start).
+async fn until_done<T>(mut done: oneshot::Receiver<T>, on_signal: impl Fn()) -> Option<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            r = &mut done => return r.ok(),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if signalled {
+            eprintln!("second signal: exiting now; uncommitted rows will be read again on restart");
+            std::process::exit(130);
+        }
+        signalled = true;
+        on_signal();
+    }
+}
+
+/// `run`: replicate every configured table until stopped (or, with `once`, until caught
+/// up with the source as it was at start).
+pub fn run(settings: Settings, once: bool) -> Result<RunOutcome> {
+    actix::System::new().block_on(async move {
+        let started = Instant::now();
+        let plans = prepare(&settings).await?;
+        let (done_tx, done_rx) = oneshot::channel();
+        let sup = Supervisor::new(settings, once, plans, done_tx).start();
+        let outcome = until_done(done_rx, || sup.do_send(Shutdown))
+            .await
+            .ok_or_else(|| Error::Other("the supervisor stopped without a report".into()))?;
+        log_summary(&outcome.tables, started.elapsed());
+        Ok(outcome)
+    })
+}
+
+fn log_summary(tables: &BTreeMap<String, TableStats>, elapsed: Duration) {
+    let total: u64 = tables.values().map(|s| s.rows_written).sum();
+    let secs = elapsed.as_secs_f64();
+    info!(
+        rows = total,
+        seconds = format!("{secs:.2}"),
+        rows_per_second = (total as f64 / secs.max(1e-9)) as u64,
+        "replication stopped"
+    );
+}
+
+/// `generate`: insert demo orders at `rate` rows/s until `total` or Ctrl-C.
+pub fn generate(settings: &Settings, rate: f64, total: Option<u64>) -> Result<GeneratorReport> {
+    let url = settings.source_url.clone();
+    actix::System::new().block_on(async move {
+        let db = orm_connect(&url, Side::Source).await?;
+        let (tx, rx) = oneshot::channel();
+        let generator = Generator::new(db, rate, total, tx).start();
+        let mut report = until_done(rx, || generator.do_send(StopGenerator))
+            .await
+            .ok_or_else(|| Error::Other("the generator stopped without a report".into()))?;
+        match report.error.take() {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    })
+}
+
+async fn count(db: &DatabaseConnection, sql: String) -> Result<i64> {
+    let backend = db.get_database_backend();
+    let side = if backend == sea_orm::DatabaseBackend::Postgres { Side::Target } else { Side::Source };
+    let row = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await
+        .map_err(|e| Error::orm(side, "counting rows", e))?;
+    Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()).unwrap_or(0))
+}
+
+/// `demo`: migrate, generate at `rate`, replicate continuously, and print one line a
+/// second until Ctrl-C.
+pub fn demo(settings: Settings, rate: f64) -> Result<()> {
+    actix::System::new().block_on(async move {
+        migrate(&settings).await?;
+        let plans = prepare(&settings).await?;
+        let source = orm_connect(&settings.source_url, Side::Source).await?;
+        let target = orm_connect(&settings.target_url, Side::Target).await?;
+        let (gen_tx, _gen_rx) = oneshot::channel();
+        let generator = Generator::new(source.clone(), rate, None, gen_tx).start();
+        let (done_tx, done_rx) = oneshot::channel();
+        let sup = Supervisor::new(settings.clone(), false, plans, done_tx).start();
+        let sup2 = sup.clone();
+        let src_sql = format!("SELECT CAST(COUNT(*) AS SIGNED) FROM {}", quote_mysql("orders"));
+        let tgt_sql = format!(
+            "SELECT COUNT(*) FROM {}.{}",
+            quote_pg(&settings.target_schema),
+            quote_pg("orders")
+        );
+        println!("demo: generating {rate} orders/s into the source and replicating them; Ctrl-C stops");
+        let printer = actix::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let (s, t) = (count(&source, src_sql.clone()).await, count(&target, tgt_sql.clone()).await);
+                let stats = sup2.send(GetStats).await.unwrap_or_default();
+                let lag = stats
+                    .get("orders")
+                    .and_then(|s| s.last_lag)
+                    .map_or("-".to_string(), |l| format!("{} ms", l.as_millis()));
+                match (s, t) {
+                    (Ok(s), Ok(t)) => println!("source rows {s:>9}  target rows {t:>9}  lag {lag}"),
+                    (Err(e), _) | (_, Err(e)) => println!("counting failed: {e}"),
+                }
+            }
+        });
+        let outcome = until_done(done_rx, || {
+            generator.do_send(StopGenerator);
+            sup.do_send(Shutdown);
+        })
+        .await;
+        printer.abort();
+        match outcome.and_then(|o| o.failure) {
+            Some((msg, code)) if code == 2 => Err(Error::Schema(msg)),
+            Some((msg, _)) => Err(Error::Other(msg)),
+            None => Ok(()),
+        }
+    })
+}
+
+/// `status`: the stored state of every table, read from the target.
+pub fn status(settings: &Settings) -> Result<Vec<entities::replication_state::Model>> {
+    let url = settings.target_url.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Other(e.to_string()))?;
+    rt.block_on(async move {
+        let db = orm_connect(&url, Side::Target).await?;
+        entities::replication_state::Entity::find()
+            .order_by_asc(entities::replication_state::Column::TableName)
+            .all(&db)
+            .await
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("does not exist") {
+                    Error::Schema("the target has no sluice.replication_state table yet; run `sluice migrate` or `sluice run` first".into())
+                } else {
+                    Error::orm(Side::Target, "reading sluice.replication_state", e)
+                }
+            })
+    })
+}
+
+/// `(created=2026-…, order_id="…")` from a stored watermark, for people.
+pub fn describe_position(keys: &serde_json::Value, position: Option<&serde_json::Value>) -> String {
+    let Some(position) = position else {
+        return "none yet".into();
+    };
+    let names: Vec<String> = serde_json::from_value(keys.clone()).unwrap_or_default();
+    let values: Vec<crate::value::Value> = serde_json::from_value(position.clone()).unwrap_or_default();
+    let parts: Vec<String> = names
+        .iter()
+        .zip(values.iter())
+        .map(|(n, v)| format!("{n}={}", v.display()))
+        .collect();
+    format!("({})", parts.join(", "))
+}

@@ -1,0 +1,359 @@
+//! Typed settings: built-in defaults, then the TOML file (`--config`), then environment
+//! variables, then command-line flags. [`Settings::validate`] is pure and names the key that
+//! is wrong. Connection URLs are only ever shown through [`redact`].
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_SOURCE_URL: &str = "mysql://root@127.0.0.1:3306/test";
+pub const DEFAULT_TARGET_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Everything `sluice` needs to know, fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub source_url: String,
+    pub target_url: String,
+    /// PostgreSQL schema that receives the replicated tables.
+    pub target_schema: String,
+    pub pipeline: Pipeline,
+    pub tables: Vec<TableSettings>,
+}
+
+/// `[pipeline]`: how rows are grouped and how often the source is asked for more.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    /// A batch is written when it holds this many rows. Also the keyset page size.
+    pub batch_rows: usize,
+    /// ... or when this long has passed since its first row arrived.
+    pub linger_ms: u64,
+    /// How long the poller waits before asking again once it has caught up.
+    pub poll_interval_ms: u64,
+    /// Batches that may wait between the batcher and the writer (the row channel between
+    /// poller and batcher holds one batch's worth of rows).
+    pub channel_capacity: usize,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline {
+            batch_rows: 10_000,
+            linger_ms: 20,
+            poll_interval_ms: 50,
+            channel_capacity: 4,
+        }
+    }
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    /// Source table name (in the source URL's database).
+    pub name: String,
+    /// Column, or list of columns, that grows whenever a row is inserted or updated.
+    pub cursor: OneOrMany,
+    /// Primary-key columns; introspected from the source when absent.
+    #[serde(default)]
+    pub primary_key: Option<OneOrMany>,
+}
+
+/// A column name or a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+impl TableSettings {
+    /// The demo table, used when the configuration names no table.
+    pub fn demo_orders() -> Self {
+        TableSettings {
+            name: "orders".into(),
+            cursor: OneOrMany::One("created".into()),
+            primary_key: None,
+        }
+    }
+}
+
+/// The TOML file, as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    source: FileSource,
+    #[serde(default)]
+    target: FileTarget,
+    #[serde(default)]
+    pipeline: Pipeline,
+    #[serde(default)]
+    tables: Vec<TableSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTarget {
+    url: Option<String>,
+    schema: Option<String>,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub source_url: Option<String>,
+    pub target_url: Option<String>,
+}
+
+impl Settings {
+    /// Reads the file (if any), applies the overrides, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                Self::parse_toml(&text)
+                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
+            None => File::default(),
+        };
+        let settings = Settings {
+            source_url: overrides
+                .source_url
+                .clone()
+                .or(parsed.source.url)
+                .unwrap_or_else(|| DEFAULT_SOURCE_URL.into()),
+            target_url: overrides
+                .target_url
+                .clone()
+                .or(parsed.target.url)
+                .unwrap_or_else(|| DEFAULT_TARGET_URL.into()),
+            target_schema: parsed.target.schema.unwrap_or_else(|| "public".into()),
+            pipeline: parsed.pipeline,
+            tables: if parsed.tables.is_empty() {
+                vec![TableSettings::demo_orders()]
+            } else {
+                parsed.tables
+            },
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn parse_toml(text: &str) -> std::result::Result<File, String> {
+        toml::from_str::<File>(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Checks every value; the message names the key and the accepted range.
+    pub fn validate(&self) -> Result<()> {
+        check_url("source.url / SLUICE_SOURCE_URL / --source", &self.source_url, &["mysql", "mariadb"])?;
+        check_url(
+            "target.url / SLUICE_TARGET_URL / --target",
+            &self.target_url,
+            &["postgres", "postgresql"],
+        )?;
+        if self.target_schema.is_empty() {
+            return Err(Error::Config("target.schema must not be empty".into()));
+        }
+        let p = &self.pipeline;
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(Error::Config(format!(
+                    "pipeline.{key} = {v} is out of range: use a value from {lo} to {hi}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        range("batch_rows", p.batch_rows as u64, 1, 1_000_000)?;
+        range("linger_ms", p.linger_ms, 0, 60_000)?;
+        range("poll_interval_ms", p.poll_interval_ms, 1, 3_600_000)?;
+        range("channel_capacity", p.channel_capacity as u64, 1, 1024)?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let at = format!("tables[{i}]");
+            if t.name.is_empty() {
+                return Err(Error::Config(format!("{at}.name must not be empty")));
+            }
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::Config(format!(
+                    "{at}: table {:?} is listed twice; list each table once",
+                    t.name
+                )));
+            }
+            let cursor = t.cursor.to_vec();
+            if cursor.is_empty() || cursor.iter().any(|c| c.is_empty()) {
+                return Err(Error::Config(format!(
+                    "{at}.cursor (table {:?}) must name at least one column",
+                    t.name
+                )));
+            }
+            if let Some(pk) = &t.primary_key {
+                let pk = pk.to_vec();
+                if pk.is_empty() || pk.iter().any(|c| c.is_empty()) {
+                    return Err(Error::Config(format!(
+                        "{at}.primary_key (table {:?}) must name at least one column, or be left out to introspect it",
+                        t.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(key: &str, raw: &str, schemes: &[&str]) -> Result<()> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| Error::Config(format!("{key}: {:?} is not a URL ({e})", redact(raw))))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(Error::Config(format!(
+            "{key}: scheme {:?} in {} is not supported; use {}://user@host:port/database",
+            url.scheme(),
+            redact(raw),
+            schemes[0]
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::Config(format!("{key}: {} names no host", redact(raw))));
+    }
+    if url.path().trim_start_matches('/').is_empty() {
+        return Err(Error::Config(format!(
+            "{key}: {} names no database; add it as the path, e.g. /test",
+            redact(raw)
+        )));
+    }
+    Ok(())
+}
+
+/// The URL with its password replaced by `***`, for logs and errors.
+pub fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        // Not a URL: it might still hold a secret, so show only its scheme-like prefix.
+        Err(_) => match raw.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…"),
+            None => "<unparseable URL>".into(),
+        },
+    }
+}
+
+/// `host:port` of a URL, for "cannot reach" messages.
+pub fn host_port(raw: &str) -> String {
+    url::Url::parse(raw)
+        .ok()
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port_or_known_default()
+                    .or(match u.scheme() {
+                        "mysql" | "mariadb" => Some(3306),
+                        "postgres" | "postgresql" => Some(5432),
+                        _ => None,
+                    })
+                    .map_or("?".into(), |p| p.to_string())
+            )
+        })
+        .unwrap_or_else(|| "<unparseable URL>".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Settings> {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&dir, text).unwrap();
+        let r = Settings::load(Some(&dir), &Overrides::default());
+        std::fs::remove_file(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn defaults_replicate_the_demo_table() {
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.source_url, DEFAULT_SOURCE_URL);
+        assert_eq!(s.target_url, DEFAULT_TARGET_URL);
+        assert_eq!(s.tables, vec![TableSettings::demo_orders()]);
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let path = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "[source]\nurl = \"mysql://a@h:1/x\"\n").unwrap();
+        let o = Overrides {
+            source_url: Some("mysql://b@h:2/y".into()),
+            target_url: None,
+        };
+        let s = Settings::load(Some(&path), &o).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(s.source_url, "mysql://b@h:2/y");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[pipeline]\nbatch_size = 3\n").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn tables_accept_one_or_many_columns() {
+        let s = load_str(
+            "[[tables]]\nname = \"a\"\ncursor = [\"u\", \"v\"]\nprimary_key = \"id\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.tables[0].cursor.to_vec(), vec!["u", "v"]);
+        assert_eq!(s.tables[0].primary_key.as_ref().unwrap().to_vec(), vec!["id"]);
+    }
+
+    #[test]
+    fn zero_batch_is_refused_with_its_key() {
+        let err = load_str("[pipeline]\nbatch_rows = 0\n").unwrap_err();
+        assert!(err.to_string().contains("pipeline.batch_rows"), "{err}");
+    }
+
+    #[test]
+    fn wrong_scheme_is_refused_without_the_password() {
+        let o = Overrides {
+            source_url: Some("postgres://u:hunter2@h:1/db".into()),
+            target_url: None,
+        };
+        let err = Settings::load(None, &o).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("source.url"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(redact("mysql://u:pw@h:3306/db"), "mysql://u:***@h:3306/db");
+        assert_eq!(redact("mysql://u@h:3306/db"), "mysql://u@h:3306/db");
+        assert_eq!(host_port("postgres://u:pw@db.example:6543/x"), "db.example:6543");
+        assert_eq!(host_port("mysql://u@h/x"), "h:3306");
+    }
+}

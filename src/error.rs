@@ -1,0 +1,136 @@
+//! One error type for the whole crate, with the two questions every caller asks of it:
+//! may this be retried ([`Error::is_retryable`]), and which exit code does it mean
+//! ([`Error::exit_code`]).
+
+use std::fmt;
+
+/// Everything that can stop or delay sluice.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad usage or configuration: a malformed file, an unknown key, an invalid value.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A table definition sluice cannot replicate (missing table, no primary key, unknown
+    /// cursor column, unsupported column type, incompatible target table).
+    #[error("{0}")]
+    Schema(String),
+    /// A database operation failed. `transient` errors (connection lost or refused, server
+    /// shutting down, deadlock, serialization failure) are retried; others stop the table.
+    #[error("{side} {context}: {message}")]
+    Database {
+        side: Side,
+        context: String,
+        message: String,
+        transient: bool,
+    },
+    /// A row value that cannot be carried to the target.
+    #[error("bad value in table {table}, key {key}: {reason}")]
+    BadRow {
+        table: String,
+        key: String,
+        reason: String,
+    },
+    /// Anything else (I/O, a stopped actor).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Which database an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source (MySQL)",
+            Side::Target => "target (PostgreSQL)",
+        })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when waiting and trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Database {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    /// Process exit code: 2 for bad usage, configuration or table definitions, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Schema(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Wraps a sqlx error, classifying it as transient or permanent.
+    pub fn db(side: Side, context: impl Into<String>, err: &sea_orm::sqlx::Error) -> Self {
+        Error::Database {
+            side,
+            context: context.into(),
+            message: describe(err),
+            transient: is_transient(err),
+        }
+    }
+
+    /// Wraps a sea-orm error the same way.
+    pub fn orm(side: Side, context: impl Into<String>, err: sea_orm::DbErr) -> Self {
+        use sea_orm::{DbErr, RuntimeErr};
+        match err {
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => Error::db(side, context, &e),
+            other => Error::Database {
+                side,
+                context: context.into(),
+                transient: matches!(other, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Text of a sqlx error, with the SQLSTATE for database errors.
+fn describe(err: &sea_orm::sqlx::Error) -> String {
+    match err {
+        sea_orm::sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn is_transient(err: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error as E;
+    match err {
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
+        E::Protocol(msg) => msg.contains("connection") || msg.contains("closed"),
+        E::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            matches!(
+                code.as_ref(),
+                // PostgreSQL: serialization failure, deadlock, connection exceptions,
+                // admin/crash shutdown, cannot connect now, too many connections.
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+                    | "08000" | "08003" | "08006" | "08001" | "08004"
+                    // MySQL/MariaDB report SQLSTATE HY000 / 08S01 for many things; the
+                    // message tells lock waits and shutdowns apart.
+                    | "08S01" | "40000"
+            ) || db.message().contains("Lock wait timeout")
+                || db.message().contains("Deadlock found")
+                || db.message().contains("server shutdown")
+        }
+        _ => false,
+    }
+}

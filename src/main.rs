@@ -1,0 +1,91 @@
+//! Thin binary: parse the command line, set up logging, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice::cli::{Cli, Command, LogFormat};
+use sluice::config::{Overrides, Settings};
+use sluice::error::Error;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn execute(cli: Cli) -> Result<(), Error> {
+    let overrides = Overrides {
+        source_url: cli.source,
+        target_url: cli.target,
+    };
+    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    match cli.command {
+        Command::Migrate => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Other(e.to_string()))?;
+            rt.block_on(sluice::app::migrate(&settings))?;
+            println!("migrated: source orders, target {}.orders and sluice.replication_state", settings.target_schema);
+        }
+        Command::Generate { rate, total } => {
+            let r = sluice::app::generate(&settings, rate, total)?;
+            let secs = r.elapsed.as_secs_f64();
+            println!(
+                "inserted {} orders in {secs:.1} s ({:.0} rows/s)",
+                r.inserted,
+                r.inserted as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Run { once } => {
+            let started = std::time::Instant::now();
+            let outcome = sluice::app::run(settings, once)?;
+            if let Some((msg, code)) = outcome.failure {
+                return Err(if code == 2 { Error::Schema(msg) } else { Error::Other(msg) });
+            }
+            let total: u64 = outcome.tables.values().map(|s| s.rows_written).sum();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "replicated {total} rows in {secs:.2} s ({:.0} rows/s)",
+                total as f64 / secs.max(1e-9)
+            );
+            for (table, s) in &outcome.tables {
+                println!("  {table}: {} rows in {} batches", s.rows_written, s.batches);
+            }
+        }
+        Command::Status => {
+            let rows = sluice::app::status(&settings)?;
+            if rows.is_empty() {
+                println!("no table has been replicated yet");
+            }
+            for r in rows {
+                println!(
+                    "{}: {} rows replicated, watermark {}, last commit {}, last error {}",
+                    r.table_name,
+                    r.rows_replicated,
+                    sluice::app::describe_position(&r.key_columns, r.position.as_ref()),
+                    r.updated_at.format("%Y-%m-%d %H:%M:%S%.3f %Z"),
+                    r.last_error.as_deref().unwrap_or("none")
+                );
+            }
+        }
+        Command::Demo { rate } => sluice::app::demo(settings, rate)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The generator: emulates production by inserting demo orders into the source at a set
+//! rate, with parameterized multi-row inserts through the sea-orm entity.
+
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use chrono::{SubsecRound, Utc};
+use entities::orders;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::error::{Error, Side};
+
+/// Rows per INSERT statement at most.
+const MAX_ROWS_PER_INSERT: u64 = 1_000;
+
+/// How a generator run ended.
+#[derive(Debug)]
+pub struct GeneratorReport {
+    pub inserted: u64,
+    pub elapsed: Duration,
+    pub error: Option<Error>,
+}
+
+pub struct Generator {
+    db: DatabaseConnection,
+    rate: f64,
+    total: Option<u64>,
+    inserted: u64,
+    started: Instant,
+    done: Option<oneshot::Sender<GeneratorReport>>,
+}
+
+impl Generator {
+    /// `rate` rows per second, until `total` rows (or forever).
+    pub fn new(
+        db: DatabaseConnection,
+        rate: f64,
+        total: Option<u64>,
+        done: oneshot::Sender<GeneratorReport>,
+    ) -> Self {
+        Generator {
+            db,
+            rate,
+            total,
+            inserted: 0,
+            started: Instant::now(),
+            done: Some(done),
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>, error: Option<Error>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(GeneratorReport {
+                inserted: self.inserted,
+                elapsed: self.started.elapsed(),
+                error,
+            });
+        }
+        ctx.stop();
+    }
+
+    /// Rows owed by now at the configured rate, capped by the total.
+    fn due(&self) -> u64 {
+        let due = (self.started.elapsed().as_secs_f64() * self.rate) as u64;
+        self.total.map_or(due, |t| due.min(t))
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.total.is_some_and(|t| self.inserted >= t) {
+            return self.finish(ctx, None);
+        }
+        let n = self.due().saturating_sub(self.inserted).min(MAX_ROWS_PER_INSERT);
+        if n == 0 {
+            return;
+        }
+        let created = Utc::now().naive_utc().trunc_subsecs(6);
+        let models = (0..n).map(move |_| orders::ActiveModel {
+            order_id: Set(uuid::Uuid::new_v4().to_string()),
+            created: Set(created),
+        });
+        let insert = orders::Entity::insert_many(models);
+        let db = self.db.clone();
+        // `wait` keeps ticks from overlapping: the next starts after this insert returns.
+        ctx.wait(
+            async move { insert.exec_without_returning(&db).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(_) => {
+                        act.inserted += n;
+                        debug!(rows = n, total = act.inserted, "generated orders");
+                    }
+                    Err(e) => {
+                        let err = Error::orm(Side::Source, "inserting demo orders", e);
+                        if err.is_retryable() {
+                            warn!(error = %err, "generator insert failed; retrying on the next tick");
+                        } else {
+                            act.finish(ctx, Some(err));
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for Generator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Tick often enough that inserts stay small and smooth (1 ms at 1,000 rows/s
+        // would be wasteful; 5-100 ms is a good spread).
+        let period = Duration::from_secs_f64((1.0 / self.rate).clamp(0.005, 0.1));
+        ctx.run_interval(period, |act, ctx| act.tick(ctx));
+        self.tick(ctx);
+    }
+}
+
+/// Stop generating (Ctrl-C).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopGenerator;
+
+impl Handler<StopGenerator> for Generator {
+    type Result = ();
+    fn handle(&mut self, _: StopGenerator, ctx: &mut Context<Self>) {
+        self.finish(ctx, None);
+    }
+}

@@ -1,0 +1,366 @@
+//! Writing the target (PostgreSQL): target tables, the stored watermark, and the batch
+//! writer that upserts rows and advances the watermark in one transaction.
+//!
+//! Delivery contract: a batch is applied with its watermark atomically, so a crash at any
+//! instant leaves the target holding exactly the rows its watermark covers. Writes are
+//! upserts keyed by the primary key, so re-delivering a batch (after a failed commit whose
+//! outcome was unknown, say) changes nothing.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, Connection};
+
+use crate::config::{host_port, redact};
+use crate::error::{Error, Result, Side};
+use crate::source::schema::{quote_pg, TableSchema};
+use crate::value::{encode_copy_rows, Row, Value};
+
+/// SQLSTATE of a unique violation: the direct COPY met a row that already exists.
+const UNIQUE_VIOLATION: &str = "23505";
+/// After a direct COPY met an existing row, this many batches go straight to the merge.
+const DIRECT_COOLDOWN_BATCHES: u32 = 16;
+
+/// Opens one connection to the target.
+pub async fn connect(url: &str) -> Result<PgConnection> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("target URL {} is not valid: {e}", redact(url))))?
+        .application_name("sluice");
+    opts.connect().await.map_err(|e| {
+        let mut err = Error::db(
+            Side::Target,
+            format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
+            &e,
+        );
+        if let Error::Database { message, .. } = &mut err {
+            message.push_str(
+                "; check that PostgreSQL is running there and the URL (--target, SLUICE_TARGET_URL, [target] url) is right",
+            );
+        }
+        err
+    })
+}
+
+fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_pg(schema), quote_pg(table))
+}
+
+fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+    let context = context.into();
+    move |e| Error::db(Side::Target, context, &e)
+}
+
+/// Creates the target table from the source schema when it is missing; when it exists,
+/// checks it has the same columns in the same order and a unique key on the primary key.
+pub async fn ensure_table(conn: &mut PgConnection, target_schema: &str, t: &TableSchema) -> Result<()> {
+    let existing: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+    )
+    .bind(target_schema)
+    .bind(&t.name)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(tgt(format!("reading the columns of target table {target_schema}.{}", t.name)))?;
+    let name = qualified(target_schema, &t.name);
+    if existing.is_empty() {
+        let mut cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}{}",
+                    quote_pg(&c.name),
+                    c.pg_type,
+                    if c.nullable { "" } else { " NOT NULL" }
+                )
+            })
+            .collect();
+        cols.push(format!(
+            "PRIMARY KEY ({})",
+            t.primary_key.iter().map(|&i| quote_pg(&t.columns[i].name)).collect::<Vec<_>>().join(", ")
+        ));
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {name} ({})",
+            quote_pg(target_schema),
+            cols.join(", ")
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(tgt(format!("creating target table {target_schema}.{}", t.name)))?;
+        tracing::info!(table = %t.name, target = %format!("{target_schema}.{}", t.name), "created target table");
+        return Ok(());
+    }
+    let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+    let have: Vec<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
+    if want != have {
+        return Err(Error::Schema(format!(
+            "target table {target_schema}.{} has columns ({}) but source table {:?} has ({}); they must match in name and order. Drop or rename the target table to let sluice create it, or fix its columns",
+            t.name,
+            have.join(", "),
+            t.name,
+            want.join(", ")
+        )));
+    }
+    let pk: Vec<String> = t.primary_key.iter().map(|&i| t.columns[i].name.clone()).collect();
+    let has_unique: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i \
+           JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indpred IS NULL \
+             AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a \
+                  WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) \
+                 = (SELECT array_agg(x ORDER BY x) FROM unnest($3::text[]) x) \
+             AND i.indnkeyatts = cardinality($3::text[]))",
+    )
+    .bind(target_schema)
+    .bind(&t.name)
+    .bind(&pk)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(tgt("checking the target table's primary key"))?;
+    if !has_unique {
+        return Err(Error::Schema(format!(
+            "target table {target_schema}.{} has no primary key or unique index on ({}), which upserts need; add one: ALTER TABLE {name} ADD PRIMARY KEY ({})",
+            t.name,
+            pk.join(", "),
+            pk.iter().map(|c| quote_pg(c)).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the stored watermark of a table. Refuses a watermark stored for other keyset
+/// columns (the cursor or key changed in the config): it would not mean the same rows.
+pub async fn load_position(conn: &mut PgConnection, t: &TableSchema) -> Result<Option<Vec<Value>>> {
+    let row: Option<(serde_json::Value, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT key_columns, position FROM sluice.replication_state WHERE table_name = $1",
+    )
+    .bind(&t.name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(tgt(format!("reading the watermark of {:?}", t.name)))?;
+    let Some((keys, position)) = row else {
+        return Ok(None);
+    };
+    let stored: Vec<String> = serde_json::from_value(keys).unwrap_or_default();
+    if stored != t.key_names() {
+        return Err(Error::Schema(format!(
+            "table {:?}: its watermark was stored for keyset ({}) but the configuration now gives ({}); restore the old cursor, or delete the row for this table from sluice.replication_state to start over",
+            t.name,
+            stored.join(", "),
+            t.key_names().join(", ")
+        )));
+    }
+    match position {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(p) => serde_json::from_value(p).map(Some).map_err(|e| {
+            Error::Other(format!("the stored watermark of {:?} is unreadable: {e}", t.name))
+        }),
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub rows: usize,
+    /// True when the batch went through the staging merge rather than a direct COPY.
+    pub merged: bool,
+}
+
+/// Writes batches of one table. Owns its connection; one writer per table keeps the
+/// watermark commits of that table in order.
+pub struct PgWriter {
+    conn: PgConnection,
+    table: Arc<TableSchema>,
+    copy_target: String,
+    copy_stage: String,
+    merge: String,
+    create_stage: String,
+    stage_ready: bool,
+    /// Batches left before a direct COPY is tried again after one met an existing row.
+    cooldown: u32,
+    buf: Vec<u8>,
+}
+
+impl PgWriter {
+    pub fn new(conn: PgConnection, table: Arc<TableSchema>, target_schema: &str) -> Self {
+        let target = qualified(target_schema, &table.name);
+        let cols: Vec<String> = table.columns.iter().map(|c| quote_pg(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let pk: Vec<String> = table.primary_key.iter().map(|&i| quote_pg(&table.columns[i].name)).collect();
+        let updates: Vec<String> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !table.primary_key.contains(i))
+            .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote_pg(&c.name)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        PgWriter {
+            conn,
+            copy_target: format!("COPY {target} ({col_list}) FROM STDIN"),
+            copy_stage: format!("COPY pg_temp.sluice_stage ({col_list}) FROM STDIN"),
+            merge: format!(
+                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM pg_temp.sluice_stage ON CONFLICT ({}) {action}",
+                pk.join(", ")
+            ),
+            // The stage mirrors the target's columns and types; it lives as long as the
+            // connection and empties itself at every commit.
+            create_stage: format!(
+                "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE {target}) ON COMMIT DELETE ROWS"
+            ),
+            stage_ready: false,
+            cooldown: 0,
+            buf: Vec::new(),
+            table,
+        }
+    }
+
+    /// Applies `rows` (in keyset order) and moves the watermark to `position`, in one
+    /// transaction. Tries a plain COPY into the table first (the fast path while rows are
+    /// new); if a row already exists it rolls that back and merges through a staging table.
+    pub async fn write(&mut self, rows: &[Row], position: &[Value]) -> Result<WriteOutcome> {
+        let name = self.table.name.clone();
+        let mut tx = self.conn.begin().await.map_err(tgt(format!("beginning a transaction for {name:?}")))?;
+        let mut merged = false;
+        let mut direct_done = false;
+        if self.cooldown == 0 {
+            self.buf.clear();
+            encode_copy_rows(rows, &mut self.buf);
+            sqlx::raw_sql("SAVEPOINT sluice_direct")
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt("creating a savepoint"))?;
+            match copy(&mut tx, &self.copy_target, &self.buf).await {
+                Ok(_) => direct_done = true,
+                Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT sluice_direct")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(tgt("rolling back to a savepoint"))?;
+                    self.cooldown = DIRECT_COOLDOWN_BATCHES;
+                }
+                Err(e) => return Err(copy_error(&self.table, &e, rows.len())),
+            }
+        } else {
+            self.cooldown -= 1;
+        }
+        if !direct_done {
+            merged = true;
+            if !self.stage_ready {
+                sqlx::raw_sql(AssertSqlSafe(self.create_stage.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(tgt(format!("creating the staging table for {name:?}")))?;
+            }
+            self.buf.clear();
+            encode_copy_rows(last_of_each_key(&self.table, rows), &mut self.buf);
+            if let Err(e) = copy(&mut tx, &self.copy_stage, &self.buf).await {
+                return Err(copy_error(&self.table, &e, rows.len()));
+            }
+            sqlx::raw_sql(AssertSqlSafe(self.merge.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!("merging a batch into {name:?}")))?;
+        }
+        let keys = serde_json::to_value(self.table.key_names()).expect("names serialise");
+        let pos = serde_json::to_value(position).expect("values serialise");
+        sqlx::query(
+            "INSERT INTO sluice.replication_state AS s \
+               (table_name, key_columns, position, rows_replicated, updated_at, last_error) \
+             VALUES ($1, $2, $3, $4, now(), NULL) \
+             ON CONFLICT (table_name) DO UPDATE SET key_columns = EXCLUDED.key_columns, \
+               position = EXCLUDED.position, \
+               rows_replicated = s.rows_replicated + EXCLUDED.rows_replicated, \
+               updated_at = now(), last_error = NULL",
+        )
+        .bind(&name)
+        .bind(keys)
+        .bind(pos)
+        .bind(rows.len() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(tgt(format!("advancing the watermark of {name:?}")))?;
+        tx.commit().await.map_err(tgt(format!("committing a batch of {name:?}")))?;
+        // The stage exists once its creating transaction committed.
+        if merged {
+            self.stage_ready = true;
+        }
+        Ok(WriteOutcome {
+            rows: rows.len(),
+            merged,
+        })
+    }
+
+    /// Records an error against the table in the state table, for `status`.
+    pub async fn record_error(&mut self, message: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sluice.replication_state AS s (table_name, key_columns, last_error) \
+             VALUES ($1, $2, $3) ON CONFLICT (table_name) DO UPDATE SET last_error = EXCLUDED.last_error",
+        )
+        .bind(&self.table.name)
+        .bind(serde_json::to_value(self.table.key_names()).expect("names serialise"))
+        .bind(message)
+        .execute(&mut self.conn)
+        .await
+        .map_err(tgt("recording an error in sluice.replication_state"))?;
+        Ok(())
+    }
+}
+
+/// A COPY the target refused: data errors (a value PostgreSQL will not take) name the
+/// table; connection errors stay retryable.
+fn copy_error(table: &TableSchema, e: &sqlx::Error, rows: usize) -> Error {
+    let err = Error::db(Side::Target, format!("copying {rows} rows into {:?}", table.name), e);
+    match sqlstate(e).as_deref() {
+        Some(code) if code.starts_with("22") || code.starts_with("23") => Error::BadRow {
+            table: table.name.clone(),
+            key: "(in a batch)".into(),
+            reason: err.to_string(),
+        },
+        _ => err,
+    }
+}
+
+async fn copy(tx: &mut PgConnection, statement: &str, data: &[u8]) -> std::result::Result<u64, sqlx::Error> {
+    let mut copy = tx.copy_in_raw(statement).await?;
+    if let Err(e) = copy.send(data).await {
+        let _ = copy.abort("send failed").await;
+        return Err(e);
+    }
+    copy.finish().await
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// The rows of a batch with only the last version of each primary key kept, in order: a
+/// row updated while the batch was being read appears twice, and one INSERT … ON CONFLICT
+/// may not touch a row twice.
+fn last_of_each_key<'a>(t: &TableSchema, rows: &'a [Row]) -> impl Iterator<Item = &'a Row> {
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let mut k = Vec::new();
+        for &c in &t.primary_key {
+            row[c].write_copy_text(&mut k);
+            k.push(b'\t');
+        }
+        last.insert(k, i);
+    }
+    let keep: std::collections::HashSet<usize> = last.into_values().collect();
+    rows.iter().enumerate().filter(move |(i, _)| keep.contains(i)).map(|(_, r)| r)
+}

@@ -1,0 +1,170 @@
+//! Row values between the two databases: decoded once from MySQL, encoded once into
+//! PostgreSQL's COPY text format, and (for keyset columns) stored as JSON in the watermark
+//! and bound back into the next MySQL query.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One column value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    /// Text, and values MySQL hands out as text: DECIMAL digits, ENUM, SET, TIME.
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(NaiveDate),
+    DateTime(NaiveDateTime),
+    /// A MySQL TIMESTAMP, read with the session time zone at UTC.
+    Timestamp(DateTime<Utc>),
+}
+
+/// A source row: one value per column, in the table's column order.
+pub type Row = Vec<Value>;
+
+impl Value {
+    /// Appends the value in PostgreSQL's COPY text format (no delimiter, no newline).
+    pub fn write_copy_text(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        match self {
+            Value::Null => out.extend_from_slice(b"\\N"),
+            Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+            Value::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::UInt(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Float(v) => {
+                if v.is_nan() {
+                    out.extend_from_slice(b"NaN");
+                } else if v.is_infinite() {
+                    out.extend_from_slice(if *v > 0.0 { b"Infinity" } else { b"-Infinity" });
+                } else {
+                    // `{}` prints the shortest text that parses back to the same f64.
+                    let _ = write!(out, "{v}");
+                }
+            }
+            Value::Text(s) => escape_copy_text(s.as_bytes(), out),
+            Value::Bytes(b) => {
+                // bytea hex input `\x0a1b…`; the backslash itself is escaped for COPY.
+                out.extend_from_slice(b"\\\\x");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for byte in b {
+                    out.push(HEX[(byte >> 4) as usize]);
+                    out.push(HEX[(byte & 0xf) as usize]);
+                }
+            }
+            Value::Date(d) => {
+                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+            }
+            Value::DateTime(t) => {
+                let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+            }
+            Value::Timestamp(t) => {
+                let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+            }
+        }
+    }
+
+    /// Short human form, for logs and error messages (keys of bad rows).
+    pub fn display(&self) -> String {
+        match self {
+            Value::Null => "NULL".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(v) => v.to_string(),
+            Value::UInt(v) => v.to_string(),
+            Value::Float(v) => v.to_string(),
+            Value::Text(s) => format!("{s:?}"),
+            Value::Bytes(b) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Value::Date(d) => d.to_string(),
+            Value::DateTime(t) => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.6fZ").to_string(),
+        }
+    }
+
+    /// The value as a UTC instant, when it is a point in time (for lag measurement).
+    pub fn as_utc(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Value::DateTime(t) => Some(t.and_utc()),
+            Value::Timestamp(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+/// COPY text escaping: backslash, and the characters that would end a field or a row.
+fn escape_copy_text(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Encodes rows as COPY text: tab between fields, newline after each row.
+pub fn encode_copy_rows<'a>(rows: impl IntoIterator<Item = &'a Row>, out: &mut Vec<u8>) {
+    for row in rows {
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            v.write_copy_text(out);
+        }
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(v: Value) -> String {
+        let mut out = Vec::new();
+        v.write_copy_text(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn copy_text_escapes_what_would_break_a_row() {
+        assert_eq!(copy(Value::Text("a\tb\nc\\d\re".into())), "a\\tb\\nc\\\\d\\re");
+        assert_eq!(copy(Value::Text("plain 😀 'q'".into())), "plain 😀 'q'");
+        assert_eq!(copy(Value::Null), "\\N");
+        assert_eq!(copy(Value::Bytes(vec![0, 0xff, 0x10])), "\\\\x00ff10");
+    }
+
+    #[test]
+    fn copy_text_keeps_microseconds_and_full_range() {
+        let t = NaiveDate::from_ymd_opt(2026, 11, 25)
+            .unwrap()
+            .and_hms_micro_opt(13, 1, 2, 5)
+            .unwrap();
+        assert_eq!(copy(Value::DateTime(t)), "2026-11-25 13:01:02.000005");
+        assert_eq!(copy(Value::UInt(u64::MAX)), "18446744073709551615");
+        assert_eq!(copy(Value::Int(i64::MIN)), "-9223372036854775808");
+        assert_eq!(copy(Value::Float(0.1)), "0.1");
+        assert_eq!(copy(Value::Float(f64::NEG_INFINITY)), "-Infinity");
+    }
+
+    #[test]
+    fn watermark_json_round_trips_types() {
+        let t = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap().and_hms_micro_opt(3, 4, 5, 6).unwrap();
+        let vals = vec![Value::DateTime(t), Value::Text("k".into()), Value::UInt(u64::MAX), Value::Int(-3)];
+        let json = serde_json::to_value(&vals).unwrap();
+        let back: Vec<Value> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, vals);
+    }
+}
