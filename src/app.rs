@@ -12,9 +12,11 @@ use tracing::info;
 use crate::config::{host_port, redact, Settings};
 use crate::error::{Error, Result, Side};
 use crate::pipeline::generator::{Generator, GeneratorReport, StopGenerator};
-use crate::pipeline::supervisor::{GetStats, RunOutcome, Shutdown, Supervisor, TablePlan, TableStats};
-use crate::source::{mysql, schema::quote_mysql, schema::quote_pg};
+use crate::pipeline::supervisor::{
+    GetStats, RunOutcome, Shutdown, Supervisor, TablePlan, TableStats,
+};
 use crate::sink;
+use crate::source::{mysql, schema::quote_mysql, schema::quote_pg};
 
 /// Connects sea-orm to one side, with an error that names host:port and never the password.
 async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnection> {
@@ -23,10 +25,17 @@ async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
     Database::connect(opts).await.map_err(|e| {
-        let mut err = Error::orm(side, format!("cannot connect to {} (URL {})", host_port(url), redact(url)), e);
+        let mut err = Error::orm(
+            side,
+            format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
+            e,
+        );
         if let Error::Database { message, .. } = &mut err {
             // sea-orm's messages can quote the URL; make sure no password leaks through.
-            if let Some(pw) = url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_string)) {
+            if let Some(pw) = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.password().map(str::to_string))
+            {
                 *message = message.replace(&pw, "***");
             }
         }
@@ -45,7 +54,13 @@ pub async fn migrate(settings: &Settings) -> Result<()> {
     let target = orm_connect(&settings.target_url, Side::Target).await?;
     migration::run_on_target(&target, &migration::State)
         .await
-        .map_err(|e| Error::orm(Side::Target, "creating the sluice.replication_state table", e))?;
+        .map_err(|e| {
+            Error::orm(
+                Side::Target,
+                "creating the sluice.replication_state table",
+                e,
+            )
+        })?;
     migration::run_on_target(
         &target,
         &migration::TargetDemo {
@@ -69,14 +84,21 @@ pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
     let target = orm_connect(&settings.target_url, Side::Target).await?;
     migration::run_on_target(&target, &migration::State)
         .await
-        .map_err(|e| Error::orm(Side::Target, "creating the sluice.replication_state table", e))?;
+        .map_err(|e| {
+            Error::orm(
+                Side::Target,
+                "creating the sluice.replication_state table",
+                e,
+            )
+        })?;
     target.close().await.ok();
     let mut src = mysql::connect(&settings.source_url).await?;
     let mut tgt = sink::connect(&settings.target_url).await?;
     let mut plans = Vec::with_capacity(settings.tables.len());
     for t in &settings.tables {
         let pk = t.primary_key.as_ref().map(|p| p.to_vec());
-        let schema = mysql::introspect(&mut src, &t.name, &t.cursor.to_vec(), pk.as_deref()).await?;
+        let schema =
+            mysql::introspect(&mut src, &t.name, &t.cursor.to_vec(), pk.as_deref()).await?;
         sink::ensure_table(&mut tgt, &settings.target_schema, &schema).await?;
         let start = sink::load_position(&mut tgt, &schema).await?;
         plans.push(TablePlan {
@@ -154,12 +176,18 @@ pub fn generate(settings: &Settings, rate: f64, total: Option<u64>) -> Result<Ge
 
 async fn count(db: &DatabaseConnection, sql: String) -> Result<i64> {
     let backend = db.get_database_backend();
-    let side = if backend == sea_orm::DatabaseBackend::Postgres { Side::Target } else { Side::Source };
+    let side = if backend == sea_orm::DatabaseBackend::Postgres {
+        Side::Target
+    } else {
+        Side::Source
+    };
     let row = db
         .query_one_raw(Statement::from_string(backend, sql))
         .await
         .map_err(|e| Error::orm(side, "counting rows", e))?;
-    Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()).unwrap_or(0))
+    Ok(row
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .unwrap_or(0))
 }
 
 /// `demo`: migrate, generate at `rate`, replicate continuously, and print one line a
@@ -175,18 +203,26 @@ pub fn demo(settings: Settings, rate: f64) -> Result<()> {
         let (done_tx, done_rx) = oneshot::channel();
         let sup = Supervisor::new(settings.clone(), false, plans, done_tx).start();
         let sup2 = sup.clone();
-        let src_sql = format!("SELECT CAST(COUNT(*) AS SIGNED) FROM {}", quote_mysql("orders"));
+        let src_sql = format!(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
+            quote_mysql("orders")
+        );
         let tgt_sql = format!(
             "SELECT COUNT(*) FROM {}.{}",
             quote_pg(&settings.target_schema),
             quote_pg("orders")
         );
-        println!("demo: generating {rate} orders/s into the source and replicating them; Ctrl-C stops");
+        println!(
+            "demo: generating {rate} orders/s into the source and replicating them; Ctrl-C stops"
+        );
         let printer = actix::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let (s, t) = (count(&source, src_sql.clone()).await, count(&target, tgt_sql.clone()).await);
+                let (s, t) = (
+                    count(&source, src_sql.clone()).await,
+                    count(&target, tgt_sql.clone()).await,
+                );
                 let stats = sup2.send(GetStats).await.unwrap_or_default();
                 let lag = stats
                     .get("orders")
@@ -215,7 +251,10 @@ pub fn demo(settings: Settings, rate: f64) -> Result<()> {
 /// `status`: the stored state of every table, read from the target.
 pub fn status(settings: &Settings) -> Result<Vec<entities::replication_state::Model>> {
     let url = settings.target_url.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Other(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(e.to_string()))?;
     rt.block_on(async move {
         let db = orm_connect(&url, Side::Target).await?;
         entities::replication_state::Entity::find()
@@ -239,7 +278,8 @@ pub fn describe_position(keys: &serde_json::Value, position: Option<&serde_json:
         return "none yet".into();
     };
     let names: Vec<String> = serde_json::from_value(keys.clone()).unwrap_or_default();
-    let values: Vec<crate::value::Value> = serde_json::from_value(position.clone()).unwrap_or_default();
+    let values: Vec<crate::value::Value> =
+        serde_json::from_value(position.clone()).unwrap_or_default();
     let parts: Vec<String> = names
         .iter()
         .zip(values.iter())

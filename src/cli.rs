@@ -16,10 +16,22 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Source URL, mysql://user:password@host:port/database.
-    #[arg(long, global = true, value_name = "URL", env = "SLUICE_SOURCE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "SLUICE_SOURCE_URL",
+        hide_env_values = true
+    )]
     pub source: Option<String>,
     /// Target URL, postgres://user:password@host:port/database.
-    #[arg(long, global = true, value_name = "URL", env = "SLUICE_TARGET_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "SLUICE_TARGET_URL",
+        hide_env_values = true
+    )]
     pub target: Option<String>,
     /// Log line format (stderr). Filter with RUST_LOG, e.g. RUST_LOG=sluice=debug.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -68,6 +80,8 @@ fn positive_rate(s: &str) -> Result<f64, String> {
     if r.is_finite() && r > 0.0 && r <= 1_000_000.0 {
         Ok(r)
     } else {
-        Err(format!("rate must be above 0 and at most 1000000 rows/s, not {s}"))
+        Err(format!(
+            "rate must be above 0 and at most 1000000 rows/s, not {s}"
+        ))
     }
 }

@@ -165,7 +165,11 @@ impl Settings {
 
     /// Checks every value; the message names the key and the accepted range.
     pub fn validate(&self) -> Result<()> {
-        check_url("source.url / SLUICE_SOURCE_URL / --source", &self.source_url, &["mysql", "mariadb"])?;
+        check_url(
+            "source.url / SLUICE_SOURCE_URL / --source",
+            &self.source_url,
+            &["mysql", "mariadb"],
+        )?;
         check_url(
             "target.url / SLUICE_TARGET_URL / --target",
             &self.target_url,
@@ -233,7 +237,10 @@ fn check_url(key: &str, raw: &str, schemes: &[&str]) -> Result<()> {
         )));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::Config(format!("{key}: {} names no host", redact(raw))));
+        return Err(Error::Config(format!(
+            "{key}: {} names no host",
+            redact(raw)
+        )));
     }
     if url.path().trim_start_matches('/').is_empty() {
         return Err(Error::Config(format!(
@@ -323,12 +330,14 @@ mod tests {
 
     #[test]
     fn tables_accept_one_or_many_columns() {
-        let s = load_str(
-            "[[tables]]\nname = \"a\"\ncursor = [\"u\", \"v\"]\nprimary_key = \"id\"\n",
-        )
-        .unwrap();
+        let s =
+            load_str("[[tables]]\nname = \"a\"\ncursor = [\"u\", \"v\"]\nprimary_key = \"id\"\n")
+                .unwrap();
         assert_eq!(s.tables[0].cursor.to_vec(), vec!["u", "v"]);
-        assert_eq!(s.tables[0].primary_key.as_ref().unwrap().to_vec(), vec!["id"]);
+        assert_eq!(
+            s.tables[0].primary_key.as_ref().unwrap().to_vec(),
+            vec!["id"]
+        );
     }
 
     #[test]
@@ -353,7 +362,10 @@ mod tests {
     fn redact_hides_passwords() {
         assert_eq!(redact("mysql://u:pw@h:3306/db"), "mysql://u:***@h:3306/db");
         assert_eq!(redact("mysql://u@h:3306/db"), "mysql://u@h:3306/db");
-        assert_eq!(host_port("postgres://u:pw@db.example:6543/x"), "db.example:6543");
+        assert_eq!(
+            host_port("postgres://u:pw@db.example:6543/x"),
+            "db.example:6543"
+        );
         assert_eq!(host_port("mysql://u@h/x"), "h:3306");
     }
 }

@@ -20,9 +20,12 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,sea_orm=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,sea_orm=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -42,7 +45,10 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 .build()
                 .map_err(|e| Error::Other(e.to_string()))?;
             rt.block_on(sluice::app::migrate(&settings))?;
-            println!("migrated: source orders, target {}.orders and sluice.replication_state", settings.target_schema);
+            println!(
+                "migrated: source orders, target {}.orders and sluice.replication_state",
+                settings.target_schema
+            );
         }
         Command::Generate { rate, total } => {
             let r = sluice::app::generate(&settings, rate, total)?;
@@ -57,7 +63,11 @@ fn execute(cli: Cli) -> Result<(), Error> {
             let started = std::time::Instant::now();
             let outcome = sluice::app::run(settings, once)?;
             if let Some((msg, code)) = outcome.failure {
-                return Err(if code == 2 { Error::Schema(msg) } else { Error::Other(msg) });
+                return Err(if code == 2 {
+                    Error::Schema(msg)
+                } else {
+                    Error::Other(msg)
+                });
             }
             let total: u64 = outcome.tables.values().map(|s| s.rows_written).sum();
             let secs = started.elapsed().as_secs_f64();
@@ -66,7 +76,10 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 total as f64 / secs.max(1e-9)
             );
             for (table, s) in &outcome.tables {
-                println!("  {table}: {} rows in {} batches", s.rows_written, s.batches);
+                println!(
+                    "  {table}: {} rows in {} batches",
+                    s.rows_written, s.batches
+                );
             }
         }
         Command::Status => {

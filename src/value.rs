@@ -80,7 +80,10 @@ impl Value {
             Value::UInt(v) => v.to_string(),
             Value::Float(v) => v.to_string(),
             Value::Text(s) => format!("{s:?}"),
-            Value::Bytes(b) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Value::Bytes(b) => format!(
+                "0x{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ),
             Value::Date(d) => d.to_string(),
             Value::DateTime(t) => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
             Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.6fZ").to_string(),
@@ -140,7 +143,10 @@ mod tests {
 
     #[test]
     fn copy_text_escapes_what_would_break_a_row() {
-        assert_eq!(copy(Value::Text("a\tb\nc\\d\re".into())), "a\\tb\\nc\\\\d\\re");
+        assert_eq!(
+            copy(Value::Text("a\tb\nc\\d\re".into())),
+            "a\\tb\\nc\\\\d\\re"
+        );
         assert_eq!(copy(Value::Text("plain 😀 'q'".into())), "plain 😀 'q'");
         assert_eq!(copy(Value::Null), "\\N");
         assert_eq!(copy(Value::Bytes(vec![0, 0xff, 0x10])), "\\\\x00ff10");
@@ -161,8 +167,16 @@ mod tests {
 
     #[test]
     fn watermark_json_round_trips_types() {
-        let t = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap().and_hms_micro_opt(3, 4, 5, 6).unwrap();
-        let vals = vec![Value::DateTime(t), Value::Text("k".into()), Value::UInt(u64::MAX), Value::Int(-3)];
+        let t = NaiveDate::from_ymd_opt(2026, 1, 2)
+            .unwrap()
+            .and_hms_micro_opt(3, 4, 5, 6)
+            .unwrap();
+        let vals = vec![
+            Value::DateTime(t),
+            Value::Text("k".into()),
+            Value::UInt(u64::MAX),
+            Value::Int(-3),
+        ];
         let json = serde_json::to_value(&vals).unwrap();
         let back: Vec<Value> = serde_json::from_value(json).unwrap();
         assert_eq!(back, vals);

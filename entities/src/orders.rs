@@ -7,7 +7,11 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "orders")]
 pub struct Model {
     /// A UUID in its 36-character text form.
-    #[sea_orm(primary_key, auto_increment = false, column_type = "String(StringLen::N(36))")]
+    #[sea_orm(
+        primary_key,
+        auto_increment = false,
+        column_type = "String(StringLen::N(36))"
+    )]
     pub order_id: String,
     /// When the order was created, UTC, microsecond precision.
     pub created: DateTime,

@@ -1,8 +1,8 @@
 //! The demo `orders` table, as the cron jobs sluice replaces have it.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::MigratorTraitSelf;
 use sea_orm_migration::sea_orm::DatabaseBackend;
+use sea_orm_migration::MigratorTraitSelf;
 
 #[derive(Iden)]
 enum Orders {

@@ -18,8 +18,8 @@ mod demo;
 mod state;
 
 pub use demo::{SourceDemo, TargetDemo};
-pub use state::State;
 pub use sea_orm_migration::MigratorTraitSelf;
+pub use state::State;
 
 /// Applies `migrator` on the target inside one transaction whose `search_path` is the
 /// `sluice` schema, so sea-orm's unqualified tracking table lands there and not in the
@@ -30,7 +30,8 @@ pub async fn run_on_target<M: MigratorTraitSelf>(
 ) -> Result<(), DbErr> {
     let tx = db.begin().await?;
     // Serialises concurrent `migrate`/`run` starts against the same target.
-    tx.execute_unprepared("SELECT pg_advisory_xact_lock(7361626564)").await?;
+    tx.execute_unprepared("SELECT pg_advisory_xact_lock(7361626564)")
+        .await?;
     tx.execute_unprepared(&format!(
         "CREATE SCHEMA IF NOT EXISTS \"{}\"",
         entities::STATE_SCHEMA

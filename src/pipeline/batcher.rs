@@ -71,7 +71,12 @@ impl Handler<NextBatch> for Batcher {
         let (rows, ended) = self.collect();
         if let Some(last) = rows.last() {
             let position = self.cfg.table.key_of(last);
-            if self.cfg.batches.send(BatchMsg::Batch(Batch { rows, position })).is_err() {
+            if self
+                .cfg
+                .batches
+                .send(BatchMsg::Batch(Batch { rows, position }))
+                .is_err()
+            {
                 self.done = true;
                 return;
             }

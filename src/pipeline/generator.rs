@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture,
+};
 use chrono::{SubsecRound, Utc};
 use entities::orders;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
@@ -28,6 +30,8 @@ pub struct Generator {
     rate: f64,
     total: Option<u64>,
     inserted: u64,
+    /// An insert is under way; ticks until it returns do nothing.
+    busy: bool,
     started: Instant,
     done: Option<oneshot::Sender<GeneratorReport>>,
 }
@@ -45,6 +49,7 @@ impl Generator {
             rate,
             total,
             inserted: 0,
+            busy: false,
             started: Instant::now(),
             done: Some(done),
         }
@@ -68,10 +73,16 @@ impl Generator {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
         if self.total.is_some_and(|t| self.inserted >= t) {
             return self.finish(ctx, None);
         }
-        let n = self.due().saturating_sub(self.inserted).min(MAX_ROWS_PER_INSERT);
+        let n = self
+            .due()
+            .saturating_sub(self.inserted)
+            .min(MAX_ROWS_PER_INSERT);
         if n == 0 {
             return;
         }
@@ -82,11 +93,13 @@ impl Generator {
         });
         let insert = orders::Entity::insert_many(models);
         let db = self.db.clone();
-        // `wait` keeps ticks from overlapping: the next starts after this insert returns.
-        ctx.wait(
+        self.busy = true;
+        ctx.spawn(
             async move { insert.exec_without_returning(&db).await }
                 .into_actor(self)
-                .map(move |res, act, ctx| match res {
+                .map(move |res, act, ctx| {
+                    act.busy = false;
+                    match res {
                     Ok(_) => {
                         act.inserted += n;
                         debug!(rows = n, total = act.inserted, "generated orders");
@@ -99,6 +112,7 @@ impl Generator {
                             act.finish(ctx, Some(err));
                         }
                     }
+                }
                 }),
         );
     }

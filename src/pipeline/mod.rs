@@ -88,12 +88,18 @@ pub struct ShutdownSignal(pub Receiver<()>);
 
 impl ShutdownSignal {
     pub fn requested(&self) -> bool {
-        matches!(self.0.try_recv(), Err(crossbeam_channel::TryRecvError::Disconnected))
+        matches!(
+            self.0.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
     }
 
     /// Sleeps up to `d`, waking early on shutdown. Returns true when shutdown was asked for.
     pub fn wait(&self, d: Duration) -> bool {
-        matches!(self.0.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
+        matches!(
+            self.0.recv_timeout(d),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
     }
 }
 

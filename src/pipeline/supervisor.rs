@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, SyncArbiter};
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, SyncArbiter,
+};
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{bounded, Sender};
 use tokio::sync::oneshot;
@@ -78,7 +80,10 @@ impl Supervisor {
         Supervisor {
             settings,
             once,
-            stats: plans.iter().map(|p| (p.schema.name.clone(), TableStats::default())).collect(),
+            stats: plans
+                .iter()
+                .map(|p| (p.schema.name.clone(), TableStats::default()))
+                .collect(),
             plans,
             shutdown_tx: Some(tx),
             shutdown: ShutdownSignal(rx),
@@ -162,7 +167,11 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        self.stages = self.plans.iter().map(|plan| self.start_table(plan, me.clone())).collect();
+        self.stages = self
+            .plans
+            .iter()
+            .map(|plan| self.start_table(plan, me.clone()))
+            .collect();
         if self.plans.is_empty() {
             self.finish_if_done(ctx);
         }
@@ -174,7 +183,13 @@ impl Handler<Event> for Supervisor {
 
     fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
         match ev {
-            Event::Committed { table, rows, merged, newest, committed_at } => {
+            Event::Committed {
+                table,
+                rows,
+                merged,
+                newest,
+                committed_at,
+            } => {
                 let s = self.stats.entry(table).or_default();
                 s.rows_written += rows as u64;
                 s.batches += 1;
@@ -188,7 +203,12 @@ impl Handler<Event> for Supervisor {
                 s.retries += 1;
                 s.error = Some(error);
             }
-            Event::Failed { table, stage, error, exit_code } => {
+            Event::Failed {
+                table,
+                stage,
+                error,
+                exit_code,
+            } => {
                 error!(table = %table, stage, error = %error, "table stopped");
                 let s = self.stats.entry(table.clone()).or_default();
                 s.error = Some(error.clone());

@@ -46,7 +46,11 @@ impl Writer {
     fn write_once(&mut self, batch: &Batch) -> Result<sink::WriteOutcome> {
         if self.sink.is_none() {
             let conn = self.rt.block_on(sink::connect(&self.cfg.target_url))?;
-            self.sink = Some(PgWriter::new(conn, self.cfg.table.clone(), &self.cfg.target_schema));
+            self.sink = Some(PgWriter::new(
+                conn,
+                self.cfg.table.clone(),
+                &self.cfg.target_schema,
+            ));
         }
         let sink = self.sink.as_mut().expect("connected above");
         self.rt.block_on(sink.write(&batch.rows, &batch.position))

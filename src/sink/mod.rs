@@ -54,7 +54,11 @@ fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
 
 /// Creates the target table from the source schema when it is missing; when it exists,
 /// checks it has the same columns in the same order and a unique key on the primary key.
-pub async fn ensure_table(conn: &mut PgConnection, target_schema: &str, t: &TableSchema) -> Result<()> {
+pub async fn ensure_table(
+    conn: &mut PgConnection,
+    target_schema: &str,
+    t: &TableSchema,
+) -> Result<()> {
     let existing: Vec<(String, String)> = sqlx::query_as(
         "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
@@ -66,7 +70,10 @@ pub async fn ensure_table(conn: &mut PgConnection, target_schema: &str, t: &Tabl
     .bind(&t.name)
     .fetch_all(&mut *conn)
     .await
-    .map_err(tgt(format!("reading the columns of target table {target_schema}.{}", t.name)))?;
+    .map_err(tgt(format!(
+        "reading the columns of target table {target_schema}.{}",
+        t.name
+    )))?;
     let name = qualified(target_schema, &t.name);
     if existing.is_empty() {
         let mut cols: Vec<String> = t
@@ -83,7 +90,11 @@ pub async fn ensure_table(conn: &mut PgConnection, target_schema: &str, t: &Tabl
             .collect();
         cols.push(format!(
             "PRIMARY KEY ({})",
-            t.primary_key.iter().map(|&i| quote_pg(&t.columns[i].name)).collect::<Vec<_>>().join(", ")
+            t.primary_key
+                .iter()
+                .map(|&i| quote_pg(&t.columns[i].name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let sql = format!(
             "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {name} ({})",
@@ -93,7 +104,10 @@ pub async fn ensure_table(conn: &mut PgConnection, target_schema: &str, t: &Tabl
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
-            .map_err(tgt(format!("creating target table {target_schema}.{}", t.name)))?;
+            .map_err(tgt(format!(
+                "creating target table {target_schema}.{}",
+                t.name
+            )))?;
         tracing::info!(table = %t.name, target = %format!("{target_schema}.{}", t.name), "created target table");
         return Ok(());
     }
@@ -108,7 +122,11 @@ pub async fn ensure_table(conn: &mut PgConnection, target_schema: &str, t: &Tabl
             want.join(", ")
         )));
     }
-    let pk: Vec<String> = t.primary_key.iter().map(|&i| t.columns[i].name.clone()).collect();
+    let pk: Vec<String> = t
+        .primary_key
+        .iter()
+        .map(|&i| t.columns[i].name.clone())
+        .collect();
     let has_unique: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_index i \
            JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -160,7 +178,10 @@ pub async fn load_position(conn: &mut PgConnection, t: &TableSchema) -> Result<O
     match position {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(p) => serde_json::from_value(p).map(Some).map_err(|e| {
-            Error::Other(format!("the stored watermark of {:?} is unreadable: {e}", t.name))
+            Error::Other(format!(
+                "the stored watermark of {:?} is unreadable: {e}",
+                t.name
+            ))
         }),
     }
 }
@@ -193,7 +214,11 @@ impl PgWriter {
         let target = qualified(target_schema, &table.name);
         let cols: Vec<String> = table.columns.iter().map(|c| quote_pg(&c.name)).collect();
         let col_list = cols.join(", ");
-        let pk: Vec<String> = table.primary_key.iter().map(|&i| quote_pg(&table.columns[i].name)).collect();
+        let pk: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&i| quote_pg(&table.columns[i].name))
+            .collect();
         let updates: Vec<String> = table
             .columns
             .iter()
@@ -231,7 +256,11 @@ impl PgWriter {
     /// new); if a row already exists it rolls that back and merges through a staging table.
     pub async fn write(&mut self, rows: &[Row], position: &[Value]) -> Result<WriteOutcome> {
         let name = self.table.name.clone();
-        let mut tx = self.conn.begin().await.map_err(tgt(format!("beginning a transaction for {name:?}")))?;
+        let mut tx = self
+            .conn
+            .begin()
+            .await
+            .map_err(tgt(format!("beginning a transaction for {name:?}")))?;
         let mut merged = false;
         let mut direct_done = false;
         if self.cooldown == 0 {
@@ -291,7 +320,9 @@ impl PgWriter {
         .execute(&mut *tx)
         .await
         .map_err(tgt(format!("advancing the watermark of {name:?}")))?;
-        tx.commit().await.map_err(tgt(format!("committing a batch of {name:?}")))?;
+        tx.commit()
+            .await
+            .map_err(tgt(format!("committing a batch of {name:?}")))?;
         // The stage exists once its creating transaction committed.
         if merged {
             self.stage_ready = true;
@@ -321,7 +352,11 @@ impl PgWriter {
 /// A COPY the target refused: data errors (a value PostgreSQL will not take) name the
 /// table; connection errors stay retryable.
 fn copy_error(table: &TableSchema, e: &sqlx::Error, rows: usize) -> Error {
-    let err = Error::db(Side::Target, format!("copying {rows} rows into {:?}", table.name), e);
+    let err = Error::db(
+        Side::Target,
+        format!("copying {rows} rows into {:?}", table.name),
+        e,
+    );
     match sqlstate(e).as_deref() {
         Some(code) if code.starts_with("22") || code.starts_with("23") => Error::BadRow {
             table: table.name.clone(),
@@ -332,7 +367,11 @@ fn copy_error(table: &TableSchema, e: &sqlx::Error, rows: usize) -> Error {
     }
 }
 
-async fn copy(tx: &mut PgConnection, statement: &str, data: &[u8]) -> std::result::Result<u64, sqlx::Error> {
+async fn copy(
+    tx: &mut PgConnection,
+    statement: &str,
+    data: &[u8],
+) -> std::result::Result<u64, sqlx::Error> {
     let mut copy = tx.copy_in_raw(statement).await?;
     if let Err(e) = copy.send(data).await {
         let _ = copy.abort("send failed").await;
@@ -362,5 +401,8 @@ fn last_of_each_key<'a>(t: &TableSchema, rows: &'a [Row]) -> impl Iterator<Item 
         last.insert(k, i);
     }
     let keep: std::collections::HashSet<usize> = last.into_values().collect();
-    rows.iter().enumerate().filter(move |(i, _)| keep.contains(i)).map(|(_, r)| r)
+    rows.iter()
+        .enumerate()
+        .filter(move |(i, _)| keep.contains(i))
+        .map(|(_, r)| r)
 }

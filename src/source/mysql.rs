@@ -17,9 +17,8 @@ type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
 /// Opens one connection to the source. The driver sets the session time zone to UTC,
 /// which is what TIMESTAMP columns are read in.
 pub async fn connect(url: &str) -> Result<MySqlConnection> {
-    let opts = MySqlConnectOptions::from_str(url).map_err(|e| {
-        Error::Config(format!("source URL {} is not valid: {e}", redact(url)))
-    })?;
+    let opts = MySqlConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("source URL {} is not valid: {e}", redact(url))))?;
     opts.connect().await.map_err(|e| {
         let mut err = Error::db(
             Side::Source,
@@ -68,12 +67,16 @@ pub async fn introspect(
     let mut columns: Vec<Column> = Vec::with_capacity(rows.len());
     for r in &rows {
         let get_s = |i: usize| -> Result<String> {
-            r.try_get::<String, _>(i).map_err(|e| Error::db(Side::Source, ctx("decode"), &e))
+            r.try_get::<String, _>(i)
+                .map_err(|e| Error::db(Side::Source, ctx("decode"), &e))
         };
         let get_u = |i: usize| -> Result<Option<u64>> {
-            r.try_get::<Option<u64>, _>(i).map_err(|e| Error::db(Side::Source, ctx("decode"), &e))
+            r.try_get::<Option<u64>, _>(i)
+                .map_err(|e| Error::db(Side::Source, ctx("decode"), &e))
         };
-        let nullable: i64 = r.try_get(3).map_err(|e| Error::db(Side::Source, ctx("decode"), &e))?;
+        let nullable: i64 = r
+            .try_get(3)
+            .map_err(|e| Error::db(Side::Source, ctx("decode"), &e))?;
         columns.push(map_column(
             table,
             &get_s(0)?,
@@ -120,7 +123,10 @@ fn keyset_condition(cols: &[String], greater: bool, strict: bool) -> (String, Ve
         let (inner, mut binds) = rest(cols, i + 1, op, last);
         let mut b = vec![i, i];
         b.append(&mut binds);
-        (format!("({c} {op} ? OR ({c} = ? AND {inner}))", c = cols[i]), b)
+        (
+            format!("({c} {op} ? OR ({c} = ? AND {inner}))", c = cols[i]),
+            b,
+        )
     }
     let last = if strict { op } else { op_eq };
     let (body, binds) = rest(cols, 0, op, last);
@@ -157,7 +163,9 @@ fn decode(row: &MySqlRow, i: usize, kind: Kind) -> std::result::Result<Value, sq
         Kind::Bool => opt(row.try_get::<Option<i64>, _>(i)?, |v| Value::Bool(v != 0)),
         Kind::Int | Kind::CastInt => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
         Kind::UInt => opt(row.try_get::<Option<u64>, _>(i)?, Value::UInt),
-        Kind::Float32 => opt(row.try_get::<Option<f32>, _>(i)?, |v| Value::Float(v as f64)),
+        Kind::Float32 => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+            Value::Float(v as f64)
+        }),
         Kind::Float64 => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
         Kind::CastText | Kind::Text | Kind::Bits(_) => {
             opt(row.try_get::<Option<String>, _>(i)?, Value::Text)
@@ -194,17 +202,36 @@ impl KeysetPoller {
         position: Option<Vec<Value>>,
         once: bool,
     ) -> Result<Self> {
-        let cols: Vec<String> = schema.key.iter().map(|&i| quote_mysql(&schema.columns[i].name)).collect();
-        let select = schema.columns.iter().map(select_expr).collect::<Vec<_>>().join(", ");
+        let cols: Vec<String> = schema
+            .key
+            .iter()
+            .map(|&i| quote_mysql(&schema.columns[i].name))
+            .collect();
+        let select = schema
+            .columns
+            .iter()
+            .map(select_expr)
+            .collect::<Vec<_>>()
+            .join(", ");
         let from = quote_mysql(&schema.name);
         let order = cols.join(", ");
         let upper = if once {
-            let desc = cols.iter().map(|c| format!("{c} DESC")).collect::<Vec<_>>().join(", ");
+            let desc = cols
+                .iter()
+                .map(|c| format!("{c} DESC"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let sql = format!("SELECT {select} FROM {from} ORDER BY {desc} LIMIT 1");
             let row = sqlx::query(AssertSqlSafe(sql))
                 .fetch_optional(&mut conn)
                 .await
-                .map_err(|e| Error::db(Side::Source, format!("reading the end of table {:?}", schema.name), &e))?;
+                .map_err(|e| {
+                    Error::db(
+                        Side::Source,
+                        format!("reading the end of table {:?}", schema.name),
+                        &e,
+                    )
+                })?;
             match row {
                 Some(r) => Some(schema.key_of(&decode_row(&schema, &r)?)),
                 None => None,
@@ -214,10 +241,21 @@ impl KeysetPoller {
         };
         let (upper_cond, binds_upper) = keyset_condition(&cols, false, false);
         let (after_cond, binds_after) = keyset_condition(&cols, true, true);
-        let bound = if upper.is_some() { format!(" AND {upper_cond}") } else { String::new() };
-        let where_first = if upper.is_some() { format!(" WHERE {upper_cond}") } else { String::new() };
-        let sql_first = format!("SELECT {select} FROM {from}{where_first} ORDER BY {order} LIMIT ?");
-        let sql_after = format!("SELECT {select} FROM {from} WHERE {after_cond}{bound} ORDER BY {order} LIMIT ?");
+        let bound = if upper.is_some() {
+            format!(" AND {upper_cond}")
+        } else {
+            String::new()
+        };
+        let where_first = if upper.is_some() {
+            format!(" WHERE {upper_cond}")
+        } else {
+            String::new()
+        };
+        let sql_first =
+            format!("SELECT {select} FROM {from}{where_first} ORDER BY {order} LIMIT ?");
+        let sql_after = format!(
+            "SELECT {select} FROM {from} WHERE {after_cond}{bound} ORDER BY {order} LIMIT ?"
+        );
         Ok(KeysetPoller {
             // `--once` on a table that was empty at start: nothing to catch up on.
             exhausted: once && upper.is_none(),
@@ -256,7 +294,10 @@ pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
                 return Err(Error::BadRow {
                     table: schema.name.clone(),
                     key,
-                    reason: format!("column {:?} ({}) cannot be read: {e}", c.name, c.column_type),
+                    reason: format!(
+                        "column {:?} ({}) cannot be read: {e}",
+                        c.name, c.column_type
+                    ),
                 });
             }
         }
@@ -267,7 +308,10 @@ pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
 impl Source for KeysetPoller {
     async fn read(&mut self, limit: usize) -> Result<Page> {
         if self.exhausted {
-            return Ok(Page { rows: Vec::new(), caught_up: true });
+            return Ok(Page {
+                rows: Vec::new(),
+                caught_up: true,
+            });
         }
         let mut q = match &self.position {
             None => {
@@ -293,10 +337,13 @@ impl Source for KeysetPoller {
             }
         };
         q = q.bind(limit as u64);
-        let raw = q
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| Error::db(Side::Source, format!("reading table {:?}", self.schema.name), &e))?;
+        let raw = q.fetch_all(&mut self.conn).await.map_err(|e| {
+            Error::db(
+                Side::Source,
+                format!("reading table {:?}", self.schema.name),
+                &e,
+            )
+        })?;
         let mut rows = Vec::with_capacity(raw.len());
         for r in &raw {
             rows.push(decode_row(&self.schema, r)?);
@@ -319,7 +366,10 @@ mod tests {
     fn keyset_condition_uses_the_range_friendly_form() {
         let cols = vec!["`a`".to_string(), "`b`".to_string(), "`c`".to_string()];
         let (sql, binds) = keyset_condition(&cols, true, true);
-        assert_eq!(sql, "`a` >= ? AND (`a` > ? OR (`a` = ? AND (`b` > ? OR (`b` = ? AND `c` > ?))))");
+        assert_eq!(
+            sql,
+            "`a` >= ? AND (`a` > ? OR (`a` = ? AND (`b` > ? OR (`b` = ? AND `c` > ?))))"
+        );
         assert_eq!(binds, vec![0, 0, 0, 1, 1, 2]);
         let (sql, binds) = keyset_condition(&cols[..1], false, false);
         assert_eq!(sql, "`a` <= ?");

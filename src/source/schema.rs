@@ -83,7 +83,10 @@ impl TableSchema {
 
     /// Names of the keyset columns.
     pub fn key_names(&self) -> Vec<String> {
-        self.key.iter().map(|&i| self.columns[i].name.clone()).collect()
+        self.key
+            .iter()
+            .map(|&i| self.columns[i].name.clone())
+            .collect()
     }
 
     /// Primary key of a row, for messages: `id=3, region="eu"`.
@@ -252,21 +255,32 @@ mod tests {
 
     #[test]
     fn spatial_types_are_refused_by_name() {
-        let err = map_column("shapes", "area", "geometry", "geometry", true, None, None, None)
-            .unwrap_err();
+        let err = map_column(
+            "shapes", "area", "geometry", "geometry", true, None, None, None,
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("\"shapes\"") && msg.contains("\"area\""), "{msg}");
+        assert!(
+            msg.contains("\"shapes\"") && msg.contains("\"area\""),
+            "{msg}"
+        );
         assert_eq!(err.exit_code(), 2);
     }
 
     #[test]
     fn keyset_is_cursor_then_missing_key_columns() {
-        let cols = vec![col("id", "int", "int(11)"), col("at", "datetime", "datetime(6)")];
-        let t = TableSchema::resolve("t", cols.clone(), &["at".into()], None, &["id".into()]).unwrap();
+        let cols = vec![
+            col("id", "int", "int(11)"),
+            col("at", "datetime", "datetime(6)"),
+        ];
+        let t =
+            TableSchema::resolve("t", cols.clone(), &["at".into()], None, &["id".into()]).unwrap();
         assert_eq!(t.key, vec![1, 0]);
-        let t = TableSchema::resolve("t", cols.clone(), &["id".into()], None, &["id".into()]).unwrap();
+        let t =
+            TableSchema::resolve("t", cols.clone(), &["id".into()], None, &["id".into()]).unwrap();
         assert_eq!(t.key, vec![0]);
-        let err = TableSchema::resolve("t", cols.clone(), &["nope".into()], None, &["id".into()]).unwrap_err();
+        let err = TableSchema::resolve("t", cols.clone(), &["nope".into()], None, &["id".into()])
+            .unwrap_err();
         assert!(err.to_string().contains("\"nope\""));
         let err = TableSchema::resolve("t", cols, &["at".into()], None, &[]).unwrap_err();
         assert!(err.to_string().contains("no primary key"));

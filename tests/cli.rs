@@ -1,0 +1,86 @@
+//! The command-line contract: exit codes and error messages.
+
+mod common;
+
+use common::TestDb;
+
+#[test]
+fn unknown_config_key_exits_2_naming_it() {
+    let db = TestDb::new();
+    let cfg = db.config("[pipeline]\nbatch_size = 10\n");
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch_size"), "{err}");
+}
+
+#[test]
+fn wrong_flag_exits_2() {
+    let db = TestDb::new();
+    let out = db.run(&["run", "--onse"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn missing_table_exits_2_naming_it() {
+    let db = TestDb::new();
+    let cfg = db.config("[[tables]]\nname = \"no_such_table\"\ncursor = \"id\"\n");
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no_such_table") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn table_without_primary_key_exits_2_saying_how_to_fix_it() {
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE events (id BIGINT NOT NULL, at DATETIME(6) NOT NULL)");
+    let cfg = db.config("[[tables]]\nname = \"events\"\ncursor = \"at\"\n");
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no primary key") && err.contains("primary_key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_source_names_host_and_hides_password() {
+    let db = TestDb::new();
+    let out = db.run(&[
+        "--source",
+        "mysql://root:s3cr3t-pw@127.0.0.1:1/nope",
+        "run",
+        "--once",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("127.0.0.1:1"), "{all}");
+    assert!(!all.contains("s3cr3t-pw"), "password leaked: {all}");
+}
+
+#[test]
+fn status_reports_each_table() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "10"]);
+    db.ok(&["run", "--once"]);
+    let out = db.ok(&["status"]);
+    assert!(
+        out.contains("orders: 10 rows replicated") && out.contains("created="),
+        "{out}"
+    );
+}

@@ -1,0 +1,311 @@
+//! Shared test harness: a fresh MariaDB database and a fresh PostgreSQL database per test,
+//! the `sluice` binary, and waits on conditions with timeouts (never bare sleeps).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection, PgConnection, Row};
+
+pub fn mysql_server() -> String {
+    std::env::var("SLUICE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn pg_server() -> String {
+    std::env::var("SLUICE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A pair of fresh databases with the same name on both servers, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    pub source_url: String,
+    pub target_url: String,
+    rt: tokio::runtime::Runtime,
+    dir: PathBuf,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let name = format!(
+            "sluice_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut my = MySqlConnection::connect(&format!("{}/mysql", mysql_server()))
+                .await
+                .expect("MariaDB reachable (run scripts/services.sh)");
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+            )))
+            .execute(&mut my)
+            .await
+            .unwrap();
+            let mut pg = PgConnection::connect(&format!("{}/postgres", pg_server()))
+                .await
+                .expect("PostgreSQL reachable (run scripts/services.sh)");
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&mut pg)
+                .await
+                .unwrap();
+        });
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDb {
+            source_url: format!("{}/{name}", mysql_server()),
+            target_url: format!("{}/{name}", pg_server()),
+            name,
+            rt,
+            dir,
+        }
+    }
+
+    /// Writes a config file for this test and returns its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let path = self
+            .dir
+            .join(format!("{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A `sluice` command pointed at this test's databases.
+    pub fn sluice(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.env("SLUICE_SOURCE_URL", &self.source_url)
+            .env("SLUICE_TARGET_URL", &self.target_url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `sluice <args>` to completion (with a timeout) and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .sluice()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, Duration::from_secs(180))
+    }
+
+    /// Runs and asserts exit 0, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sluice {args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn mysql(&self, sql: &str) {
+        let url = self.source_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+    }
+
+    pub fn pg(&self, sql: &str) {
+        let url = self.target_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = PgConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+    }
+
+    /// First column of the first row, as i64.
+    pub fn mysql_i64(&self, sql: &str) -> i64 {
+        let url = self.source_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            row.try_get::<i64, _>(0).unwrap()
+        })
+    }
+
+    pub fn pg_i64(&self, sql: &str) -> i64 {
+        let url = self.target_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = PgConnection::connect(&url).await.unwrap();
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            row.try_get::<i64, _>(0).unwrap()
+        })
+    }
+
+    /// Every row of a query, each column rendered to text by the database itself.
+    pub fn mysql_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let url = self.source_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.try_get::<Option<String>, _>(i).unwrap())
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    pub fn pg_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let url = self.target_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = PgConnection::connect(&url).await.unwrap();
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.try_get::<Option<String>, _>(i).unwrap())
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// Demo orders on each side as sorted `(order_id, created with microseconds)` text.
+    pub fn orders_both_sides(&self) -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
+        let mut src = self.mysql_rows(
+            "SELECT CAST(order_id AS CHAR), DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM orders",
+        );
+        let mut tgt = self.pg_rows(
+            "SELECT order_id, to_char(created, 'YYYY-MM-DD HH24:MI:SS.US') FROM public.orders",
+        );
+        src.sort();
+        tgt.sort();
+        (src, tgt)
+    }
+
+    /// Asserts the demo table is equal, row for row, on both sides; returns the row count.
+    pub fn assert_orders_equal(&self) -> usize {
+        let (src, tgt) = self.orders_both_sides();
+        assert_eq!(
+            src.len(),
+            tgt.len(),
+            "row counts differ: source {} target {}",
+            src.len(),
+            tgt.len()
+        );
+        let missing: Vec<_> = src
+            .iter()
+            .filter(|r| tgt.binary_search(r).is_err())
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty() && src == tgt,
+            "rows differ, e.g. missing on target: {missing:?}"
+        );
+        src.len()
+    }
+
+    /// Inserts `n` demo orders sharing one `created` value, straight into the source.
+    pub fn insert_orders_at(&self, n: usize, created: &str) {
+        let values: Vec<String> = (0..n)
+            .map(|_| format!("('{}', '{created}')", uuid::Uuid::new_v4()))
+            .collect();
+        self.mysql(&format!(
+            "INSERT INTO orders (order_id, created) VALUES {}",
+            values.join(",")
+        ));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.rt.block_on(async {
+            if let Ok(mut my) = MySqlConnection::connect(&format!("{}/mysql", mysql_server())).await
+            {
+                let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                    .execute(&mut my)
+                    .await;
+            }
+            if let Ok(mut pg) = PgConnection::connect(&format!("{}/postgres", pg_server())).await {
+                let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut pg)
+                .await;
+            }
+        });
+    }
+}
+
+/// Waits for `cond` to hold, polling, up to `timeout`; panics naming `what` otherwise.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for a child to exit, killing it after `timeout`.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "process did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal to a child process (through `kill`: the workspace forbids unsafe code).
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {} failed", child.id());
+}
