@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Catch-up throughput: `sluice run --once` against the raw pipe
+#   mariadb --quick … | psql -c '\copy … from stdin'
+# (and pgloader when installed) on the same N-row demo backlog, A/B/A/B, each into a fresh,
+# empty target table with its primary key. Prints rows/s of each run, the ratios, and
+# sluice's peak RSS.
+#
+#   benches/throughput.sh [ROWS] [ROUNDS]      (defaults: 1000000 rows, 2 rounds)
+#
+# Needs the local servers (scripts/services.sh) and builds sluice in release mode.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROWS=${1:-1000000}
+ROUNDS=${2:-2}
+DB=sluice_bench
+MY=(mariadb -h127.0.0.1 -uroot)
+PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
+
+bash scripts/services.sh >/dev/null
+command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null
+cargo build --release --locked --bin sluice 2>&1 | tail -1
+BIN=target/release/sluice
+export SLUICE_SOURCE_URL="mysql://root@127.0.0.1:3306/$DB"
+export SLUICE_TARGET_URL="postgres://postgres@127.0.0.1:5432/$DB"
+
+echo "seeding $ROWS orders into MariaDB database $DB"
+"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
+"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+RUST_LOG=warn "$BIN" migrate >/dev/null
+# Random v4-style UUIDs and distinct microsecond timestamps: the demo's shape.
+"${MY[@]}" "$DB" -e "INSERT INTO orders (order_id, created)
+  SELECT CONCAT(SUBSTR(h,1,8),'-',SUBSTR(h,9,4),'-4',SUBSTR(h,14,3),'-a',SUBSTR(h,18,3),'-',SUBSTR(h,21,12)),
+         TIMESTAMP('2026-01-01') + INTERVAL seq * 997 MICROSECOND
+  FROM (SELECT seq, MD5(CONCAT(seq, RAND())) AS h FROM seq_1_to_$ROWS) s"
+"${MY[@]}" "$DB" -e "ANALYZE TABLE orders" >/dev/null
+
+fresh_target() {
+    "${PG[@]}" -d "$DB" -c "DROP TABLE IF EXISTS public.orders; DROP SCHEMA IF EXISTS sluice CASCADE;
+      CREATE TABLE public.orders (order_id text PRIMARY KEY, created timestamp(6) NOT NULL)"
+    "${PG[@]}" -d "$DB" -c "CHECKPOINT"
+}
+
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+
+run_sluice() {
+    fresh_target
+    local t0 t1 rss
+    t0=$(now)
+    rss=$( { /usr/bin/time -f '%M' env RUST_LOG=warn "$BIN" run --once >/dev/null; } 2>&1 | tail -1 )
+    t1=$(now)
+    local got
+    got=$("${PG[@]}" -d "$DB" -At -c "SELECT count(*) FROM public.orders")
+    [ "$got" = "$ROWS" ] || { echo "sluice copied $got of $ROWS rows" >&2; exit 1; }
+    SLUICE_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
+    SLUICE_RSS+=("$rss")
+}
+
+run_pipe() {
+    fresh_target
+    local t0 t1
+    t0=$(now)
+    "${MY[@]}" --quick -N --batch "$DB" -e "SELECT order_id, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM orders" |
+        "${PG[@]}" -d "$DB" -c '\copy public.orders (order_id, created) from stdin'
+    t1=$(now)
+    PIPE_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
+}
+
+run_pgloader() {
+    fresh_target
+    local t0 t1
+    t0=$(now)
+    pgloader --quiet "mysql://root@127.0.0.1/$DB" "postgresql://postgres@127.0.0.1/$DB" >/dev/null 2>&1 || true
+    t1=$(now)
+    PGLOADER_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
+}
+
+SLUICE_RATES=(); SLUICE_RSS=(); PIPE_RATES=(); PGLOADER_RATES=()
+for round in $(seq 1 "$ROUNDS"); do
+    run_sluice; echo "round $round  sluice run --once  ${SLUICE_RATES[-1]} rows/s  peak RSS $((SLUICE_RSS[-1] / 1024)) MiB"
+    run_pipe;   echo "round $round  raw pipe           ${PIPE_RATES[-1]} rows/s"
+    if command -v pgloader >/dev/null; then
+        run_pgloader; echo "round $round  pgloader           ${PGLOADER_RATES[-1]} rows/s"
+    fi
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+S=$(median "${SLUICE_RATES[@]}"); P=$(median "${PIPE_RATES[@]}")
+echo
+echo "rows: $ROWS, rounds: $ROUNDS (medians)"
+echo "sluice run --once : $S rows/s, peak RSS $(( $(printf '%s\n' "${SLUICE_RSS[@]}" | sort -n | tail -1) / 1024 )) MiB"
+echo "raw pipe          : $P rows/s"
+awk -v s="$S" -v p="$P" 'BEGIN { printf "ratio sluice / raw pipe : %.2fx\n", s / p }'
+if [ ${#PGLOADER_RATES[@]} -gt 0 ]; then
+    G=$(median "${PGLOADER_RATES[@]}")
+    echo "pgloader          : $G rows/s"
+    awk -v s="$S" -v g="$G" 'BEGIN { printf "ratio sluice / pgloader: %.2fx\n", s / g }'
+fi
+"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB"
+"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
