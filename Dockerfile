@@ -27,7 +27,5 @@ RUN groupadd --system --gid 10001 sluice \
 COPY --from=builder /out/sluice /usr/local/bin/sluice
 # hadolint ignore=DL3066
 USER sluice
-# HTTP endpoint when run with SLUICE_HTTP_ADDR=0.0.0.0:9731 (see docker-compose.yml).
-EXPOSE 9731
 ENTRYPOINT ["/usr/local/bin/sluice"]
 CMD ["run"]

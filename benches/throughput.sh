@@ -16,6 +16,7 @@ ROUNDS=${2:-2}
 DB=sluice_bench
 MY=(mariadb -h127.0.0.1 -uroot)
 PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
+export PGOPTIONS='-c client_min_messages=warning'
 
 bash scripts/services.sh >/dev/null
 command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null

@@ -26,24 +26,24 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pipeline {
-    /// A batch is written when it holds this many rows. Also the keyset page size.
+    /// A batch is written when it holds this many rows. Reads go in pages of up to 10,000.
     pub batch_rows: usize,
     /// ... or when this long has passed since its first row arrived.
     pub linger_ms: u64,
     /// How long the poller waits before asking again once it has caught up.
     pub poll_interval_ms: u64,
     /// Batches that may wait between the batcher and the writer (the row channel between
-    /// poller and batcher holds one batch's worth of rows).
+    /// poller and batcher holds one page of rows).
     pub channel_capacity: usize,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
-            batch_rows: 10_000,
+            batch_rows: 50_000,
             linger_ms: 20,
             poll_interval_ms: 50,
-            channel_capacity: 4,
+            channel_capacity: 1,
         }
     }
 }

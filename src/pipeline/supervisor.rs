@@ -21,6 +21,9 @@ use crate::config::Settings;
 use crate::source::schema::TableSchema;
 use crate::value::Value;
 
+/// Largest keyset page read at once.
+pub const MAX_PAGE_ROWS: usize = 10_000;
+
 /// Per-table counters, as the supervisor sees them.
 #[derive(Debug, Clone, Default)]
 pub struct TableStats {
@@ -95,14 +98,17 @@ impl Supervisor {
 
     fn start_table(&self, plan: &TablePlan, me: Addr<Supervisor>) -> StageAddrs {
         let p = &self.settings.pipeline;
-        let (rows_tx, rows_rx) = bounded(p.batch_rows);
+        // Reads go in pages of at most MAX_PAGE_ROWS whatever the batch size: a page is
+        // held whole while it is decoded, so this bounds the reader's memory.
+        let page_rows = p.batch_rows.min(MAX_PAGE_ROWS);
+        let (rows_tx, rows_rx) = bounded(page_rows);
         let (batch_tx, batch_rx) = bounded(p.channel_capacity);
         let poller = PollerConfig {
             table: plan.schema.clone(),
             source_url: self.settings.source_url.clone(),
             start: plan.start.clone(),
             once: self.once,
-            page_rows: p.batch_rows,
+            page_rows,
             poll_interval: Duration::from_millis(p.poll_interval_ms),
             rows: rows_tx,
             shutdown: self.shutdown.clone(),
