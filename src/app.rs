@@ -1,20 +1,22 @@
 //! The commands: each builds what it needs from [`Settings`] and runs it to the end.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder, Statement};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::config::{host_port, redact, Settings};
+use crate::config::{host_port, redact, Retry, Settings};
 use crate::error::{Error, Result, Side};
 use crate::pipeline::generator::{Generator, GeneratorReport, StopGenerator};
 use crate::pipeline::supervisor::{
     GetStats, RunOutcome, Shutdown, Supervisor, TablePlan, TableStats,
 };
+use crate::pipeline::Backoff;
 use crate::sink;
 use crate::source::{mysql, schema::quote_mysql, schema::quote_pg};
 
@@ -43,10 +45,52 @@ async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnection> {
     })
 }
 
+/// Runs `connect` until it succeeds, retrying transient failures (server down, refused,
+/// restarting) with backoff until `retry.connect_timeout_ms` has passed.
+async fn with_connect_retry<T, F, Fut>(retry: &Retry, mut connect: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let limit = Duration::from_millis(retry.connect_timeout_ms);
+    let deadline = Instant::now() + limit;
+    let mut backoff = Backoff::new(retry);
+    loop {
+        match connect().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                let (attempt, delay) = backoff.next_delay();
+                let delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+                warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "cannot connect yet; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(Error::Database {
+                side,
+                context,
+                mut message,
+                transient,
+            }) if transient => {
+                message.push_str(&format!(
+                    " (gave up after {:.1} s; retry.connect_timeout_ms sets how long to wait)",
+                    limit.as_secs_f64()
+                ));
+                return Err(Error::Database {
+                    side,
+                    context,
+                    message,
+                    transient,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `migrate`: the demo table on both sides and the state table on the target.
 pub async fn migrate(settings: &Settings) -> Result<()> {
     use migration::MigratorTraitSelf;
-    let source = orm_connect(&settings.source_url, Side::Source).await?;
+    let r = &settings.retry;
+    let source = with_connect_retry(r, || orm_connect(&settings.source_url, Side::Source)).await?;
     migration::SourceDemo
         .up(&source, None)
         .await

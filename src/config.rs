@@ -18,9 +18,37 @@ pub struct Settings {
     pub target_url: String,
     /// PostgreSQL schema that receives the replicated tables.
     pub target_schema: String,
+    /// How far behind "now" the poller keeps its read horizon on time cursors, on top of
+    /// the oldest open write transaction (see README, Guarantees).
+    pub safety_lag_ms: u64,
     pub pipeline: Pipeline,
+    pub retry: Retry,
     pub tables: Vec<TableSettings>,
 }
+
+/// `[retry]`: how transient failures are retried.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// At start-up, how long an unreachable server is retried before giving up.
+    pub connect_timeout_ms: u64,
+    /// First backoff delay; it doubles per attempt, with jitter.
+    pub backoff_base_ms: u64,
+    /// Longest backoff delay.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            connect_timeout_ms: 30_000,
+            backoff_base_ms: 100,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+pub const DEFAULT_SAFETY_LAG_MS: u64 = 20;
 
 /// `[pipeline]`: how rows are grouped and how often the source is asked for more.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,6 +128,8 @@ struct File {
     #[serde(default)]
     pipeline: Pipeline,
     #[serde(default)]
+    retry: Retry,
+    #[serde(default)]
     tables: Vec<TableSettings>,
 }
 
@@ -107,6 +137,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct FileSource {
     url: Option<String>,
+    safety_lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,7 +179,9 @@ impl Settings {
                 .or(parsed.target.url)
                 .unwrap_or_else(|| DEFAULT_TARGET_URL.into()),
             target_schema: parsed.target.schema.unwrap_or_else(|| "public".into()),
+            safety_lag_ms: parsed.source.safety_lag_ms.unwrap_or(DEFAULT_SAFETY_LAG_MS),
             pipeline: parsed.pipeline,
+            retry: parsed.retry,
             tables: if parsed.tables.is_empty() {
                 vec![TableSettings::demo_orders()]
             } else {
@@ -179,19 +212,44 @@ impl Settings {
             return Err(Error::Config("target.schema must not be empty".into()));
         }
         let p = &self.pipeline;
-        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+        let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
             if v < lo || v > hi {
                 Err(Error::Config(format!(
-                    "pipeline.{key} = {v} is out of range: use a value from {lo} to {hi}"
+                    "{key} = {v} is out of range: use a value from {lo} to {hi}"
                 )))
             } else {
                 Ok(())
             }
         };
-        range("batch_rows", p.batch_rows as u64, 1, 1_000_000)?;
-        range("linger_ms", p.linger_ms, 0, 60_000)?;
-        range("poll_interval_ms", p.poll_interval_ms, 1, 3_600_000)?;
-        range("channel_capacity", p.channel_capacity as u64, 1, 1024)?;
+        in_range("pipeline.batch_rows", p.batch_rows as u64, 1, 1_000_000)?;
+        in_range("pipeline.linger_ms", p.linger_ms, 0, 60_000)?;
+        in_range(
+            "pipeline.poll_interval_ms",
+            p.poll_interval_ms,
+            1,
+            3_600_000,
+        )?;
+        in_range(
+            "pipeline.channel_capacity",
+            p.channel_capacity as u64,
+            1,
+            1024,
+        )?;
+        in_range("source.safety_lag_ms", self.safety_lag_ms, 0, 86_400_000)?;
+        let r = &self.retry;
+        in_range(
+            "retry.connect_timeout_ms",
+            r.connect_timeout_ms,
+            0,
+            86_400_000,
+        )?;
+        in_range("retry.backoff_base_ms", r.backoff_base_ms, 1, 3_600_000)?;
+        in_range(
+            "retry.backoff_max_ms",
+            r.backoff_max_ms,
+            r.backoff_base_ms,
+            3_600_000,
+        )?;
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.tables.iter().enumerate() {
             let at = format!("tables[{i}]");

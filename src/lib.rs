@@ -9,6 +9,7 @@
 //! - [`cli`]: the command line (clap).
 //! - [`config`]: typed settings from file, environment and flags; validation; redaction.
 //! - [`error`]: the error type, retryable or not, and its exit code.
+//! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
 //! - [`value`]: row values, COPY text encoding, watermark JSON.
 //! - [`source`]: MySQL introspection, type mapping and the keyset poller.
 //! - [`sink`]: PostgreSQL target tables, watermark storage and the batch writer.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

@@ -1,14 +1,14 @@
 //! The generator: emulates production by inserting demo orders into the source at a set
-//! rate, with parameterized multi-row inserts through the sea-orm entity.
+//! rate, with parameterized multi-row inserts built from the sea-orm entity.
 
 use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture,
 };
-use chrono::{SubsecRound, Utc};
 use entities::orders;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -86,16 +86,23 @@ impl Generator {
         if n == 0 {
             return;
         }
-        let created = Utc::now().naive_utc().trunc_subsecs(6);
-        let models = (0..n).map(move |_| orders::ActiveModel {
-            order_id: Set(uuid::Uuid::new_v4().to_string()),
-            created: Set(created),
-        });
-        let insert = orders::Entity::insert_many(models);
+        // `created` is the server's NOW(6), as a production insert would set it: a time
+        // taken on the server as the statement starts, which is what the poller's read
+        // horizon (oldest open transaction, minus a small safety lag) is measured against.
+        let mut insert = Query::insert();
+        insert
+            .into_table(orders::Entity)
+            .columns([orders::Column::OrderId, orders::Column::Created]);
+        for _ in 0..n {
+            insert.values_panic([
+                uuid::Uuid::new_v4().to_string().into(),
+                Expr::cust("NOW(6)"),
+            ]);
+        }
         let db = self.db.clone();
         self.busy = true;
         ctx.spawn(
-            async move { insert.exec_without_returning(&db).await }
+            async move { db.execute(&insert).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.busy = false;

@@ -25,6 +25,7 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 use crossbeam_channel::Receiver;
 
+use crate::config::Retry;
 use crate::value::{Row, Value};
 
 /// Poller → batcher.
@@ -103,22 +104,31 @@ impl ShutdownSignal {
     }
 }
 
-/// Exponential backoff with full jitter: 100 ms doubling up to 30 s.
-#[derive(Debug, Default)]
+/// Exponential backoff with jitter: `base` doubling per attempt up to `max`, each delay
+/// drawn from the upper half of its step so retries from many tables spread out.
+#[derive(Debug, Clone)]
 pub struct Backoff {
+    base: Duration,
+    max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub const BASE: Duration = Duration::from_millis(100);
-    pub const MAX: Duration = Duration::from_secs(30);
+    pub fn new(retry: &Retry) -> Self {
+        Backoff {
+            base: Duration::from_millis(retry.backoff_base_ms),
+            max: Duration::from_millis(retry.backoff_max_ms),
+            attempt: 0,
+        }
+    }
 
     /// The next delay and the attempt number it belongs to.
     pub fn next_delay(&mut self) -> (u32, Duration) {
         self.attempt += 1;
-        let cap = Self::BASE
+        let cap = self
+            .base
             .saturating_mul(1u32 << self.attempt.min(16))
-            .min(Self::MAX);
+            .min(self.max);
         let jittered = cap.mul_f64(0.5 + rand::random::<f64>() * 0.5);
         (self.attempt, jittered)
     }
@@ -142,14 +152,16 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stays_capped() {
-        let mut b = Backoff::default();
+        let retry = Retry::default();
+        let mut b = Backoff::new(&retry);
         let (_, first) = b.next_delay();
-        assert!(first <= Backoff::BASE * 2);
+        assert!(first <= Duration::from_millis(retry.backoff_base_ms * 2));
+        let max = Duration::from_millis(retry.backoff_max_ms);
         let mut last = Duration::ZERO;
         for _ in 0..30 {
             last = b.next_delay().1;
         }
-        assert!(last <= Backoff::MAX && last >= Backoff::MAX / 2, "{last:?}");
+        assert!(last <= max && last >= max / 2, "{last:?}");
     }
 
     #[test]

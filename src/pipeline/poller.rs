@@ -8,6 +8,7 @@ use crossbeam_channel::Sender;
 use tracing::{info, warn};
 
 use super::{stage_runtime, Backoff, Event, RowMsg, ShutdownSignal};
+use crate::config::Retry;
 use crate::source::mysql::{self, KeysetPoller};
 use crate::source::schema::TableSchema;
 use crate::source::Source;
@@ -22,6 +23,8 @@ pub struct PollerConfig {
     pub once: bool,
     pub page_rows: usize,
     pub poll_interval: Duration,
+    pub safety_lag: Duration,
+    pub retry: Retry,
     pub rows: Sender<RowMsg>,
     pub shutdown: ShutdownSignal,
     pub events: Recipient<Event>,
@@ -41,10 +44,10 @@ impl Poller {
     pub fn new(cfg: PollerConfig) -> Self {
         Poller {
             position: cfg.start.clone(),
+            backoff: Backoff::new(&cfg.retry),
             cfg,
             rt: stage_runtime(),
             source: None,
-            backoff: Backoff::default(),
             done: false,
         }
     }
@@ -54,29 +57,44 @@ impl Poller {
         let _ = self.cfg.rows.send(RowMsg::End);
     }
 
-    /// One page: returns whether the source is caught up.
-    fn poll_once(&mut self) -> crate::error::Result<bool> {
+    /// One page.
+    fn poll_once(&mut self) -> crate::error::Result<Polled> {
         if self.source.is_none() {
             let cfg = &self.cfg;
             let position = self.position.clone();
             self.source = Some(self.rt.block_on(async {
                 let conn = mysql::connect(&cfg.source_url).await?;
-                KeysetPoller::new(conn, cfg.table.clone(), position, cfg.once).await
+                KeysetPoller::new(conn, cfg.table.clone(), position, cfg.once, cfg.safety_lag).await
             })?);
         }
         let source = self.source.as_mut().expect("connected above");
         let page = self.rt.block_on(source.read(self.cfg.page_rows))?;
+        crate::failpoint::hit("after_read");
         self.position = source.position().map(<[Value]>::to_vec);
         for row in page.rows {
             if self.cfg.rows.send(RowMsg::Row(row)).is_err() {
-                return Ok(true);
+                return Ok(Polled {
+                    caught_up: true,
+                    wait: true,
+                });
             }
         }
-        if page.caught_up {
+        if page.caught_up || page.held {
             let _ = self.cfg.rows.send(RowMsg::Flush);
         }
-        Ok(page.caught_up)
+        Ok(Polled {
+            caught_up: page.caught_up,
+            wait: page.caught_up || page.held,
+        })
     }
+}
+
+/// What one page told the poller.
+struct Polled {
+    /// The source has no more rows (as of start, with `--once`).
+    caught_up: bool,
+    /// Sleep for the poll interval before the next read.
+    wait: bool,
 }
 
 impl Actor for Poller {
@@ -101,13 +119,13 @@ impl Handler<Poll> for Poller {
         }
         let table = self.cfg.table.name.clone();
         match self.poll_once() {
-            Ok(caught_up) => {
+            Ok(Polled { caught_up, wait }) => {
                 self.backoff.reset();
                 if caught_up && self.cfg.once {
                     info!(table = %table, "caught up with the source as of start");
                     return self.finish();
                 }
-                if caught_up {
+                if wait {
                     // Sleep until the next poll, waking at once on shutdown.
                     self.cfg.shutdown.wait(self.cfg.poll_interval);
                 }

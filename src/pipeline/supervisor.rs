@@ -110,6 +110,8 @@ impl Supervisor {
             once: self.once,
             page_rows,
             poll_interval: Duration::from_millis(p.poll_interval_ms),
+            safety_lag: Duration::from_millis(self.settings.safety_lag_ms),
+            retry: self.settings.retry.clone(),
             rows: rows_tx,
             shutdown: self.shutdown.clone(),
             events: me.clone().recipient(),
@@ -125,6 +127,7 @@ impl Supervisor {
             table: plan.schema.clone(),
             target_url: self.settings.target_url.clone(),
             target_schema: self.settings.target_schema.clone(),
+            retry: self.settings.retry.clone(),
             batches: batch_rx,
             events: me.recipient(),
         };

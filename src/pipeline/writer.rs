@@ -9,6 +9,7 @@ use crossbeam_channel::Receiver;
 use tracing::{debug, error, info, warn};
 
 use super::{stage_runtime, Backoff, Batch, BatchMsg, Event};
+use crate::config::Retry;
 use crate::error::Result;
 use crate::sink::{self, PgWriter};
 use crate::source::schema::TableSchema;
@@ -18,6 +19,7 @@ pub struct WriterConfig {
     pub table: Arc<TableSchema>,
     pub target_url: String,
     pub target_schema: String,
+    pub retry: Retry,
     pub batches: Receiver<BatchMsg>,
     pub events: Recipient<Event>,
 }
@@ -59,10 +61,11 @@ impl Writer {
     /// Writes a batch, retrying transient errors until it commits or fails for good.
     fn write(&mut self, batch: Batch) {
         let table = self.cfg.table.name.clone();
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(&self.cfg.retry);
         loop {
             match self.write_once(&batch) {
                 Ok(outcome) => {
+                    crate::failpoint::hit("after_commit");
                     debug!(table = %table, rows = outcome.rows, merged = outcome.merged, "batch committed");
                     let newest = batch.position.first().and_then(|v| v.as_utc());
                     self.cfg.events.do_send(Event::Committed {

@@ -320,6 +320,7 @@ impl PgWriter {
         .execute(&mut *tx)
         .await
         .map_err(tgt(format!("advancing the watermark of {name:?}")))?;
+        crate::failpoint::hit("before_commit");
         tx.commit()
             .await
             .map_err(tgt(format!("committing a batch of {name:?}")))?;

@@ -24,6 +24,9 @@ pub struct Page {
     /// True when the source had no more rows to give at the moment of the read (or, in
     /// `--once` mode, when the end of the table as of start has been reached).
     pub caught_up: bool,
+    /// True when the read stopped at a row an open transaction holds (it may still commit
+    /// behind rows read later): nothing was returned, try again after the poll interval.
+    pub held: bool,
 }
 
 /// A stream of source rows past a watermark.

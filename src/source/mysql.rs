@@ -2,6 +2,9 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
 
 use sea_orm::sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlRow};
 use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, MySql, MySqlConnection, Row as _};
@@ -187,20 +190,31 @@ pub struct KeysetPoller {
     upper: Option<Vec<Value>>,
     /// Set when there is nothing to read at all (`--once` on an empty table).
     exhausted: bool,
+    /// The last read met a row of an open transaction and returned nothing.
+    held: bool,
     sql_first: String,
     sql_after: String,
     binds_after: Vec<usize>,
     binds_upper: Vec<usize>,
 }
 
+/// The locking read found a row held by an open transaction: a row that may still commit
+/// inside the page's range. MariaDB answers NOWAIT with 1205, MySQL 8 with 3572.
+fn is_nowait_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "HY000" || c == "40001")
+        && (db.message().contains("Lock wait timeout") || db.message().contains("NOWAIT")))
+}
+
 impl KeysetPoller {
     /// `position` is the stored watermark. With `once`, the end of the table as of now is
-    /// recorded and the poller reports caught-up when it gets there.
+    /// recorded and the poller reports caught-up when it gets there. On a DATETIME or
+    /// TIMESTAMP first cursor column, reads stay `safety_lag` behind the server's clock.
     pub async fn new(
         mut conn: MySqlConnection,
         schema: Arc<TableSchema>,
         position: Option<Vec<Value>>,
         once: bool,
+        safety_lag: Duration,
     ) -> Result<Self> {
         let cols: Vec<String> = schema
             .key
@@ -239,22 +253,48 @@ impl KeysetPoller {
         } else {
             None
         };
+        // Reads happen in READ COMMITTED: the locking read below then takes no gap locks,
+        // so it never blocks the application's inserts.
+        sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, "setting the read isolation level", &e))?;
+        let first_cursor = &schema.columns[schema.cursor[0]];
+        let time_cursor = matches!(first_cursor.kind, Kind::DateTime | Kind::Timestamp);
         let (upper_cond, binds_upper) = keyset_condition(&cols, false, false);
         let (after_cond, binds_after) = keyset_condition(&cols, true, true);
-        let bound = if upper.is_some() {
-            format!(" AND {upper_cond}")
-        } else {
-            String::new()
+        let mut common = Vec::new();
+        if upper.is_some() {
+            common.push(upper_cond);
+        }
+        if time_cursor {
+            // Server-set times are taken as a statement starts, a moment before its row is
+            // in the index; the safety lag covers that moment (and client clocks, if raised).
+            common.push(format!(
+                "{} < NOW(6) - INTERVAL {} MICROSECOND",
+                quote_mysql(&first_cursor.name),
+                safety_lag.as_micros() as u64
+            ));
+        }
+        let where_of = |mut conds: Vec<String>| {
+            conds.extend(common.iter().cloned());
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            }
         };
-        let where_first = if upper.is_some() {
-            format!(" WHERE {upper_cond}")
-        } else {
-            String::new()
-        };
-        let sql_first =
-            format!("SELECT {select} FROM {from}{where_first} ORDER BY {order} LIMIT ?");
+        // A locking read that gives up at once on a locked row: when it succeeds, no row of
+        // an open transaction lies between the watermark and the page's last row, so no row
+        // can commit behind the new watermark later (a late commit). When it meets one, the
+        // page is retried after the poll interval.
+        let sql_first = format!(
+            "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ? LOCK IN SHARE MODE NOWAIT",
+            where_of(vec![])
+        );
         let sql_after = format!(
-            "SELECT {select} FROM {from} WHERE {after_cond}{bound} ORDER BY {order} LIMIT ?"
+            "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ? LOCK IN SHARE MODE NOWAIT",
+            where_of(vec![after_cond])
         );
         Ok(KeysetPoller {
             // `--once` on a table that was empty at start: nothing to catch up on.
@@ -263,6 +303,7 @@ impl KeysetPoller {
             schema,
             position,
             upper,
+            held: false,
             sql_first,
             sql_after,
             binds_after,
@@ -311,39 +352,47 @@ impl Source for KeysetPoller {
             return Ok(Page {
                 rows: Vec::new(),
                 caught_up: true,
+                held: false,
             });
         }
         let mut q = match &self.position {
-            None => {
-                let mut q = sqlx::query(AssertSqlSafe(self.sql_first.as_str()));
-                if let Some(upper) = &self.upper {
-                    for &i in &self.binds_upper {
-                        q = bind_value(q, &upper[i]);
-                    }
-                }
-                q
-            }
+            None => sqlx::query(AssertSqlSafe(self.sql_first.as_str())),
             Some(pos) => {
                 let mut q = sqlx::query(AssertSqlSafe(self.sql_after.as_str()));
                 for &i in &self.binds_after {
                     q = bind_value(q, &pos[i]);
                 }
-                if let Some(upper) = &self.upper {
-                    for &i in &self.binds_upper {
-                        q = bind_value(q, &upper[i]);
-                    }
-                }
                 q
             }
         };
+        if let Some(upper) = &self.upper {
+            for &i in &self.binds_upper {
+                q = bind_value(q, &upper[i]);
+            }
+        }
         q = q.bind(limit as u64);
-        let raw = q.fetch_all(&mut self.conn).await.map_err(|e| {
-            Error::db(
-                Side::Source,
-                format!("reading table {:?}", self.schema.name),
-                &e,
-            )
-        })?;
+        let raw = match q.fetch_all(&mut self.conn).await {
+            Ok(raw) => raw,
+            Err(e) if is_nowait_conflict(&e) => {
+                if !self.held {
+                    debug!(table = %self.schema.name, "a row of an open transaction lies ahead; waiting for it to commit");
+                }
+                self.held = true;
+                return Ok(Page {
+                    rows: Vec::new(),
+                    caught_up: false,
+                    held: true,
+                });
+            }
+            Err(e) => {
+                return Err(Error::db(
+                    Side::Source,
+                    format!("reading table {:?}", self.schema.name),
+                    &e,
+                ))
+            }
+        };
+        self.held = false;
         let mut rows = Vec::with_capacity(raw.len());
         for r in &raw {
             rows.push(decode_row(&self.schema, r)?);
@@ -353,6 +402,7 @@ impl Source for KeysetPoller {
         }
         Ok(Page {
             caught_up: rows.len() < limit,
+            held: false,
             rows,
         })
     }

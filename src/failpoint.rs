@@ -1,0 +1,44 @@
+//! Crash injection for tests: `SLUICE_FAILPOINT=<name>[:<n>]` makes the process abort, as
+//! `kill -9` would (no destructor, no flush, no rollback), the `n`th time (default: first)
+//! it reaches the named point. Unset, a failpoint costs one relaxed atomic load.
+//!
+//! Points: `after_read` (a page was read, nothing sent on), `before_commit` (a batch and its
+//! watermark were written, the transaction is not committed), `after_commit` (committed, not
+//! yet reported).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+struct Armed {
+    name: String,
+    nth: u64,
+    hits: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var("SLUICE_FAILPOINT").ok()?;
+            let (name, nth) = match spec.split_once(':') {
+                Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
+                None => (spec, 1),
+            };
+            Some(Armed {
+                name,
+                nth,
+                hits: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Aborts the process if `name` is the armed failpoint and this is its `n`th hit.
+pub fn hit(name: &str) {
+    if let Some(a) = armed() {
+        if a.name == name && a.hits.fetch_add(1, Ordering::Relaxed) + 1 == a.nth {
+            eprintln!("failpoint {name} hit: aborting");
+            std::process::abort();
+        }
+    }
+}
