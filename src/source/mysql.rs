@@ -6,9 +6,9 @@ use std::sync::Arc;
 use sea_orm::sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlRow};
 use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, MySql, MySqlConnection, Row as _};
 
-use super::schema::{map_column, quote_mysql, Column, Kind, TableSchema};
+use super::schema::{map_column, quote_mysql, Column, ColumnInfo, Kind, MapOptions, TableSchema};
 use super::{Page, Source};
-use crate::config::{host_port, redact};
+use crate::config::{host_port, redact, ZeroDates};
 use crate::error::{Error, Result, Side};
 use crate::value::{Row, Value};
 
@@ -41,6 +41,8 @@ pub async fn introspect(
     table: &str,
     cursor: &[String],
     primary_key: Option<&[String]>,
+    opts: MapOptions,
+    zero_dates: ZeroDates,
 ) -> Result<TableSchema> {
     let ctx = |what: &str| format!("introspecting table {table:?} ({what})");
     let rows = sqlx::query(
@@ -64,7 +66,7 @@ pub async fn introspect(
             db.unwrap_or_default()
         )));
     }
-    let mut columns: Vec<Column> = Vec::with_capacity(rows.len());
+    let mut infos: Vec<ColumnInfo> = Vec::with_capacity(rows.len());
     for r in &rows {
         let get_s = |i: usize| -> Result<String> {
             r.try_get::<String, _>(i)
@@ -77,17 +79,47 @@ pub async fn introspect(
         let nullable: i64 = r
             .try_get(3)
             .map_err(|e| Error::db(Side::Source, ctx("decode"), &e))?;
-        columns.push(map_column(
-            table,
-            &get_s(0)?,
-            &get_s(1)?,
-            &get_s(2)?,
-            nullable != 0,
-            get_u(4)?,
-            get_u(5)?,
-            get_u(6)?,
-        )?);
+        infos.push(ColumnInfo {
+            name: get_s(0)?,
+            data_type: get_s(1)?,
+            column_type: get_s(2)?,
+            nullable: nullable != 0,
+            numeric_precision: get_u(4)?,
+            numeric_scale: get_u(5)?,
+            datetime_precision: get_u(6)?,
+            json_check: false,
+        });
     }
+    // MariaDB's JSON is an alias of LONGTEXT plus a `json_valid(`col`)` CHECK constraint
+    // (DATA_TYPE says `longtext`); MySQL reports `json` itself and has no TABLE_NAME in
+    // CHECK_CONSTRAINTS, so only MariaDB is asked.
+    if infos
+        .iter()
+        .any(|c| c.data_type.eq_ignore_ascii_case("longtext"))
+    {
+        let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, ctx("server version"), &e))?;
+        if version.to_ascii_lowercase().contains("mariadb") {
+            let checks: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            )
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, ctx("check constraints"), &e))?;
+            for c in &mut infos {
+                let clause = format!("json_valid({})", quote_mysql(&c.name));
+                c.json_check = checks.iter().any(|k| k.trim() == clause);
+            }
+        }
+    }
+    let columns: Vec<Column> = infos
+        .iter()
+        .map(|i| map_column(table, i, opts))
+        .collect::<Result<_>>()?;
     let pk: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
@@ -97,16 +129,30 @@ pub async fn introspect(
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| Error::db(Side::Source, ctx("primary key"), &e))?;
-    TableSchema::resolve(table, columns, cursor, primary_key, &pk)
+    TableSchema::resolve(table, columns, cursor, primary_key, &pk, zero_dates)
 }
 
-/// The SQL expression that selects a column so it decodes as its [`Kind`] says.
-fn select_expr(c: &Column) -> String {
+/// The SQL expression that selects column `i` so it decodes as its [`Kind`] says.
+///
+/// With `zero_dates = "null"`, a DATE, DATETIME or TIMESTAMP outside the keyset is
+/// selected through a CASE that turns a zero or partial date (year, month or day 0, which
+/// neither chrono nor PostgreSQL can hold) into NULL; the CASE keeps the column's type and
+/// fractional digits. Keyset columns are selected as they are: a zero date there fails the
+/// row with a message rather than becoming a NULL the keyset cannot order by.
+fn select_expr(t: &TableSchema, i: usize) -> String {
+    let c = &t.columns[i];
     let q = quote_mysql(&c.name);
     match c.kind {
         Kind::CastText => format!("CAST({q} AS CHAR)"),
         Kind::CastInt => format!("CAST({q} AS SIGNED)"),
         Kind::Bits(n) => format!("LPAD(BIN({q}), {n}, '0')"),
+        Kind::Date | Kind::DateTime | Kind::Timestamp
+            if t.zero_dates == ZeroDates::Null && !t.key.contains(&i) =>
+        {
+            format!(
+                "CASE WHEN YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0 THEN NULL ELSE {q} END"
+            )
+        }
         _ => q,
     }
 }
@@ -154,26 +200,50 @@ fn bind_value<'q>(q: Query<'q>, v: &Value) -> Query<'q> {
     }
 }
 
-/// Decodes one column of a result row as its kind says.
-fn decode(row: &MySqlRow, i: usize, kind: Kind) -> std::result::Result<Value, sqlx::Error> {
+/// Decodes column `i` of a result row as its kind says; the error is the reason, for a
+/// message that also names the table, key and column.
+fn decode(t: &TableSchema, row: &MySqlRow, i: usize) -> std::result::Result<Value, String> {
     fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
         v.map_or(Value::Null, f)
     }
-    Ok(match kind {
-        Kind::Bool => opt(row.try_get::<Option<i64>, _>(i)?, |v| Value::Bool(v != 0)),
-        Kind::Int | Kind::CastInt => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
-        Kind::UInt => opt(row.try_get::<Option<u64>, _>(i)?, Value::UInt),
-        Kind::Float32 => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
-            Value::Float(v as f64)
-        }),
-        Kind::Float64 => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
+    let kind = t.columns[i].kind;
+    let r = match kind {
+        Kind::Bool => match row.try_get::<Option<i64>, _>(i) {
+            Ok(Some(v @ (0 | 1))) => Ok(Value::Bool(v == 1)),
+            Ok(Some(v)) => {
+                return Err(format!(
+                    "TINYINT(1) holds {v}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint (an existing target column must then be changed to smallint)"
+                ))
+            }
+            Ok(None) => Ok(Value::Null),
+            Err(e) => Err(e),
+        },
+        Kind::Int | Kind::CastInt => row.try_get::<Option<i64>, _>(i).map(|v| opt(v, Value::Int)),
+        Kind::UInt => row.try_get::<Option<u64>, _>(i).map(|v| opt(v, Value::UInt)),
+        Kind::Float32 => row
+            .try_get::<Option<f32>, _>(i)
+            .map(|v| opt(v, |v| Value::Float(v as f64))),
+        Kind::Float64 => row.try_get::<Option<f64>, _>(i).map(|v| opt(v, Value::Float)),
         Kind::CastText | Kind::Text | Kind::Bits(_) => {
-            opt(row.try_get::<Option<String>, _>(i)?, Value::Text)
+            row.try_get::<Option<String>, _>(i).map(|v| opt(v, Value::Text))
         }
-        Kind::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, Value::Bytes),
-        Kind::Date => opt(row.try_get(i)?, Value::Date),
-        Kind::DateTime => opt(row.try_get(i)?, Value::DateTime),
-        Kind::Timestamp => opt(row.try_get(i)?, Value::Timestamp),
+        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i).map(|v| opt(v, Value::Bytes)),
+        Kind::Date => row.try_get(i).map(|v| opt(v, Value::Date)),
+        Kind::DateTime => row.try_get(i).map(|v| opt(v, Value::DateTime)),
+        Kind::Timestamp => row.try_get(i).map(|v| opt(v, Value::Timestamp)),
+    };
+    r.map_err(|e| match kind {
+        // sqlx reports `0000-00-00` as an unexpected NULL and `2024-00-00` as an invalid
+        // date; either way the server sent a date with a zero year, month or day.
+        Kind::Date | Kind::DateTime | Kind::Timestamp => {
+            let fix = if t.key.contains(&i) {
+                "a cursor or primary-key column cannot hold one (it could not be ordered or bound); fix the row on the source"
+            } else {
+                "set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source"
+            };
+            format!("it holds a zero or partial date (year, month or day 0: {e}), which PostgreSQL cannot store; {fix}")
+        }
+        _ => e.to_string(),
     })
 }
 
@@ -207,10 +277,8 @@ impl KeysetPoller {
             .iter()
             .map(|&i| quote_mysql(&schema.columns[i].name))
             .collect();
-        let select = schema
-            .columns
-            .iter()
-            .map(select_expr)
+        let select = (0..schema.columns.len())
+            .map(|i| select_expr(&schema, i))
             .collect::<Vec<_>>()
             .join(", ");
         let from = quote_mysql(&schema.name);
@@ -279,13 +347,13 @@ impl KeysetPoller {
 pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
     let mut row = Vec::with_capacity(schema.columns.len());
     for (i, c) in schema.columns.iter().enumerate() {
-        match decode(r, i, c.kind) {
+        match decode(schema, r, i) {
             Ok(v) => row.push(v),
-            Err(e) => {
+            Err(reason) => {
                 let key = schema
                     .primary_key
                     .iter()
-                    .map(|&k| match decode(r, k, schema.columns[k].kind) {
+                    .map(|&k| match decode(schema, r, k) {
                         Ok(v) => format!("{}={}", schema.columns[k].name, v.display()),
                         Err(_) => format!("{}=?", schema.columns[k].name),
                     })
@@ -294,10 +362,7 @@ pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
                 return Err(Error::BadRow {
                     table: schema.name.clone(),
                     key,
-                    reason: format!(
-                        "column {:?} ({}) cannot be read: {e}",
-                        c.name, c.column_type
-                    ),
+                    reason: format!("column {:?} ({}): {reason}", c.name, c.column_type),
                 });
             }
         }
