@@ -138,7 +138,8 @@ pub async fn introspect(
 /// selected through a CASE that turns a zero or partial date (year, month or day 0, which
 /// neither chrono nor PostgreSQL can hold) into NULL; the CASE keeps the column's type and
 /// fractional digits. Keyset columns are selected as they are: a zero date there fails the
-/// row with a message rather than becoming a NULL the keyset cannot order by.
+/// row with a message rather than becoming a NULL the keyset cannot order by (see
+/// [`select_list`]).
 fn select_expr(t: &TableSchema, i: usize) -> String {
     let c = &t.columns[i];
     let q = quote_mysql(&c.name);
@@ -150,11 +151,30 @@ fn select_expr(t: &TableSchema, i: usize) -> String {
             if t.zero_dates == ZeroDates::Null && !t.key.contains(&i) =>
         {
             format!(
-                "CASE WHEN YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0 THEN NULL ELSE {q} END"
+                "CASE WHEN {} THEN NULL ELSE {q} END",
+                zero_date_condition(&q)
             )
         }
         _ => q,
     }
+}
+
+/// `CASE WHEN` condition that is true for a zero or partial date.
+fn zero_date_condition(q: &str) -> String {
+    format!("YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0")
+}
+
+/// Every column as [`select_expr`] selects it, then one flag per
+/// [`TableSchema::zero_date_checked`] column: 1 when it holds a zero date.
+fn select_list(t: &TableSchema) -> String {
+    let mut exprs: Vec<String> = (0..t.columns.len()).map(|i| select_expr(t, i)).collect();
+    for &i in t.zero_date_checked() {
+        exprs.push(format!(
+            "CASE WHEN {} THEN 1 ELSE 0 END",
+            zero_date_condition(&quote_mysql(&t.columns[i].name))
+        ));
+    }
+    exprs.join(", ")
 }
 
 /// `(k1, k2, …) OP (?, ?, …)` in the expanded form MariaDB turns into an index range scan
@@ -232,19 +252,17 @@ fn decode(t: &TableSchema, row: &MySqlRow, i: usize) -> std::result::Result<Valu
         Kind::DateTime => row.try_get(i).map(|v| opt(v, Value::DateTime)),
         Kind::Timestamp => row.try_get(i).map(|v| opt(v, Value::Timestamp)),
     };
-    r.map_err(|e| match kind {
-        // sqlx reports `0000-00-00` as an unexpected NULL and `2024-00-00` as an invalid
-        // date; either way the server sent a date with a zero year, month or day.
-        Kind::Date | Kind::DateTime | Kind::Timestamp => {
-            let fix = if t.key.contains(&i) {
-                "a cursor or primary-key column cannot hold one (it could not be ordered or bound); fix the row on the source"
-            } else {
-                "set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source"
-            };
-            format!("it holds a zero or partial date (year, month or day 0: {e}), which PostgreSQL cannot store; {fix}")
-        }
-        _ => e.to_string(),
-    })
+    r.map_err(|e| e.to_string())
+}
+
+/// Why a zero date in column `i` stops the row, and how to fix it.
+fn zero_date_reason(t: &TableSchema, i: usize) -> String {
+    let fix = if t.key.contains(&i) {
+        "a cursor or primary-key column cannot hold one (it could not be ordered or bound); fix the row on the source"
+    } else {
+        "set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source"
+    };
+    format!("it holds a zero date (year, month or day 0), which PostgreSQL cannot store; {fix}")
 }
 
 /// Reads a table in keyset order past a watermark, one page per [`Source::read`].
@@ -277,10 +295,7 @@ impl KeysetPoller {
             .iter()
             .map(|&i| quote_mysql(&schema.columns[i].name))
             .collect();
-        let select = (0..schema.columns.len())
-            .map(|i| select_expr(&schema, i))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = select_list(&schema);
         let from = quote_mysql(&schema.name);
         let order = cols.join(", ");
         let upper = if once {
@@ -346,8 +361,30 @@ impl KeysetPoller {
 /// Decodes a whole result row, naming the table, key and column of a value that fails.
 pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
     let mut row = Vec::with_capacity(schema.columns.len());
+    // The zero-date flags follow the columns; a set flag fails its column's value.
+    let n = schema.columns.len();
+    let mut zero_at = None;
+    for (j, &i) in schema.zero_date_checked().iter().enumerate() {
+        let flag: i64 = r.try_get(n + j).map_err(|e| Error::BadRow {
+            table: schema.name.clone(),
+            key: "?".into(),
+            reason: format!(
+                "the zero-date flag of column {:?} cannot be read: {e}",
+                schema.columns[i].name
+            ),
+        })?;
+        if flag != 0 {
+            zero_at = Some(i);
+            break;
+        }
+    }
     for (i, c) in schema.columns.iter().enumerate() {
-        match decode(schema, r, i) {
+        let value = if zero_at == Some(i) {
+            Err(zero_date_reason(schema, i))
+        } else {
+            decode(schema, r, i)
+        };
+        match value {
             Ok(v) => row.push(v),
             Err(reason) => {
                 let key = schema

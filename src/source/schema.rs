@@ -76,6 +76,8 @@ pub struct TableSchema {
     pub key: Vec<usize>,
     /// What a zero date in a column outside the keyset becomes.
     pub zero_dates: ZeroDates,
+    /// See [`TableSchema::zero_date_checked`].
+    zero_checked: Vec<usize>,
 }
 
 impl TableSchema {
@@ -93,6 +95,14 @@ impl TableSchema {
             || (self.zero_dates == ZeroDates::Null
                 && matches!(c.kind, Kind::Date | Kind::DateTime | Kind::Timestamp)
                 && !self.key.contains(&i))
+    }
+
+    /// Date columns whose zero dates must be caught rather than read: sqlx reads a
+    /// `0000-00-00` as NULL and refuses `2024-00-00`, so the reader selects a flag for
+    /// each of these and fails the row when it is set. Keyset columns always (a NULL
+    /// there could not be ordered or bound); with `zero_dates = "error"`, every date column.
+    pub fn zero_date_checked(&self) -> &[usize] {
+        &self.zero_checked
     }
 
     /// Names of the keyset columns.
@@ -170,7 +180,16 @@ impl TableSchema {
                 key.push(i);
             }
         }
+        let zero_checked = (0..columns.len())
+            .filter(|&i| {
+                matches!(
+                    columns[i].kind,
+                    Kind::Date | Kind::DateTime | Kind::Timestamp
+                ) && (zero_dates == ZeroDates::Error || key.contains(&i))
+            })
+            .collect();
         Ok(TableSchema {
+            zero_checked,
             name: name.to_string(),
             columns,
             cursor,
