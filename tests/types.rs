@@ -644,3 +644,36 @@ fn incompatible_existing_target_exits_2_naming_column_and_types() {
     ];
     assert_eq!(assert_same(&db, "t", &["id"], &checks), 1);
 }
+
+#[test]
+fn decimal_cursor_compares_every_digit() {
+    let db = TestDb::new();
+    // These differ only past a double's 17 digits: the keyset must compare them exactly
+    // (sluice binds DECIMAL keyset values through CAST(? AS DECIMAL(p,s))).
+    db.mysql(
+        "CREATE TABLE ledger (seq DECIMAL(30,10) NOT NULL PRIMARY KEY, note TEXT); \
+         INSERT INTO ledger VALUES ('10000000000000000000.0000000001', 'a'), \
+         ('10000000000000000000.0000000002', 'b'), ('10000000000000000000.0000000003', 'c')",
+    );
+    let cfg = "[pipeline]\nbatch_rows = 1\n[[tables]]\nname = \"ledger\"\ncursor = \"seq\"\n";
+    run_once(&db, cfg);
+    db.mysql("INSERT INTO ledger VALUES ('10000000000000000000.0000000004', 'd')");
+    let out = run_once(&db, cfg);
+    assert!(out.contains("replicated 1 rows"), "{out}");
+    let note = [check("note", "{}", "{}", Cmp::Text)];
+    assert_eq!(assert_same(&db, "ledger", &["seq"], &note), 4);
+}
+
+#[test]
+fn enum_in_the_keyset_exits_2() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE t (region ENUM('us','eu') NOT NULL, id INT NOT NULL, \
+         PRIMARY KEY (region, id))",
+    );
+    let err = fails(&db, "[[tables]]\nname = \"t\"\ncursor = \"id\"\n", 2);
+    assert!(
+        err.contains("\"region\"") && err.contains("keyset") && err.contains("primary_key"),
+        "{err}"
+    );
+}

@@ -144,7 +144,7 @@ fn select_expr(t: &TableSchema, i: usize) -> String {
     let c = &t.columns[i];
     let q = quote_mysql(&c.name);
     match c.kind {
-        Kind::CastText => format!("CAST({q} AS CHAR)"),
+        Kind::CastText | Kind::Decimal(..) => format!("CAST({q} AS CHAR)"),
         Kind::CastInt => format!("CAST({q} AS SIGNED)"),
         Kind::Bits(n) => format!("LPAD(BIN({q}), {n}, '0')"),
         Kind::Date | Kind::DateTime | Kind::Timestamp
@@ -179,29 +179,45 @@ fn select_list(t: &TableSchema) -> String {
 
 /// `(k1, k2, …) OP (?, ?, …)` in the expanded form MariaDB turns into an index range scan
 /// (it scans the whole index for the row-value form). `strict` picks `>`/`<` over
-/// `>=`/`<=` for the last column. Returns the SQL and, for each `?`, the key index to bind.
-fn keyset_condition(cols: &[String], greater: bool, strict: bool) -> (String, Vec<usize>) {
+/// `>=`/`<=` for the last column. `phs[i]` is the placeholder of column `i` (`?`, or a
+/// cast around it). Returns the SQL and, for each `?`, the key index to bind.
+fn keyset_condition(
+    cols: &[String],
+    phs: &[String],
+    greater: bool,
+    strict: bool,
+) -> (String, Vec<usize>) {
     let (op, op_eq) = if greater { (">", ">=") } else { ("<", "<=") };
-    fn rest(cols: &[String], i: usize, op: &str, last: &str) -> (String, Vec<usize>) {
+    fn rest(
+        cols: &[String],
+        phs: &[String],
+        i: usize,
+        op: &str,
+        last: &str,
+    ) -> (String, Vec<usize>) {
         if i == cols.len() - 1 {
-            return (format!("{} {last} ?", cols[i]), vec![i]);
+            return (format!("{} {last} {}", cols[i], phs[i]), vec![i]);
         }
-        let (inner, mut binds) = rest(cols, i + 1, op, last);
+        let (inner, mut binds) = rest(cols, phs, i + 1, op, last);
         let mut b = vec![i, i];
         b.append(&mut binds);
         (
-            format!("({c} {op} ? OR ({c} = ? AND {inner}))", c = cols[i]),
+            format!(
+                "({c} {op} {p} OR ({c} = {p} AND {inner}))",
+                c = cols[i],
+                p = phs[i]
+            ),
             b,
         )
     }
     let last = if strict { op } else { op_eq };
-    let (body, binds) = rest(cols, 0, op, last);
+    let (body, binds) = rest(cols, phs, 0, op, last);
     if cols.len() == 1 {
         return (body, binds);
     }
     let mut all = vec![0];
     all.extend(binds);
-    (format!("{} {op_eq} ? AND {body}", cols[0]), all)
+    (format!("{} {op_eq} {} AND {body}", cols[0], phs[0]), all)
 }
 
 /// Binds one value as the MySQL type that compares correctly with its column.
@@ -244,7 +260,7 @@ fn decode(t: &TableSchema, row: &MySqlRow, i: usize) -> std::result::Result<Valu
             .try_get::<Option<f32>, _>(i)
             .map(|v| opt(v, |v| Value::Float(v as f64))),
         Kind::Float64 => row.try_get::<Option<f64>, _>(i).map(|v| opt(v, Value::Float)),
-        Kind::CastText | Kind::Text | Kind::Bits(_) => {
+        Kind::CastText | Kind::Decimal(..) | Kind::Text | Kind::Bits(_) => {
             row.try_get::<Option<String>, _>(i).map(|v| opt(v, Value::Text))
         }
         Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i).map(|v| opt(v, Value::Bytes)),
@@ -322,8 +338,18 @@ impl KeysetPoller {
         } else {
             None
         };
-        let (upper_cond, binds_upper) = keyset_condition(&cols, false, false);
-        let (after_cond, binds_after) = keyset_condition(&cols, true, true);
+        // A DECIMAL keyset value travels as text; compared with text MySQL would use
+        // doubles, so it is cast back to the column's exact type.
+        let phs: Vec<String> = schema
+            .key
+            .iter()
+            .map(|&i| match schema.columns[i].kind {
+                Kind::Decimal(p, s) => format!("CAST(? AS DECIMAL({p},{s}))"),
+                _ => "?".to_string(),
+            })
+            .collect();
+        let (upper_cond, binds_upper) = keyset_condition(&cols, &phs, false, false);
+        let (after_cond, binds_after) = keyset_condition(&cols, &phs, true, true);
         let bound = if upper.is_some() {
             format!(" AND {upper_cond}")
         } else {
@@ -467,13 +493,14 @@ mod tests {
     #[test]
     fn keyset_condition_uses_the_range_friendly_form() {
         let cols = vec!["`a`".to_string(), "`b`".to_string(), "`c`".to_string()];
-        let (sql, binds) = keyset_condition(&cols, true, true);
+        let q = vec!["?".to_string(); 3];
+        let (sql, binds) = keyset_condition(&cols, &q, true, true);
         assert_eq!(
             sql,
             "`a` >= ? AND (`a` > ? OR (`a` = ? AND (`b` > ? OR (`b` = ? AND `c` > ?))))"
         );
         assert_eq!(binds, vec![0, 0, 0, 1, 1, 2]);
-        let (sql, binds) = keyset_condition(&cols[..1], false, false);
+        let (sql, binds) = keyset_condition(&cols[..1], &q[..1], false, false);
         assert_eq!(sql, "`a` <= ?");
         assert_eq!(binds, vec![0]);
     }

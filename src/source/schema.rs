@@ -37,8 +37,11 @@ pub enum Kind {
     UInt,
     Float32,
     Float64,
-    /// Selected as `CAST(col AS CHAR)`, kept as text: DECIMAL, ENUM, SET, TIME.
+    /// Selected as `CAST(col AS CHAR)`, kept as text: ENUM, SET, TIME.
     CastText,
+    /// DECIMAL(p,s): selected as `CAST(col AS CHAR)`, every digit kept as text; bound back
+    /// (as a keyset value) through `CAST(? AS DECIMAL(p,s))` so it compares exactly.
+    Decimal(u32, u32),
     Text,
     Bytes,
     Date,
@@ -161,6 +164,7 @@ impl TableSchema {
                 )));
             }
         }
+        let pk_configured = configured_pk.is_some();
         let pk_names: Vec<String> = match configured_pk {
             Some(pk) => pk.to_vec(),
             None => introspected_pk.to_vec(),
@@ -174,10 +178,31 @@ impl TableSchema {
             .iter()
             .map(|c| find(c, "primary-key", "primary_key"))
             .collect::<Result<_>>()?;
+        if pk_configured {
+            for &i in &primary_key {
+                if columns[i].nullable {
+                    return Err(Error::Schema(format!(
+                        "table {name:?}: primary-key column {:?} allows NULL, so it cannot tell rows apart; choose unique NOT NULL columns in `primary_key` of the table's [[tables]] entry",
+                        columns[i].name
+                    )));
+                }
+            }
+        }
         let mut key = cursor.clone();
         for &i in &primary_key {
             if !key.contains(&i) {
                 key.push(i);
+            }
+        }
+        // Keyset reads compare bound values with `>`; these types order (ENUM and SET by
+        // position) or compare with bound text (BIT, TIME) differently from their values.
+        for &i in &key {
+            let c = &columns[i];
+            if matches!(c.kind, Kind::CastText | Kind::Bits(_)) || c.pg_type == "jsonb" {
+                return Err(Error::Schema(format!(
+                    "table {name:?}: column {:?} ({}) cannot be in the keyset (the cursor and primary-key columns): sluice cannot reproduce how MySQL orders and compares it; choose another `cursor`, or set `primary_key` to other unique NOT NULL columns in the table's [[tables]] entry",
+                    c.name, c.column_type
+                )));
             }
         }
         let zero_checked = (0..columns.len())
@@ -254,14 +279,13 @@ pub fn map_column(table: &str, info: &ColumnInfo, opts: MapOptions) -> Result<Co
         "tinyint" | "smallint" => (Kind::Int, "smallint".into()),
         "mediumint" | "int" | "integer" => (Kind::Int, "integer".into()),
         "bigint" => (Kind::Int, "bigint".into()),
-        "decimal" | "numeric" => (
-            Kind::CastText,
-            format!(
-                "numeric({},{})",
-                info.numeric_precision.unwrap_or(10),
-                info.numeric_scale.unwrap_or(0)
-            ),
-        ),
+        "decimal" | "numeric" => {
+            let (p, s) = (
+                info.numeric_precision.unwrap_or(10) as u32,
+                info.numeric_scale.unwrap_or(0) as u32,
+            );
+            (Kind::Decimal(p, s), format!("numeric({p},{s})"))
+        }
         "float" => (Kind::Float32, "real".into()),
         "double" | "real" => (Kind::Float64, "double precision".into()),
         "longtext" if info.json_check => (Kind::Text, "jsonb".into()),
