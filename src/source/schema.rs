@@ -1,29 +1,32 @@
 //! Table shapes and the MySQL → PostgreSQL type mapping.
 //!
-//! | MySQL / MariaDB                       | PostgreSQL          | read as                 |
-//! |---------------------------------------|---------------------|-------------------------|
-//! | TINYINT(1)                            | boolean             | integer, 0 = false      |
-//! | TINYINT, SMALLINT                     | smallint            | integer                 |
-//! | MEDIUMINT, INT                        | integer             | integer                 |
-//! | BIGINT                                | bigint              | integer                 |
-//! | TINYINT UNSIGNED                      | smallint            | unsigned integer        |
-//! | SMALLINT/MEDIUMINT UNSIGNED           | integer             | unsigned integer        |
-//! | INT UNSIGNED                          | bigint              | unsigned integer        |
-//! | BIGINT UNSIGNED                       | numeric(20)         | unsigned integer        |
-//! | DECIMAL(p,s)                          | numeric(p,s)        | exact digits as text    |
-//! | FLOAT / DOUBLE                        | real / double precision | float               |
-//! | CHAR, VARCHAR, *TEXT, ENUM, SET       | text                | text                    |
-//! | JSON                                  | jsonb               | text                    |
-//! | BINARY, VARBINARY, *BLOB              | bytea               | bytes                   |
-//! | DATE                                  | date                | date                    |
-//! | DATETIME(n)                           | timestamp(n)        | date-time               |
-//! | TIMESTAMP(n)                          | timestamptz(n)      | UTC instant             |
-//! | TIME(n)                               | interval            | text (`-838:59:59`)     |
-//! | YEAR                                  | smallint            | integer                 |
-//! | BIT(n)                                | bit(n)              | text of 0s and 1s       |
+//! | MySQL / MariaDB                       | PostgreSQL              | read as                    |
+//! |---------------------------------------|-------------------------|----------------------------|
+//! | TINYINT(1)                            | boolean (only 0 and 1; `tinyint1_as_boolean = false`: smallint) | integer |
+//! | TINYINT, SMALLINT                     | smallint                | integer                    |
+//! | MEDIUMINT, INT                        | integer                 | integer                    |
+//! | BIGINT                                | bigint                  | integer                    |
+//! | TINYINT UNSIGNED                      | smallint                | unsigned integer           |
+//! | SMALLINT/MEDIUMINT UNSIGNED           | integer                 | unsigned integer           |
+//! | INT UNSIGNED                          | bigint                  | unsigned integer           |
+//! | BIGINT UNSIGNED                       | numeric(20,0)           | unsigned integer           |
+//! | DECIMAL(p,s)                          | numeric(p,s)            | exact digits as text       |
+//! | FLOAT / DOUBLE                        | real / double precision | f32 / f64                  |
+//! | CHAR, VARCHAR, *TEXT                  | text                    | text                       |
+//! | ENUM, SET                             | text (`a,c` for a SET)  | `CAST(… AS CHAR)`          |
+//! | JSON (MySQL), LONGTEXT with a `json_valid(col)` CHECK (MariaDB) | jsonb | text        |
+//! | BINARY, VARBINARY, *BLOB              | bytea                   | bytes                      |
+//! | DATE                                  | date                    | date                       |
+//! | DATETIME(n)                           | timestamp(n)            | date-time                  |
+//! | TIMESTAMP(n)                          | timestamptz(n)          | UTC instant (session UTC)  |
+//! | TIME(n)                               | interval                | text (`-838:59:59.000000`) |
+//! | YEAR                                  | smallint (0000 → 0)     | integer                    |
+//! | BIT(n)                                | bit(n)                  | text of 0s and 1s          |
 //!
-//! Anything else (spatial types, for instance) is refused at start naming the table and
-//! column: a column is never silently dropped.
+//! Zero dates (year, month or day 0) become NULL, or stop the table with
+//! `[source] zero_dates = "error"`; see [`TableSchema::target_nullable`].
+//! Anything else (spatial types, MariaDB's UUID and INET types, for instance) is refused at
+//! start naming the table and column: a column is never silently dropped.
 
 use crate::config::ZeroDates;
 use crate::error::{Error, Result};
