@@ -141,8 +141,18 @@ pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
     let mut plans = Vec::with_capacity(settings.tables.len());
     for t in &settings.tables {
         let pk = t.primary_key.as_ref().map(|p| p.to_vec());
-        let schema =
-            mysql::introspect(&mut src, &t.name, &t.cursor.to_vec(), pk.as_deref()).await?;
+        let opts = crate::source::schema::MapOptions {
+            tinyint1_as_boolean: t.tinyint1_as_boolean,
+        };
+        let schema = mysql::introspect(
+            &mut src,
+            &t.name,
+            &t.cursor.to_vec(),
+            pk.as_deref(),
+            opts,
+            settings.zero_dates,
+        )
+        .await?;
         sink::ensure_table(&mut tgt, &settings.target_schema, &schema).await?;
         let start = sink::load_position(&mut tgt, &schema).await?;
         plans.push(TablePlan {

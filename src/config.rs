@@ -18,9 +18,11 @@ pub struct Settings {
     pub target_url: String,
     /// PostgreSQL schema that receives the replicated tables.
     pub target_schema: String,
-    /// How far behind "now" the poller keeps its read horizon on time cursors, on top of
-    /// the oldest open write transaction (see README, Guarantees).
+    /// How far behind the source's clock reads stay on a DATETIME/TIMESTAMP cursor (see
+    /// README, Guarantees).
     pub safety_lag_ms: u64,
+    /// What a zero date (`0000-00-00`, or a zero month or day) in the source becomes.
+    pub zero_dates: ZeroDates,
     pub pipeline: Pipeline,
     pub retry: Retry,
     pub tables: Vec<TableSettings>,
@@ -76,6 +78,18 @@ impl Default for Pipeline {
     }
 }
 
+/// `[source] zero_dates`: MySQL can hold dates PostgreSQL (and the calendar) cannot:
+/// `0000-00-00`, `2024-00-00`, `2024-05-00`, with or without a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroDates {
+    /// Replicate them as NULL (the default; how most MySQL clients read them).
+    #[default]
+    Null,
+    /// Stop the table with an error naming the row and column.
+    Error,
+}
+
 /// One `[[tables]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +101,14 @@ pub struct TableSettings {
     /// Primary-key columns; introspected from the source when absent.
     #[serde(default)]
     pub primary_key: Option<OneOrMany>,
+    /// TINYINT(1) columns become `boolean` (true), or `smallint` (false). As booleans, a
+    /// value other than 0 or 1 stops the table rather than turning into `true`.
+    #[serde(default = "yes")]
+    pub tinyint1_as_boolean: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A column name or a list of them.
@@ -113,6 +135,7 @@ impl TableSettings {
             name: "orders".into(),
             cursor: OneOrMany::One("created".into()),
             primary_key: None,
+            tinyint1_as_boolean: true,
         }
     }
 }
@@ -138,6 +161,7 @@ struct File {
 struct FileSource {
     url: Option<String>,
     safety_lag_ms: Option<u64>,
+    zero_dates: Option<ZeroDates>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +204,7 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_TARGET_URL.into()),
             target_schema: parsed.target.schema.unwrap_or_else(|| "public".into()),
             safety_lag_ms: parsed.source.safety_lag_ms.unwrap_or(DEFAULT_SAFETY_LAG_MS),
+            zero_dates: parsed.source.zero_dates.unwrap_or_default(),
             pipeline: parsed.pipeline,
             retry: parsed.retry,
             tables: if parsed.tables.is_empty() {
@@ -396,6 +421,22 @@ mod tests {
             s.tables[0].primary_key.as_ref().unwrap().to_vec(),
             vec!["id"]
         );
+    }
+
+    #[test]
+    fn zero_dates_and_tinyint1_settings() {
+        let s = load_str("[[tables]]\nname = \"a\"\ncursor = \"id\"\n").unwrap();
+        assert_eq!(s.zero_dates, ZeroDates::Null);
+        assert!(s.tables[0].tinyint1_as_boolean);
+        let s = load_str(
+            "[source]\nzero_dates = \"error\"\n[[tables]]\nname = \"a\"\ncursor = \"id\"\ntinyint1_as_boolean = false\n",
+        )
+        .unwrap();
+        assert_eq!(s.zero_dates, ZeroDates::Error);
+        assert!(!s.tables[0].tinyint1_as_boolean);
+        let err = load_str("[source]\nzero_dates = \"zero\"\n").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("zero_dates"), "{err}");
     }
 
     #[test]

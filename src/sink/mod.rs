@@ -15,7 +15,7 @@ use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, Connection};
 
 use crate::config::{host_port, redact};
 use crate::error::{Error, Result, Side};
-use crate::source::schema::{quote_pg, TableSchema};
+use crate::source::schema::{quote_pg, target_type_accepts, TableSchema};
 use crate::value::{encode_copy_rows, Row, Value};
 
 /// SQLSTATE of a unique violation: the direct COPY met a row that already exists.
@@ -53,14 +53,16 @@ fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
 }
 
 /// Creates the target table from the source schema when it is missing; when it exists,
-/// checks it has the same columns in the same order and a unique key on the primary key.
+/// checks it has the same columns in the same order, types that hold every source value
+/// ([`target_type_accepts`]), no NOT NULL where the source allows NULL, and a unique key on
+/// the primary key.
 pub async fn ensure_table(
     conn: &mut PgConnection,
     target_schema: &str,
     t: &TableSchema,
 ) -> Result<()> {
-    let existing: Vec<(String, String)> = sqlx::query_as(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+    let existing: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
@@ -79,12 +81,17 @@ pub async fn ensure_table(
         let mut cols: Vec<String> = t
             .columns
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 format!(
                     "{} {}{}",
                     quote_pg(&c.name),
                     c.pg_type,
-                    if c.nullable { "" } else { " NOT NULL" }
+                    if t.target_nullable(i) {
+                        ""
+                    } else {
+                        " NOT NULL"
+                    }
                 )
             })
             .collect();
@@ -112,7 +119,7 @@ pub async fn ensure_table(
         return Ok(());
     }
     let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-    let have: Vec<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
+    let have: Vec<&str> = existing.iter().map(|(n, _, _)| n.as_str()).collect();
     if want != have {
         return Err(Error::Schema(format!(
             "target table {target_schema}.{} has columns ({}) but source table {:?} has ({}); they must match in name and order. Drop or rename the target table to let sluice create it, or fix its columns",
@@ -121,6 +128,30 @@ pub async fn ensure_table(
             t.name,
             want.join(", ")
         )));
+    }
+    for (i, (c, (_, have_type, not_null))) in t.columns.iter().zip(&existing).enumerate() {
+        if !target_type_accepts(c, have_type) {
+            return Err(Error::Schema(format!(
+                "target table {target_schema}.{}: column {:?} has type {have_type}, which cannot hold every value of source column {:?} ({}); it needs {} (or a documented wider type). Fix it with ALTER TABLE {name} ALTER COLUMN {} TYPE {}, or drop the target table to let sluice create it",
+                t.name,
+                c.name,
+                c.name,
+                c.column_type,
+                c.pg_type,
+                quote_pg(&c.name),
+                c.pg_type
+            )));
+        }
+        if *not_null && t.target_nullable(i) {
+            return Err(Error::Schema(format!(
+                "target table {target_schema}.{}: column {:?} is NOT NULL but source column {:?} ({}) can arrive as NULL (it allows NULL, or is a date whose zero dates become NULL under [source] zero_dates = \"null\"); fix it with ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL, or set zero_dates = \"error\" if the source holds no zero dates",
+                t.name,
+                c.name,
+                c.name,
+                c.column_type,
+                quote_pg(&c.name)
+            )));
+        }
     }
     let pk: Vec<String> = t
         .primary_key

@@ -9,9 +9,9 @@ use tracing::debug;
 use sea_orm::sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlRow};
 use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, MySql, MySqlConnection, Row as _};
 
-use super::schema::{map_column, quote_mysql, Column, Kind, TableSchema};
+use super::schema::{map_column, quote_mysql, Column, ColumnInfo, Kind, MapOptions, TableSchema};
 use super::{Page, Source};
-use crate::config::{host_port, redact};
+use crate::config::{host_port, redact, ZeroDates};
 use crate::error::{Error, Result, Side};
 use crate::value::{Row, Value};
 
@@ -44,6 +44,8 @@ pub async fn introspect(
     table: &str,
     cursor: &[String],
     primary_key: Option<&[String]>,
+    opts: MapOptions,
+    zero_dates: ZeroDates,
 ) -> Result<TableSchema> {
     let ctx = |what: &str| format!("introspecting table {table:?} ({what})");
     let rows = sqlx::query(
@@ -67,7 +69,7 @@ pub async fn introspect(
             db.unwrap_or_default()
         )));
     }
-    let mut columns: Vec<Column> = Vec::with_capacity(rows.len());
+    let mut infos: Vec<ColumnInfo> = Vec::with_capacity(rows.len());
     for r in &rows {
         let get_s = |i: usize| -> Result<String> {
             r.try_get::<String, _>(i)
@@ -80,17 +82,47 @@ pub async fn introspect(
         let nullable: i64 = r
             .try_get(3)
             .map_err(|e| Error::db(Side::Source, ctx("decode"), &e))?;
-        columns.push(map_column(
-            table,
-            &get_s(0)?,
-            &get_s(1)?,
-            &get_s(2)?,
-            nullable != 0,
-            get_u(4)?,
-            get_u(5)?,
-            get_u(6)?,
-        )?);
+        infos.push(ColumnInfo {
+            name: get_s(0)?,
+            data_type: get_s(1)?,
+            column_type: get_s(2)?,
+            nullable: nullable != 0,
+            numeric_precision: get_u(4)?,
+            numeric_scale: get_u(5)?,
+            datetime_precision: get_u(6)?,
+            json_check: false,
+        });
     }
+    // MariaDB's JSON is an alias of LONGTEXT plus a `json_valid(`col`)` CHECK constraint
+    // (DATA_TYPE says `longtext`); MySQL reports `json` itself and has no TABLE_NAME in
+    // CHECK_CONSTRAINTS, so only MariaDB is asked.
+    if infos
+        .iter()
+        .any(|c| c.data_type.eq_ignore_ascii_case("longtext"))
+    {
+        let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, ctx("server version"), &e))?;
+        if version.to_ascii_lowercase().contains("mariadb") {
+            let checks: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            )
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, ctx("check constraints"), &e))?;
+            for c in &mut infos {
+                let clause = format!("json_valid({})", quote_mysql(&c.name));
+                c.json_check = checks.iter().any(|k| k.trim() == clause);
+            }
+        }
+    }
+    let columns: Vec<Column> = infos
+        .iter()
+        .map(|i| map_column(table, i, opts))
+        .collect::<Result<_>>()?;
     let pk: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
@@ -100,45 +132,95 @@ pub async fn introspect(
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| Error::db(Side::Source, ctx("primary key"), &e))?;
-    TableSchema::resolve(table, columns, cursor, primary_key, &pk)
+    TableSchema::resolve(table, columns, cursor, primary_key, &pk, zero_dates)
 }
 
-/// The SQL expression that selects a column so it decodes as its [`Kind`] says.
-fn select_expr(c: &Column) -> String {
+/// The SQL expression that selects column `i` so it decodes as its [`Kind`] says.
+///
+/// With `zero_dates = "null"`, a DATE, DATETIME or TIMESTAMP outside the keyset is
+/// selected through a CASE that turns a zero or partial date (year, month or day 0, which
+/// neither chrono nor PostgreSQL can hold) into NULL; the CASE keeps the column's type and
+/// fractional digits. Keyset columns are selected as they are: a zero date there fails the
+/// row with a message rather than becoming a NULL the keyset cannot order by (see
+/// [`select_list`]).
+fn select_expr(t: &TableSchema, i: usize) -> String {
+    let c = &t.columns[i];
     let q = quote_mysql(&c.name);
     match c.kind {
-        Kind::CastText => format!("CAST({q} AS CHAR)"),
+        Kind::CastText | Kind::Decimal(..) => format!("CAST({q} AS CHAR)"),
         Kind::CastInt => format!("CAST({q} AS SIGNED)"),
         Kind::Bits(n) => format!("LPAD(BIN({q}), {n}, '0')"),
+        Kind::Date | Kind::DateTime | Kind::Timestamp
+            if t.zero_dates == ZeroDates::Null && !t.key.contains(&i) =>
+        {
+            format!(
+                "CASE WHEN {} THEN NULL ELSE {q} END",
+                zero_date_condition(&q)
+            )
+        }
         _ => q,
     }
 }
 
+/// `CASE WHEN` condition that is true for a zero or partial date.
+fn zero_date_condition(q: &str) -> String {
+    format!("YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0")
+}
+
+/// Every column as [`select_expr`] selects it, then one flag per
+/// [`TableSchema::zero_date_checked`] column: 1 when it holds a zero date.
+fn select_list(t: &TableSchema) -> String {
+    let mut exprs: Vec<String> = (0..t.columns.len()).map(|i| select_expr(t, i)).collect();
+    for &i in t.zero_date_checked() {
+        exprs.push(format!(
+            "CASE WHEN {} THEN 1 ELSE 0 END",
+            zero_date_condition(&quote_mysql(&t.columns[i].name))
+        ));
+    }
+    exprs.join(", ")
+}
+
 /// `(k1, k2, …) OP (?, ?, …)` in the expanded form MariaDB turns into an index range scan
 /// (it scans the whole index for the row-value form). `strict` picks `>`/`<` over
-/// `>=`/`<=` for the last column. Returns the SQL and, for each `?`, the key index to bind.
-fn keyset_condition(cols: &[String], greater: bool, strict: bool) -> (String, Vec<usize>) {
+/// `>=`/`<=` for the last column. `phs[i]` is the placeholder of column `i` (`?`, or a
+/// cast around it). Returns the SQL and, for each `?`, the key index to bind.
+fn keyset_condition(
+    cols: &[String],
+    phs: &[String],
+    greater: bool,
+    strict: bool,
+) -> (String, Vec<usize>) {
     let (op, op_eq) = if greater { (">", ">=") } else { ("<", "<=") };
-    fn rest(cols: &[String], i: usize, op: &str, last: &str) -> (String, Vec<usize>) {
+    fn rest(
+        cols: &[String],
+        phs: &[String],
+        i: usize,
+        op: &str,
+        last: &str,
+    ) -> (String, Vec<usize>) {
         if i == cols.len() - 1 {
-            return (format!("{} {last} ?", cols[i]), vec![i]);
+            return (format!("{} {last} {}", cols[i], phs[i]), vec![i]);
         }
-        let (inner, mut binds) = rest(cols, i + 1, op, last);
+        let (inner, mut binds) = rest(cols, phs, i + 1, op, last);
         let mut b = vec![i, i];
         b.append(&mut binds);
         (
-            format!("({c} {op} ? OR ({c} = ? AND {inner}))", c = cols[i]),
+            format!(
+                "({c} {op} {p} OR ({c} = {p} AND {inner}))",
+                c = cols[i],
+                p = phs[i]
+            ),
             b,
         )
     }
     let last = if strict { op } else { op_eq };
-    let (body, binds) = rest(cols, 0, op, last);
+    let (body, binds) = rest(cols, phs, 0, op, last);
     if cols.len() == 1 {
         return (body, binds);
     }
     let mut all = vec![0];
     all.extend(binds);
-    (format!("{} {op_eq} ? AND {body}", cols[0]), all)
+    (format!("{} {op_eq} {} AND {body}", cols[0], phs[0]), all)
 }
 
 /// Binds one value as the MySQL type that compares correctly with its column.
@@ -157,27 +239,49 @@ fn bind_value<'q>(q: Query<'q>, v: &Value) -> Query<'q> {
     }
 }
 
-/// Decodes one column of a result row as its kind says.
-fn decode(row: &MySqlRow, i: usize, kind: Kind) -> std::result::Result<Value, sqlx::Error> {
+/// Decodes column `i` of a result row as its kind says; the error is the reason, for a
+/// message that also names the table, key and column.
+fn decode(t: &TableSchema, row: &MySqlRow, i: usize) -> std::result::Result<Value, String> {
     fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
         v.map_or(Value::Null, f)
     }
-    Ok(match kind {
-        Kind::Bool => opt(row.try_get::<Option<i64>, _>(i)?, |v| Value::Bool(v != 0)),
-        Kind::Int | Kind::CastInt => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
-        Kind::UInt => opt(row.try_get::<Option<u64>, _>(i)?, Value::UInt),
-        Kind::Float32 => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
-            Value::Float(v as f64)
-        }),
-        Kind::Float64 => opt(row.try_get::<Option<f64>, _>(i)?, Value::Float),
-        Kind::CastText | Kind::Text | Kind::Bits(_) => {
-            opt(row.try_get::<Option<String>, _>(i)?, Value::Text)
+    let kind = t.columns[i].kind;
+    let r = match kind {
+        Kind::Bool => match row.try_get::<Option<i64>, _>(i) {
+            Ok(Some(v @ (0 | 1))) => Ok(Value::Bool(v == 1)),
+            Ok(Some(v)) => {
+                return Err(format!(
+                    "TINYINT(1) holds {v}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint (an existing target column must then be changed to smallint)"
+                ))
+            }
+            Ok(None) => Ok(Value::Null),
+            Err(e) => Err(e),
+        },
+        Kind::Int | Kind::CastInt => row.try_get::<Option<i64>, _>(i).map(|v| opt(v, Value::Int)),
+        Kind::UInt => row.try_get::<Option<u64>, _>(i).map(|v| opt(v, Value::UInt)),
+        Kind::Float32 => row
+            .try_get::<Option<f32>, _>(i)
+            .map(|v| opt(v, |v| Value::Float(v as f64))),
+        Kind::Float64 => row.try_get::<Option<f64>, _>(i).map(|v| opt(v, Value::Float)),
+        Kind::CastText | Kind::Decimal(..) | Kind::Text | Kind::Bits(_) => {
+            row.try_get::<Option<String>, _>(i).map(|v| opt(v, Value::Text))
         }
-        Kind::Bytes => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, Value::Bytes),
-        Kind::Date => opt(row.try_get(i)?, Value::Date),
-        Kind::DateTime => opt(row.try_get(i)?, Value::DateTime),
-        Kind::Timestamp => opt(row.try_get(i)?, Value::Timestamp),
-    })
+        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i).map(|v| opt(v, Value::Bytes)),
+        Kind::Date => row.try_get(i).map(|v| opt(v, Value::Date)),
+        Kind::DateTime => row.try_get(i).map(|v| opt(v, Value::DateTime)),
+        Kind::Timestamp => row.try_get(i).map(|v| opt(v, Value::Timestamp)),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Why a zero date in column `i` stops the row, and how to fix it.
+fn zero_date_reason(t: &TableSchema, i: usize) -> String {
+    let fix = if t.key.contains(&i) {
+        "a cursor or primary-key column cannot hold one (it could not be ordered or bound); fix the row on the source"
+    } else {
+        "set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source"
+    };
+    format!("it holds a zero date (year, month or day 0), which PostgreSQL cannot store; {fix}")
 }
 
 /// Reads a table in keyset order past a watermark, one page per [`Source::read`].
@@ -221,12 +325,7 @@ impl KeysetPoller {
             .iter()
             .map(|&i| quote_mysql(&schema.columns[i].name))
             .collect();
-        let select = schema
-            .columns
-            .iter()
-            .map(select_expr)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = select_list(&schema);
         let from = quote_mysql(&schema.name);
         let order = cols.join(", ");
         let upper = if once {
@@ -261,8 +360,18 @@ impl KeysetPoller {
             .map_err(|e| Error::db(Side::Source, "setting the read isolation level", &e))?;
         let first_cursor = &schema.columns[schema.cursor[0]];
         let time_cursor = matches!(first_cursor.kind, Kind::DateTime | Kind::Timestamp);
-        let (upper_cond, binds_upper) = keyset_condition(&cols, false, false);
-        let (after_cond, binds_after) = keyset_condition(&cols, true, true);
+        // A DECIMAL keyset value travels as text; compared with text MySQL would use
+        // doubles, so it is cast back to the column's exact type.
+        let phs: Vec<String> = schema
+            .key
+            .iter()
+            .map(|&i| match schema.columns[i].kind {
+                Kind::Decimal(p, s) => format!("CAST(? AS DECIMAL({p},{s}))"),
+                _ => "?".to_string(),
+            })
+            .collect();
+        let (upper_cond, binds_upper) = keyset_condition(&cols, &phs, false, false);
+        let (after_cond, binds_after) = keyset_condition(&cols, &phs, true, true);
         let mut common = Vec::new();
         if upper.is_some() {
             common.push(upper_cond);
@@ -319,14 +428,36 @@ impl KeysetPoller {
 /// Decodes a whole result row, naming the table, key and column of a value that fails.
 pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
     let mut row = Vec::with_capacity(schema.columns.len());
+    // The zero-date flags follow the columns; a set flag fails its column's value.
+    let n = schema.columns.len();
+    let mut zero_at = None;
+    for (j, &i) in schema.zero_date_checked().iter().enumerate() {
+        let flag: i64 = r.try_get(n + j).map_err(|e| Error::BadRow {
+            table: schema.name.clone(),
+            key: "?".into(),
+            reason: format!(
+                "the zero-date flag of column {:?} cannot be read: {e}",
+                schema.columns[i].name
+            ),
+        })?;
+        if flag != 0 {
+            zero_at = Some(i);
+            break;
+        }
+    }
     for (i, c) in schema.columns.iter().enumerate() {
-        match decode(r, i, c.kind) {
+        let value = if zero_at == Some(i) {
+            Err(zero_date_reason(schema, i))
+        } else {
+            decode(schema, r, i)
+        };
+        match value {
             Ok(v) => row.push(v),
-            Err(e) => {
+            Err(reason) => {
                 let key = schema
                     .primary_key
                     .iter()
-                    .map(|&k| match decode(r, k, schema.columns[k].kind) {
+                    .map(|&k| match decode(schema, r, k) {
                         Ok(v) => format!("{}={}", schema.columns[k].name, v.display()),
                         Err(_) => format!("{}=?", schema.columns[k].name),
                     })
@@ -335,10 +466,7 @@ pub fn decode_row(schema: &TableSchema, r: &MySqlRow) -> Result<Row> {
                 return Err(Error::BadRow {
                     table: schema.name.clone(),
                     key,
-                    reason: format!(
-                        "column {:?} ({}) cannot be read: {e}",
-                        c.name, c.column_type
-                    ),
+                    reason: format!("column {:?} ({}): {reason}", c.name, c.column_type),
                 });
             }
         }
@@ -415,13 +543,14 @@ mod tests {
     #[test]
     fn keyset_condition_uses_the_range_friendly_form() {
         let cols = vec!["`a`".to_string(), "`b`".to_string(), "`c`".to_string()];
-        let (sql, binds) = keyset_condition(&cols, true, true);
+        let q = vec!["?".to_string(); 3];
+        let (sql, binds) = keyset_condition(&cols, &q, true, true);
         assert_eq!(
             sql,
             "`a` >= ? AND (`a` > ? OR (`a` = ? AND (`b` > ? OR (`b` = ? AND `c` > ?))))"
         );
         assert_eq!(binds, vec![0, 0, 0, 1, 1, 2]);
-        let (sql, binds) = keyset_condition(&cols[..1], false, false);
+        let (sql, binds) = keyset_condition(&cols[..1], &q[..1], false, false);
         assert_eq!(sql, "`a` <= ?");
         assert_eq!(binds, vec![0]);
     }
