@@ -62,6 +62,8 @@ pub struct Pipeline {
     pub linger_ms: u64,
     /// How long the poller waits before asking again once it has caught up.
     pub poll_interval_ms: u64,
+    /// What a row PostgreSQL refuses does: stop the table, or go to `sluice.dead_letters`.
+    pub on_bad_row: OnBadRow,
     /// Batches that may wait between the batcher and the writer (the row channel between
     /// poller and batcher holds one page of rows).
     pub channel_capacity: usize,
@@ -74,6 +76,7 @@ impl Default for Pipeline {
             linger_ms: 20,
             poll_interval_ms: 50,
             channel_capacity: 1,
+            on_bad_row: OnBadRow::Stop,
         }
     }
 }
@@ -88,6 +91,17 @@ pub enum ZeroDates {
     Null,
     /// Stop the table with an error naming the row and column.
     Error,
+}
+
+/// `[pipeline] on_bad_row`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadRow {
+    /// Stop the table with its name, the row's key and the reason (in the log and `status`).
+    #[default]
+    Stop,
+    /// Write the row (as JSON) and the error to `sluice.dead_letters`, count it, go on.
+    DeadLetter,
 }
 
 /// One `[[tables]]` entry.

@@ -80,6 +80,12 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     "  {table}: {} rows in {} batches",
                     s.rows_written, s.batches
                 );
+                if s.dead_lettered > 0 {
+                    println!(
+                        "  {table}: {} rows refused by PostgreSQL, kept in sluice.dead_letters",
+                        s.dead_lettered
+                    );
+                }
             }
         }
         Command::Status => {

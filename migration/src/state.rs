@@ -10,7 +10,7 @@ pub struct State;
 
 impl MigratorTraitSelf for State {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateState)]
+        vec![Box::new(CreateState), Box::new(CreateDeadLetters)]
     }
     fn migration_table_name(&self) -> DynIden {
         "state_migrations".into_iden()
@@ -50,6 +50,45 @@ impl MigrationTrait for CreateState {
         manager
             .get_connection()
             .execute_unprepared("DROP TABLE IF EXISTS sluice.replication_state")
+            .await?;
+        Ok(())
+    }
+}
+
+/// `sluice.dead_letters`: rows PostgreSQL refused while `on_bad_row = "dead_letter"`, each
+/// with its table, primary key, full row (column name → typed value, as `json` so NUL
+/// escapes survive) and the error. Written in the same transaction as the batch it came in.
+struct CreateDeadLetters;
+
+impl MigrationName for CreateDeadLetters {
+    fn name(&self) -> &str {
+        "m20261125_000003_create_dead_letters"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateDeadLetters {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS sluice.dead_letters (
+                    id          bigserial PRIMARY KEY,
+                    table_name  text NOT NULL,
+                    key         json NOT NULL,
+                    row         json NOT NULL,
+                    error       text NOT NULL,
+                    created_at  timestamptz NOT NULL DEFAULT now()
+                )",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE IF EXISTS sluice.dead_letters")
             .await?;
         Ok(())
     }

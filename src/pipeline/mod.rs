@@ -60,6 +60,8 @@ pub enum Event {
         table: String,
         rows: usize,
         merged: bool,
+        /// Rows PostgreSQL refused and that went to `sluice.dead_letters`.
+        dead_lettered: usize,
         /// Cursor time of the batch's last row, when the first cursor column is a time.
         newest: Option<DateTime<Utc>>,
         committed_at: DateTime<Utc>,

@@ -31,6 +31,8 @@ pub struct TableStats {
     pub batches: u64,
     pub merged_batches: u64,
     pub retries: u64,
+    /// Rows written to `sluice.dead_letters`.
+    pub dead_lettered: u64,
     /// Commit time minus cursor time of the newest row of the last batch.
     pub last_lag: Option<Duration>,
     pub last_commit: Option<DateTime<Utc>>,
@@ -128,6 +130,7 @@ impl Supervisor {
             target_url: self.settings.target_url.clone(),
             target_schema: self.settings.target_schema.clone(),
             retry: self.settings.retry.clone(),
+            on_bad_row: p.on_bad_row,
             batches: batch_rx,
             events: me.recipient(),
         };
@@ -196,10 +199,12 @@ impl Handler<Event> for Supervisor {
                 table,
                 rows,
                 merged,
+                dead_lettered,
                 newest,
                 committed_at,
             } => {
                 let s = self.stats.entry(table).or_default();
+                s.dead_lettered += dead_lettered as u64;
                 s.rows_written += rows as u64;
                 s.batches += 1;
                 s.merged_batches += u64::from(merged);

@@ -9,7 +9,7 @@ use crossbeam_channel::Receiver;
 use tracing::{debug, error, info, warn};
 
 use super::{stage_runtime, Backoff, Batch, BatchMsg, Event};
-use crate::config::Retry;
+use crate::config::{OnBadRow, Retry};
 use crate::error::Result;
 use crate::sink::{self, PgWriter};
 use crate::source::schema::TableSchema;
@@ -20,6 +20,7 @@ pub struct WriterConfig {
     pub target_url: String,
     pub target_schema: String,
     pub retry: Retry,
+    pub on_bad_row: OnBadRow,
     pub batches: Receiver<BatchMsg>,
     pub events: Recipient<Event>,
 }
@@ -52,6 +53,7 @@ impl Writer {
                 conn,
                 self.cfg.table.clone(),
                 &self.cfg.target_schema,
+                self.cfg.on_bad_row,
             ));
         }
         let sink = self.sink.as_mut().expect("connected above");
@@ -72,6 +74,7 @@ impl Writer {
                         table,
                         rows: outcome.rows,
                         merged: outcome.merged,
+                        dead_lettered: outcome.dead_lettered,
                         newest,
                         committed_at: Utc::now(),
                     });

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, Connection};
 
-use crate::config::{host_port, redact};
+use crate::config::{host_port, redact, OnBadRow};
 use crate::error::{Error, Result, Side};
 use crate::source::schema::{quote_pg, target_type_accepts, TableSchema};
 use crate::value::{encode_copy_rows, Row, Value};
+use tracing::warn;
 
 /// SQLSTATE of a unique violation: the direct COPY met a row that already exists.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -223,6 +224,8 @@ pub struct WriteOutcome {
     pub rows: usize,
     /// True when the batch went through the staging merge rather than a direct COPY.
     pub merged: bool,
+    /// Rows PostgreSQL refused, written to `sluice.dead_letters` (`on_bad_row = "dead_letter"`).
+    pub dead_lettered: usize,
 }
 
 /// Writes batches of one table. Owns its connection; one writer per table keeps the
@@ -238,10 +241,16 @@ pub struct PgWriter {
     /// Batches left before a direct COPY is tried again after one met an existing row.
     cooldown: u32,
     buf: Vec<u8>,
+    on_bad_row: OnBadRow,
 }
 
 impl PgWriter {
-    pub fn new(conn: PgConnection, table: Arc<TableSchema>, target_schema: &str) -> Self {
+    pub fn new(
+        conn: PgConnection,
+        table: Arc<TableSchema>,
+        target_schema: &str,
+        on_bad_row: OnBadRow,
+    ) -> Self {
         let target = qualified(target_schema, &table.name);
         let cols: Vec<String> = table.columns.iter().map(|c| quote_pg(&c.name)).collect();
         let col_list = cols.join(", ");
@@ -278,6 +287,7 @@ impl PgWriter {
             stage_ready: false,
             cooldown: 0,
             buf: Vec::new(),
+            on_bad_row,
             table,
         }
     }
@@ -294,21 +304,20 @@ impl PgWriter {
             .map_err(tgt(format!("beginning a transaction for {name:?}")))?;
         let mut merged = false;
         let mut direct_done = false;
+        let mut dead_lettered = 0;
         if self.cooldown == 0 {
             self.buf.clear();
             encode_copy_rows(sorted_by_key(&self.table, rows), &mut self.buf);
-            sqlx::raw_sql("SAVEPOINT sluice_direct")
-                .execute(&mut *tx)
-                .await
-                .map_err(tgt("creating a savepoint"))?;
+            savepoint(&mut tx, "SAVEPOINT sluice_direct").await?;
             match copy(&mut tx, &self.copy_target, &self.buf).await {
                 Ok(_) => direct_done = true,
                 Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT sluice_direct")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(tgt("rolling back to a savepoint"))?;
+                    savepoint(&mut tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
                     self.cooldown = DIRECT_COOLDOWN_BATCHES;
+                }
+                // A value PostgreSQL refuses: find it (and apply the rest) through the merge.
+                Err(e) if is_data_error(&e) => {
+                    savepoint(&mut tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
                 }
                 Err(e) => return Err(copy_error(&self.table, &e, rows.len())),
             }
@@ -323,15 +332,14 @@ impl PgWriter {
                     .await
                     .map_err(tgt(format!("creating the staging table for {name:?}")))?;
             }
-            self.buf.clear();
-            encode_copy_rows(last_of_each_key(&self.table, rows), &mut self.buf);
-            if let Err(e) = copy(&mut tx, &self.copy_stage, &self.buf).await {
-                return Err(copy_error(&self.table, &e, rows.len()));
-            }
-            sqlx::raw_sql(AssertSqlSafe(self.merge.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(tgt(format!("merging a batch into {name:?}")))?;
+            let unique: Vec<&Row> = last_of_each_key(&self.table, rows).collect();
+            let m = Merge {
+                table: &self.table,
+                copy_stage: &self.copy_stage,
+                merge: &self.merge,
+                on_bad_row: self.on_bad_row,
+            };
+            dead_lettered = Self::merge_isolating(&m, &mut self.buf, &mut tx, &unique).await?;
         }
         let keys = serde_json::to_value(self.table.key_names()).expect("names serialise");
         let pos = serde_json::to_value(position).expect("values serialise");
@@ -347,7 +355,7 @@ impl PgWriter {
         .bind(&name)
         .bind(keys)
         .bind(pos)
-        .bind(rows.len() as i64)
+        .bind((rows.len() - dead_lettered) as i64)
         .execute(&mut *tx)
         .await
         .map_err(tgt(format!("advancing the watermark of {name:?}")))?;
@@ -360,9 +368,123 @@ impl PgWriter {
             self.stage_ready = true;
         }
         Ok(WriteOutcome {
-            rows: rows.len(),
+            rows: rows.len() - dead_lettered,
             merged,
+            dead_lettered,
         })
+    }
+
+    /// Copies `rows` into the stage and merges them into the table. Rows PostgreSQL refuses
+    /// are found by halving the failing part under savepoints, so one bad row costs
+    /// O(log n) extra statements and every good row is still applied. A bad row stops the
+    /// table (`on_bad_row = "stop"`, the default) or goes to `sluice.dead_letters`.
+    async fn merge_isolating(
+        m: &Merge<'_>,
+        buf: &mut Vec<u8>,
+        tx: &mut PgConnection,
+        rows: &[&Row],
+    ) -> Result<usize> {
+        let name = m.table.name.clone();
+        let mut dead = 0;
+        let mut parts = vec![(0, rows.len())];
+        let mut first = true;
+        while let Some((lo, hi)) = parts.pop() {
+            if lo == hi {
+                continue;
+            }
+            // The first attempt is the whole batch, with no savepoint overhead needed
+            // beyond one.
+            savepoint(tx, "SAVEPOINT sluice_part").await?;
+            if !first {
+                sqlx::raw_sql("TRUNCATE pg_temp.sluice_stage")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(tgt("emptying the staging table"))?;
+            }
+            first = false;
+            buf.clear();
+            encode_copy_rows(rows[lo..hi].iter().copied(), buf);
+            let res = match copy(tx, &m.copy_stage, &buf).await {
+                Ok(_) => sqlx::raw_sql(AssertSqlSafe(m.merge))
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
+                Err(e) if is_data_error(&e) => {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_part").await?;
+                    if hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        parts.push((mid, hi));
+                        parts.push((lo, mid));
+                        continue;
+                    }
+                    let row = rows[lo];
+                    let key = m.table.describe_key(row);
+                    let reason = Error::db(Side::Target, "writing the row", &e).to_string();
+                    match m.on_bad_row {
+                        OnBadRow::Stop => {
+                            return Err(Error::BadRow {
+                                table: name,
+                                key,
+                                reason,
+                            });
+                        }
+                        OnBadRow::DeadLetter => {
+                            warn!(table = %name, key = %key, error = %reason, "row refused by PostgreSQL; written to sluice.dead_letters");
+                            Self::dead_letter(m.table, tx, row, &reason).await?;
+                            dead += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::db(
+                        Side::Target,
+                        format!("merging a batch into {name:?}"),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Records a refused row (as JSON: column name → typed value) with its error, in the
+    /// batch's transaction.
+    async fn dead_letter(
+        table: &TableSchema,
+        tx: &mut PgConnection,
+        row: &Row,
+        reason: &str,
+    ) -> Result<()> {
+        let as_json = |idx: &mut dyn Iterator<Item = usize>| {
+            let map: serde_json::Map<String, serde_json::Value> = idx
+                .map(|i| {
+                    (
+                        table.columns[i].name.clone(),
+                        serde_json::to_value(&row[i]).expect("values serialise"),
+                    )
+                })
+                .collect();
+            // `json`, not `jsonb`: it keeps `\u0000` escapes, which may be why the row failed.
+            serde_json::Value::Object(map).to_string()
+        };
+        let key = as_json(&mut table.primary_key.iter().copied());
+        let full = as_json(&mut (0..row.len()));
+        sqlx::query(
+            "INSERT INTO sluice.dead_letters (table_name, key, row, error) \
+             VALUES ($1, $2::json, $3::json, $4)",
+        )
+        .bind(&table.name)
+        .bind(key)
+        .bind(full)
+        .bind(reason.replace('\0', "\\0"))
+        .execute(&mut *tx)
+        .await
+        .map_err(tgt("writing to sluice.dead_letters"))?;
+        Ok(())
     }
 
     /// Records an error against the table in the state table, for `status`.
@@ -397,6 +519,28 @@ fn copy_error(table: &TableSchema, e: &sqlx::Error, rows: usize) -> Error {
         },
         _ => err,
     }
+}
+
+/// What the merge path needs of a writer, borrowed apart from its connection.
+struct Merge<'a> {
+    table: &'a TableSchema,
+    copy_stage: &'a str,
+    merge: &'a str,
+    on_bad_row: OnBadRow,
+}
+
+/// Runs a SAVEPOINT / RELEASE / ROLLBACK TO statement.
+async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<()> {
+    sqlx::raw_sql(sql)
+        .execute(&mut *tx)
+        .await
+        .map_err(tgt(sql))?;
+    Ok(())
+}
+
+/// A value the target refuses: a data exception (class 22) or an integrity violation (23).
+fn is_data_error(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
 }
 
 async fn copy(
