@@ -127,9 +127,19 @@ fn is_transient(err: &sea_orm::sqlx::Error) -> bool {
                     // MySQL/MariaDB report SQLSTATE HY000 / 08S01 for many things; the
                     // message tells lock waits and shutdowns apart.
                     | "08S01" | "40000"
-            ) || db.message().contains("Lock wait timeout")
-                || db.message().contains("Deadlock found")
-                || db.message().contains("server shutdown")
+            ) || {
+                let m = db.message().to_ascii_lowercase();
+                [
+                    "lock wait timeout",
+                    "deadlock found",
+                    "shutdown",
+                    "lost connection",
+                    "gone away",
+                    "terminating connection",
+                ]
+                .iter()
+                .any(|needle| m.contains(needle))
+            }
         }
         _ => false,
     }
