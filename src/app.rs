@@ -125,7 +125,8 @@ pub async fn migrate(settings: &Settings) -> Result<()> {
 /// Checks every configured table and loads its watermark: everything `run` must know
 /// before it starts a pipeline. Bad definitions fail here, before anything is written.
 pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
-    let target = orm_connect(&settings.target_url, Side::Target).await?;
+    let r = &settings.retry;
+    let target = with_connect_retry(r, || orm_connect(&settings.target_url, Side::Target)).await?;
     migration::run_on_target(&target, &migration::State)
         .await
         .map_err(|e| {
@@ -136,8 +137,8 @@ pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
             )
         })?;
     target.close().await.ok();
-    let mut src = mysql::connect(&settings.source_url).await?;
-    let mut tgt = sink::connect(&settings.target_url).await?;
+    let mut src = with_connect_retry(r, || mysql::connect(&settings.source_url)).await?;
+    let mut tgt = with_connect_retry(r, || sink::connect(&settings.target_url)).await?;
     let mut plans = Vec::with_capacity(settings.tables.len());
     for t in &settings.tables {
         let pk = t.primary_key.as_ref().map(|p| p.to_vec());

@@ -54,9 +54,13 @@ fn table_without_primary_key_exits_2_saying_how_to_fix_it() {
 }
 
 #[test]
-fn unreachable_source_names_host_and_hides_password() {
+fn unreachable_source_is_retried_then_named_without_the_password() {
     let db = TestDb::new();
+    let cfg = db.config("[retry]\nconnect_timeout_ms = 1500\n");
+    let start = std::time::Instant::now();
     let out = db.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
         "--source",
         "mysql://root:s3cr3t-pw@127.0.0.1:1/nope",
         "run",
@@ -68,8 +72,16 @@ fn unreachable_source_names_host_and_hides_password() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(all.contains("127.0.0.1:1"), "{all}");
+    assert!(
+        all.contains("127.0.0.1:1") && all.contains("gave up after 1.5 s"),
+        "{all}"
+    );
+    assert!(all.contains("retrying"), "each attempt is logged: {all}");
     assert!(!all.contains("s3cr3t-pw"), "password leaked: {all}");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(1500),
+        "retried for the configured time"
+    );
 }
 
 #[test]
