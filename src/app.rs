@@ -19,6 +19,7 @@ use crate::pipeline::supervisor::{
 use crate::pipeline::Backoff;
 use crate::sink;
 use crate::source::{mysql, schema::quote_mysql, schema::quote_pg};
+use sea_orm::sqlx::{self, PgConnection};
 
 /// Connects sea-orm to one side, with an error that names host:port and never the password.
 async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnection> {
@@ -164,6 +165,35 @@ pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
     Ok(plans)
 }
 
+/// Takes, for each table, a PostgreSQL session advisory lock on the target, held on the
+/// returned connection for the whole run: one sluice process replicates a table into a
+/// target at a time, and a second one is refused at start instead of interleaving
+/// watermarks.
+async fn claim_tables(settings: &Settings, plans: &[TablePlan]) -> Result<PgConnection> {
+    let mut conn =
+        with_connect_retry(&settings.retry, || sink::connect(&settings.target_url)).await?;
+    for plan in plans {
+        let name = &plan.schema.name;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext('sluice:' || $2))")
+                .bind(ADVISORY_LOCK_SPACE)
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| Error::db(Side::Target, "taking the table's advisory lock", &e))?;
+        if !got {
+            return Err(Error::Other(format!(
+                "table {name:?} is already being replicated into this target by another sluice process \
+                 (it holds advisory lock ({ADVISORY_LOCK_SPACE}, hashtext('sluice:{name}'))); stop that process first"
+            )));
+        }
+    }
+    Ok(conn)
+}
+
+/// First key of sluice's two-key advisory locks ("sl" in ASCII).
+const ADVISORY_LOCK_SPACE: i32 = 0x736c;
+
 /// Waits for `done`, calling `on_signal` at the first SIGINT/SIGTERM. A second signal
 /// exits at once (nothing is lost: uncommitted rows are read again on the next start).
 async fn until_done<T>(mut done: oneshot::Receiver<T>, on_signal: impl Fn()) -> Option<T> {
@@ -191,6 +221,7 @@ pub fn run(settings: Settings, once: bool) -> Result<RunOutcome> {
     actix::System::new().block_on(async move {
         let started = Instant::now();
         let plans = prepare(&settings).await?;
+        let _claim = claim_tables(&settings, &plans).await?;
         let (done_tx, done_rx) = oneshot::channel();
         let sup = Supervisor::new(settings, once, plans, done_tx).start();
         let outcome = until_done(done_rx, || sup.do_send(Shutdown))
@@ -251,6 +282,7 @@ pub fn demo(settings: Settings, rate: f64) -> Result<()> {
     actix::System::new().block_on(async move {
         migrate(&settings).await?;
         let plans = prepare(&settings).await?;
+        let _claim = claim_tables(&settings, &plans).await?;
         let source = orm_connect(&settings.source_url, Side::Source).await?;
         let target = orm_connect(&settings.target_url, Side::Target).await?;
         let (gen_tx, _gen_rx) = oneshot::channel();

@@ -232,3 +232,37 @@ fn demo_prints_progress_and_stops_cleanly_on_ctrl_c() {
     db.ok(&["run", "--once"]);
     db.assert_orders_equal();
 }
+
+#[test]
+fn a_second_process_on_the_same_table_is_refused() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let first = db
+        .sluice()
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first process to claim the table",
+        Duration::from_secs(30),
+        || {
+            db.pg_i64(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29548 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ) >= 1
+        },
+    );
+    let out = db.run(&["run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already being replicated") && err.contains("orders"),
+        "{err}"
+    );
+    signal(&first, "TERM");
+    assert!(wait_output(first, Duration::from_secs(30)).status.success());
+    // Once the owner is gone, the table can be taken.
+    db.ok(&["run", "--once"]);
+}
