@@ -74,7 +74,7 @@ impl Default for Pipeline {
         Pipeline {
             batch_rows: 50_000,
             linger_ms: 20,
-            poll_interval_ms: 50,
+            poll_interval_ms: 25,
             channel_capacity: 1,
             on_bad_row: OnBadRow::Stop,
         }

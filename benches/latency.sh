@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Steady-state lag: the generator inserts demo orders at RATE rows/s (created = the server's
+# NOW(6) as each insert statement starts) while `sluice run` replicates continuously. A
+# trigger on the target records clock_timestamp() as each row arrives; lag = arrival -
+# created. Prints p50/p95/p99/max per rate, and sluice's peak RSS.
+#
+#   benches/latency.sh [SECONDS] [RATE...]     (defaults: 20 s at 1000 rows/s, then 5000 rows/s)
+#
+# Needs the local servers (scripts/services.sh); builds sluice in release mode.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SECONDS_PER_RATE=${1:-20}
+shift || true
+RATES=("${@:-1000}")
+[ $# -gt 0 ] || RATES=(1000 5000)
+DB=sluice_latency
+MY=(mariadb -h127.0.0.1 -uroot)
+PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
+export PGOPTIONS='-c client_min_messages=warning'
+
+bash scripts/services.sh >/dev/null
+command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null
+cargo build --release --locked --bin sluice 2>&1 | tail -1
+BIN=target/release/sluice
+export SLUICE_SOURCE_URL="mysql://root@127.0.0.1:3306/$DB"
+export SLUICE_TARGET_URL="postgres://postgres@127.0.0.1:5432/$DB"
+
+for RATE in "${RATES[@]}"; do
+    "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
+    "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+    RUST_LOG=warn "$BIN" migrate >/dev/null
+    "${PG[@]}" -d "$DB" -c "
+      CREATE TABLE public.arrivals (order_id text PRIMARY KEY, arrived timestamptz NOT NULL);
+      CREATE FUNCTION public.note_arrival() RETURNS trigger LANGUAGE plpgsql AS
+        \$\$ BEGIN INSERT INTO public.arrivals VALUES (NEW.order_id, clock_timestamp()); RETURN NULL; END \$\$;
+      CREATE TRIGGER note_arrival AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION public.note_arrival();"
+    TOTAL=$((RATE * SECONDS_PER_RATE))
+    RSS_FILE=$(mktemp)
+    ( RUST_LOG=warn /usr/bin/time -f "%M" -o "$RSS_FILE" "$BIN" run >/dev/null ) &
+    RUN_PID=$!
+    sleep 1
+    RUST_LOG=warn "$BIN" generate --rate "$RATE" --total "$TOTAL" >/dev/null
+    # Wait (bounded) for the last rows to arrive, then stop sluice.
+    for _ in $(seq 1 300); do
+        got=$("${PG[@]}" -d "$DB" -At -c "SELECT count(*) FROM public.arrivals")
+        [ "$got" -ge "$TOTAL" ] && break
+        sleep 0.1
+    done
+    kill -TERM "$(pgrep -P $RUN_PID -f 'sluice run' || echo $RUN_PID)" 2>/dev/null || true
+    wait $RUN_PID || true
+    echo "rate $RATE rows/s for ${SECONDS_PER_RATE}s: $got of $TOTAL rows arrived; peak RSS $(( $(cat "$RSS_FILE" 2>/dev/null || echo 0) / 1024 )) MiB"
+    "${PG[@]}" -d "$DB" -c "
+      SELECT round(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p50_ms,
+             round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p95_ms,
+             round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p99_ms,
+             round(max(ms)::numeric, 1) AS max_ms
+      FROM (SELECT extract(epoch FROM a.arrived - (o.created AT TIME ZONE 'UTC')) * 1000 AS ms
+            FROM public.orders o JOIN public.arrivals a USING (order_id)) l"
+    rm -f "$RSS_FILE"
+done
+"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB"
+"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
