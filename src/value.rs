@@ -59,14 +59,11 @@ impl Value {
                     out.push(HEX[(byte & 0xf) as usize]);
                 }
             }
-            Value::Date(d) => {
-                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
-            }
-            Value::DateTime(t) => {
-                let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
-            }
+            Value::Date(d) => write_date(*d, out),
+            Value::DateTime(t) => write_datetime(t, out),
             Value::Timestamp(t) => {
-                let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+                write_datetime(&t.naive_utc(), out);
+                out.extend_from_slice(b"+00");
             }
         }
     }
@@ -97,6 +94,46 @@ impl Value {
             Value::Timestamp(t) => Some(*t),
             _ => None,
         }
+    }
+}
+
+/// `YYYY-MM-DD` (years 0-9999, as MySQL has them), without chrono's format-string parser:
+/// this runs once per time value on the hot path.
+fn write_date(d: NaiveDate, out: &mut Vec<u8>) {
+    use chrono::Datelike;
+    let y = d.year();
+    if !(0..=9999).contains(&y) {
+        use std::io::Write;
+        let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        return;
+    }
+    push_digits(out, y as u32, 4);
+    out.push(b'-');
+    push_digits(out, d.month(), 2);
+    out.push(b'-');
+    push_digits(out, d.day(), 2);
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn write_datetime(t: &NaiveDateTime, out: &mut Vec<u8>) {
+    use chrono::Timelike;
+    write_date(t.date(), out);
+    out.push(b' ');
+    push_digits(out, t.hour(), 2);
+    out.push(b':');
+    push_digits(out, t.minute(), 2);
+    out.push(b':');
+    push_digits(out, t.second(), 2);
+    out.push(b'.');
+    push_digits(out, (t.nanosecond() % 1_000_000_000) / 1_000, 6);
+}
+
+fn push_digits(out: &mut Vec<u8>, mut v: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for i in (0..width).rev() {
+        out[start + i] = b'0' + (v % 10) as u8;
+        v /= 10;
     }
 }
 
