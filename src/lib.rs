@@ -14,6 +14,7 @@
 //! - [`source`]: MySQL introspection, type mapping and the keyset poller.
 //! - [`sink`]: PostgreSQL target tables, watermark storage and the batch writer.
 //! - [`pipeline`]: the actors — generator, poller, batcher, writer, supervisor.
+//! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`).
 
 pub mod app;
@@ -25,3 +26,4 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod value;
+pub mod verify;

@@ -98,6 +98,28 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
+        Command::Verify {
+            table,
+            repair,
+            json,
+        } => {
+            let reports = sluice::verify::verify(&settings, table.as_deref(), repair)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reports).unwrap_or_default()
+                );
+            } else {
+                for r in &reports {
+                    println!("{}", sluice::verify::describe(r));
+                }
+            }
+            if reports.iter().any(|r| !r.ok()) {
+                return Err(Error::Other(
+                    "verify found differences (run `sluice verify --repair` to fix them)".into(),
+                ));
+            }
+        }
         Command::Demo { rate } => sluice::app::demo(settings, rate)?,
     }
     Ok(())
