@@ -189,7 +189,11 @@ async fn until_done<T>(mut done: oneshot::Receiver<T>, on_signal: impl Fn()) -> 
 pub fn run(settings: Settings, once: bool) -> Result<RunOutcome> {
     actix::System::new().block_on(async move {
         let started = Instant::now();
+        crate::http::start(&settings)?;
         let plans = prepare(&settings).await?;
+        plans
+            .iter()
+            .for_each(|p| crate::telemetry::register(&p.schema.name));
         let (done_tx, done_rx) = oneshot::channel();
         let sup = Supervisor::new(settings, once, plans, done_tx).start();
         let outcome = until_done(done_rx, || sup.do_send(Shutdown))
@@ -249,7 +253,11 @@ async fn count(db: &DatabaseConnection, sql: String) -> Result<i64> {
 pub fn demo(settings: Settings, rate: f64) -> Result<()> {
     actix::System::new().block_on(async move {
         migrate(&settings).await?;
+        crate::http::start(&settings)?;
         let plans = prepare(&settings).await?;
+        plans
+            .iter()
+            .for_each(|p| crate::telemetry::register(&p.schema.name));
         let source = orm_connect(&settings.source_url, Side::Source).await?;
         let target = orm_connect(&settings.target_url, Side::Target).await?;
         let (gen_tx, _gen_rx) = oneshot::channel();

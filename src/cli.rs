@@ -65,8 +65,12 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Per table: watermark, rows replicated, last commit, last error.
-    Status,
+    /// Per table: watermark, rows replicated, lag, last commit, last error.
+    Status {
+        /// Print JSON (what GET /status answers).
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare source and target by chunked checksums; exit 1 on any difference.
     Verify {
         /// Only this configured table (default: every configured table).

@@ -15,6 +15,9 @@
 //! - [`sink`]: PostgreSQL target tables, watermark storage and the batch writer.
 //! - [`pipeline`]: the actors — generator, poller, batcher, writer, supervisor.
 //! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
+//! - [`telemetry`]: metric names, the in-process registry, Prometheus rendering.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
+//! - [`status`]: per-table state and lag, for `status` and `/status`.
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`).
 
 pub mod app;
@@ -22,8 +25,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod http;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod status;
+pub mod telemetry;
 pub mod value;
 pub mod verify;

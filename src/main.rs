@@ -82,20 +82,27 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Status => {
-            let rows = sluice::app::status(&settings)?;
-            if rows.is_empty() {
-                println!("no table has been replicated yet");
-            }
-            for r in rows {
+        Command::Status { json } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let status = rt.block_on(sluice::status::collect(&settings))?;
+            if json {
                 println!(
-                    "{}: {} rows replicated, watermark {}, last commit {}, last error {}",
-                    r.table_name,
-                    r.rows_replicated,
-                    sluice::app::describe_position(&r.key_columns, r.position.as_ref()),
-                    r.updated_at.format("%Y-%m-%d %H:%M:%S%.3f %Z"),
-                    r.last_error.as_deref().unwrap_or("none")
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
                 );
+            } else {
+                if status.tables.is_empty() {
+                    println!("no table has been replicated yet");
+                }
+                for t in &status.tables {
+                    println!("{}", sluice::status::describe(t));
+                }
+                if let Some(e) = &status.source_error {
+                    println!("(lag unknown: {e})");
+                }
             }
         }
         Command::Verify {

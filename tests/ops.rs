@@ -116,3 +116,165 @@ fn verify_names_an_unknown_table() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope\" is not configured"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body), or None when nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((code, body))
+}
+
+/// Runs SQL on the PostgreSQL server's `postgres` database (not the test's own).
+fn pg_admin(sql: &str) {
+    use sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+    let sql = sql.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut c = PgConnection::connect(&format!("{}/postgres", common::pg_server()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+}
+
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).map(|v| v.trim().parse().unwrap()))
+}
+
+#[test]
+fn http_metrics_health_readiness_and_status_during_a_run() {
+    use std::time::Duration;
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "500"]);
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("{}-run.log", db.name));
+    let child = db
+        .sluice()
+        .args(["run"])
+        .env("SLUICE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
+        common::wait_until(
+            &format!("{what}\nlog:\n{}", logs()),
+            Duration::from_secs(60),
+            &mut *f,
+        )
+    };
+    wait(
+        "healthz",
+        Box::new(|| get(port, "/healthz").map(|r| r.0) == Some(200)),
+    );
+    wait(
+        "readyz 200",
+        Box::new(|| get(port, "/readyz").map(|r| r.0) == Some(200)),
+    );
+    let written = "sluice_rows_written_total{table=\"orders\"}";
+    wait(
+        "500 rows in /metrics",
+        Box::new(|| get(port, "/metrics").and_then(|(_, m)| metric(&m, written)) == Some(500.0)),
+    );
+    let (code, m) = get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for needle in [
+        "# TYPE sluice_rows_read_total counter",
+        "sluice_rows_read_total{table=\"orders\"} 500",
+        "# TYPE sluice_write_duration_seconds histogram",
+        "sluice_batch_rows_count{table=\"orders\"}",
+        "sluice_retries_total{table=\"orders\",stage=\"writer\"} 0",
+        "sluice_channel_rows{table=\"orders\"}",
+        "sluice_watermark_age_seconds{table=\"orders\"}",
+        "sluice_bad_rows_total{table=\"orders\"} 0",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from\n{m}");
+    }
+    wait(
+        "lag 0 when caught up",
+        Box::new(|| {
+            get(port, "/metrics")
+                .and_then(|(_, m)| metric(&m, "sluice_replication_lag_seconds{table=\"orders\"}"))
+                == Some(0.0)
+        }),
+    );
+
+    // status works while run goes on, as text and JSON, and /status says the same.
+    let out = db.ok(&["status"]);
+    assert!(
+        out.contains("orders: 500 rows replicated, watermark (created=")
+            && out.contains("lag 0.000 s"),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&db.ok(&["status", "--json"])).unwrap();
+    assert_eq!(v["tables"][0]["table"], "orders");
+    assert_eq!(v["tables"][0]["rows_replicated"], 500);
+    assert_eq!(v["tables"][0]["lag_seconds"], 0.0);
+    assert!(v["tables"][0]["watermark"]["order_id"].is_string(), "{v}");
+    let (code, body) = get(port, "/status").unwrap();
+    assert_eq!(code, 200);
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["tables"][0]["rows_replicated"], 500);
+
+    // The target database goes away (only this test's database): not ready, then back.
+    pg_admin(&format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+        db.name
+    ));
+    pg_admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        db.name
+    ));
+    wait(
+        "readyz 503",
+        Box::new(
+            || matches!(get(port, "/readyz"), Some((503, b)) if b.contains("\"target\"") && b.contains("\"ready\":false")),
+        ),
+    );
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    pg_admin(&format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+        db.name
+    ));
+    wait(
+        "readyz 200 again",
+        Box::new(|| get(port, "/readyz").map(|r| r.0) == Some(200)),
+    );
+    // And replication goes on.
+    db.ok(&["generate", "--rate", "1000000", "--total", "300"]);
+    wait(
+        "800 rows in /metrics",
+        Box::new(|| get(port, "/metrics").and_then(|(_, m)| metric(&m, written)) == Some(800.0)),
+    );
+    common::signal(&child, "TERM");
+    let out = common::wait_output(child, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", logs());
+    assert_eq!(db.assert_orders_equal(), 800);
+}
