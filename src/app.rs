@@ -194,11 +194,14 @@ pub fn run(settings: Settings, once: bool) -> Result<RunOutcome> {
         plans
             .iter()
             .for_each(|p| crate::telemetry::register(&p.schema.name));
+        let names = plans.iter().map(|p| p.schema.name.clone()).collect();
+        let progress = crate::progress::start(&settings, names);
         let (done_tx, done_rx) = oneshot::channel();
         let sup = Supervisor::new(settings, once, plans, done_tx).start();
         let outcome = until_done(done_rx, || sup.do_send(Shutdown))
             .await
             .ok_or_else(|| Error::Other("the supervisor stopped without a report".into()))?;
+        progress.finish();
         log_summary(&outcome.tables, started.elapsed());
         Ok(outcome)
     })

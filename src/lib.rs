@@ -18,6 +18,7 @@
 //! - [`telemetry`]: metric names, the in-process registry, Prometheus rendering.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
 //! - [`status`]: per-table state and lag, for `status` and `/status`.
+//! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`).
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod failpoint;
 pub mod http;
 pub mod pipeline;
+pub mod progress;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -278,3 +278,26 @@ fn http_metrics_health_readiness_and_status_during_a_run() {
     assert!(out.status.success(), "{}", logs());
     assert_eq!(db.assert_orders_equal(), 800);
 }
+
+#[test]
+fn progress_is_logged_in_plain_lines_when_not_a_terminal() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "20000"]);
+    let cfg = db.config("[pipeline]\nbatch_rows = 50\nlinger_ms = 1\n");
+    let out = db
+        .sluice()
+        .args(["--config", cfg.to_str().unwrap(), "run", "--once"])
+        .env("SLUICE_PROGRESS_MS", "20")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // No terminal: no bar drawing, only log lines, with rate and ETA from the estimated total.
+    assert!(!err.contains('\r') && !err.contains("\x1b[?25l"), "{err}");
+    assert!(err.contains("progress: 20000 rows in"), "{err}");
+    assert!(
+        err.contains("/20000 rows (") && err.contains("ETA"),
+        "{err}"
+    );
+}
