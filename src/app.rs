@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -220,13 +220,20 @@ async fn until_done<T>(mut done: oneshot::Receiver<T>, on_signal: impl Fn()) -> 
 pub fn run(settings: Settings, once: bool) -> Result<RunOutcome> {
     actix::System::new().block_on(async move {
         let started = Instant::now();
+        crate::http::start(&settings)?;
         let plans = prepare(&settings).await?;
         let _claim = claim_tables(&settings, &plans).await?;
+        plans
+            .iter()
+            .for_each(|p| crate::telemetry::register(&p.schema.name));
+        let names = plans.iter().map(|p| p.schema.name.clone()).collect();
+        let progress = crate::progress::start(&settings, names);
         let (done_tx, done_rx) = oneshot::channel();
         let sup = Supervisor::new(settings, once, plans, done_tx).start();
         let outcome = until_done(done_rx, || sup.do_send(Shutdown))
             .await
             .ok_or_else(|| Error::Other("the supervisor stopped without a report".into()))?;
+        progress.finish();
         log_summary(&outcome.tables, started.elapsed());
         Ok(outcome)
     })
@@ -281,8 +288,12 @@ async fn count(db: &DatabaseConnection, sql: String) -> Result<i64> {
 pub fn demo(settings: Settings, rate: f64) -> Result<()> {
     actix::System::new().block_on(async move {
         migrate(&settings).await?;
+        crate::http::start(&settings)?;
         let plans = prepare(&settings).await?;
         let _claim = claim_tables(&settings, &plans).await?;
+        plans
+            .iter()
+            .for_each(|p| crate::telemetry::register(&p.schema.name));
         let source = orm_connect(&settings.source_url, Side::Source).await?;
         let target = orm_connect(&settings.target_url, Side::Target).await?;
         let (gen_tx, _gen_rx) = oneshot::channel();
@@ -333,44 +344,4 @@ pub fn demo(settings: Settings, rate: f64) -> Result<()> {
             None => Ok(()),
         }
     })
-}
-
-/// `status`: the stored state of every table, read from the target.
-pub fn status(settings: &Settings) -> Result<Vec<entities::replication_state::Model>> {
-    let url = settings.target_url.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Other(e.to_string()))?;
-    rt.block_on(async move {
-        let db = orm_connect(&url, Side::Target).await?;
-        entities::replication_state::Entity::find()
-            .order_by_asc(entities::replication_state::Column::TableName)
-            .all(&db)
-            .await
-            .map_err(|e| {
-                let msg = e.to_string();
-                if msg.contains("does not exist") {
-                    Error::Schema("the target has no sluice.replication_state table yet; run `sluice migrate` or `sluice run` first".into())
-                } else {
-                    Error::orm(Side::Target, "reading sluice.replication_state", e)
-                }
-            })
-    })
-}
-
-/// `(created=2026-…, order_id="…")` from a stored watermark, for people.
-pub fn describe_position(keys: &serde_json::Value, position: Option<&serde_json::Value>) -> String {
-    let Some(position) = position else {
-        return "none yet".into();
-    };
-    let names: Vec<String> = serde_json::from_value(keys.clone()).unwrap_or_default();
-    let values: Vec<crate::value::Value> =
-        serde_json::from_value(position.clone()).unwrap_or_default();
-    let parts: Vec<String> = names
-        .iter()
-        .zip(values.iter())
-        .map(|(n, v)| format!("{n}={}", v.display()))
-        .collect();
-    format!("({})", parts.join(", "))
 }

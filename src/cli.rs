@@ -65,8 +65,24 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Per table: watermark, rows replicated, last commit, last error.
-    Status,
+    /// Per table: watermark, rows replicated, lag, last commit, last error.
+    Status {
+        /// Print JSON (what GET /status answers).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare source and target by chunked checksums; exit 1 on any difference.
+    Verify {
+        /// Only this configured table (default: every configured table).
+        #[arg(long, value_name = "T")]
+        table: Option<String>,
+        /// Rewrite the rows that differ: upsert missing and different ones, delete extra ones.
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// First look: migrate, generate, replicate, and print one line a second.
     Demo {
         /// Generated rows per second.

@@ -26,7 +26,12 @@ pub struct Settings {
     pub pipeline: Pipeline,
     pub retry: Retry,
     pub tables: Vec<TableSettings>,
+    /// `[http] addr` / `SLUICE_HTTP_ADDR`: where `run` and `demo` serve /metrics, /healthz,
+    /// /readyz and /status. Port 0 picks a free port (logged).
+    pub http_addr: String,
 }
+
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9731";
 
 /// `[retry]`: how transient failures are retried.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -168,6 +173,14 @@ struct File {
     retry: Retry,
     #[serde(default)]
     tables: Vec<TableSettings>,
+    #[serde(default)]
+    http: FileHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +239,10 @@ impl Settings {
             } else {
                 parsed.tables
             },
+            http_addr: std::env::var("SLUICE_HTTP_ADDR")
+                .ok()
+                .or(parsed.http.addr)
+                .unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
         };
         settings.validate()?;
         Ok(settings)
@@ -274,6 +291,12 @@ impl Settings {
             1,
             1024,
         )?;
+        if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::Config(format!(
+                "http.addr / SLUICE_HTTP_ADDR {:?} is not an address like 127.0.0.1:9731",
+                self.http_addr
+            )));
+        }
         in_range("source.safety_lag_ms", self.safety_lag_ms, 0, 86_400_000)?;
         let r = &self.retry;
         in_range(

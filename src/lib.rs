@@ -14,6 +14,11 @@
 //! - [`source`]: MySQL introspection, type mapping and the keyset poller.
 //! - [`sink`]: PostgreSQL target tables, watermark storage and the batch writer.
 //! - [`pipeline`]: the actors — generator, poller, batcher, writer, supervisor.
+//! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
+//! - [`telemetry`]: metric names, the in-process registry, Prometheus rendering.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
+//! - [`status`]: per-table state and lag, for `status` and `/status`.
+//! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`).
 
 pub mod app;
@@ -21,7 +26,12 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod http;
 pub mod pipeline;
+pub mod progress;
 pub mod sink;
 pub mod source;
+pub mod status;
+pub mod telemetry;
 pub mod value;
+pub mod verify;

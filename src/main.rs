@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,sea_orm=warn")
+        tracing_subscriber::EnvFilter::new("info,sqlx=error,sea_orm_migration=warn,sea_orm=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -88,20 +88,49 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
-        Command::Status => {
-            let rows = sluice::app::status(&settings)?;
-            if rows.is_empty() {
-                println!("no table has been replicated yet");
-            }
-            for r in rows {
+        Command::Status { json } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let status = rt.block_on(sluice::status::collect(&settings))?;
+            if json {
                 println!(
-                    "{}: {} rows replicated, watermark {}, last commit {}, last error {}",
-                    r.table_name,
-                    r.rows_replicated,
-                    sluice::app::describe_position(&r.key_columns, r.position.as_ref()),
-                    r.updated_at.format("%Y-%m-%d %H:%M:%S%.3f %Z"),
-                    r.last_error.as_deref().unwrap_or("none")
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
                 );
+            } else {
+                if status.tables.is_empty() {
+                    println!("no table has been replicated yet");
+                }
+                for t in &status.tables {
+                    println!("{}", sluice::status::describe(t));
+                }
+                if let Some(e) = &status.source_error {
+                    println!("(lag unknown: {e})");
+                }
+            }
+        }
+        Command::Verify {
+            table,
+            repair,
+            json,
+        } => {
+            let reports = sluice::verify::verify(&settings, table.as_deref(), repair)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&reports).unwrap_or_default()
+                );
+            } else {
+                for r in &reports {
+                    println!("{}", sluice::verify::describe(r));
+                }
+            }
+            if reports.iter().any(|r| !r.ok()) {
+                return Err(Error::Other(
+                    "verify found differences (run `sluice verify --repair` to fix them)".into(),
+                ));
             }
         }
         Command::Demo { rate } => sluice::app::demo(settings, rate)?,

@@ -80,6 +80,7 @@ impl Handler<NextBatch> for Batcher {
                 self.done = true;
                 return;
             }
+            crate::telemetry::batch_queued(&self.cfg.table.name, self.cfg.batches.len());
         }
         if ended {
             self.done = true;

@@ -71,6 +71,7 @@ impl Poller {
         let page = self.rt.block_on(source.read(self.cfg.page_rows))?;
         crate::failpoint::hit("after_read");
         self.position = source.position().map(<[Value]>::to_vec);
+        let (table, n) = (&self.cfg.table.name, page.rows.len());
         for row in page.rows {
             if self.cfg.rows.send(RowMsg::Row(row)).is_err() {
                 return Ok(Polled {
@@ -79,6 +80,7 @@ impl Poller {
                 });
             }
         }
+        crate::telemetry::rows_read(table, n, page.caught_up, self.cfg.rows.len());
         if page.caught_up || page.held {
             let _ = self.cfg.rows.send(RowMsg::Flush);
         }

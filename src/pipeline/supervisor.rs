@@ -194,6 +194,7 @@ impl Handler<Event> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
+        crate::telemetry::on_event(&ev);
         match ev {
             Event::Committed {
                 table,

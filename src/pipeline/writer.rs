@@ -65,8 +65,10 @@ impl Writer {
         let table = self.cfg.table.name.clone();
         let mut backoff = Backoff::new(&self.cfg.retry);
         loop {
+            let started = std::time::Instant::now();
             match self.write_once(&batch) {
                 Ok(outcome) => {
+                    crate::telemetry::write_seconds(&table, started.elapsed());
                     crate::failpoint::hit("after_commit");
                     debug!(table = %table, rows = outcome.rows, merged = outcome.merged, "batch committed");
                     let newest = batch.position.first().and_then(|v| v.as_utc());

@@ -169,7 +169,7 @@ fn zero_date_condition(q: &str) -> String {
 
 /// Every column as [`select_expr`] selects it, then one flag per
 /// [`TableSchema::zero_date_checked`] column: 1 when it holds a zero date.
-fn select_list(t: &TableSchema) -> String {
+pub(crate) fn select_list(t: &TableSchema) -> String {
     let mut exprs: Vec<String> = (0..t.columns.len()).map(|i| select_expr(t, i)).collect();
     for &i in t.zero_date_checked() {
         exprs.push(format!(

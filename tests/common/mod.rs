@@ -80,6 +80,8 @@ impl TestDb {
         cmd.env("SLUICE_SOURCE_URL", &self.source_url)
             .env("SLUICE_TARGET_URL", &self.target_url)
             .env("RUST_LOG", "info")
+            // Tests run in parallel: each sluice serves HTTP on a free port of its own.
+            .env("SLUICE_HTTP_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null());
         cmd
     }

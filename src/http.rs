@@ -1,0 +1,142 @@
+//! The HTTP surface of `run` and `demo` (actix-web), on `[http] addr` / `SLUICE_HTTP_ADDR`
+//! (default 127.0.0.1:9731):
+//!
+//! - `GET /metrics`: Prometheus text format ([`crate::telemetry`]).
+//! - `GET /healthz`: 200 while the process serves requests.
+//! - `GET /readyz`: 200 when both databases answer `SELECT 1` within 2 s and every table's
+//!   pipeline is running; 503 otherwise. The JSON body says which check failed.
+//! - `GET /status`: what `sluice status --json` prints.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use sea_orm::sqlx;
+use tracing::info;
+
+use crate::config::{redact, Settings};
+use crate::error::{Error, Result};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct State {
+    settings: Settings,
+}
+
+/// Binds and starts serving on the current actix System; returns the bound address.
+/// The server stops with the System.
+pub fn start(settings: &Settings) -> Result<SocketAddr> {
+    let state = web::Data::new(State {
+        settings: settings.clone(),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(metrics))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/status", web::get().to(status))
+    })
+    .workers(1)
+    // sluice handles SIGINT/SIGTERM itself (finish the batches in flight, then exit).
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(settings.http_addr.as_str())
+    .map_err(|e| {
+        Error::Config(format!(
+            "cannot serve HTTP on {}: {e}; choose another address with [http] addr or SLUICE_HTTP_ADDR",
+            settings.http_addr
+        ))
+    })?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Other("the HTTP server bound no address".into()))?;
+    actix_rt::spawn(server.run());
+    info!(%addr, "serving /metrics /healthz /readyz /status");
+    Ok(addr)
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::render(chrono::Utc::now()))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// `"ok"` or why not.
+async fn probe<F, Fut>(f: F) -> String
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    match tokio::time::timeout(PROBE_TIMEOUT, f()).await {
+        Ok(Ok(())) => "ok".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
+    }
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let s = &state.settings;
+    let (source, target) = tokio::join!(
+        probe(|| async {
+            let mut c = crate::source::mysql::connect(&s.source_url).await?;
+            sqlx::query("SELECT 1")
+                .execute(&mut c)
+                .await
+                .map_err(|e| Error::db(crate::error::Side::Source, "SELECT 1", &e))?;
+            Ok(())
+        }),
+        probe(|| async {
+            let mut c = crate::sink::connect(&s.target_url).await?;
+            sqlx::query("SELECT 1")
+                .execute(&mut c)
+                .await
+                .map_err(|e| Error::db(crate::error::Side::Target, "SELECT 1", &e))?;
+            Ok(())
+        }),
+    );
+    let tables = crate::telemetry::snapshot();
+    let table_states: serde_json::Map<String, serde_json::Value> = tables
+        .iter()
+        .map(|(t, m)| {
+            let st = if m.failed {
+                format!("failed: {}", m.last_error.as_deref().unwrap_or("?"))
+            } else if m.running {
+                "running".into()
+            } else {
+                "stopped".into()
+            };
+            (t.clone(), st.into())
+        })
+        .collect();
+    let ready = source == "ok"
+        && target == "ok"
+        && !tables.is_empty()
+        && tables.values().all(|m| m.running && !m.failed);
+    let body = serde_json::json!({
+        "ready": ready,
+        "source": source.replace(&s.source_url, &redact(&s.source_url)),
+        "target": target.replace(&s.target_url, &redact(&s.target_url)),
+        "tables": table_states,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn status(state: web::Data<State>) -> HttpResponse {
+    match crate::status::collect(&state.settings).await {
+        Ok(s) => HttpResponse::Ok().json(s),
+        Err(e) => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Progress of `run`: on a terminal, one bar per table (indicatif) with rows/s and ETA;
+//! otherwise one plain log line per table every `SLUICE_PROGRESS_MS` (default 10,000 ms)
+//! while rows move, and a last one when the run ends.
+//!
+//! The total is an estimate taken once at start: source rows minus target rows
+//! (`COUNT(*)` on each side). Rows that are updates of replicated rows are counted as
+//! progress too, so a bar may end past 100%.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sea_orm::sqlx::{self, AssertSqlSafe, Row as _};
+use tracing::info;
+
+use crate::config::Settings;
+use crate::source::schema::{quote_mysql, quote_pg};
+
+/// Rows still to replicate per table, estimated (`None` when a count failed).
+async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
+    let mut out = BTreeMap::new();
+    let my = crate::source::mysql::connect(&settings.source_url).await;
+    let pg = crate::sink::connect(&settings.target_url).await;
+    let (Ok(mut my), Ok(mut pg)) = (my, pg) else {
+        return out;
+    };
+    for t in tables {
+        let src = sqlx::query(AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
+            quote_mysql(t)
+        )))
+        .fetch_one(&mut my)
+        .await
+        .ok()
+        .and_then(|r| r.try_get::<i64, _>(0).ok());
+        let tgt = sqlx::query(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_pg(&settings.target_schema),
+            quote_pg(t)
+        )))
+        .fetch_one(&mut pg)
+        .await
+        .ok()
+        .and_then(|r| r.try_get::<i64, _>(0).ok());
+        out.insert(
+            t.clone(),
+            src.zip(tgt).map(|(s, t)| s.saturating_sub(t).max(0) as u64),
+        );
+    }
+    out
+}
+
+/// Reports progress until the returned handle is dropped or aborted; call [`Reporter::finish`]
+/// at the end of the run for the last line.
+pub struct Reporter {
+    task: tokio::task::JoinHandle<()>,
+    state: std::sync::Arc<std::sync::Mutex<Option<Bars>>>,
+    started: Instant,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+}
+
+pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_millis(
+        std::env::var("SLUICE_PROGRESS_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if terminal { 200 } else { 10_000 })
+            .max(10),
+    );
+    let state = std::sync::Arc::new(std::sync::Mutex::new(None::<Bars>));
+    let settings = settings.clone();
+    let st = state.clone();
+    let started = Instant::now();
+    let task = actix_rt::spawn(async move {
+        let totals = remaining(&settings, &tables).await;
+        if terminal {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            let bars = tables
+                .iter()
+                .map(|t| {
+                    let b = multi.add(ProgressBar::new(
+                        totals.get(t).copied().flatten().unwrap_or(0),
+                    ));
+                    b.set_style(style.clone());
+                    b.set_prefix(t.clone());
+                    (t.clone(), b)
+                })
+                .collect();
+            *st.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bars { multi, bars });
+        }
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let snap = crate::telemetry::snapshot();
+            if terminal {
+                let guard = st.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(b) = guard.as_ref() {
+                    for (t, bar) in &b.bars {
+                        if let Some(m) = snap.get(t) {
+                            if m.rows_written > bar.length().unwrap_or(0) {
+                                bar.set_length(m.rows_written);
+                            }
+                            bar.set_position(m.rows_written);
+                        }
+                    }
+                }
+                continue;
+            }
+            for t in &tables {
+                let Some(m) = snap.get(t) else { continue };
+                let prev = last.insert(t.clone(), m.rows_written).unwrap_or(0);
+                if m.rows_written == prev {
+                    continue;
+                }
+                line(
+                    t,
+                    m.rows_written,
+                    prev,
+                    every,
+                    totals.get(t).copied().flatten(),
+                );
+            }
+        }
+    });
+    Reporter {
+        task,
+        state,
+        started,
+    }
+}
+
+fn line(table: &str, done: u64, prev: u64, every: Duration, total: Option<u64>) {
+    let rate = (done - prev) as f64 / every.as_secs_f64();
+    match total {
+        Some(total) if total > 0 => {
+            let left = total.saturating_sub(done);
+            let eta = if rate > 0.0 {
+                format!("{:.0} s", left as f64 / rate)
+            } else {
+                "unknown".into()
+            };
+            info!(
+                table,
+                rows = done,
+                of = total,
+                rows_per_second = rate as u64,
+                "progress: {done}/{total} rows ({:.0}%), {:.0} rows/s, ETA {eta}",
+                (done as f64 * 100.0 / total as f64).min(100.0),
+                rate
+            );
+        }
+        _ => info!(
+            table,
+            rows = done,
+            rows_per_second = rate as u64,
+            "progress: {done} rows, {rate:.0} rows/s"
+        ),
+    }
+}
+
+impl Reporter {
+    /// Stops reporting; bars are finished, and off a terminal one last line per table says
+    /// what was done.
+    pub fn finish(self) {
+        self.task.abort();
+        let bars = self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let snap = crate::telemetry::snapshot();
+        match bars {
+            Some(b) => {
+                for (t, bar) in &b.bars {
+                    if let Some(m) = snap.get(t) {
+                        bar.set_position(m.rows_written);
+                    }
+                    bar.finish();
+                }
+                let _ = b.multi.clear();
+            }
+            None => {
+                let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                for (t, m) in &snap {
+                    info!(
+                        table = %t,
+                        rows = m.rows_written,
+                        "progress: {} rows in {secs:.1} s ({:.0} rows/s), done",
+                        m.rows_written,
+                        m.rows_written as f64 / secs
+                    );
+                }
+            }
+        }
+    }
+}

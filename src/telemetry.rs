@@ -1,0 +1,407 @@
+//! Metrics: every name in one place ([`names`]), a small in-process registry fed by the
+//! pipeline, and its rendering in the Prometheus text format (served at `/metrics`, see
+//! [`crate::http`]).
+//!
+//! The registry is process-wide: stages call the hooks here directly ([`rows_read`],
+//! [`batch_queued`], [`write_seconds`]); the supervisor passes every
+//! [`Event`] to [`on_event`]. Labels are low-cardinality: `table`, and `stage` on retries.
+//!
+//! **Replication lag** (`sluice_replication_lag_seconds{table}`), at scrape time: 0 when the
+//! poller's last read found nothing more to read and every row read has been committed;
+//! otherwise now minus the cursor time of the newest row committed (the first cursor
+//! column, when it is a DATETIME or TIMESTAMP read as UTC). Absent for tables with a
+//! non-time cursor, and before the first commit while still catching up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::pipeline::Event;
+
+/// Metric names: `sluice_<thing>_<unit>`, `_total` for counters.
+pub mod names {
+    pub const ROWS_READ: &str = "sluice_rows_read_total";
+    pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
+    pub const BATCHES: &str = "sluice_batches_total";
+    pub const MERGED_BATCHES: &str = "sluice_merged_batches_total";
+    pub const RETRIES: &str = "sluice_retries_total";
+    pub const BAD_ROWS: &str = "sluice_bad_rows_total";
+    pub const FAILURES: &str = "sluice_table_failures_total";
+    pub const BATCH_ROWS: &str = "sluice_batch_rows";
+    pub const WRITE_SECONDS: &str = "sluice_write_duration_seconds";
+    pub const CHANNEL_ROWS: &str = "sluice_channel_rows";
+    pub const CHANNEL_BATCHES: &str = "sluice_channel_batches";
+    pub const WATERMARK_AGE: &str = "sluice_watermark_age_seconds";
+    pub const LAG: &str = "sluice_replication_lag_seconds";
+    pub const TABLE_RUNNING: &str = "sluice_table_running";
+}
+
+const BATCH_ROWS_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1000.0, 10_000.0, 50_000.0, 100_000.0];
+const WRITE_SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A cumulative histogram with fixed buckets.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// What the process knows about one table.
+#[derive(Debug, Clone)]
+pub struct TableMetrics {
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub batches: u64,
+    pub merged_batches: u64,
+    pub retries: BTreeMap<&'static str, u64>,
+    pub bad_rows: u64,
+    pub failures: u64,
+    pub batch_rows: Histogram,
+    pub write_seconds: Histogram,
+    pub channel_rows: usize,
+    pub channel_batches: usize,
+    /// The poller's last read found nothing more.
+    pub caught_up: bool,
+    /// Cursor time of the newest row committed.
+    pub newest: Option<DateTime<Utc>>,
+    pub last_commit: Option<DateTime<Utc>>,
+    pub running: bool,
+    pub failed: bool,
+    pub last_error: Option<String>,
+}
+
+impl Default for TableMetrics {
+    fn default() -> Self {
+        TableMetrics {
+            rows_read: 0,
+            rows_written: 0,
+            batches: 0,
+            merged_batches: 0,
+            retries: BTreeMap::new(),
+            bad_rows: 0,
+            failures: 0,
+            batch_rows: Histogram::new(BATCH_ROWS_BUCKETS),
+            write_seconds: Histogram::new(WRITE_SECONDS_BUCKETS),
+            channel_rows: 0,
+            channel_batches: 0,
+            caught_up: false,
+            newest: None,
+            last_commit: None,
+            running: false,
+            failed: false,
+            last_error: None,
+        }
+    }
+}
+
+impl TableMetrics {
+    /// See the module doc.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        if self.caught_up && self.rows_read == self.rows_written {
+            return Some(0.0);
+        }
+        self.newest
+            .map(|n| ((now - n).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0))
+    }
+}
+
+static REGISTRY: LazyLock<Mutex<BTreeMap<String, TableMetrics>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+fn with(table: &str, f: impl FnOnce(&mut TableMetrics)) {
+    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    match reg.get_mut(table) {
+        Some(m) => f(m),
+        None => f(reg.entry(table.to_string()).or_default()),
+    }
+}
+
+/// A table's pipeline started.
+pub fn register(table: &str) {
+    with(table, |m| m.running = true);
+}
+
+/// The poller handed `n` rows on; `caught_up`: the read found nothing more.
+pub fn rows_read(table: &str, n: usize, caught_up: bool, channel_len: usize) {
+    with(table, |m| {
+        m.rows_read += n as u64;
+        m.caught_up = caught_up;
+        m.channel_rows = channel_len;
+    });
+}
+
+/// The batcher handed a batch on; `channel_len` batches now wait for the writer.
+pub fn batch_queued(table: &str, channel_len: usize) {
+    with(table, |m| m.channel_batches = channel_len);
+}
+
+/// A batch write (transaction included) took `d`.
+pub fn write_seconds(table: &str, d: Duration) {
+    with(table, |m| m.write_seconds.observe(d.as_secs_f64()));
+}
+
+/// Every pipeline event, from the supervisor.
+pub fn on_event(ev: &Event) {
+    match ev {
+        Event::Committed {
+            table,
+            rows,
+            merged,
+            dead_lettered,
+            newest,
+            committed_at,
+        } => with(table, |m| {
+            m.bad_rows += *dead_lettered as u64;
+            m.rows_written += *rows as u64;
+            m.batches += 1;
+            m.merged_batches += u64::from(*merged);
+            m.batch_rows.observe(*rows as f64);
+            if newest.is_some() {
+                m.newest = *newest;
+            }
+            m.last_commit = Some(*committed_at);
+            m.last_error = None;
+        }),
+        Event::Finished { table } => with(table, |m| m.running = false),
+        Event::Failed { table, error, .. } => with(table, |m| {
+            m.failures += 1;
+            m.failed = true;
+            m.running = false;
+            if error.starts_with("bad value") {
+                m.bad_rows += 1;
+            }
+            m.last_error = Some(error.clone());
+        }),
+        Event::Retrying {
+            table,
+            stage,
+            error,
+            ..
+        } => with(table, |m| {
+            *m.retries.entry(stage).or_default() += 1;
+            m.last_error = Some(error.clone());
+        }),
+    }
+}
+
+/// A copy of every table's metrics.
+pub fn snapshot() -> BTreeMap<String, TableMetrics> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Prometheus label value escaping.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Every metric in the Prometheus text exposition format (version 0.0.4).
+pub fn render(now: DateTime<Utc>) -> String {
+    let tables = snapshot();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn FnMut(&mut String)| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        samples(&mut out);
+    };
+    type Get = fn(&TableMetrics) -> f64;
+    let simple: [(&str, &str, &str, Get); 9] = [
+        (
+            names::ROWS_READ,
+            "counter",
+            "Rows read from the source.",
+            |m| m.rows_read as f64,
+        ),
+        (
+            names::ROWS_WRITTEN,
+            "counter",
+            "Rows committed to the target.",
+            |m| m.rows_written as f64,
+        ),
+        (
+            names::BATCHES,
+            "counter",
+            "Batches committed to the target.",
+            |m| m.batches as f64,
+        ),
+        (
+            names::MERGED_BATCHES,
+            "counter",
+            "Batches that went through the staging merge (rows already present).",
+            |m| m.merged_batches as f64,
+        ),
+        (
+            names::BAD_ROWS,
+            "counter",
+            "Rows refused because a value cannot be carried to the target.",
+            |m| m.bad_rows as f64,
+        ),
+        (
+            names::FAILURES,
+            "counter",
+            "Permanent errors that stopped a table.",
+            |m| m.failures as f64,
+        ),
+        (
+            names::CHANNEL_ROWS,
+            "gauge",
+            "Rows waiting between the poller and the batcher.",
+            |m| m.channel_rows as f64,
+        ),
+        (
+            names::CHANNEL_BATCHES,
+            "gauge",
+            "Batches waiting between the batcher and the writer.",
+            |m| m.channel_batches as f64,
+        ),
+        (
+            names::TABLE_RUNNING,
+            "gauge",
+            "1 while the table's pipeline runs.",
+            |m| f64::from(u8::from(m.running && !m.failed)),
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        family(name, kind, help, &mut |o| {
+            for (t, m) in &tables {
+                let _ = writeln!(o, "{name}{{table=\"{}\"}} {}", label(t), get(m));
+            }
+        });
+    }
+    family(
+        names::RETRIES,
+        "counter",
+        "Transient errors retried, by stage (poller, writer).",
+        &mut |o| {
+            for (t, m) in &tables {
+                for stage in ["poller", "writer"] {
+                    let n = m.retries.get(stage).copied().unwrap_or(0);
+                    let _ = writeln!(
+                        o,
+                        "{}{{table=\"{}\",stage=\"{stage}\"}} {n}",
+                        names::RETRIES,
+                        label(t)
+                    );
+                }
+            }
+        },
+    );
+    for (name, help, get) in [
+        (
+            names::BATCH_ROWS,
+            "Rows per committed batch.",
+            (|m: &TableMetrics| &m.batch_rows) as fn(&TableMetrics) -> &Histogram,
+        ),
+        (
+            names::WRITE_SECONDS,
+            "Time to write and commit one batch (retries excluded).",
+            |m: &TableMetrics| &m.write_seconds,
+        ),
+    ] {
+        family(name, "histogram", help, &mut |o| {
+            for (t, m) in &tables {
+                let h = get(m);
+                let t = label(t);
+                for (b, c) in h.bounds.iter().zip(&h.counts) {
+                    let _ = writeln!(o, "{name}_bucket{{table=\"{t}\",le=\"{b}\"}} {c}");
+                }
+                let _ = writeln!(o, "{name}_bucket{{table=\"{t}\",le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(o, "{name}_sum{{table=\"{t}\"}} {}", h.sum);
+                let _ = writeln!(o, "{name}_count{{table=\"{t}\"}} {}", h.count);
+            }
+        });
+    }
+    family(
+        names::WATERMARK_AGE,
+        "gauge",
+        "Seconds since the table's watermark last advanced (in this process).",
+        &mut |o| {
+            for (t, m) in &tables {
+                if let Some(c) = m.last_commit {
+                    let age = ((now - c).num_milliseconds() as f64 / 1e3).max(0.0);
+                    let _ = writeln!(
+                        o,
+                        "{}{{table=\"{}\"}} {age}",
+                        names::WATERMARK_AGE,
+                        label(t)
+                    );
+                }
+            }
+        },
+    );
+    family(
+        names::LAG,
+        "gauge",
+        "0 when caught up, else now minus the cursor time of the newest row committed.",
+        &mut |o| {
+            for (t, m) in &tables {
+                if let Some(lag) = m.lag_seconds(now) {
+                    let _ = writeln!(o, "{}{{table=\"{}\"}} {lag}", names::LAG, label(t));
+                }
+            }
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_lag() {
+        let t = "telemetry_unit \"q\"";
+        register(t);
+        rows_read(t, 10, false, 3);
+        let newest = Utc::now() - chrono::Duration::seconds(5);
+        on_event(&Event::Committed {
+            table: t.into(),
+            rows: 10,
+            merged: false,
+            dead_lettered: 1,
+            newest: Some(newest),
+            committed_at: Utc::now(),
+        });
+        write_seconds(t, Duration::from_millis(7));
+        let text = render(Utc::now());
+        assert!(text.contains("sluice_rows_written_total{table=\"telemetry_unit \\\"q\\\"\"} 10"));
+        assert!(text.contains("sluice_bad_rows_total{table=\"telemetry_unit \\\"q\\\"\"} 1"));
+        assert!(text
+            .contains("sluice_batch_rows_bucket{table=\"telemetry_unit \\\"q\\\"\",le=\"10\"} 1"));
+        assert!(text
+            .contains("sluice_write_duration_seconds_count{table=\"telemetry_unit \\\"q\\\"\"} 1"));
+        let lag = snapshot()[t].lag_seconds(Utc::now()).unwrap();
+        assert!((4.0..10.0).contains(&lag), "{lag}");
+        // Caught up with everything read committed: 0.
+        rows_read(t, 0, true, 0);
+        assert_eq!(snapshot()[t].lag_seconds(Utc::now()), Some(0.0));
+    }
+}

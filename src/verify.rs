@@ -1,0 +1,660 @@
+//! `verify`: compares a table on the source and the target without pulling either into
+//! memory, narrows what differs to rows, and (with `--repair`) rewrites exactly those rows.
+//!
+//! # How
+//! 1. Every row is rendered, inside each database, to the same canonical text (integers and
+//!    DECIMAL as decimal text, dates as `YYYY-MM-DD HH:MM:SS.ffffff`, binary as lowercase hex,
+//!    text as UTF-8, NULL as a marker; see [`mysql_canon`] / [`pg_canon`]) and hashed with MD5.
+//! 2. Rows are chunked by their primary key: chunk = the first 4 hex digits of the MD5 of
+//!    the key's canonical text (65,536 chunks). Each database computes, in ONE scan, per
+//!    chunk: the row count and the sum of the first 15 hex digits of every row hash (an
+//!    order-independent checksum). Chunking by a hash of the key rather than by key ranges
+//!    makes chunks identical on both sides whatever the collations: MySQL's default
+//!    `utf8mb4_general_ci` orders text keys differently from PostgreSQL, so range
+//!    boundaries would not select the same rows.
+//! 3. Chunks whose count or sum differ are narrowed to rows: both sides list
+//!    `(key hash, row hash)` for those chunks only, in passes of at most [`PASS_ROWS`] rows,
+//!    and the lists are diffed: missing on the target, extra on the target, different.
+//! 4. `--repair` re-reads the missing and different rows from the source and upserts them
+//!    on the target (COPY into a temporary table, `INSERT … ON CONFLICT (pk) DO UPDATE`),
+//!    deletes the extra ones by primary key, one transaction per pass, all values bound.
+//!    It never touches the watermark. Afterwards the table is compared again.
+//!
+//! Columns whose text form differs between the two databases by design are left out of
+//! the comparison and named in the report: JSON (PostgreSQL's jsonb normalises it), TIME
+//! (it becomes an interval), FLOAT and DOUBLE (MySQL prints `-0.00000025` where PostgreSQL
+//! prints `-2.5e-07`, and no shared exact rendering exists in both SQL dialects).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection, PgConnection, Row as _};
+
+use crate::config::Settings;
+use crate::error::{Error, Result, Side};
+use crate::source::mysql;
+use crate::source::schema::{quote_mysql, quote_pg, Kind, MapOptions, TableSchema};
+use crate::value::{encode_copy_rows, Row};
+
+/// Hex digits of the key hash that name a chunk: 16^4 = 65,536 chunks.
+const CHUNK_HEX_DIGITS: usize = 4;
+/// Rows narrowed (and repaired) per pass, at most: bounds memory.
+pub const PASS_ROWS: u64 = 100_000;
+/// Keys shown per kind of difference.
+const SHOWN_KEYS: usize = 5;
+
+/// What `verify` found (and did) for one table.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub chunks: usize,
+    pub mismatched_chunks: usize,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    pub missing_keys: Vec<String>,
+    pub extra_keys: Vec<String>,
+    pub different_keys: Vec<String>,
+    /// Columns left out of the comparison (see the module doc).
+    pub skipped_columns: Vec<String>,
+    pub upserted: u64,
+    pub deleted: u64,
+    /// After a repair: whether the table compared equal again.
+    pub equal_after_repair: Option<bool>,
+    pub seconds: f64,
+}
+
+impl TableReport {
+    pub fn mismatches(&self) -> u64 {
+        self.missing + self.extra + self.different
+    }
+
+    /// Whether the table is (now) equal on both sides.
+    pub fn ok(&self) -> bool {
+        self.mismatches() == 0 || self.equal_after_repair == Some(true)
+    }
+}
+
+/// Whether column `i` takes part in the comparison.
+fn compared(t: &TableSchema, i: usize) -> bool {
+    let c = &t.columns[i];
+    !(c.pg_type == "jsonb"
+        || c.pg_type == "interval"
+        || matches!(c.kind, Kind::Float32 | Kind::Float64))
+}
+
+/// The canonical text of column `i` in MySQL, NULL included (as `n`; values get a `v`
+/// prefix so no value can look like NULL).
+fn mysql_canon(t: &TableSchema, i: usize) -> String {
+    let c = &t.columns[i];
+    let q = quote_mysql(&c.name);
+    let e = match c.kind {
+        // Floats are not compared (see `compared`); the arm only keeps the match whole.
+        Kind::Bool
+        | Kind::Int
+        | Kind::UInt
+        | Kind::Decimal(..)
+        | Kind::CastText
+        | Kind::Float32
+        | Kind::Float64 => {
+            format!("CAST({q} AS CHAR)")
+        }
+        Kind::CastInt => format!("CAST(CAST({q} AS SIGNED) AS CHAR)"),
+        Kind::Text => format!("CONVERT({q} USING utf8mb4)"),
+        Kind::Bytes => format!("LOWER(HEX({q}))"),
+        Kind::Bits(n) => format!("LPAD(BIN({q}), {n}, '0')"),
+        Kind::Date | Kind::DateTime | Kind::Timestamp => {
+            let fmt = if c.kind == Kind::Date {
+                "'%Y-%m-%d'"
+            } else {
+                "'%Y-%m-%d %H:%i:%s.%f'"
+            };
+            // A zero date outside the keyset arrives as NULL (zero_dates = "null").
+            if t.zero_dates == crate::config::ZeroDates::Null && !t.key.contains(&i) {
+                format!(
+                    "CASE WHEN YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0 THEN NULL ELSE DATE_FORMAT({q}, {fmt}) END"
+                )
+            } else {
+                format!("DATE_FORMAT({q}, {fmt})")
+            }
+        }
+    };
+    format!("COALESCE(CONCAT('v', {e}), 'n')")
+}
+
+/// The canonical text of column `i` in PostgreSQL; see [`mysql_canon`].
+fn pg_canon(t: &TableSchema, i: usize) -> String {
+    let c = &t.columns[i];
+    let q = quote_pg(&c.name);
+    let e = match c.kind {
+        Kind::Bool if c.pg_type == "boolean" => format!("{q}::int::text"),
+        Kind::Bytes => format!("encode({q}, 'hex')"),
+        Kind::Date => format!("to_char({q}, 'YYYY-MM-DD')"),
+        Kind::DateTime => format!("to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        Kind::Timestamp => format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"),
+        _ => format!("{q}::text"),
+    };
+    format!("COALESCE('v' || {e}, 'n')")
+}
+
+/// The SQL pieces of one table on both sides.
+struct Plan {
+    my_from: String,
+    pg_from: String,
+    /// Key text and row text, per side.
+    my_key: String,
+    my_row: String,
+    pg_key: String,
+    pg_row: String,
+    /// PostgreSQL primary-key column names and types, for deletes.
+    pg_pk: Vec<(String, String)>,
+}
+
+impl Plan {
+    fn new(t: &TableSchema, target_schema: &str) -> Plan {
+        let cols: Vec<usize> = (0..t.columns.len()).filter(|&i| compared(t, i)).collect();
+        let join_my = |idx: &[usize]| {
+            format!(
+                "CONCAT_WS(CHAR(1 USING utf8mb4), {})",
+                idx.iter()
+                    .map(|&i| mysql_canon(t, i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let join_pg = |idx: &[usize]| {
+            format!(
+                "concat_ws(chr(1), {})",
+                idx.iter()
+                    .map(|&i| pg_canon(t, i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Plan {
+            my_from: quote_mysql(&t.name),
+            pg_from: format!("{}.{}", quote_pg(target_schema), quote_pg(&t.name)),
+            my_key: join_my(&t.primary_key),
+            my_row: join_my(&cols),
+            pg_key: join_pg(&t.primary_key),
+            pg_row: join_pg(&cols),
+            pg_pk: t
+                .primary_key
+                .iter()
+                .map(|&i| (t.columns[i].name.clone(), t.columns[i].pg_type.clone()))
+                .collect(),
+        }
+    }
+
+    fn my_chunk(&self) -> String {
+        format!(
+            "CAST(CONV(SUBSTR(MD5({}), 1, {CHUNK_HEX_DIGITS}), 16, 10) AS UNSIGNED)",
+            self.my_key
+        )
+    }
+
+    fn pg_chunk(&self) -> String {
+        format!(
+            "('x' || substr(md5({}), 1, {CHUNK_HEX_DIGITS}))::bit({})::int",
+            self.pg_key,
+            CHUNK_HEX_DIGITS * 4
+        )
+    }
+}
+
+/// Per chunk: (rows, checksum as decimal text).
+type Sums = HashMap<u32, (u64, String)>;
+
+async fn mysql_sums(conn: &mut MySqlConnection, p: &Plan) -> Result<Sums> {
+    let sql = format!(
+        "SELECT b, COUNT(*), CAST(SUM(CAST(CONV(SUBSTR(h, 1, 15), 16, 10) AS UNSIGNED)) AS CHAR) \
+         FROM (SELECT {} AS b, MD5({}) AS h FROM {}) x GROUP BY b",
+        p.my_chunk(),
+        p.my_row,
+        p.my_from
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::db(Side::Source, "computing chunk checksums", &e))?;
+    let mut out = Sums::with_capacity(rows.len());
+    for r in rows {
+        let b: u64 = r.try_get(0).map_err(|e| decode_err(Side::Source, e))?;
+        let n: i64 = r.try_get(1).map_err(|e| decode_err(Side::Source, e))?;
+        let s: String = r.try_get(2).map_err(|e| decode_err(Side::Source, e))?;
+        out.insert(b as u32, (n as u64, s));
+    }
+    Ok(out)
+}
+
+async fn pg_sums(conn: &mut PgConnection, p: &Plan) -> Result<Sums> {
+    let sql = format!(
+        "SELECT b, count(*), sum(('x' || substr(h, 1, 15))::bit(60)::bigint)::text \
+         FROM (SELECT {} AS b, md5({}) AS h FROM {}) x GROUP BY b",
+        p.pg_chunk(),
+        p.pg_row,
+        p.pg_from
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::db(Side::Target, "computing chunk checksums", &e))?;
+    let mut out = Sums::with_capacity(rows.len());
+    for r in rows {
+        let b: i32 = r.try_get(0).map_err(|e| decode_err(Side::Target, e))?;
+        let n: i64 = r.try_get(1).map_err(|e| decode_err(Side::Target, e))?;
+        let s: String = r.try_get(2).map_err(|e| decode_err(Side::Target, e))?;
+        out.insert(b as u32, (n as u64, s));
+    }
+    Ok(out)
+}
+
+fn decode_err(side: Side, e: sqlx::Error) -> Error {
+    Error::db(side, "reading checksums", &e)
+}
+
+/// Compares both sides' checksums; returns the mismatching chunks with their row count
+/// (the larger side's), and the total rows per side.
+fn diff_sums(src: &Sums, tgt: &Sums) -> (Vec<(u32, u64)>, u64, u64) {
+    let mut bad = Vec::new();
+    for (b, s) in src {
+        match tgt.get(b) {
+            Some(t) if t == s => {}
+            Some(t) => bad.push((*b, s.0.max(t.0))),
+            None => bad.push((*b, s.0)),
+        }
+    }
+    for (b, t) in tgt {
+        if !src.contains_key(b) {
+            bad.push((*b, t.0));
+        }
+    }
+    bad.sort_unstable();
+    let total = |m: &Sums| m.values().map(|v| v.0).sum();
+    (bad, total(src), total(tgt))
+}
+
+/// Groups mismatching chunks into passes of at most [`PASS_ROWS`] rows (a chunk bigger
+/// than that gets a pass of its own).
+fn passes(bad: &[(u32, u64)]) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut rows = 0;
+    for &(b, n) in bad {
+        match out.last_mut() {
+            Some(cur) if rows + n <= PASS_ROWS && cur.len() < 10_000 => {
+                cur.push(b);
+                rows += n;
+            }
+            _ => {
+                out.push(vec![b]);
+                rows = n;
+            }
+        }
+    }
+    out
+}
+
+/// What one target row of a narrowed chunk is: its row hash and primary key as text.
+struct TargetRow {
+    row_hash: String,
+    pk: Vec<String>,
+}
+
+/// Narrows one pass of chunks to rows; with `repair`, fixes them. Updates `report`.
+async fn narrow_pass(
+    t: &TableSchema,
+    p: &Plan,
+    my: &mut MySqlConnection,
+    pg: &mut PgConnection,
+    chunks: &[u32],
+    repair: bool,
+    report: &mut TableReport,
+) -> Result<()> {
+    // Target first: (key hash → row hash, pk text) for these chunks.
+    let pk_text: Vec<String> = p
+        .pg_pk
+        .iter()
+        .map(|(n, _)| format!("{}::text", quote_pg(n)))
+        .collect();
+    let sql = format!(
+        "SELECT md5({}), md5({}), {} FROM {} WHERE {} = ANY($1)",
+        p.pg_key,
+        p.pg_row,
+        pk_text.join(", "),
+        p.pg_from,
+        p.pg_chunk()
+    );
+    let ids: Vec<i32> = chunks.iter().map(|&b| b as i32).collect();
+    let mut target: HashMap<String, TargetRow> = HashMap::new();
+    {
+        let mut stream = sqlx::query(AssertSqlSafe(sql)).bind(&ids).fetch(&mut *pg);
+        while let Some(r) = stream
+            .try_next()
+            .await
+            .map_err(|e| Error::db(Side::Target, "listing rows of mismatching chunks", &e))?
+        {
+            let kh: String = r.try_get(0).map_err(|e| decode_err(Side::Target, e))?;
+            let rh: String = r.try_get(1).map_err(|e| decode_err(Side::Target, e))?;
+            let pk = (0..p.pg_pk.len())
+                .map(|i| r.try_get::<String, _>(2 + i))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| decode_err(Side::Target, e))?;
+            target.insert(kh, TargetRow { row_hash: rh, pk });
+        }
+    }
+    // Then the source, streamed: full rows, decoded only when they must be repaired.
+    let n_sel = t.columns.len() + t.zero_date_checked().len();
+    let placeholders = vec!["?"; chunks.len()].join(", ");
+    let sql = format!(
+        "SELECT {}, MD5({}), MD5({}) FROM {} WHERE {} IN ({placeholders})",
+        mysql::select_list(t),
+        p.my_key,
+        p.my_row,
+        p.my_from,
+        p.my_chunk()
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for &b in chunks {
+        q = q.bind(b as u64);
+    }
+    let mut to_upsert: Vec<Row> = Vec::new();
+    {
+        let mut stream = q.fetch(&mut *my);
+        while let Some(r) = stream
+            .try_next()
+            .await
+            .map_err(|e| Error::db(Side::Source, "listing rows of mismatching chunks", &e))?
+        {
+            let kh: String = r.try_get(n_sel).map_err(|e| decode_err(Side::Source, e))?;
+            let rh: String = r
+                .try_get(n_sel + 1)
+                .map_err(|e| decode_err(Side::Source, e))?;
+            let (missing, same) = match target.remove(&kh) {
+                None => (true, false),
+                Some(tr) => (false, tr.row_hash == rh),
+            };
+            if same {
+                continue;
+            }
+            let row = mysql::decode_row(t, &r)?;
+            let key = t.describe_key(&row);
+            if missing {
+                report.missing += 1;
+                if report.missing_keys.len() < SHOWN_KEYS {
+                    report.missing_keys.push(key);
+                }
+            } else {
+                report.different += 1;
+                if report.different_keys.len() < SHOWN_KEYS {
+                    report.different_keys.push(key);
+                }
+            }
+            if repair {
+                to_upsert.push(row);
+            }
+        }
+    }
+    let extra: Vec<Vec<String>> = target.into_values().map(|tr| tr.pk).collect();
+    for pk in &extra {
+        report.extra += 1;
+        if report.extra_keys.len() < SHOWN_KEYS {
+            report.extra_keys.push(
+                p.pg_pk
+                    .iter()
+                    .zip(pk)
+                    .map(|((n, _), v)| format!("{n}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+    }
+    if repair && (!to_upsert.is_empty() || !extra.is_empty()) {
+        apply_repair(t, p, pg, &to_upsert, &extra).await?;
+        report.upserted += to_upsert.len() as u64;
+        report.deleted += extra.len() as u64;
+    }
+    Ok(())
+}
+
+/// Upserts `rows` (source rows) and deletes `extra` (primary keys as text) on the target, in
+/// one transaction. The watermark is not touched.
+async fn apply_repair(
+    t: &TableSchema,
+    p: &Plan,
+    pg: &mut PgConnection,
+    rows: &[Row],
+    extra: &[Vec<String>],
+) -> Result<()> {
+    let err = |ctx: &'static str| move |e: sqlx::Error| Error::db(Side::Target, ctx, &e);
+    let mut tx = pg.begin().await.map_err(err("beginning a repair"))?;
+    if !rows.is_empty() {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote_pg(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let pk: Vec<String> = p.pg_pk.iter().map(|(n, _)| quote_pg(n)).collect();
+        let updates: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !t.primary_key.contains(i))
+            .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote_pg(&c.name)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE sluice_repair (LIKE {}) ON COMMIT DROP",
+            p.pg_from
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(err("creating the repair staging table"))?;
+        let mut buf = Vec::new();
+        encode_copy_rows(rows, &mut buf);
+        let copy_sql = format!("COPY pg_temp.sluice_repair ({col_list}) FROM STDIN");
+        let mut copy = tx
+            .copy_in_raw(&copy_sql)
+            .await
+            .map_err(err("copying repaired rows"))?;
+        if let Err(e) = copy.send(buf.as_slice()).await {
+            let _ = copy.abort("send failed").await;
+            return Err(err("copying repaired rows")(e));
+        }
+        copy.finish().await.map_err(err("copying repaired rows"))?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "INSERT INTO {} ({col_list}) SELECT {col_list} FROM pg_temp.sluice_repair ON CONFLICT ({}) {action}",
+            p.pg_from,
+            pk.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(err("upserting repaired rows"))?;
+    }
+    if !extra.is_empty() {
+        let cond: Vec<String> = p
+            .pg_pk
+            .iter()
+            .enumerate()
+            .map(|(i, (n, ty))| format!("{} = CAST(${} AS {ty})", quote_pg(n), i + 1))
+            .collect();
+        let sql = format!("DELETE FROM {} WHERE {}", p.pg_from, cond.join(" AND "));
+        for pk in extra {
+            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+            for v in pk {
+                q = q.bind(v);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(err("deleting extra rows"))?;
+        }
+    }
+    tx.commit().await.map_err(err("committing a repair"))?;
+    Ok(())
+}
+
+/// Compares one table; with `repair`, fixes what differs and compares again.
+pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Result<TableReport> {
+    let started = Instant::now();
+    let ts = settings
+        .tables
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "table {name:?} is not configured; configured tables: {}",
+                settings
+                    .tables
+                    .iter()
+                    .map(|t| format!("{:?}", t.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let mut my = mysql::connect(&settings.source_url).await?;
+    let mut pg = crate::sink::connect(&settings.target_url).await?;
+    let pk = ts.primary_key.as_ref().map(|p| p.to_vec());
+    let t = mysql::introspect(
+        &mut my,
+        &ts.name,
+        &ts.cursor.to_vec(),
+        pk.as_deref(),
+        MapOptions {
+            tinyint1_as_boolean: ts.tinyint1_as_boolean,
+        },
+        settings.zero_dates,
+    )
+    .await?;
+    let p = Plan::new(&t, &settings.target_schema);
+    let mut report = TableReport {
+        table: t.name.clone(),
+        skipped_columns: (0..t.columns.len())
+            .filter(|&i| !compared(&t, i))
+            .map(|i| t.columns[i].name.clone())
+            .collect(),
+        ..Default::default()
+    };
+    let (src, tgt) = tokio::join!(mysql_sums(&mut my, &p), pg_sums(&mut pg, &p));
+    let (src, tgt) = (src?, tgt.map_err(missing_target(&p))?);
+    let (bad, src_rows, tgt_rows) = diff_sums(&src, &tgt);
+    report.source_rows = src_rows;
+    report.target_rows = tgt_rows;
+    report.chunks = src.len().max(tgt.len());
+    report.mismatched_chunks = bad.len();
+    for pass in passes(&bad) {
+        narrow_pass(&t, &p, &mut my, &mut pg, &pass, repair, &mut report).await?;
+    }
+    if repair && report.mismatches() > 0 {
+        let (src, tgt) = tokio::join!(mysql_sums(&mut my, &p), pg_sums(&mut pg, &p));
+        let (bad, _, tgt_rows) = diff_sums(&src?, &tgt?);
+        report.equal_after_repair = Some(bad.is_empty());
+        report.target_rows = tgt_rows;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn missing_target(p: &Plan) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| {
+        if e.to_string().contains("does not exist") {
+            Error::Schema(format!(
+                "the target table {} does not exist; run `sluice migrate` or `sluice run` first",
+                p.pg_from
+            ))
+        } else {
+            e
+        }
+    }
+}
+
+/// `verify`: every configured table, or only `table`.
+pub fn verify(settings: &Settings, table: Option<&str>, repair: bool) -> Result<Vec<TableReport>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let names: Vec<String> = match table {
+        Some(t) => vec![t.to_string()],
+        None => settings.tables.iter().map(|t| t.name.clone()).collect(),
+    };
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for n in &names {
+            out.push(verify_table(settings, n, repair).await?);
+        }
+        Ok(out)
+    })
+}
+
+/// The report as people read it.
+pub fn describe(r: &TableReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let verdict = if r.mismatches() == 0 {
+        "equal"
+    } else {
+        "DIFFERENT"
+    };
+    let _ = write!(
+        s,
+        "{}: {verdict}: {} rows on the source, {} on the target; {} of {} chunks differ ({:.2} s)",
+        r.table, r.source_rows, r.target_rows, r.mismatched_chunks, r.chunks, r.seconds
+    );
+    for (what, n, keys) in [
+        ("missing on the target", r.missing, &r.missing_keys),
+        ("extra on the target", r.extra, &r.extra_keys),
+        ("different", r.different, &r.different_keys),
+    ] {
+        if n > 0 {
+            let more = if n as usize > keys.len() { ", …" } else { "" };
+            let _ = write!(s, "\n  {what}: {n} ({}{more})", keys.join("; "));
+        }
+    }
+    if !r.skipped_columns.is_empty() {
+        let _ = write!(
+            s,
+            "\n  not compared (no common text form): {}",
+            r.skipped_columns.join(", ")
+        );
+    }
+    if let Some(eq) = r.equal_after_repair {
+        let _ = write!(
+            s,
+            "\n  repaired: {} rows upserted, {} deleted; now {}",
+            r.upserted,
+            r.deleted,
+            if eq { "equal" } else { "STILL DIFFERENT" }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_stay_bounded() {
+        let bad: Vec<(u32, u64)> = (0..10).map(|b| (b, 30_000)).collect();
+        let p = passes(&bad);
+        assert_eq!(p.len(), 4);
+        assert!(p.iter().all(|c| c.len() <= 3));
+        assert_eq!(passes(&[(1, 500_000), (2, 1)]).len(), 2);
+    }
+
+    #[test]
+    fn sums_diff_both_ways() {
+        let mut a = Sums::new();
+        a.insert(1, (2, "10".into()));
+        a.insert(2, (1, "5".into()));
+        let mut b = Sums::new();
+        b.insert(1, (2, "10".into()));
+        b.insert(3, (1, "7".into()));
+        let (bad, s, t) = diff_sums(&a, &b);
+        assert_eq!(bad, vec![(2, 1), (3, 1)]);
+        assert_eq!((s, t), (3, 3));
+    }
+}
