@@ -87,6 +87,13 @@ where
     }
 }
 
+/// Creates (or brings up to date) the `sluice` schema's tables on the target.
+async fn apply_state_schema(target: &DatabaseConnection) -> Result<()> {
+    migration::run_on_target(target, &migration::State)
+        .await
+        .map_err(|e| Error::orm(Side::Target, "creating the sluice state tables", e))
+}
+
 /// `migrate`: the demo table on both sides and the state table on the target.
 pub async fn migrate(settings: &Settings) -> Result<()> {
     use migration::MigratorTraitSelf;
@@ -96,16 +103,8 @@ pub async fn migrate(settings: &Settings) -> Result<()> {
         .up(&source, None)
         .await
         .map_err(|e| Error::orm(Side::Source, "creating the demo orders table", e))?;
-    let target = orm_connect(&settings.target_url, Side::Target).await?;
-    migration::run_on_target(&target, &migration::State)
-        .await
-        .map_err(|e| {
-            Error::orm(
-                Side::Target,
-                "creating the sluice.replication_state table",
-                e,
-            )
-        })?;
+    let target = with_connect_retry(r, || orm_connect(&settings.target_url, Side::Target)).await?;
+    apply_state_schema(&target).await?;
     migration::run_on_target(
         &target,
         &migration::TargetDemo {
@@ -128,15 +127,7 @@ pub async fn migrate(settings: &Settings) -> Result<()> {
 pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
     let r = &settings.retry;
     let target = with_connect_retry(r, || orm_connect(&settings.target_url, Side::Target)).await?;
-    migration::run_on_target(&target, &migration::State)
-        .await
-        .map_err(|e| {
-            Error::orm(
-                Side::Target,
-                "creating the sluice.replication_state table",
-                e,
-            )
-        })?;
+    apply_state_schema(&target).await?;
     target.close().await.ok();
     let mut src = with_connect_retry(r, || mysql::connect(&settings.source_url)).await?;
     let mut tgt = with_connect_retry(r, || sink::connect(&settings.target_url)).await?;

@@ -434,18 +434,7 @@ async fn apply_repair(
         let cols: Vec<String> = t.columns.iter().map(|c| quote_pg(&c.name)).collect();
         let col_list = cols.join(", ");
         let pk: Vec<String> = p.pg_pk.iter().map(|(n, _)| quote_pg(n)).collect();
-        let updates: Vec<String> = t
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !t.primary_key.contains(i))
-            .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote_pg(&c.name)))
-            .collect();
-        let action = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
+        let action = crate::sink::conflict_action(t);
         sqlx::raw_sql(AssertSqlSafe(format!(
             "CREATE TEMP TABLE sluice_repair (LIKE {}) ON COMMIT DROP",
             p.pg_from

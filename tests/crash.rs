@@ -74,13 +74,7 @@ fn crash_after_commit_duplicates_nothing() {
 fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
-    let gen = db
-        .sluice()
-        .args(["generate", "--rate", "3000", "--total", "30000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gen = db.spawn(&["generate", "--rate", "3000", "--total", "30000"]);
     let cfg = db.config("[pipeline]\nbatch_rows = 500\n");
     let cfg = cfg.to_str().unwrap();
     for round in 0..8u64 {
@@ -108,13 +102,7 @@ fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
 fn a_row_committed_late_by_an_open_transaction_still_arrives() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
-    let run = db
-        .sluice()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = db.spawn(&["run"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,20 +39,8 @@ fn survives(restart: fn(), what: &str) {
     let db = TestDb::new();
     db.ok(&["migrate"]);
     let cfg = db.config("[retry]\nbackoff_max_ms = 1000\n");
-    let mut run = db
-        .sluice()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let gen = db
-        .sluice()
-        .args(["generate", "--rate", "400", "--total", "3000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = db.spawn(&["--config", cfg.to_str().unwrap(), "run"]);
+    let gen = db.spawn(&["generate", "--rate", "400", "--total", "3000"]);
     wait_until("some rows to replicate", Duration::from_secs(30), || {
         db.pg_i64("SELECT COUNT(*) FROM public.orders") >= 400
     });

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{signal, wait_output, wait_until, TestDb};
@@ -111,20 +110,8 @@ fn generator_honours_total_and_rate() {
 fn continuous_run_follows_the_generator_and_sigterm_commits_what_was_read() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
-    let run = db
-        .sluice()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let gen = db
-        .sluice()
-        .args(["generate", "--rate", "500", "--total", "1500"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = db.spawn(&["run"]);
+    let gen = db.spawn(&["generate", "--rate", "500", "--total", "1500"]);
     let gen_out = wait_output(gen, Duration::from_secs(60));
     assert!(gen_out.status.success());
     wait_until(
@@ -151,13 +138,7 @@ fn sigterm_mid_catch_up_commits_a_consistent_prefix_and_restart_resumes() {
     // Small batches so the catch-up takes long enough to be interrupted.
     let cfg = db.config("[pipeline]\nbatch_rows = 200\n");
     let cfg = cfg.to_str().unwrap();
-    let run = db
-        .sluice()
-        .args(["--config", cfg, "run"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = db.spawn(&["--config", cfg, "run"]);
     wait_until(
         "the first batches to commit",
         Duration::from_secs(30),
@@ -200,13 +181,7 @@ fn sigterm_mid_catch_up_commits_a_consistent_prefix_and_restart_resumes() {
 #[test]
 fn demo_prints_progress_and_stops_cleanly_on_ctrl_c() {
     let db = TestDb::new();
-    let demo = db
-        .sluice()
-        .args(["demo", "--rate", "200"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let demo = db.spawn(&["demo", "--rate", "200"]);
     wait_until(
         "the demo to replicate some rows",
         Duration::from_secs(30),
@@ -237,13 +212,7 @@ fn demo_prints_progress_and_stops_cleanly_on_ctrl_c() {
 fn a_second_process_on_the_same_table_is_refused() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
-    let first = db
-        .sluice()
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = db.spawn(&["run"]);
     wait_until(
         "the first process to claim the table",
         Duration::from_secs(30),

@@ -259,18 +259,7 @@ impl PgWriter {
             .iter()
             .map(|&i| quote_pg(&table.columns[i].name))
             .collect();
-        let updates: Vec<String> = table
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !table.primary_key.contains(i))
-            .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote_pg(&c.name)))
-            .collect();
-        let action = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
+        let action = conflict_action(&table);
         PgWriter {
             conn,
             copy_target: format!("COPY {target} ({col_list}) FROM STDIN"),
@@ -518,6 +507,23 @@ fn copy_error(table: &TableSchema, e: &sqlx::Error, rows: usize) -> Error {
             reason: err.to_string(),
         },
         _ => err,
+    }
+}
+
+/// `ON CONFLICT (pk)` action of an upsert: every non-key column takes the new value (or
+/// nothing to do when all columns are the key).
+pub fn conflict_action(table: &TableSchema) -> String {
+    let updates: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.primary_key.contains(i))
+        .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote_pg(&c.name)))
+        .collect();
+    if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
     }
 }
 

@@ -86,6 +86,16 @@ impl TestDb {
         cmd
     }
 
+    /// Starts `sluice <args>` in the background, its output captured.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.sluice()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs `sluice <args>` to completion (with a timeout) and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         let child = self
