@@ -323,9 +323,18 @@ pub fn demo(settings: Settings, rate: f64) -> Result<()> {
                 }
             }
         });
+        // Ctrl-C stops the generator first and gives the replicator a moment (many poll
+        // intervals) to copy the last orders, so the demo ends with both sides equal.
+        let grace = Duration::from_millis(
+            20 * settings.pipeline.poll_interval_ms + settings.safety_lag_ms + 500,
+        );
         let outcome = until_done(done_rx, || {
             generator.do_send(StopGenerator);
-            sup.do_send(Shutdown);
+            let sup = sup.clone();
+            actix::spawn(async move {
+                tokio::time::sleep(grace).await;
+                sup.do_send(Shutdown);
+            });
         })
         .await;
         printer.abort();
