@@ -156,27 +156,43 @@ pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
     Ok(plans)
 }
 
-/// Takes, for each table, a PostgreSQL session advisory lock on the target, held on the
-/// returned connection for the whole run: one sluice process replicates a table into a
-/// target at a time, and a second one is refused at start instead of interleaving
-/// watermarks.
-async fn claim_tables(settings: &Settings, plans: &[TablePlan]) -> Result<PgConnection> {
+/// Takes, for each configured table, a PostgreSQL session advisory lock on the target,
+/// held on the returned connection for the whole run: one sluice process replicates a table
+/// into a target at a time. With `standby`, a process that finds a table owned waits (as a
+/// hot standby) until the owner stops or dies, then takes over; without it, it is refused.
+/// Watermarks are loaded only after this, so a standby resumes where the owner stopped.
+async fn claim_tables(settings: &Settings, standby: bool) -> Result<PgConnection> {
     let mut conn =
         with_connect_retry(&settings.retry, || sink::connect(&settings.target_url)).await?;
-    for plan in plans {
-        let name = &plan.schema.name;
-        let got: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext('sluice:' || $2))")
-                .bind(ADVISORY_LOCK_SPACE)
-                .bind(name)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| Error::db(Side::Target, "taking the table's advisory lock", &e))?;
-        if !got {
-            return Err(Error::Other(format!(
-                "table {name:?} is already being replicated into this target by another sluice process \
-                 (it holds advisory lock ({ADVISORY_LOCK_SPACE}, hashtext('sluice:{name}'))); stop that process first"
-            )));
+    for t in &settings.tables {
+        let name = &t.name;
+        let mut waited = false;
+        loop {
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext('sluice:' || $2))")
+                    .bind(ADVISORY_LOCK_SPACE)
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| Error::db(Side::Target, "taking the table's advisory lock", &e))?;
+            if got {
+                if waited {
+                    info!(table = %name, "the owner has gone: taking over");
+                }
+                break;
+            }
+            if !standby {
+                return Err(Error::Other(format!(
+                    "table {name:?} is already being replicated into this target by another sluice process \
+                     (it holds advisory lock ({ADVISORY_LOCK_SPACE}, hashtext('sluice:{name}'))); stop that process first, \
+                     or start this one with `run` to stand by until it stops"
+                )));
+            }
+            if !waited {
+                info!(table = %name, "another sluice process owns this table; standing by until it stops");
+                waited = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     Ok(conn)
@@ -212,8 +228,8 @@ pub fn run(settings: Settings, once: bool) -> Result<RunOutcome> {
     actix::System::new().block_on(async move {
         let started = Instant::now();
         crate::http::start(&settings)?;
+        let _claim = claim_tables(&settings, !once).await?;
         let plans = prepare(&settings).await?;
-        let _claim = claim_tables(&settings, &plans).await?;
         plans
             .iter()
             .for_each(|p| crate::telemetry::register(&p.schema.name));
@@ -280,8 +296,8 @@ pub fn demo(settings: Settings, rate: f64) -> Result<()> {
     actix::System::new().block_on(async move {
         migrate(&settings).await?;
         crate::http::start(&settings)?;
+        let _claim = claim_tables(&settings, false).await?;
         let plans = prepare(&settings).await?;
-        let _claim = claim_tables(&settings, &plans).await?;
         plans
             .iter()
             .for_each(|p| crate::telemetry::register(&p.schema.name));

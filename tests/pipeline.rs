@@ -235,3 +235,42 @@ fn a_second_process_on_the_same_table_is_refused() {
     // Once the owner is gone, the table can be taken.
     db.ok(&["run", "--once"]);
 }
+
+#[test]
+fn a_standby_run_takes_over_when_the_owner_dies() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let mut owner = db.spawn(&["run"]);
+    wait_until(
+        "the owner to claim the table",
+        Duration::from_secs(30),
+        || {
+            db.pg_i64(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29548 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ) >= 1
+        },
+    );
+    let standby = db.spawn(&["run"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "500"]);
+    wait_until("the owner to replicate", Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") == 500
+    });
+    owner.kill().unwrap(); // SIGKILL: its session, and so its lock, ends with it
+    owner.wait().unwrap();
+    db.ok(&["generate", "--rate", "1000000", "--total", "700"]);
+    wait_until(
+        "the standby to take over and replicate",
+        Duration::from_secs(30),
+        || db.pg_i64("SELECT COUNT(*) FROM public.orders") == 1200,
+    );
+    signal(&standby, "TERM");
+    let out = wait_output(standby, Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("standing by") && err.contains("taking over"),
+        "{err}"
+    );
+    assert_eq!(db.assert_orders_equal(), 1200);
+}
