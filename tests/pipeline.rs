@@ -213,16 +213,7 @@ fn a_second_process_on_the_same_table_is_refused() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
     let first = db.spawn(&["run"]);
-    wait_until(
-        "the first process to claim the table",
-        Duration::from_secs(30),
-        || {
-            db.pg_i64(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29548 \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            ) >= 1
-        },
-    );
+    wait_for_owner(&db, "the first process");
     let out = db.run(&["run", "--once"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -241,16 +232,7 @@ fn a_standby_run_takes_over_when_the_owner_dies() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
     let mut owner = db.spawn(&["run"]);
-    wait_until(
-        "the owner to claim the table",
-        Duration::from_secs(30),
-        || {
-            db.pg_i64(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29548 \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            ) >= 1
-        },
-    );
+    wait_for_owner(&db, "the owner");
     let standby = db.spawn(&["run"]);
     db.ok(&["generate", "--rate", "1000000", "--total", "500"]);
     wait_until("the owner to replicate", Duration::from_secs(30), || {
@@ -273,4 +255,18 @@ fn a_standby_run_takes_over_when_the_owner_dies() {
         "{err}"
     );
     assert_eq!(db.assert_orders_equal(), 1200);
+}
+
+/// Waits until some sluice process holds a table's advisory lock in this test's database.
+fn wait_for_owner(db: &TestDb, who: &str) {
+    wait_until(
+        &format!("{who} to claim the table"),
+        Duration::from_secs(30),
+        || {
+            db.pg_i64(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29548 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ) >= 1
+        },
+    );
 }
