@@ -2,9 +2,13 @@
 # Steady-state lag: the generator inserts demo orders at RATE rows/s (created = the server's
 # NOW(6) as each insert statement starts) while `sluice run` replicates continuously. A
 # trigger on the target records clock_timestamp() as each row arrives; lag = arrival -
-# created. Prints p50/p95/p99/max per rate, and sluice's peak RSS.
+# created. Prints p50/p95/p99/max per rate, the p50 over the first and the last fifth of the
+# rows (equal when lag stays bounded, growing when sluice falls behind), the insert rate the
+# generators reached, and sluice's peak RSS.
 #
 #   benches/latency.sh [SECONDS] [RATE...]     (defaults: 20 s at 1000 rows/s, then 5000 rows/s)
+#   GENERATORS=4 benches/latency.sh 15 40000   (the rate split over 4 generator processes: one
+#                                               inserts at most ~20,000 rows/s here)
 #
 # Needs the local servers (scripts/services.sh); builds sluice in release mode.
 set -euo pipefail
@@ -15,6 +19,7 @@ shift || true
 RATES=("${@:-1000}")
 [ $# -gt 0 ] || RATES=(1000 5000)
 DB=sluice_latency
+GENERATORS=${GENERATORS:-1}
 MY=(mariadb -h127.0.0.1 -uroot)
 PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
 export PGOPTIONS='-c client_min_messages=warning'
@@ -40,7 +45,16 @@ for RATE in "${RATES[@]}"; do
     ( RUST_LOG=warn /usr/bin/time -f "%M" -o "$RSS_FILE" "$BIN" run >/dev/null ) &
     RUN_PID=$!
     sleep 1
-    RUST_LOG=warn "$BIN" generate --rate "$RATE" --total "$TOTAL" >/dev/null
+    GEN_START=$(date +%s.%N)
+    GEN_PIDS=()
+    for _ in $(seq 1 "$GENERATORS"); do
+        RUST_LOG=warn "$BIN" generate --rate "$(awk -v r="$RATE" -v g="$GENERATORS" 'BEGIN { print r / g }')" \
+            --total "$((TOTAL / GENERATORS))" >/dev/null &
+        GEN_PIDS+=($!)
+    done
+    wait "${GEN_PIDS[@]}"
+    TOTAL=$(( (TOTAL / GENERATORS) * GENERATORS ))
+    REACHED=$(awk -v n="$TOTAL" -v a="$GEN_START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", n / (b - a) }')
     # Wait (bounded) for the last rows to arrive, then stop sluice.
     for _ in $(seq 1 300); do
         got=$("${PG[@]}" -d "$DB" -At -c "SELECT count(*) FROM public.arrivals")
@@ -49,13 +63,16 @@ for RATE in "${RATES[@]}"; do
     done
     kill -TERM "$(pgrep -P $RUN_PID -f 'sluice run' || echo $RUN_PID)" 2>/dev/null || true
     wait $RUN_PID || true
-    echo "rate $RATE rows/s for ${SECONDS_PER_RATE}s: $got of $TOTAL rows arrived; peak RSS $(( $(cat "$RSS_FILE" 2>/dev/null || echo 0) / 1024 )) MiB"
+    echo "rate $RATE rows/s for ${SECONDS_PER_RATE}s ($GENERATORS generator(s), reached $REACHED rows/s): $got of $TOTAL rows arrived; peak RSS $(( $(cat "$RSS_FILE" 2>/dev/null || echo 0) / 1024 )) MiB"
     "${PG[@]}" -d "$DB" -c "
       SELECT round(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p50_ms,
              round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p95_ms,
              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p99_ms,
-             round(max(ms)::numeric, 1) AS max_ms
-      FROM (SELECT extract(epoch FROM a.arrived - (o.created AT TIME ZONE 'UTC')) * 1000 AS ms
+             round(max(ms)::numeric, 1) AS max_ms,
+             round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE fifth = 1))::numeric, 1) AS p50_first_fifth_ms,
+             round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE fifth = 5))::numeric, 1) AS p50_last_fifth_ms
+      FROM (SELECT extract(epoch FROM a.arrived - (o.created AT TIME ZONE 'UTC')) * 1000 AS ms,
+                   ntile(5) OVER (ORDER BY o.created) AS fifth
             FROM public.orders o JOIN public.arrivals a USING (order_id)) l"
     rm -f "$RSS_FILE"
 done

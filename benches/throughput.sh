@@ -3,7 +3,12 @@
 #   mariadb --quick … | psql -c '\copy … from stdin'
 # (and pgloader when installed) on the same N-row demo backlog, A/B/A/B, each into a fresh,
 # empty target table with its primary key. Prints rows/s of each run, the ratios, and
-# sluice's peak RSS.
+# sluice's peak RSS. Every run ends with the same table: all rows, primary key in place.
+#
+# sluice, on an empty target, defers the primary key ([pipeline] defer_key: it drops the key,
+# copies the backlog and builds the key once caught up), as pgloader does. So the raw pipe
+# is also timed that way, by hand ("raw pipe, key after": drop the key, pipe, ADD PRIMARY KEY),
+# to show what the strategy alone is worth.
 #
 #   benches/throughput.sh [ROWS] [ROUNDS]      (defaults: 1000000 rows, 2 rounds)
 #
@@ -68,6 +73,18 @@ run_pipe() {
     PIPE_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
 }
 
+run_pipe_key_after() {
+    fresh_target
+    "${PG[@]}" -d "$DB" -c "ALTER TABLE public.orders DROP CONSTRAINT orders_pkey"
+    local t0 t1
+    t0=$(now)
+    "${MY[@]}" --quick -N --batch "$DB" -e "SELECT order_id, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM orders" |
+        "${PG[@]}" -d "$DB" -c '\copy public.orders (order_id, created) from stdin'
+    "${PG[@]}" -d "$DB" -c "ALTER TABLE public.orders ADD PRIMARY KEY (order_id)"
+    t1=$(now)
+    AFTER_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
+}
+
 run_pgloader() {
     # pgloader creates its own schema named after the source database, then builds the
     # primary key after loading (its default).
@@ -81,22 +98,25 @@ run_pgloader() {
     PGLOADER_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
 }
 
-SLUICE_RATES=(); SLUICE_RSS=(); PIPE_RATES=(); PGLOADER_RATES=()
+SLUICE_RATES=(); SLUICE_RSS=(); PIPE_RATES=(); AFTER_RATES=(); PGLOADER_RATES=()
 for round in $(seq 1 "$ROUNDS"); do
     run_sluice; echo "round $round  sluice run --once  ${SLUICE_RATES[-1]} rows/s  peak RSS $((SLUICE_RSS[-1] / 1024)) MiB"
     run_pipe;   echo "round $round  raw pipe           ${PIPE_RATES[-1]} rows/s"
+    run_pipe_key_after; echo "round $round  raw pipe, key after ${AFTER_RATES[-1]} rows/s"
     if command -v pgloader >/dev/null; then
         run_pgloader; echo "round $round  pgloader           ${PGLOADER_RATES[-1]} rows/s"
     fi
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-S=$(median "${SLUICE_RATES[@]}"); P=$(median "${PIPE_RATES[@]}")
+S=$(median "${SLUICE_RATES[@]}"); P=$(median "${PIPE_RATES[@]}"); A=$(median "${AFTER_RATES[@]}")
 echo
 echo "rows: $ROWS, rounds: $ROUNDS (medians)"
 echo "sluice run --once : $S rows/s, peak RSS $(( $(printf '%s\n' "${SLUICE_RSS[@]}" | sort -n | tail -1) / 1024 )) MiB"
 echo "raw pipe          : $P rows/s"
+echo "raw pipe, key after: $A rows/s"
 awk -v s="$S" -v p="$P" 'BEGIN { printf "ratio sluice / raw pipe : %.2fx\n", s / p }'
+awk -v s="$S" -v a="$A" 'BEGIN { printf "ratio sluice / raw pipe, key after: %.2fx\n", s / a }'
 if [ ${#PGLOADER_RATES[@]} -gt 0 ]; then
     G=$(median "${PGLOADER_RATES[@]}")
     echo "pgloader          : $G rows/s"

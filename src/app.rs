@@ -146,11 +146,30 @@ pub async fn prepare(settings: &Settings) -> Result<Vec<TablePlan>> {
             settings.zero_dates,
         )
         .await?;
-        sink::ensure_table(&mut tgt, &settings.target_schema, &schema).await?;
+        let mut deferred_key = sink::deferred_key(&mut tgt, &schema.name).await?;
+        sink::ensure_table(
+            &mut tgt,
+            &settings.target_schema,
+            &schema,
+            deferred_key.is_some(),
+        )
+        .await?;
         let start = sink::load_position(&mut tgt, &schema).await?;
+        if start.is_none() && deferred_key.is_none() && settings.pipeline.defer_key {
+            let rows = mysql::estimate_rows(&mut src, &schema.name).await?;
+            deferred_key = sink::defer_key(
+                &mut tgt,
+                &settings.target_schema,
+                &schema,
+                rows,
+                settings.pipeline.defer_key_min_rows,
+            )
+            .await?;
+        }
         plans.push(TablePlan {
             schema: Arc::new(schema),
             start,
+            deferred_key,
         });
     }
     Ok(plans)

@@ -72,6 +72,13 @@ pub struct Pipeline {
     /// Batches that may wait between the batcher and the writer (the row channel between
     /// poller and batcher holds one page of rows).
     pub channel_capacity: usize,
+    /// Initial load with the key deferred: when a table has no watermark yet, its target
+    /// table is empty and the source holds at least `defer_key_min_rows` rows (InnoDB's
+    /// estimate), the target's primary key is dropped, the backlog is copied without index
+    /// maintenance, and the key is built again once the source is caught up.
+    pub defer_key: bool,
+    /// The smallest backlog (source rows, estimated) for which `defer_key` applies.
+    pub defer_key_min_rows: u64,
 }
 
 impl Default for Pipeline {
@@ -82,6 +89,8 @@ impl Default for Pipeline {
             poll_interval_ms: 25,
             channel_capacity: 1,
             on_bad_row: OnBadRow::Stop,
+            defer_key: true,
+            defer_key_min_rows: 100_000,
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Points: `after_read` (a page was read, nothing sent on), `before_commit` (a batch and its
 //! watermark were written, the transaction is not committed), `after_commit` (committed, not
-//! yet reported).
+//! yet reported), `before_key_commit` (an initial load's deferred primary key is built, the
+//! transaction is not committed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

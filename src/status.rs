@@ -26,6 +26,9 @@ pub struct TableStatus {
     pub last_commit: DateTime<Utc>,
     pub lag_seconds: Option<f64>,
     pub last_error: Option<String>,
+    /// The initial load is still running with the table's primary key deferred (it is
+    /// built once the source is caught up).
+    pub initial_load: bool,
 }
 
 /// The whole answer.
@@ -40,7 +43,8 @@ pub struct Status {
 pub async fn collect(settings: &Settings) -> Result<Status> {
     let mut pg = crate::sink::connect(&settings.target_url).await?;
     let rows = sqlx::query(
-        "SELECT table_name, key_columns, position, rows_replicated, updated_at, last_error \
+        "SELECT table_name, key_columns, position, rows_replicated, updated_at, last_error, \
+                deferred_key IS NOT NULL \
          FROM sluice.replication_state ORDER BY table_name",
     )
     .fetch_all(&mut pg)
@@ -111,6 +115,7 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
             last_commit: r.try_get(4).map_err(get)?,
             lag_seconds,
             last_error: r.try_get(5).map_err(get)?,
+            initial_load: r.try_get(6).map_err(get)?,
         });
     }
     Ok(out)
@@ -144,9 +149,14 @@ pub fn describe(t: &TableStatus) -> String {
         ),
     };
     format!(
-        "{}: {} rows replicated, watermark {wm}, lag {}, last commit {}, last error {}",
+        "{}: {} rows replicated{}, watermark {wm}, lag {}, last commit {}, last error {}",
         t.table,
         t.rows_replicated,
+        if t.initial_load {
+            " (initial load: primary key deferred until caught up)"
+        } else {
+            ""
+        },
         t.lag_seconds
             .map_or("unknown".to_string(), |l| format!("{l:.3} s")),
         t.last_commit.format("%Y-%m-%d %H:%M:%S%.3f UTC"),

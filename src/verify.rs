@@ -517,6 +517,17 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
         settings.zero_dates,
     )
     .await?;
+    if repair
+        && crate::sink::deferred_key(&mut pg, &t.name)
+            .await
+            .unwrap_or(None)
+            .is_some()
+    {
+        return Err(Error::Other(format!(
+            "table {:?} is in its initial load: its target has no primary key until `sluice run` catches up and builds it, and a repair needs it; let the run finish the load (`sluice status` says when), then repair",
+            t.name
+        )));
+    }
     let p = Plan::new(&t, &settings.target_schema);
     let mut report = TableReport {
         table: t.name.clone(),

@@ -28,6 +28,12 @@ pub struct Model {
     pub updated_at: DateTimeWithTimeZone,
     /// The last error that stopped or delayed this table's pipeline, cleared by the next commit.
     pub last_error: Option<String>,
+    /// During an initial load into an empty target table: the name of the primary-key
+    /// constraint sluice dropped so the backlog loads without index maintenance. It is
+    /// built again (duplicates from rows updated mid-load resolved to their newest
+    /// version) in the transaction that clears this, once the source is caught up.
+    /// NULL otherwise.
+    pub deferred_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

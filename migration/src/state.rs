@@ -10,7 +10,11 @@ pub struct State;
 
 impl MigratorTraitSelf for State {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateState), Box::new(CreateDeadLetters)]
+        vec![
+            Box::new(CreateState),
+            Box::new(CreateDeadLetters),
+            Box::new(AddDeferredKey),
+        ]
     }
     fn migration_table_name(&self) -> DynIden {
         "state_migrations".into_iden()
@@ -89,6 +93,40 @@ impl MigrationTrait for CreateDeadLetters {
         manager
             .get_connection()
             .execute_unprepared("DROP TABLE IF EXISTS sluice.dead_letters")
+            .await?;
+        Ok(())
+    }
+}
+
+/// `replication_state.deferred_key`: during an initial load into an empty target table,
+/// the name of the primary-key constraint sluice dropped so rows load without index
+/// maintenance; NULL once the key is built again (see the entity).
+struct AddDeferredKey;
+
+impl MigrationName for AddDeferredKey {
+    fn name(&self) -> &str {
+        "m20261125_000004_add_deferred_key"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddDeferredKey {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE sluice.replication_state ADD COLUMN IF NOT EXISTS deferred_key text",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE sluice.replication_state DROP COLUMN IF EXISTS deferred_key",
+            )
             .await?;
         Ok(())
     }

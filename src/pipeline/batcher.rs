@@ -22,21 +22,42 @@ pub struct BatcherConfig {
 pub struct Batcher {
     cfg: BatcherConfig,
     done: bool,
+    /// `CaughtUp` was passed on and no batch has been sent since: an idle source's
+    /// repeated caught-up flushes are passed on once.
+    caught_up_sent: bool,
+}
+
+/// One collected batch and what ended it.
+struct Collected {
+    rows: Vec<crate::value::Row>,
+    /// The source said it is caught up.
+    caught_up: bool,
+    /// The stream ended.
+    ended: bool,
 }
 
 impl Batcher {
     pub fn new(cfg: BatcherConfig) -> Self {
-        Batcher { cfg, done: false }
+        Batcher {
+            cfg,
+            done: false,
+            caught_up_sent: false,
+        }
     }
 
-    /// Collects one batch. Returns it (possibly empty) and whether the stream ended.
-    fn collect(&self) -> (Vec<crate::value::Row>, bool) {
+    /// Collects one batch (possibly empty).
+    fn collect(&self) -> Collected {
         let mut rows = Vec::new();
+        let end = |rows, caught_up, ended| Collected {
+            rows,
+            caught_up,
+            ended,
+        };
         // Wait as long as it takes for the first row; the linger clock starts there.
         let first = match self.cfg.rows.recv() {
             Ok(RowMsg::Row(r)) => r,
-            Ok(RowMsg::Flush) => return (rows, false),
-            Ok(RowMsg::End) | Err(_) => return (rows, true),
+            Ok(RowMsg::Flush { caught_up }) => return end(rows, caught_up, false),
+            Ok(RowMsg::End) | Err(_) => return end(rows, false, true),
         };
         rows.reserve(self.cfg.batch_rows.min(65_536));
         rows.push(first);
@@ -44,11 +65,14 @@ impl Batcher {
         while rows.len() < self.cfg.batch_rows {
             match self.cfg.rows.recv_deadline(deadline) {
                 Ok(RowMsg::Row(r)) => rows.push(r),
-                Ok(RowMsg::Flush) | Err(RecvTimeoutError::Timeout) => break,
-                Ok(RowMsg::End) | Err(RecvTimeoutError::Disconnected) => return (rows, true),
+                Ok(RowMsg::Flush { caught_up }) => return end(rows, caught_up, false),
+                Err(RecvTimeoutError::Timeout) => break,
+                Ok(RowMsg::End) | Err(RecvTimeoutError::Disconnected) => {
+                    return end(rows, false, true)
+                }
             }
         }
-        (rows, false)
+        end(rows, false, false)
     }
 }
 
@@ -68,7 +92,11 @@ impl Handler<NextBatch> for Batcher {
         if self.done {
             return;
         }
-        let (rows, ended) = self.collect();
+        let Collected {
+            rows,
+            caught_up,
+            ended,
+        } = self.collect();
         if let Some(last) = rows.last() {
             let position = self.cfg.table.key_of(last);
             if self
@@ -81,6 +109,14 @@ impl Handler<NextBatch> for Batcher {
                 return;
             }
             crate::telemetry::batch_queued(&self.cfg.table.name, self.cfg.batches.len());
+            self.caught_up_sent = false;
+        }
+        if caught_up && !self.caught_up_sent {
+            if self.cfg.batches.send(BatchMsg::CaughtUp).is_err() {
+                self.done = true;
+                return;
+            }
+            self.caught_up_sent = true;
         }
         if ended {
             self.done = true;

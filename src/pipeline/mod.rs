@@ -32,8 +32,11 @@ use crate::value::{Row, Value};
 #[derive(Debug)]
 pub enum RowMsg {
     Row(Row),
-    /// The source is caught up: write what you hold now rather than waiting for the linger.
-    Flush,
+    /// Write what you hold now rather than waiting for the linger: the source is caught up
+    /// (`caught_up`), or a row of an open transaction holds the next page back.
+    Flush {
+        caught_up: bool,
+    },
     /// No more rows will come: flush and pass `End` on.
     End,
 }
@@ -49,6 +52,9 @@ pub struct Batch {
 #[derive(Debug)]
 pub enum BatchMsg {
     Batch(Batch),
+    /// Every row read so far is in the batches sent before this one and the source had no
+    /// more: the moment an initial load builds its deferred primary key.
+    CaughtUp,
     End,
 }
 

@@ -82,7 +82,9 @@ impl Poller {
         }
         crate::telemetry::rows_read(table, n, page.caught_up, self.cfg.rows.len());
         if page.caught_up || page.held {
-            let _ = self.cfg.rows.send(RowMsg::Flush);
+            let _ = self.cfg.rows.send(RowMsg::Flush {
+                caught_up: page.caught_up,
+            });
         }
         Ok(Polled {
             caught_up: page.caught_up,

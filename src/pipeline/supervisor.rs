@@ -52,6 +52,8 @@ pub struct RunOutcome {
 pub struct TablePlan {
     pub schema: Arc<TableSchema>,
     pub start: Option<Vec<Value>>,
+    /// The primary-key constraint an initial load dropped, to build once caught up.
+    pub deferred_key: Option<String>,
 }
 
 pub struct Supervisor {
@@ -131,6 +133,7 @@ impl Supervisor {
             target_schema: self.settings.target_schema.clone(),
             retry: self.settings.retry.clone(),
             on_bad_row: p.on_bad_row,
+            deferred_key: plan.deferred_key.clone(),
             batches: batch_rx,
             events: me.recipient(),
         };
@@ -147,6 +150,9 @@ impl Supervisor {
                 "replicating, resuming after the stored watermark"
             ),
             None => info!(table = %plan.schema.name, "replicating from the beginning"),
+        }
+        if let Some(key) = &plan.deferred_key {
+            info!(table = %plan.schema.name, constraint = %key, "initial load: the target's primary key is deferred, and built once the source is caught up");
         }
         StageAddrs {
             _poller: poller,

@@ -21,6 +21,8 @@ pub struct WriterConfig {
     pub target_schema: String,
     pub retry: Retry,
     pub on_bad_row: OnBadRow,
+    /// The primary-key constraint an initial load dropped: built at the first `CaughtUp`.
+    pub deferred_key: Option<String>,
     pub batches: Receiver<BatchMsg>,
     pub events: Recipient<Event>,
 }
@@ -33,11 +35,25 @@ pub struct Writer {
     /// past the committed watermark, so a restart reads them again).
     failed: bool,
     done: bool,
+    /// Still to build (see [`WriterConfig::deferred_key`]); `None` once built.
+    deferred_key: Option<String>,
+}
+
+/// One unit of target work, retried as a whole.
+enum Job<'a> {
+    Write(&'a Batch),
+    BuildKey,
+}
+
+enum Done {
+    Written(sink::WriteOutcome),
+    KeyBuilt(Option<sink::KeyBuilt>),
 }
 
 impl Writer {
     pub fn new(cfg: WriterConfig) -> Self {
         Writer {
+            deferred_key: cfg.deferred_key.clone(),
             cfg,
             rt: stage_runtime(),
             sink: None,
@@ -46,7 +62,7 @@ impl Writer {
         }
     }
 
-    fn write_once(&mut self, batch: &Batch) -> Result<sink::WriteOutcome> {
+    fn attempt(&mut self, job: &Job) -> Result<Done> {
         if self.sink.is_none() {
             let conn = self.rt.block_on(sink::connect(&self.cfg.target_url))?;
             self.sink = Some(PgWriter::new(
@@ -54,34 +70,33 @@ impl Writer {
                 self.cfg.table.clone(),
                 &self.cfg.target_schema,
                 self.cfg.on_bad_row,
+                self.deferred_key.clone(),
             ));
         }
         let sink = self.sink.as_mut().expect("connected above");
-        self.rt.block_on(sink.write(&batch.rows, &batch.position))
+        match job {
+            Job::Write(batch) => self
+                .rt
+                .block_on(sink.write(&batch.rows, &batch.position))
+                .map(Done::Written),
+            Job::BuildKey => {
+                let built = self.rt.block_on(sink.build_key())?;
+                if built.is_some() {
+                    self.deferred_key = None;
+                }
+                Ok(Done::KeyBuilt(built))
+            }
+        }
     }
 
-    /// Writes a batch, retrying transient errors until it commits or fails for good.
-    fn write(&mut self, batch: Batch) {
+    /// Runs a job, retrying transient errors until it succeeds or fails for good. A
+    /// permanent failure is recorded, reported to the supervisor, and stops the table.
+    fn run(&mut self, job: Job) -> Option<Done> {
         let table = self.cfg.table.name.clone();
         let mut backoff = Backoff::new(&self.cfg.retry);
         loop {
-            let started = std::time::Instant::now();
-            match self.write_once(&batch) {
-                Ok(outcome) => {
-                    crate::telemetry::write_seconds(&table, started.elapsed());
-                    crate::failpoint::hit("after_commit");
-                    debug!(table = %table, rows = outcome.rows, merged = outcome.merged, "batch committed");
-                    let newest = batch.position.first().and_then(|v| v.as_utc());
-                    self.cfg.events.do_send(Event::Committed {
-                        table,
-                        rows: outcome.rows,
-                        merged: outcome.merged,
-                        dead_lettered: outcome.dead_lettered,
-                        newest,
-                        committed_at: Utc::now(),
-                    });
-                    return;
-                }
+            match self.attempt(&job) {
+                Ok(done) => return Some(done),
                 Err(e) if e.is_retryable() => {
                     // The connection may be broken; a fresh one is opened for the retry.
                     self.sink = None;
@@ -110,10 +125,49 @@ impl Writer {
                         exit_code: e.exit_code(),
                         error: e.to_string(),
                     });
-                    return;
+                    return None;
                 }
             }
         }
+    }
+
+    /// Builds the initial load's deferred primary key, if there is one.
+    fn build_key(&mut self) {
+        if self.deferred_key.is_none() {
+            return;
+        }
+        let table = self.cfg.table.name.clone();
+        info!(table = %table, "caught up: building the primary key deferred by the initial load");
+        let started = std::time::Instant::now();
+        if let Some(Done::KeyBuilt(Some(built))) = self.run(Job::BuildKey) {
+            info!(
+                table = %table,
+                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                older_copies_removed = built.duplicates_removed,
+                "primary key built: the initial load is over"
+            );
+        }
+    }
+
+    /// Writes a batch, retrying transient errors until it commits or fails for good.
+    fn write(&mut self, batch: Batch) {
+        let table = self.cfg.table.name.clone();
+        let started = std::time::Instant::now();
+        let Some(Done::Written(outcome)) = self.run(Job::Write(&batch)) else {
+            return;
+        };
+        crate::telemetry::write_seconds(&table, started.elapsed());
+        crate::failpoint::hit("after_commit");
+        debug!(table = %table, rows = outcome.rows, merged = outcome.merged, "batch committed");
+        let newest = batch.position.first().and_then(|v| v.as_utc());
+        self.cfg.events.do_send(Event::Committed {
+            table,
+            rows: outcome.rows,
+            merged: outcome.merged,
+            dead_lettered: outcome.dead_lettered,
+            newest,
+            committed_at: Utc::now(),
+        });
     }
 }
 
@@ -140,8 +194,17 @@ impl Handler<WriteNext> for Writer {
                 }
                 ctx.address().do_send(WriteNext);
             }
+            Ok(BatchMsg::CaughtUp) => {
+                if !self.failed {
+                    self.build_key();
+                }
+                ctx.address().do_send(WriteNext);
+            }
             Ok(BatchMsg::End) | Err(_) => {
                 self.done = true;
+                if self.deferred_key.is_some() && !self.failed {
+                    info!(table = %self.cfg.table.name, "stopped before the initial load caught up: the primary key stays deferred, and the next run goes on loading and then builds it");
+                }
                 info!(table = %self.cfg.table.name, "writer finished");
                 self.cfg.events.do_send(Event::Finished {
                     table: self.cfg.table.name.clone(),

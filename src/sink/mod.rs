@@ -56,11 +56,12 @@ fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
 /// Creates the target table from the source schema when it is missing; when it exists,
 /// checks it has the same columns in the same order, types that hold every source value
 /// ([`target_type_accepts`]), no NOT NULL where the source allows NULL, and a unique key on
-/// the primary key.
+/// the primary key (unless `key_deferred`: an initial load dropped it, see [`defer_key`]).
 pub async fn ensure_table(
     conn: &mut PgConnection,
     target_schema: &str,
     t: &TableSchema,
+    key_deferred: bool,
 ) -> Result<()> {
     let existing: Vec<(String, String, bool)> = sqlx::query_as(
         "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
@@ -154,6 +155,9 @@ pub async fn ensure_table(
             )));
         }
     }
+    if key_deferred {
+        return Ok(());
+    }
     let pk: Vec<String> = t
         .primary_key
         .iter()
@@ -218,6 +222,112 @@ pub async fn load_position(conn: &mut PgConnection, t: &TableSchema) -> Result<O
     }
 }
 
+/// The primary-key constraint an unfinished initial load of `table` dropped (stored in
+/// `sluice.replication_state.deferred_key`), if any.
+pub async fn deferred_key(conn: &mut PgConnection, table: &str) -> Result<Option<String>> {
+    let name: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT deferred_key FROM sluice.replication_state WHERE table_name = $1",
+    )
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(tgt(format!("reading the load state of {table:?}")))?;
+    Ok(name.flatten())
+}
+
+/// Starts an initial load with the primary key deferred, when it applies: `table` has no
+/// watermark (checked by the caller), its target table is empty, its primary key is a
+/// constraint no foreign key depends on, and the source holds at least `min_rows` rows.
+/// Drops the key and records its name in `sluice.replication_state` in one transaction;
+/// returns the name. The backlog then loads by plain COPY without index maintenance and
+/// [`PgWriter::build_key`] builds the key once the source is caught up.
+pub async fn defer_key(
+    conn: &mut PgConnection,
+    target_schema: &str,
+    t: &TableSchema,
+    source_rows: u64,
+    min_rows: u64,
+) -> Result<Option<String>> {
+    if source_rows < min_rows {
+        return Ok(None);
+    }
+    let name = qualified(target_schema, &t.name);
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(tgt("beginning the initial-load transaction"))?;
+    // Nobody may add rows between the emptiness check and the drop.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt(format!("locking {name} for the initial load")))?;
+    let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM {name})"
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(tgt(format!("checking whether {name} is empty")))?;
+    if !empty {
+        return Ok(None);
+    }
+    // The key constraint, unless another table's foreign key references it (dropping it
+    // would drop theirs).
+    let constraint: Option<(String, bool)> = sqlx::query_as(
+        "SELECT c.conname::text, EXISTS (SELECT 1 FROM pg_constraint f \
+                WHERE f.contype = 'f' AND f.confrelid = c.conrelid) \
+         FROM pg_constraint c WHERE c.conrelid = $1::text::regclass AND c.contype = 'p'",
+    )
+    .bind(&name)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(tgt(format!("reading the primary key of {name}")))?;
+    let constraint = match constraint {
+        Some((c, false)) => c,
+        Some((c, true)) => {
+            tracing::info!(table = %t.name, constraint = %c, "a foreign key references the target's primary key: the initial load keeps it");
+            return Ok(None);
+        }
+        None => return Ok(None),
+    };
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER TABLE {name} DROP CONSTRAINT {}",
+        quote_pg(&constraint)
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt(format!(
+        "dropping the primary key of {name} for the initial load"
+    )))?;
+    sqlx::query(
+        "INSERT INTO sluice.replication_state AS s (table_name, key_columns, deferred_key) \
+         VALUES ($1, $2, $3) ON CONFLICT (table_name) DO UPDATE SET \
+           key_columns = EXCLUDED.key_columns, deferred_key = EXCLUDED.deferred_key",
+    )
+    .bind(&t.name)
+    .bind(serde_json::to_value(t.key_names()).expect("names serialise"))
+    .bind(&constraint)
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt(
+        "recording the initial load in sluice.replication_state",
+    ))?;
+    tx.commit()
+        .await
+        .map_err(tgt("committing the start of the initial load"))?;
+    tracing::info!(table = %t.name, source_rows_estimated = source_rows, constraint = %constraint, "initial load into an empty table: primary key dropped while the backlog loads");
+    Ok(Some(constraint))
+}
+
+/// What [`PgWriter::build_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyBuilt {
+    /// Older copies of rows updated during the load (a row whose cursor moved is read again),
+    /// removed so the key could be built.
+    pub duplicates_removed: u64,
+}
+
 /// What a committed batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
@@ -242,6 +352,12 @@ pub struct PgWriter {
     cooldown: u32,
     buf: Vec<u8>,
     on_bad_row: OnBadRow,
+    /// The primary-key constraint dropped for the initial load, while it is not built
+    /// again: batches are plain COPYs (nothing can conflict without the key).
+    deferred_key: Option<String>,
+    /// `INSERT … SELECT` from the stage, without `ON CONFLICT` (no key to conflict on).
+    insert_stage: String,
+    target: String,
 }
 
 impl PgWriter {
@@ -250,6 +366,7 @@ impl PgWriter {
         table: Arc<TableSchema>,
         target_schema: &str,
         on_bad_row: OnBadRow,
+        deferred_key: Option<String>,
     ) -> Self {
         let target = qualified(target_schema, &table.name);
         let cols: Vec<String> = table.columns.iter().map(|c| quote_pg(&c.name)).collect();
@@ -273,10 +390,15 @@ impl PgWriter {
             create_stage: format!(
                 "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE {target}) ON COMMIT DELETE ROWS"
             ),
+            insert_stage: format!(
+                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM pg_temp.sluice_stage"
+            ),
             stage_ready: false,
             cooldown: 0,
             buf: Vec::new(),
             on_bad_row,
+            deferred_key,
+            target,
             table,
         }
     }
@@ -294,7 +416,19 @@ impl PgWriter {
         let mut merged = false;
         let mut direct_done = false;
         let mut dead_lettered = 0;
-        if self.cooldown == 0 {
+        if self.deferred_key.is_some() {
+            // No index to keep: the order does not matter.
+            self.buf.clear();
+            encode_copy_rows(rows.iter(), &mut self.buf);
+            savepoint(&mut tx, "SAVEPOINT sluice_direct").await?;
+            match copy(&mut tx, &self.copy_target, &self.buf).await {
+                Ok(_) => direct_done = true,
+                Err(e) if is_data_error(&e) => {
+                    savepoint(&mut tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
+                }
+                Err(e) => return Err(copy_error(&self.table, &e, rows.len())),
+            }
+        } else if self.cooldown == 0 {
             self.buf.clear();
             encode_copy_rows(sorted_by_key(&self.table, rows), &mut self.buf);
             savepoint(&mut tx, "SAVEPOINT sluice_direct").await?;
@@ -325,7 +459,11 @@ impl PgWriter {
             let m = Merge {
                 table: &self.table,
                 copy_stage: &self.copy_stage,
-                merge: &self.merge,
+                merge: if self.deferred_key.is_some() {
+                    &self.insert_stage
+                } else {
+                    &self.merge
+                },
                 on_bad_row: self.on_bad_row,
             };
             dead_lettered = Self::merge_isolating(&m, &mut self.buf, &mut tx, &unique).await?;
@@ -474,6 +612,109 @@ impl PgWriter {
         .await
         .map_err(tgt("writing to sluice.dead_letters"))?;
         Ok(())
+    }
+
+    /// True while the initial load's primary key is still to be built.
+    pub fn key_deferred(&self) -> bool {
+        self.deferred_key.is_some()
+    }
+
+    /// Ends an initial load: builds the primary key dropped by [`defer_key`] and clears
+    /// `deferred_key`, in one transaction, so a crash leaves either the load still running
+    /// or the key in place. Rows updated during the load were read again (their cursor
+    /// moved) and so are present twice: if the index finds duplicates, every copy but the
+    /// one with the greatest cursor is deleted first. The index is built with `CREATE
+    /// UNIQUE INDEX` (readers of the target go on reading meanwhile) and then becomes the
+    /// constraint. Does nothing when no key is deferred.
+    pub async fn build_key(&mut self) -> Result<Option<KeyBuilt>> {
+        let Some(constraint) = self.deferred_key.clone() else {
+            return Ok(None);
+        };
+        let name = self.table.name.clone();
+        let t = &self.table;
+        let target = &self.target;
+        let pk: Vec<String> = t
+            .primary_key
+            .iter()
+            .map(|&i| quote_pg(&t.columns[i].name))
+            .collect();
+        let cursor: Vec<String> = t
+            .cursor
+            .iter()
+            .map(|&i| quote_pg(&t.columns[i].name))
+            .collect();
+        let of = |alias: &str, cols: &[String]| {
+            cols.iter()
+                .map(|c| format!("{alias}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let index = quote_pg(&constraint);
+        let create = format!(
+            "CREATE UNIQUE INDEX {index} ON {target} ({})",
+            pk.join(", ")
+        );
+        let same_key = pk
+            .iter()
+            .map(|c| format!("a.{c} = b.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let (ac, bc) = (of("a", &cursor), of("b", &cursor));
+        let dedupe = format!(
+            "DELETE FROM {target} a USING {target} b WHERE {same_key} \
+               AND (ROW({ac}) < ROW({bc}) \
+                    OR (ROW({ac}) IS NOT DISTINCT FROM ROW({bc}) AND a.ctid < b.ctid))"
+        );
+        let mut tx = self
+            .conn
+            .begin()
+            .await
+            .map_err(tgt(format!("beginning the key build of {name:?}")))?;
+        savepoint(&mut tx, "SAVEPOINT sluice_key").await?;
+        let mut duplicates_removed = 0;
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(create.as_str()))
+            .execute(&mut *tx)
+            .await
+        {
+            if sqlstate(&e).as_deref() != Some(UNIQUE_VIOLATION) {
+                return Err(Error::db(
+                    Side::Target,
+                    format!("building the primary key of {target}"),
+                    &e,
+                ));
+            }
+            savepoint(&mut tx, "ROLLBACK TO SAVEPOINT sluice_key").await?;
+            duplicates_removed = sqlx::raw_sql(AssertSqlSafe(dedupe))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!(
+                    "removing older copies of updated rows from {target}"
+                )))?
+                .rows_affected();
+            sqlx::raw_sql(AssertSqlSafe(create.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!("building the primary key of {target}")))?;
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {target} ADD CONSTRAINT {index} PRIMARY KEY USING INDEX {index}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(tgt(format!("making {index} the primary key of {target}")))?;
+        sqlx::query(
+            "UPDATE sluice.replication_state SET deferred_key = NULL WHERE table_name = $1",
+        )
+        .bind(&name)
+        .execute(&mut *tx)
+        .await
+        .map_err(tgt("ending the initial load in sluice.replication_state"))?;
+        crate::failpoint::hit("before_key_commit");
+        tx.commit()
+            .await
+            .map_err(tgt(format!("committing the primary key of {target}")))?;
+        self.deferred_key = None;
+        Ok(Some(KeyBuilt { duplicates_removed }))
     }
 
     /// Records an error against the table in the state table, for `status`.

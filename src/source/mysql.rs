@@ -284,6 +284,26 @@ fn zero_date_reason(t: &TableSchema, i: usize) -> String {
     format!("it holds a zero date (year, month or day 0), which PostgreSQL cannot store; {fix}")
 }
 
+/// The number of rows in a table as InnoDB estimates it (`information_schema.TABLES`):
+/// free to ask, and close enough to decide how to load a backlog.
+pub async fn estimate_rows(conn: &mut MySqlConnection, table: &str) -> Result<u64> {
+    let rows: Option<Option<u64>> = sqlx::query_scalar(
+        "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| {
+        Error::db(
+            Side::Source,
+            format!("estimating the rows of {table:?}"),
+            &e,
+        )
+    })?;
+    Ok(rows.flatten().unwrap_or(0))
+}
+
 /// Reads a table in keyset order past a watermark, one page per [`Source::read`].
 pub struct KeysetPoller {
     conn: MySqlConnection,
