@@ -1,12 +1,12 @@
 //! Micro-benchmarks of the per-row hot path that does not need a server: encoding rows into
-//! PostgreSQL's COPY text format (what the writer sends), and a watermark to JSON (what it
-//! stores per batch).
+//! PostgreSQL's COPY text and binary formats (what the writer sends), and a watermark to
+//! JSON (what it stores per batch).
 //!
 //!     cargo bench --bench codec
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice::value::{encode_copy_rows, Row, Value};
+use sluice::value::{encode_copy_binary, encode_copy_rows, BinType, Row, Value};
 use std::hint::black_box;
 
 fn demo_rows(n: usize) -> Vec<Row> {
@@ -57,6 +57,19 @@ fn encode(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    let mut g = c.benchmark_group("copy_binary");
+    let rows = demo_rows(10_000);
+    let types = [BinType::Text, BinType::Timestamp];
+    g.throughput(Throughput::Elements(rows.len() as u64));
+    let mut buf = Vec::with_capacity(1 << 20);
+    g.bench_function("orders_10k", |b| {
+        b.iter(|| {
+            buf.clear();
+            assert!(encode_copy_binary(black_box(&rows), &types, &mut buf));
+            black_box(buf.len())
+        })
+    });
     g.finish();
 }
 

@@ -79,6 +79,20 @@ pub struct Pipeline {
     pub defer_key: bool,
     /// The smallest backlog (source rows, estimated) for which `defer_key` applies.
     pub defer_key_min_rows: u64,
+    /// COPY format: binary when every target column's type allows it (`auto`), or text.
+    pub copy_format: CopyFormat,
+}
+
+/// `[pipeline] copy_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFormat {
+    /// COPY binary for tables whose every target column is boolean, an integer, a float,
+    /// text/varchar/json/jsonb, bytea, date or timestamp; COPY text otherwise.
+    #[default]
+    Auto,
+    /// Always COPY text.
+    Text,
 }
 
 impl Default for Pipeline {
@@ -91,6 +105,7 @@ impl Default for Pipeline {
             on_bad_row: OnBadRow::Stop,
             defer_key: true,
             defer_key_min_rows: 100_000,
+            copy_format: CopyFormat::Auto,
         }
     }
 }

@@ -2,9 +2,12 @@
 //! otherwise one plain log line per table every `SLUICE_PROGRESS_MS` (default 10,000 ms)
 //! while rows move, and a last one when the run ends.
 //!
-//! The total is an estimate taken once at start: source rows minus target rows
-//! (`COUNT(*)` on each side). Rows that are updates of replicated rows are counted as
-//! progress too, so a bar may end past 100%.
+//! The total is an estimate taken once at start: source rows minus target rows. Counting a
+//! large table would cost a full index scan on each side while the load runs, so a side
+//! holding more than [`COUNT_BELOW`] rows by its statistics (InnoDB's `TABLE_ROWS`,
+//! PostgreSQL's `reltuples`) is taken at that estimate; smaller ones are counted. Rows that
+//! are updates of replicated rows are counted as progress too, so a bar may end past 100%
+//! (it grows to fit).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -17,6 +20,9 @@ use tracing::info;
 use crate::config::Settings;
 use crate::source::schema::{quote_mysql, quote_pg};
 
+/// Tables whose statistics say they hold fewer rows than this are counted exactly.
+const COUNT_BELOW: i64 = 100_000;
+
 /// Rows still to replicate per table, estimated (`None` when a count failed).
 async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
     let mut out = BTreeMap::new();
@@ -26,23 +32,38 @@ async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, O
         return out;
     };
     for t in tables {
-        let src = sqlx::query(AssertSqlSafe(format!(
-            "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
-            quote_mysql(t)
-        )))
-        .fetch_one(&mut my)
-        .await
-        .ok()
-        .and_then(|r| r.try_get::<i64, _>(0).ok());
-        let tgt = sqlx::query(AssertSqlSafe(format!(
-            "SELECT count(*) FROM {}.{}",
-            quote_pg(&settings.target_schema),
-            quote_pg(t)
-        )))
+        let estimate = crate::source::mysql::estimate_rows(&mut my, t)
+            .await
+            .map_or(0, |n| n as i64);
+        let src = if estimate >= COUNT_BELOW {
+            Some(estimate)
+        } else {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
+                quote_mysql(t)
+            )))
+            .fetch_one(&mut my)
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<i64, _>(0).ok())
+        };
+        let target = format!("{}.{}", quote_pg(&settings.target_schema), quote_pg(t));
+        let estimate: i64 = sqlx::query_scalar(
+            "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+        )
+        .bind(&target)
         .fetch_one(&mut pg)
         .await
-        .ok()
-        .and_then(|r| r.try_get::<i64, _>(0).ok());
+        .unwrap_or(0);
+        let tgt = if estimate >= COUNT_BELOW {
+            Some(estimate)
+        } else {
+            sqlx::query(AssertSqlSafe(format!("SELECT count(*) FROM {target}")))
+                .fetch_one(&mut pg)
+                .await
+                .ok()
+                .and_then(|r| r.try_get::<i64, _>(0).ok())
+        };
         out.insert(
             t.clone(),
             src.zip(tgt).map(|(s, t)| s.saturating_sub(t).max(0) as u64),
@@ -99,7 +120,8 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
                 .collect();
             *st.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bars { multi, bars });
         }
-        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        // Per table: rows at the last line, and when it was written.
+        let mut last: BTreeMap<String, (u64, Instant)> = BTreeMap::new();
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
@@ -120,15 +142,17 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
             }
             for t in &tables {
                 let Some(m) = snap.get(t) else { continue };
-                let prev = last.insert(t.clone(), m.rows_written).unwrap_or(0);
+                let now = Instant::now();
+                let (prev, at) = last.get(t).copied().unwrap_or((0, started));
                 if m.rows_written == prev {
                     continue;
                 }
+                last.insert(t.clone(), (m.rows_written, now));
                 line(
                     t,
                     m.rows_written,
                     prev,
-                    every,
+                    now - at,
                     totals.get(t).copied().flatten(),
                 );
             }
@@ -141,10 +165,12 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
     }
 }
 
-fn line(table: &str, done: u64, prev: u64, every: Duration, total: Option<u64>) {
-    let rate = (done - prev) as f64 / every.as_secs_f64();
+fn line(table: &str, done: u64, prev: u64, over: Duration, total: Option<u64>) {
+    let rate = (done - prev) as f64 / over.as_secs_f64().max(1e-3);
     match total {
         Some(total) if total > 0 => {
+            // An estimate can fall short: the total grows to what was done.
+            let total = total.max(done);
             let left = total.saturating_sub(done);
             let eta = if rate > 0.0 {
                 format!("{:.0} s", left as f64 / rate)

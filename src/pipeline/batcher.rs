@@ -1,6 +1,7 @@
 //! The batcher: groups rows into batches, flushing when a batch is full, when `linger` has
 //! passed since its first row, when the source says it is caught up, and at the end.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ pub struct BatcherConfig {
     pub batch_rows: usize,
     pub linger: Duration,
     pub rows: Receiver<RowMsg>,
+    /// Rows the poller sent and the batcher has not taken yet.
+    pub in_flight: Arc<AtomicUsize>,
     pub batches: Sender<BatchMsg>,
 }
 
@@ -45,26 +48,33 @@ impl Batcher {
         }
     }
 
-    /// Collects one batch (possibly empty).
+    fn take(&self, page: &[crate::value::Row]) {
+        self.cfg.in_flight.fetch_sub(page.len(), Ordering::Relaxed);
+    }
+
+    /// Collects the rows of one batch (possibly none; possibly more than `batch_rows`, when
+    /// the last page overshoots: the caller splits them).
     fn collect(&self) -> Collected {
-        let mut rows = Vec::new();
         let end = |rows, caught_up, ended| Collected {
             rows,
             caught_up,
             ended,
         };
-        // Wait as long as it takes for the first row; the linger clock starts there.
-        let first = match self.cfg.rows.recv() {
-            Ok(RowMsg::Row(r)) => r,
-            Ok(RowMsg::Flush { caught_up }) => return end(rows, caught_up, false),
-            Ok(RowMsg::End) | Err(_) => return end(rows, false, true),
+        // Wait as long as it takes for the first page; the linger clock starts there.
+        let mut rows = match self.cfg.rows.recv() {
+            Ok(RowMsg::Rows(page)) => page,
+            Ok(RowMsg::Flush { caught_up }) => return end(Vec::new(), caught_up, false),
+            Ok(RowMsg::End) | Err(_) => return end(Vec::new(), false, true),
         };
-        rows.reserve(self.cfg.batch_rows.min(65_536));
-        rows.push(first);
+        self.take(&rows);
+        rows.reserve(self.cfg.batch_rows.saturating_sub(rows.len()));
         let deadline = Instant::now() + self.cfg.linger;
         while rows.len() < self.cfg.batch_rows {
             match self.cfg.rows.recv_deadline(deadline) {
-                Ok(RowMsg::Row(r)) => rows.push(r),
+                Ok(RowMsg::Rows(mut page)) => {
+                    self.take(&page);
+                    rows.append(&mut page);
+                }
                 Ok(RowMsg::Flush { caught_up }) => return end(rows, caught_up, false),
                 Err(RecvTimeoutError::Timeout) => break,
                 Ok(RowMsg::End) | Err(RecvTimeoutError::Disconnected) => {
@@ -93,12 +103,17 @@ impl Handler<NextBatch> for Batcher {
             return;
         }
         let Collected {
-            rows,
+            mut rows,
             caught_up,
             ended,
         } = self.collect();
-        if let Some(last) = rows.last() {
-            let position = self.cfg.table.key_of(last);
+        while !rows.is_empty() {
+            let rest = if rows.len() > self.cfg.batch_rows {
+                rows.split_off(self.cfg.batch_rows)
+            } else {
+                Vec::new()
+            };
+            let position = self.cfg.table.key_of(rows.last().expect("not empty"));
             if self
                 .cfg
                 .batches
@@ -110,6 +125,7 @@ impl Handler<NextBatch> for Batcher {
             }
             crate::telemetry::batch_queued(&self.cfg.table.name, self.cfg.batches.len());
             self.caught_up_sent = false;
+            rows = rest;
         }
         if caught_up && !self.caught_up_sent {
             if self.cfg.batches.send(BatchMsg::CaughtUp).is_err() {

@@ -31,12 +31,12 @@ use crate::value::{Row, Value};
 /// Poller → batcher.
 #[derive(Debug)]
 pub enum RowMsg {
-    Row(Row),
+    /// One page's rows (never empty), in keyset order. Whole pages travel, not single
+    /// rows: one channel operation and one wake-up per page.
+    Rows(Vec<Row>),
     /// Write what you hold now rather than waiting for the linger: the source is caught up
     /// (`caught_up`), or a row of an open transaction holds the next page back.
-    Flush {
-        caught_up: bool,
-    },
+    Flush { caught_up: bool },
     /// No more rows will come: flush and pass `End` on.
     End,
 }

@@ -1,5 +1,6 @@
 //! The poller: reads keyset pages past the watermark and streams their rows to the batcher.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct PollerConfig {
     pub safety_lag: Duration,
     pub retry: Retry,
     pub rows: Sender<RowMsg>,
+    /// Rows sent to the batcher and not yet taken (for the `sluice_channel_rows` gauge).
+    pub in_flight: Arc<AtomicUsize>,
     pub shutdown: ShutdownSignal,
     pub events: Recipient<Event>,
 }
@@ -72,15 +75,21 @@ impl Poller {
         crate::failpoint::hit("after_read");
         self.position = source.position().map(<[Value]>::to_vec);
         let (table, n) = (&self.cfg.table.name, page.rows.len());
-        for row in page.rows {
-            if self.cfg.rows.send(RowMsg::Row(row)).is_err() {
+        if n > 0 {
+            self.cfg.in_flight.fetch_add(n, Ordering::Relaxed);
+            if self.cfg.rows.send(RowMsg::Rows(page.rows)).is_err() {
                 return Ok(Polled {
                     caught_up: true,
                     wait: true,
                 });
             }
         }
-        crate::telemetry::rows_read(table, n, page.caught_up, self.cfg.rows.len());
+        crate::telemetry::rows_read(
+            table,
+            n,
+            page.caught_up,
+            self.cfg.in_flight.load(Ordering::Relaxed),
+        );
         if page.caught_up || page.held {
             let _ = self.cfg.rows.send(RowMsg::Flush {
                 caught_up: page.caught_up,

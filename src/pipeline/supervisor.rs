@@ -105,7 +105,9 @@ impl Supervisor {
         // Reads go in pages of at most MAX_PAGE_ROWS whatever the batch size: a page is
         // held whole while it is decoded, so this bounds the reader's memory.
         let page_rows = p.batch_rows.min(MAX_PAGE_ROWS);
-        let (rows_tx, rows_rx) = bounded(page_rows);
+        // One page may wait between poller and batcher while the next is read.
+        let (rows_tx, rows_rx) = bounded(1);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (batch_tx, batch_rx) = bounded(p.channel_capacity);
         let poller = PollerConfig {
             table: plan.schema.clone(),
@@ -117,6 +119,7 @@ impl Supervisor {
             safety_lag: Duration::from_millis(self.settings.safety_lag_ms),
             retry: self.settings.retry.clone(),
             rows: rows_tx,
+            in_flight: in_flight.clone(),
             shutdown: self.shutdown.clone(),
             events: me.clone().recipient(),
         };
@@ -125,6 +128,7 @@ impl Supervisor {
             batch_rows: p.batch_rows,
             linger: Duration::from_millis(p.linger_ms),
             rows: rows_rx,
+            in_flight,
             batches: batch_tx,
         };
         let writer = WriterConfig {
@@ -134,6 +138,7 @@ impl Supervisor {
             retry: self.settings.retry.clone(),
             on_bad_row: p.on_bad_row,
             deferred_key: plan.deferred_key.clone(),
+            copy_format: p.copy_format,
             batches: batch_rx,
             events: me.recipient(),
         };

@@ -23,6 +23,7 @@ pub struct WriterConfig {
     pub on_bad_row: OnBadRow,
     /// The primary-key constraint an initial load dropped: built at the first `CaughtUp`.
     pub deferred_key: Option<String>,
+    pub copy_format: crate::config::CopyFormat,
     pub batches: Receiver<BatchMsg>,
     pub events: Recipient<Event>,
 }
@@ -71,6 +72,7 @@ impl Writer {
                 &self.cfg.target_schema,
                 self.cfg.on_bad_row,
                 self.deferred_key.clone(),
+                self.cfg.copy_format,
             ));
         }
         let sink = self.sink.as_mut().expect("connected above");
@@ -158,7 +160,7 @@ impl Writer {
         };
         crate::telemetry::write_seconds(&table, started.elapsed());
         crate::failpoint::hit("after_commit");
-        debug!(table = %table, rows = outcome.rows, merged = outcome.merged, "batch committed");
+        debug!(table = %table, rows = outcome.rows, merged = outcome.merged, ms = started.elapsed().as_millis() as u64, "batch committed");
         let newest = batch.position.first().and_then(|v| v.as_utc());
         self.cfg.events.do_send(Event::Committed {
             table,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, Connection};
 
-use crate::config::{host_port, redact, OnBadRow};
+use crate::config::{host_port, redact, CopyFormat, OnBadRow};
 use crate::error::{Error, Result, Side};
 use crate::source::schema::{quote_pg, target_type_accepts, TableSchema};
-use crate::value::{encode_copy_rows, Row, Value};
+use crate::value::{encode_copy_binary, encode_copy_rows, BinType, Row, Value};
 use tracing::warn;
 
 /// SQLSTATE of a unique violation: the direct COPY met a row that already exists.
@@ -358,6 +358,37 @@ pub struct PgWriter {
     /// `INSERT … SELECT` from the stage, without `ON CONFLICT` (no key to conflict on).
     insert_stage: String,
     target: String,
+    /// COPY binary column types, when every target column has one (see [`BinType`]);
+    /// learnt from the target on the first write.
+    binary: Option<Vec<BinType>>,
+    format_known: bool,
+    copy_format: CopyFormat,
+}
+
+/// Encodes `rows` for COPY into `buf`: binary when `binary` gives every column's type and
+/// every value has a binary form, text otherwise. Returns whether it is binary.
+fn encode_rows<'a, I>(binary: Option<&[BinType]>, rows: I, buf: &mut Vec<u8>) -> bool
+where
+    I: IntoIterator<Item = &'a Row> + Clone,
+{
+    buf.clear();
+    if let Some(types) = binary {
+        if encode_copy_binary(rows.clone(), types, buf) {
+            return true;
+        }
+        buf.clear();
+    }
+    encode_copy_rows(rows, buf);
+    false
+}
+
+/// The COPY statement for data encoded by [`encode_rows`].
+fn copy_statement(text: &str, binary: bool) -> std::borrow::Cow<'_, str> {
+    if binary {
+        format!("{text} WITH (FORMAT binary)").into()
+    } else {
+        text.into()
+    }
 }
 
 impl PgWriter {
@@ -367,6 +398,7 @@ impl PgWriter {
         target_schema: &str,
         on_bad_row: OnBadRow,
         deferred_key: Option<String>,
+        copy_format: CopyFormat,
     ) -> Self {
         let target = qualified(target_schema, &table.name);
         let cols: Vec<String> = table.columns.iter().map(|c| quote_pg(&c.name)).collect();
@@ -400,6 +432,9 @@ impl PgWriter {
             deferred_key,
             target,
             table,
+            binary: None,
+            format_known: false,
+            copy_format,
         }
     }
 
@@ -407,6 +442,9 @@ impl PgWriter {
     /// transaction. Tries a plain COPY into the table first (the fast path while rows are
     /// new); if a row already exists it rolls that back and merges through a staging table.
     pub async fn write(&mut self, rows: &[Row], position: &[Value]) -> Result<WriteOutcome> {
+        if !self.format_known {
+            self.learn_format().await?;
+        }
         let name = self.table.name.clone();
         let mut tx = self
             .conn
@@ -418,10 +456,9 @@ impl PgWriter {
         let mut dead_lettered = 0;
         if self.deferred_key.is_some() {
             // No index to keep: the order does not matter.
-            self.buf.clear();
-            encode_copy_rows(rows.iter(), &mut self.buf);
+            let bin = encode_rows(self.binary.as_deref(), rows.iter(), &mut self.buf);
             savepoint(&mut tx, "SAVEPOINT sluice_direct").await?;
-            match copy(&mut tx, &self.copy_target, &self.buf).await {
+            match copy(&mut tx, &copy_statement(&self.copy_target, bin), &self.buf).await {
                 Ok(_) => direct_done = true,
                 Err(e) if is_data_error(&e) => {
                     savepoint(&mut tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
@@ -429,10 +466,14 @@ impl PgWriter {
                 Err(e) => return Err(copy_error(&self.table, &e, rows.len())),
             }
         } else if self.cooldown == 0 {
-            self.buf.clear();
-            encode_copy_rows(sorted_by_key(&self.table, rows), &mut self.buf);
+            let sorted = sorted_by_key(&self.table, rows);
+            let bin = encode_rows(
+                self.binary.as_deref(),
+                sorted.iter().copied(),
+                &mut self.buf,
+            );
             savepoint(&mut tx, "SAVEPOINT sluice_direct").await?;
-            match copy(&mut tx, &self.copy_target, &self.buf).await {
+            match copy(&mut tx, &copy_statement(&self.copy_target, bin), &self.buf).await {
                 Ok(_) => direct_done = true,
                 Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
                     savepoint(&mut tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
@@ -459,6 +500,7 @@ impl PgWriter {
             let m = Merge {
                 table: &self.table,
                 copy_stage: &self.copy_stage,
+                binary: self.binary.as_deref(),
                 merge: if self.deferred_key.is_some() {
                     &self.insert_stage
                 } else {
@@ -529,9 +571,8 @@ impl PgWriter {
                     .map_err(tgt("emptying the staging table"))?;
             }
             first = false;
-            buf.clear();
-            encode_copy_rows(rows[lo..hi].iter().copied(), buf);
-            let res = match copy(tx, &m.copy_stage, &buf).await {
+            let bin = encode_rows(m.binary, rows[lo..hi].iter().copied(), buf);
+            let res = match copy(tx, &copy_statement(m.copy_stage, bin), buf).await {
                 Ok(_) => sqlx::raw_sql(AssertSqlSafe(m.merge))
                     .execute(&mut *tx)
                     .await
@@ -611,6 +652,32 @@ impl PgWriter {
         .execute(&mut *tx)
         .await
         .map_err(tgt("writing to sluice.dead_letters"))?;
+        Ok(())
+    }
+
+    /// Reads the target columns' types and decides between COPY binary and text.
+    async fn learn_format(&mut self) -> Result<()> {
+        let types: Vec<String> = sqlx::query_scalar(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(&self.target)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(tgt(format!("reading the column types of {}", self.target)))?;
+        self.binary = match self.copy_format {
+            CopyFormat::Auto if types.len() == self.table.columns.len() => {
+                types.iter().map(|t| BinType::of(t)).collect()
+            }
+            _ => None,
+        };
+        self.format_known = true;
+        tracing::debug!(
+            table = %self.table.name,
+            format = if self.binary.is_some() { "binary" } else { "text" },
+            "COPY format chosen"
+        );
         Ok(())
     }
 
@@ -772,6 +839,7 @@ pub fn conflict_action(table: &TableSchema) -> String {
 struct Merge<'a> {
     table: &'a TableSchema,
     copy_stage: &'a str,
+    binary: Option<&'a [BinType]>,
     merge: &'a str,
     on_bad_row: OnBadRow,
 }

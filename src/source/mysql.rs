@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tracing::debug;
 
 use sea_orm::sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlRow};
@@ -519,8 +520,23 @@ impl Source for KeysetPoller {
             }
         }
         q = q.bind(limit as u64);
-        let raw = match q.fetch_all(&mut self.conn).await {
-            Ok(raw) => raw,
+        // Rows are decoded as they arrive, while the server is still sending the page.
+        let mut rows = Vec::with_capacity(limit.min(16_384));
+        let mut stream = q.fetch(&mut self.conn);
+        let mut read = Ok(());
+        while let Some(r) = stream.next().await {
+            match r {
+                Ok(r) => rows.push(decode_row(&self.schema, &r)?),
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        match read {
+            Ok(()) => {}
+            // The rows before the held one are dropped too: the page is read again whole.
             Err(e) if is_nowait_conflict(&e) => {
                 if !self.held {
                     debug!(table = %self.schema.name, "a row of an open transaction lies ahead; waiting for it to commit");
@@ -541,10 +557,6 @@ impl Source for KeysetPoller {
             }
         };
         self.held = false;
-        let mut rows = Vec::with_capacity(raw.len());
-        for r in &raw {
-            rows.push(decode_row(&self.schema, r)?);
-        }
         if let Some(last) = rows.last() {
             self.position = Some(self.schema.key_of(last));
         }
