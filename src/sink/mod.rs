@@ -737,6 +737,20 @@ impl PgWriter {
             .begin()
             .await
             .map_err(tgt(format!("beginning the key build of {name:?}")))?;
+        // A retry after a COMMIT whose outcome was lost finds the key already built.
+        let still: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT deferred_key FROM sluice.replication_state WHERE table_name = $1 FOR UPDATE",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(tgt("reading the load state"))?;
+        if still.flatten().is_none() {
+            self.deferred_key = None;
+            return Ok(Some(KeyBuilt {
+                duplicates_removed: 0,
+            }));
+        }
         savepoint(&mut tx, "SAVEPOINT sluice_key").await?;
         let mut duplicates_removed = 0;
         if let Err(e) = sqlx::raw_sql(AssertSqlSafe(create.as_str()))
