@@ -139,3 +139,108 @@ fn a_row_committed_late_by_a_20_second_transaction_still_arrives() {
     assert!(out.status.success());
     assert_eq!(db.assert_orders_equal(), 401);
 }
+
+/// A backlog older than every open transaction is read without locks (a covering-index
+/// scan), but never past the oldest open transaction: its row still arrives, and nothing
+/// newer is written while it is open.
+#[test]
+fn a_backlog_is_read_without_locks_up_to_the_oldest_open_transaction() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.mysql(
+        "INSERT INTO orders (order_id, created) \
+         SELECT UUID(), TIMESTAMP('2026-01-01') + INTERVAL seq SECOND FROM seq_1_to_30000",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut late = rt
+        .block_on(MySqlConnection::connect(&db.source_url))
+        .unwrap();
+    rt.block_on(async {
+        sqlx::raw_sql("BEGIN").execute(&mut late).await.unwrap();
+        sqlx::query("INSERT INTO orders (order_id, created) VALUES ('late-row', NOW(6))")
+            .execute(&mut late)
+            .await
+            .unwrap();
+    });
+    db.ok(&["generate", "--rate", "1000000", "--total", "400"]);
+    let cfg = db.config("[pipeline]\nbatch_rows = 1000\n");
+    let run = db
+        .sluice()
+        .env("RUST_LOG", "info,sluice::source=debug")
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the backlog to arrive", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") == 30_000
+    });
+    // While the transaction is open, nothing at or past its row is written.
+    let open_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < open_until {
+        assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.orders"), 30_000);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    rt.block_on(async { sqlx::raw_sql("COMMIT").execute(&mut late).await.unwrap() });
+    wait_until(
+        "the late row and the rows after it",
+        Duration::from_secs(30),
+        || db.pg_i64("SELECT COUNT(*) FROM public.orders") == 30_401,
+    );
+    signal(&run, "TERM");
+    let out = wait_output(run, Duration::from_secs(30));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("without locks"), "{log}");
+    assert_eq!(db.assert_orders_equal(), 30_401);
+}
+
+/// A source user without the PROCESS privilege cannot see open transactions: every read
+/// is a locking read, said once in the log, and replication is exact all the same.
+#[test]
+fn without_the_process_privilege_every_read_locks_and_nothing_is_lost() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.mysql(
+        "INSERT INTO orders (order_id, created) \
+         SELECT UUID(), TIMESTAMP('2026-01-01') + INTERVAL seq SECOND FROM seq_1_to_3000",
+    );
+    struct User<'a>(&'a TestDb, String);
+    impl Drop for User<'_> {
+        fn drop(&mut self) {
+            for host in ["127.0.0.1", "localhost"] {
+                self.0
+                    .mysql(&format!("DROP USER IF EXISTS '{}'@'{host}'", self.1));
+            }
+        }
+    }
+    let user = User(&db, format!("np_{}", &db.name[9..]));
+    for host in ["127.0.0.1", "localhost"] {
+        db.mysql(&format!("CREATE USER '{}'@'{host}'", user.1));
+        db.mysql(&format!(
+            "GRANT SELECT ON `{}`.* TO '{}'@'{host}'",
+            db.name, user.1
+        ));
+    }
+    let out = db
+        .sluice()
+        .env(
+            "SLUICE_SOURCE_URL",
+            format!(
+                "mysql://{}@{}/{}",
+                user.1,
+                common::mysql_server().rsplit('@').next().unwrap(),
+                db.name
+            ),
+        )
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("no PROCESS privilege"), "{log}");
+    assert_eq!(db.assert_orders_equal(), 3000);
+}
