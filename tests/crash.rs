@@ -98,11 +98,9 @@ fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     assert_eq!(db.assert_orders_equal(), 30_000);
 }
 
-#[test]
-fn a_row_committed_late_by_a_20_second_transaction_still_arrives() {
-    let db = TestDb::new();
-    db.ok(&["migrate"]);
-    let run = db.spawn(&["run"]);
+/// Opens a transaction on the source that inserts the order `late-row` (created = NOW(6))
+/// and stays open; COMMIT it on the returned connection.
+fn open_late_row(db: &TestDb) -> (tokio::runtime::Runtime, MySqlConnection) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,8 +108,6 @@ fn a_row_committed_late_by_a_20_second_transaction_still_arrives() {
     let mut late = rt
         .block_on(MySqlConnection::connect(&db.source_url))
         .unwrap();
-    // A transaction takes its row's cursor value now, and stays open while newer rows are
-    // committed (and would be replicated by a naive poller).
     rt.block_on(async {
         sqlx::raw_sql("BEGIN").execute(&mut late).await.unwrap();
         sqlx::query("INSERT INTO orders (order_id, created) VALUES ('late-row', NOW(6))")
@@ -119,6 +115,17 @@ fn a_row_committed_late_by_a_20_second_transaction_still_arrives() {
             .await
             .unwrap();
     });
+    (rt, late)
+}
+
+#[test]
+fn a_row_committed_late_by_a_20_second_transaction_still_arrives() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let run = db.spawn(&["run"]);
+    // A transaction takes its row's cursor value now, and stays open while newer rows are
+    // committed (and would be replicated by a naive poller).
+    let (rt, mut late) = open_late_row(&db);
     db.ok(&["generate", "--rate", "200", "--total", "400"]);
     // The transaction stays open 20 s while newer rows are committed on the source. All
     // that time nothing newer than its row is written, so the watermark cannot pass it.
@@ -151,20 +158,7 @@ fn a_backlog_is_read_without_locks_up_to_the_oldest_open_transaction() {
         "INSERT INTO orders (order_id, created) \
          SELECT UUID(), TIMESTAMP('2026-01-01') + INTERVAL seq SECOND FROM seq_1_to_30000",
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut late = rt
-        .block_on(MySqlConnection::connect(&db.source_url))
-        .unwrap();
-    rt.block_on(async {
-        sqlx::raw_sql("BEGIN").execute(&mut late).await.unwrap();
-        sqlx::query("INSERT INTO orders (order_id, created) VALUES ('late-row', NOW(6))")
-            .execute(&mut late)
-            .await
-            .unwrap();
-    });
+    let (rt, mut late) = open_late_row(&db);
     db.ok(&["generate", "--rate", "1000000", "--total", "400"]);
     let cfg = db.config("[pipeline]\nbatch_rows = 1000\n");
     let run = db
