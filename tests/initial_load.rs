@@ -97,6 +97,12 @@ fn crash_during_load(point: &str) {
         status.contains("initial load: primary key deferred"),
         "{status}"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&db.ok(&["--config", cfg, "status", "--json"])).unwrap();
+    assert_eq!(
+        json["tables"][0]["initial_load"],
+        serde_json::Value::Bool(true)
+    );
     // A repair needs the key: refused with the reason while the load runs.
     let out = db.run(&["--config", cfg, "verify", "--repair"]);
     assert!(!out.status.success());
