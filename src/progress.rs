@@ -4,7 +4,7 @@
 //!
 //! The total is an estimate taken once at start: source rows minus target rows. Counting a
 //! large table would cost a full index scan on each side while the load runs, so a side
-//! holding more than [`COUNT_BELOW`] rows by its statistics (InnoDB's `TABLE_ROWS`,
+//! holding at least 100,000 rows by its statistics (InnoDB's `TABLE_ROWS`,
 //! PostgreSQL's `reltuples`) is taken at that estimate; smaller ones are counted. Rows that
 //! are updates of replicated rows are counted as progress too, so a bar may end past 100%
 //! (it grows to fit).

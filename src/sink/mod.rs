@@ -5,6 +5,9 @@
 //! instant leaves the target holding exactly the rows its watermark covers. Writes are
 //! upserts keyed by the primary key, so re-delivering a batch (after a failed commit whose
 //! outcome was unknown, say) changes nothing.
+//! During an initial load with the key deferred ([`defer_key`]) there is no key to upsert
+//! on: a re-delivered batch is copied again, and its second copy is removed (with older
+//! copies of updated rows) in the transaction that builds the key ([`PgWriter::build_key`]).
 
 use std::collections::HashMap;
 use std::str::FromStr;
