@@ -1,12 +1,13 @@
 //! Micro-benchmarks of the per-row hot path that does not need a server: encoding rows into
 //! PostgreSQL's COPY text and binary formats (what the writer sends), and a watermark to
-//! JSON (what it stores per batch).
+//! JSON (what a polling position stores per batch).
 //!
 //!     cargo bench --bench codec
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice::value::{encode_copy_binary, encode_copy_rows, BinType, Row, Value};
+use sluice::sink::postgres::copy::{encode_binary, encode_text, BinType};
+use sluice::value::{Row, Value};
 use std::hint::black_box;
 
 fn demo_rows(n: usize) -> Vec<Row> {
@@ -52,7 +53,7 @@ fn encode(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 buf.clear();
-                encode_copy_rows(black_box(&rows), &mut buf);
+                encode_text(black_box(&rows), &mut buf);
                 black_box(buf.len())
             })
         });
@@ -66,7 +67,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("orders_10k", |b| {
         b.iter(|| {
             buf.clear();
-            assert!(encode_copy_binary(black_box(&rows), &types, &mut buf));
+            assert!(encode_binary(black_box(&rows), &types, &mut buf));
             black_box(buf.len())
         })
     });

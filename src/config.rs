@@ -24,6 +24,10 @@ pub struct Settings {
     /// What a zero date (`0000-00-00`, or a zero month or day) in the source becomes.
     pub zero_dates: ZeroDates,
     pub pipeline: Pipeline,
+    /// `[pipeline] name`, or derived from the source database and the target schema
+    /// (`test/public`): what positions and ownership are stored under, so two pipelines
+    /// into one target never share a table's state.
+    pub pipeline_name: String,
     pub retry: Retry,
     pub tables: Vec<TableSettings>,
     /// `[http] addr` / `SLUICE_HTTP_ADDR`: where `run` and `demo` serve /metrics, /healthz,
@@ -61,8 +65,13 @@ pub const DEFAULT_SAFETY_LAG_MS: u64 = 20;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pipeline {
+    /// The pipeline's name (see [`Settings::pipeline_name`]); `None`: derived.
+    pub name: Option<String>,
     /// A batch is written when it holds this many rows. Reads go in pages of up to 10,000.
     pub batch_rows: usize,
+    /// ... or this many bytes (rows as they are held in memory). Pages hold at most a
+    /// quarter of it, and the rows in flight in the whole process at most three times it.
+    pub batch_bytes: usize,
     /// ... or when this long has passed since its first row arrived.
     pub linger_ms: u64,
     /// How long the poller waits before asking again once it has caught up.
@@ -81,6 +90,47 @@ pub struct Pipeline {
     pub defer_key_min_rows: u64,
     /// COPY format: binary when every target column's type allows it (`auto`), or text.
     pub copy_format: CopyFormat,
+    /// What a table's permanent failure does to the others.
+    pub on_table_error: OnTableError,
+    /// Connections sluice opens to the source at most: one reader per lane of tables, and
+    /// one for status, progress and `/readyz`.
+    pub max_source_connections: usize,
+    /// Connections sluice opens to the target at most: one writer per lane, the one that
+    /// holds table ownership, and one for status, progress and `/readyz`.
+    pub max_target_connections: usize,
+}
+
+impl Pipeline {
+    /// Bytes one read page holds at most (plus one row).
+    pub fn page_bytes(&self) -> usize {
+        (self.batch_bytes / 4).max(1)
+    }
+
+    /// Bytes of rows in flight (read and not yet committed) in the whole process at most,
+    /// plus one page per lane being read.
+    pub fn memory_budget(&self) -> usize {
+        self.batch_bytes.saturating_mul(3)
+    }
+
+    /// Lanes for `tables` tables: each lane is one reader, one batcher and one writer
+    /// thread with one connection to each side, serving its share of the tables.
+    pub fn lanes(&self, tables: usize) -> usize {
+        tables
+            .min(self.max_source_connections.saturating_sub(1))
+            .min(self.max_target_connections.saturating_sub(2))
+            .max(1)
+    }
+}
+
+/// `[pipeline] on_table_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTableError {
+    /// Stop that table only; the others go on, and the run ends with exit 1.
+    #[default]
+    StopTable,
+    /// Stop every table.
+    StopAll,
 }
 
 /// `[pipeline] copy_format`.
@@ -98,7 +148,9 @@ pub enum CopyFormat {
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
+            name: None,
             batch_rows: 50_000,
+            batch_bytes: 8 << 20,
             linger_ms: 20,
             poll_interval_ms: 25,
             channel_capacity: 1,
@@ -106,6 +158,9 @@ impl Default for Pipeline {
             defer_key: true,
             defer_key_min_rows: 100_000,
             copy_format: CopyFormat::Auto,
+            on_table_error: OnTableError::StopTable,
+            max_source_connections: 4,
+            max_target_connections: 8,
         }
     }
 }
@@ -242,7 +297,8 @@ impl Settings {
             }
             None => File::default(),
         };
-        let settings = Settings {
+        let mut settings = Settings {
+            pipeline_name: String::new(),
             source_url: overrides
                 .source_url
                 .clone()
@@ -269,6 +325,10 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
         };
         settings.validate()?;
+        settings.pipeline_name = match &settings.pipeline.name {
+            Some(n) => n.clone(),
+            None => format!("{}/{}", database_of(&settings.source_url), settings.target_schema),
+        };
         Ok(settings)
     }
 
@@ -302,6 +362,31 @@ impl Settings {
             }
         };
         in_range("pipeline.batch_rows", p.batch_rows as u64, 1, 1_000_000)?;
+        in_range(
+            "pipeline.batch_bytes",
+            p.batch_bytes as u64,
+            64 << 10,
+            1 << 30,
+        )?;
+        in_range(
+            "pipeline.max_source_connections",
+            p.max_source_connections as u64,
+            2,
+            1000,
+        )?;
+        in_range(
+            "pipeline.max_target_connections",
+            p.max_target_connections as u64,
+            3,
+            1000,
+        )?;
+        if let Some(name) = &p.name {
+            if name.is_empty() || name.len() > 200 {
+                return Err(Error::Config(
+                    "pipeline.name must hold 1 to 200 characters".into(),
+                ));
+            }
+        }
         in_range("pipeline.linger_ms", p.linger_ms, 0, 60_000)?;
         in_range(
             "pipeline.poll_interval_ms",
@@ -412,6 +497,14 @@ pub fn redact(raw: &str) -> String {
     }
 }
 
+/// The database a URL names (its path), or `""`.
+pub fn database_of(raw: &str) -> String {
+    url::Url::parse(raw)
+        .ok()
+        .map(|u| u.path().trim_start_matches('/').to_string())
+        .unwrap_or_default()
+}
+
 /// `host:port` of a URL, for "cannot reach" messages.
 pub fn host_port(raw: &str) -> String {
     url::Url::parse(raw)
@@ -498,6 +591,25 @@ mod tests {
         let err = load_str("[source]\nzero_dates = \"zero\"\n").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("zero_dates"), "{err}");
+    }
+
+    #[test]
+    fn pipeline_name_is_derived_from_source_database_and_target_schema() {
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.pipeline_name, "test/public");
+        let s = load_str("[target]\nschema = \"copy\"\n").unwrap();
+        assert_eq!(s.pipeline_name, "test/copy");
+        let s = load_str("[pipeline]\nname = \"eu\"\n").unwrap();
+        assert_eq!(s.pipeline_name, "eu");
+    }
+
+    #[test]
+    fn lanes_are_bounded_by_connections() {
+        let p = Pipeline::default();
+        assert_eq!(p.lanes(1), 1);
+        assert_eq!(p.lanes(300), 3);
+        let err = load_str("[pipeline]\nmax_target_connections = 2\n").unwrap_err();
+        assert!(err.to_string().contains("max_target_connections"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! One error type for the whole crate, with the two questions every caller asks of it:
-//! may this be retried ([`Error::is_retryable`]), and which exit code does it mean
-//! ([`Error::exit_code`]).
+//! One error type for the whole crate, with the questions every caller asks of it: may
+//! this be retried ([`Error::is_retryable`]), which exit code does it mean
+//! ([`Error::exit_code`]), and is it about one table or everything.
+//!
+//! Errors cross actor boundaries as values (`Arc<Error>`), never as strings: whoever
+//! receives one matches on its variant (and, for databases, on the SQLSTATE in `code`)
+//! rather than on its text.
 
 use std::fmt;
 
@@ -21,6 +25,8 @@ pub enum Error {
         side: Side,
         context: String,
         message: String,
+        /// The SQLSTATE, when the server sent one.
+        code: Option<String>,
         transient: bool,
     },
     /// A row value that cannot be carried to the target.
@@ -30,6 +36,13 @@ pub enum Error {
         key: String,
         reason: String,
     },
+    /// This process no longer owns the table: another sluice process took it over (its
+    /// ownership epoch is newer), so nothing more may be written for it from here.
+    #[error("table {table:?}: {message}")]
+    Fenced { table: String, message: String },
+    /// A wait or a retry was cut short because shutdown was asked for.
+    #[error("stopped by a shutdown request")]
+    Shutdown,
     /// Anything else (I/O, a stopped actor).
     #[error("{0}")]
     Other(String),
@@ -53,6 +66,11 @@ impl fmt::Display for Side {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// PostgreSQL: the relation does not exist.
+pub const PG_UNDEFINED_TABLE: &str = "42P01";
+/// PostgreSQL: the schema does not exist.
+pub const PG_UNDEFINED_SCHEMA: &str = "3F000";
+
 impl Error {
     /// True when waiting and trying again may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -73,12 +91,24 @@ impl Error {
         }
     }
 
+    /// The SQLSTATE of a database error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Database { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Wraps a sqlx error, classifying it as transient or permanent.
     pub fn db(side: Side, context: impl Into<String>, err: &sea_orm::sqlx::Error) -> Self {
         Error::Database {
             side,
             context: context.into(),
             message: describe(err),
+            code: match err {
+                sea_orm::sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            },
             transient: is_transient(err),
         }
     }
@@ -95,7 +125,28 @@ impl Error {
                 context: context.into(),
                 transient: matches!(other, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)),
                 message: other.to_string(),
+                code: None,
             },
+        }
+    }
+
+    /// The same error with more context in front of its message (databases), or as is.
+    pub fn context(self, more: &str) -> Self {
+        match self {
+            Error::Database {
+                side,
+                context,
+                message,
+                code,
+                transient,
+            } => Error::Database {
+                side,
+                context: format!("{more}: {context}"),
+                message,
+                code,
+                transient,
+            },
+            other => other,
         }
     }
 }
@@ -136,6 +187,7 @@ fn is_transient(err: &sea_orm::sqlx::Error) -> bool {
                     "lost connection",
                     "gone away",
                     "terminating connection",
+                    "too many connections",
                 ]
                 .iter()
                 .any(|needle| m.contains(needle))

@@ -93,7 +93,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
             Ok(())
         }),
         probe(|| async {
-            let mut c = crate::sink::connect(&s.target_url).await?;
+            let mut c = crate::sink::postgres::connect(&s.target_url, "status").await?;
             sqlx::query("SELECT 1")
                 .execute(&mut c)
                 .await
@@ -105,8 +105,8 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     let table_states: serde_json::Map<String, serde_json::Value> = tables
         .iter()
         .map(|(t, m)| {
-            let st = if m.failed {
-                format!("failed: {}", m.last_error.as_deref().unwrap_or("?"))
+            let st = if let Some(e) = &m.failed {
+                format!("failed: {e}")
             } else if m.running {
                 "running".into()
             } else {
@@ -118,7 +118,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     let ready = source == "ok"
         && target == "ok"
         && !tables.is_empty()
-        && tables.values().all(|m| m.running && !m.failed);
+        && tables.values().all(|m| m.running && m.failed.is_none());
     let body = serde_json::json!({
         "ready": ready,
         "source": source.replace(&s.source_url, &redact(&s.source_url)),

@@ -1,25 +1,34 @@
-//! sluice streams new rows from a MySQL/MariaDB database into PostgreSQL, continuously and
+//! sluice streams changes from a MySQL/MariaDB database into PostgreSQL, continuously and
 //! in near real time, with no row lost or duplicated.
 //!
-//! A poller reads source rows past a persisted watermark (keyset on cursor + primary key)
-//! and streams them over bounded channels to a batcher and a PostgreSQL writer, which
-//! upserts each batch and advances the watermark in the same transaction.
+//! A source hands out changes of its tables with the position each table is at after them;
+//! a sink applies them and stores the positions in the same transaction. Between them, per
+//! lane of tables, a poller, a batcher and a writer actor stream the changes over bounded
+//! channels.
 //!
 //! # Layout
+//! - [`main`](../sluice/index.html): thin binary (command line, logging, signals, exit code).
 //! - [`cli`]: the command line (clap).
 //! - [`config`]: typed settings from file, environment and flags; validation; redaction.
-//! - [`error`]: the error type, retryable or not, and its exit code.
-//! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
-//! - [`value`]: row values, COPY text encoding, watermark JSON.
-//! - [`source`]: MySQL introspection, type mapping and the keyset poller.
-//! - [`sink`]: PostgreSQL target tables, watermark storage and the batch writer.
-//! - [`pipeline`]: the actors — generator, poller, batcher, writer, supervisor.
-//! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
-//! - [`telemetry`]: metric names, the in-process registry, Prometheus rendering.
+//! - [`error`]: the error type, retryable or not, its exit code.
+//! - [`retry`]: the one retry policy (backoff with jitter, deadlines, shutdown-aware).
+//! - [`shutdown`]: the shutdown handle blocking threads and async tasks share.
+//! - [`model`]: the neutral table model, `Change { op, row }`, the opaque `Position`.
+//! - [`value`]: row values and their sizes.
+//! - [`source`]: the `Source` contract; [`source::mysql`] (connect, introspect, read forms)
+//!   and [`source::poll`] (keyset polling).
+//! - [`sink`]: the `Sink` contract; [`sink::postgres`] (types, DDL, COPY, writer, initial load).
+//! - [`state`]: positions, ownership epochs and the advisory lock, dead letters.
+//! - [`pipeline`]: the actors (poller, batcher, writer, supervisor, generator) and their
+//!   messages, and the byte budget.
+//! - [`telemetry`]: the per-table stats store and metric names; Prometheus rendering.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
-//! - [`status`]: per-table state and lag, for `status` and `/status`.
+//! - [`status`]: per-table stored state and lag, for `status` and `/status`.
 //! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
-//! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`).
+//! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
+//! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
+//! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`), each taking
+//!   its shutdown as a future.
 
 pub mod app;
 pub mod cli;
@@ -27,10 +36,14 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod http;
+pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod retry;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod value;

@@ -1,5 +1,8 @@
-//! Thin binary: parse the command line, set up logging, hand over to the library.
+//! Thin binary: parse the command line, set up logging and signals, hand over to the
+//! library, and turn its outcome into an exit code. Only this file installs signal handlers
+//! and exits the process.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -12,7 +15,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match execute(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
+        Err(Error::Shutdown) => {
+            eprintln!("stopped by a signal");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -35,26 +42,77 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn execute(cli: Cli) -> Result<(), Error> {
+/// SIGINT/SIGTERM: the first resolves the returned future (the library then stops
+/// gracefully); a second one exits at once with 130 (nothing is lost: what was not
+/// committed is read again on the next start). The handlers are installed before this
+/// returns.
+fn signals() -> impl Future<Output = ()> + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime can always be built");
+    let handlers = {
+        let _guard = rt.enter();
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+    };
+    match handlers {
+        Ok((mut term, mut int)) => {
+            let spawned = std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                        let _ = tx.send(());
+                        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                        eprintln!(
+                            "second signal: exiting now; uncommitted rows will be read again on restart"
+                        );
+                        std::process::exit(130);
+                    })
+                });
+            if let Err(e) = spawned {
+                eprintln!("warning: cannot watch for signals ({e}); SIGTERM will stop sluice at once");
+            }
+        }
+        Err(e) => eprintln!("warning: cannot install signal handlers ({e}); SIGTERM will stop sluice at once"),
+    }
+    async move {
+        if rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<ExitCode, Error> {
     let overrides = Overrides {
         source_url: cli.source,
         target_url: cli.target,
     };
     let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    let stop = signals();
     match cli.command {
         Command::Migrate => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Other(e.to_string()))?;
-            rt.block_on(sluice::app::migrate(&settings))?;
+            let shutdown = sluice::shutdown::Shutdown::new();
+            let s = shutdown.clone();
+            rt.block_on(async {
+                tokio::select! {
+                    r = sluice::app::migrate(&settings, &shutdown) => r,
+                    _ = async { stop.await; s.request(); std::future::pending::<()>().await } => Ok(()),
+                }
+            })?;
             println!(
                 "migrated: source orders, target {}.orders and sluice.replication_state",
                 settings.target_schema
             );
         }
         Command::Generate { rate, total } => {
-            let r = sluice::app::generate(&settings, rate, total)?;
+            let r = sluice::app::generate(&settings, rate, total, stop)?;
             let secs = r.elapsed.as_secs_f64();
             println!(
                 "inserted {} orders in {secs:.1} s ({:.0} rows/s)",
@@ -64,31 +122,34 @@ fn execute(cli: Cli) -> Result<(), Error> {
         }
         Command::Run { once } => {
             let started = std::time::Instant::now();
-            let outcome = sluice::app::run(settings, once)?;
-            if let Some((msg, code)) = outcome.failure {
-                return Err(if code == 2 {
-                    Error::Schema(msg)
-                } else {
-                    Error::Other(msg)
-                });
-            }
-            let total: u64 = outcome.tables.values().map(|s| s.rows_written).sum();
+            let outcome = sluice::app::run(settings, once, stop)?;
+            let total = outcome.rows_written();
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "replicated {total} rows in {secs:.2} s ({:.0} rows/s)",
                 total as f64 / secs.max(1e-9)
             );
-            for (table, s) in &outcome.tables {
-                println!(
-                    "  {table}: {} rows in {} batches",
-                    s.rows_written, s.batches
-                );
-                if s.dead_lettered > 0 {
+            for t in &outcome.tables {
+                println!("  {}: {} rows in {} batches", t.name, t.rows_written, t.batches);
+                if t.dead_lettered > 0 {
                     println!(
-                        "  {table}: {} rows refused by PostgreSQL, kept in sluice.dead_letters",
-                        s.dead_lettered
+                        "  {}: {} rows refused by PostgreSQL, kept in sluice.dead_letters",
+                        t.name, t.dead_lettered
                     );
                 }
+            }
+            let failed: Vec<_> = outcome.failures().collect();
+            if !failed.is_empty() {
+                for t in &failed {
+                    let e = t.failed.as_ref().expect("failures have an error");
+                    eprintln!("error: table {:?} stopped: {e}", t.name);
+                }
+                eprintln!(
+                    "error: {} of {} tables stopped with an error (see above; `sluice status` shows them too)",
+                    failed.len(),
+                    outcome.tables.len()
+                );
+                return Ok(ExitCode::from(1));
             }
         }
         Command::Status { json } => {
@@ -103,6 +164,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     serde_json::to_string_pretty(&status).unwrap_or_default()
                 );
             } else {
+                println!("pipeline {}", status.pipeline);
                 if status.tables.is_empty() {
                     println!("no table has been replicated yet");
                 }
@@ -136,7 +198,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 ));
             }
         }
-        Command::Demo { rate } => sluice::app::demo(settings, rate)?,
+        Command::Demo { rate } => sluice::app::demo(settings, rate, stop)?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

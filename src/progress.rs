@@ -18,7 +18,8 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Row as _};
 use tracing::info;
 
 use crate::config::Settings;
-use crate::source::schema::{quote_mysql, quote_pg};
+use crate::sink::postgres::types::qualified;
+use crate::source::mysql::quote as quote_mysql;
 
 /// Tables whose statistics say they hold fewer rows than this are counted exactly.
 const COUNT_BELOW: i64 = 100_000;
@@ -27,7 +28,7 @@ const COUNT_BELOW: i64 = 100_000;
 async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
     let mut out = BTreeMap::new();
     let my = crate::source::mysql::connect(&settings.source_url).await;
-    let pg = crate::sink::connect(&settings.target_url).await;
+    let pg = crate::sink::postgres::connect(&settings.target_url, "status").await;
     let (Ok(mut my), Ok(mut pg)) = (my, pg) else {
         return out;
     };
@@ -47,7 +48,7 @@ async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, O
             .ok()
             .and_then(|r| r.try_get::<i64, _>(0).ok())
         };
-        let target = format!("{}.{}", quote_pg(&settings.target_schema), quote_pg(t));
+        let target = qualified(&settings.target_schema, t);
         let estimate: i64 = sqlx::query_scalar(
             "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
         )

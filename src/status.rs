@@ -1,19 +1,23 @@
-//! `status` and `/status`: each table's stored state, read from the target, with its lag.
+//! `status` and `/status`: each configured table's stored state, read from the target
+//! (through the `replication_state` entity), with its lag.
 //!
 //! **Lag** here is measured in cursor time from the databases alone, so it works from any
 //! machine while `run` goes on elsewhere: the newest cursor value on the source
-//! (`MAX(cursor)`) minus the cursor value of the watermark, or 0 when nothing is newer. It
+//! (`MAX(cursor)`) minus the cursor value of the position, or 0 when nothing is newer. It
 //! is `null` when the cursor is not a DATETIME/TIMESTAMP, before the first batch, or when
 //! the source cannot be reached (then `source_error` says why).
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use entities::replication_state as rs;
 use sea_orm::sqlx::{self, AssertSqlSafe, Row as _};
+use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
 use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{Error, Result, Side};
+use crate::model::Position;
 use crate::source::mysql;
-use crate::source::schema::quote_mysql;
+use crate::source::poll::keyset;
 use crate::value::Value;
 
 /// One table, as `status --json` and `/status` show it.
@@ -21,74 +25,96 @@ use crate::value::Value;
 pub struct TableStatus {
     pub table: String,
     pub rows_replicated: i64,
-    /// Keyset column → value of the last row committed; `null` before the first batch.
+    /// Keyset column → value of the last row committed (polling); `null` before the first
+    /// batch.
     pub watermark: Option<serde_json::Map<String, serde_json::Value>>,
-    pub last_commit: DateTime<Utc>,
+    /// The position as the source wrote it; `null` before the first batch.
+    pub position: Option<serde_json::Value>,
+    /// When the last batch committed; `null` before the first.
+    pub last_commit: Option<DateTime<Utc>>,
     pub lag_seconds: Option<f64>,
     pub last_error: Option<String>,
     /// The initial load is still running with the table's primary key deferred (it is
     /// built once the source is caught up).
     pub initial_load: bool,
+    /// The process that owns the table (`host:pid`) and its ownership epoch.
+    pub owner: Option<String>,
+    pub owner_epoch: i64,
+    /// Keyset columns and values in keyset order, for [`describe`].
+    #[serde(skip)]
+    keyset: Vec<(String, Value)>,
 }
 
 /// The whole answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// `[pipeline] name` (by default `<source database>/<target schema>`).
+    pub pipeline: String,
     pub tables: Vec<TableStatus>,
     /// Set when the source could not be asked for its newest cursor values.
     pub source_error: Option<String>,
 }
 
-/// Reads `sluice.replication_state` and, for the lag, the newest cursor value per table.
+/// Reads the configured tables' rows of `sluice.replication_state` and, for the lag, the
+/// newest cursor value per table.
 pub async fn collect(settings: &Settings) -> Result<Status> {
-    let mut pg = crate::sink::connect(&settings.target_url).await?;
-    let rows = sqlx::query(
-        "SELECT table_name, key_columns, position, rows_replicated, updated_at, last_error, \
-                deferred_key IS NOT NULL \
-         FROM sluice.replication_state ORDER BY table_name",
-    )
-    .fetch_all(&mut pg)
-    .await
-    .map_err(|e| {
-        if e.to_string().contains("does not exist") {
-            Error::Schema("the target has no sluice.replication_state table yet; run `sluice migrate` or `sluice run` first".into())
-        } else {
-            Error::db(Side::Target, "reading sluice.replication_state", &e)
-        }
+    let mut opts = sea_orm::ConnectOptions::new(settings.target_url.clone());
+    opts.max_connections(1).sqlx_logging(false);
+    let db = Database::connect(opts).await.map_err(|e| {
+        Error::orm(
+            Side::Target,
+            format!(
+                "cannot connect to {}",
+                crate::config::host_port(&settings.target_url)
+            ),
+            e,
+        )
     })?;
-    let mut my = match mysql::connect(&settings.source_url).await {
-        Ok(c) => Ok(c),
-        Err(e) => Err(e.to_string()),
-    };
+    let names: Vec<&str> = settings.tables.iter().map(|t| t.name.as_str()).collect();
+    let rows = rs::Entity::find()
+        .filter(rs::Column::Pipeline.eq(settings.pipeline_name.as_str()))
+        .filter(rs::Column::TableName.is_in(names.iter().copied()))
+        .all(&db)
+        .await
+        .map_err(|e| {
+            let e = Error::orm(Side::Target, "reading sluice.replication_state", e);
+            match e.sqlstate() {
+                Some(crate::error::PG_UNDEFINED_TABLE) | Some(crate::error::PG_UNDEFINED_SCHEMA) => Error::Schema(
+                    "the target has no sluice.replication_state table yet; run `sluice migrate` or `sluice run` first".into(),
+                ),
+                // An older sluice's state table: `migrate` or `run` brings it up to date.
+                Some("42703") => Error::Schema(
+                    "the target's sluice.replication_state was made by an older sluice; run `sluice migrate` (or `sluice run`) to bring it up to date".into(),
+                ),
+                _ => e,
+            }
+        })?;
+    db.close().await.ok();
+    let mut my = mysql::connect(&settings.source_url)
+        .await
+        .map_err(|e| e.to_string());
     let mut out = Status {
+        pipeline: settings.pipeline_name.clone(),
         tables: Vec::new(),
         source_error: my.as_ref().err().cloned(),
     };
-    for r in rows {
-        let get = |e: sqlx::Error| Error::db(Side::Target, "reading sluice.replication_state", &e);
-        let table: String = r.try_get(0).map_err(get)?;
-        let keys: serde_json::Value = r.try_get(1).map_err(get)?;
-        let position: Option<serde_json::Value> = r.try_get(2).map_err(get)?;
-        let names: Vec<String> = serde_json::from_value(keys).unwrap_or_default();
-        let values: Option<Vec<Value>> = position.and_then(|p| serde_json::from_value(p).ok());
-        let watermark = values.as_ref().map(|vs| {
-            names
-                .iter()
-                .zip(vs)
-                .map(|(n, v)| (n.clone(), json_of(v)))
-                .collect()
-        });
+    // In the configuration's order.
+    for name in names {
+        let Some(r) = rows.iter().find(|r| r.table_name == name) else {
+            continue;
+        };
+        let position = r.position.clone().filter(|p| !p.is_null());
+        let keyset = position
+            .as_ref()
+            .and_then(|p| keyset::describe(&Position(p.clone())))
+            .unwrap_or_default();
         let mut lag_seconds = None;
-        if let (Ok(conn), Some(first), Some(name)) = (
-            my.as_mut(),
-            values.as_ref().and_then(|v| v.first()),
-            names.first(),
-        ) {
+        if let (Ok(conn), Some((col, first))) = (my.as_mut(), keyset.first()) {
             if let Some(at) = first.as_utc() {
                 let sql = format!(
                     "SELECT MAX({}) FROM {}",
-                    quote_mysql(name),
-                    quote_mysql(&table)
+                    mysql::quote(col),
+                    mysql::quote(&r.table_name)
                 );
                 let q = sqlx::query(AssertSqlSafe(sql));
                 let newest: Option<DateTime<Utc>> = match first {
@@ -109,13 +135,24 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
             }
         }
         out.tables.push(TableStatus {
-            table,
-            rows_replicated: r.try_get(3).map_err(get)?,
-            watermark,
-            last_commit: r.try_get(4).map_err(get)?,
+            table: r.table_name.clone(),
+            rows_replicated: r.rows_replicated,
+            watermark: position.as_ref().map(|_| {
+                keyset
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json_of(v)))
+                    .collect()
+            }),
+            last_commit: position
+                .as_ref()
+                .map(|_| r.updated_at.with_timezone(&Utc)),
+            position,
             lag_seconds,
-            last_error: r.try_get(5).map_err(get)?,
-            initial_load: r.try_get(6).map_err(get)?,
+            last_error: r.last_error.clone(),
+            initial_load: r.deferred_key.is_some(),
+            owner: r.owner.clone(),
+            owner_epoch: r.owner_epoch,
+            keyset,
         });
     }
     Ok(out)
@@ -135,14 +172,16 @@ fn json_of(v: &Value) -> serde_json::Value {
 
 /// One line per table, for people.
 pub fn describe(t: &TableStatus) -> String {
-    let wm = match &t.watermark {
+    let wm = match &t.position {
         None => "none yet".to_string(),
-        Some(m) => format!(
+        Some(p) if t.keyset.is_empty() => p.to_string(),
+        Some(_) => format!(
             "({})",
-            m.iter()
+            t.keyset
+                .iter()
                 .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("{k}={s}"),
-                    v => format!("{k}={v}"),
+                    Value::Text(s) => format!("{k}={s}"),
+                    v => format!("{k}={}", v.display()),
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -159,7 +198,9 @@ pub fn describe(t: &TableStatus) -> String {
         },
         t.lag_seconds
             .map_or("unknown".to_string(), |l| format!("{l:.3} s")),
-        t.last_commit.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+        t.last_commit.map_or("none yet".to_string(), |c| c
+            .format("%Y-%m-%d %H:%M:%S%.3f UTC")
+            .to_string()),
         t.last_error.as_deref().unwrap_or("none")
     )
 }

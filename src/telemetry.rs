@@ -2,24 +2,26 @@
 //! pipeline, and its rendering in the Prometheus text format (served at `/metrics`, see
 //! [`crate::http`]).
 //!
-//! The registry is process-wide: stages call the hooks here directly ([`rows_read`],
-//! [`batch_queued`], [`write_seconds`]); the supervisor passes every
-//! [`Event`] to [`on_event`]. Labels are low-cardinality: `table`, and `stage` on retries.
+//! The registry is process-wide: each table has one [`TableHandle`], which its stages
+//! update directly as they work; metrics, `/readyz`, progress and the run's summary read it.
+//! Labels are low-cardinality: `table`, and `stage` on retries.
 //!
 //! **Replication lag** (`sluice_replication_lag_seconds{table}`), at scrape time: 0 when the
-//! poller's last read found nothing more to read and every row read has been committed;
+//! poller's last read found nothing more to read and every row read has been committed (as a
+//! written row or a dead letter);
 //! otherwise now minus the cursor time of the newest row committed (the first cursor
 //! column, when it is a DATETIME or TIMESTAMP read as UTC). Absent for tables with a
 //! non-time cursor, and before the first commit while still catching up.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::pipeline::Event;
+use crate::error::Error;
 
 /// Metric names: `sluice_<thing>_<unit>`, `_total` for counters.
 pub mod names {
@@ -82,19 +84,27 @@ pub struct TableMetrics {
     pub batches: u64,
     pub merged_batches: u64,
     pub retries: BTreeMap<&'static str, u64>,
+    /// Rows refused because a value cannot be carried: dead letters, and a row that
+    /// stopped the table.
     pub bad_rows: u64,
+    /// Rows written to `sluice.dead_letters` (committed like written rows, but not written).
+    pub dead_lettered: u64,
     pub failures: u64,
     pub batch_rows: Histogram,
     pub write_seconds: Histogram,
-    pub channel_rows: usize,
-    pub channel_batches: usize,
-    /// The poller's last read found nothing more.
+    /// Rows read and not yet taken into a batch.
+    pub channel_rows: i64,
+    /// Batches waiting for the writer.
+    pub channel_batches: i64,
+    /// The last read found nothing more.
     pub caught_up: bool,
-    /// Cursor time of the newest row committed.
+    /// Source time of the newest change committed (for polling: the cursor time).
     pub newest: Option<DateTime<Utc>>,
     pub last_commit: Option<DateTime<Utc>>,
     pub running: bool,
-    pub failed: bool,
+    /// The error that stopped the table, when one did.
+    pub failed: Option<Arc<Error>>,
+    /// The last error seen (retried or not); cleared by the next commit.
     pub last_error: Option<String>,
 }
 
@@ -107,6 +117,7 @@ impl Default for TableMetrics {
             merged_batches: 0,
             retries: BTreeMap::new(),
             bad_rows: 0,
+            dead_lettered: 0,
             failures: 0,
             batch_rows: Histogram::new(BATCH_ROWS_BUCKETS),
             write_seconds: Histogram::new(WRITE_SECONDS_BUCKETS),
@@ -116,7 +127,7 @@ impl Default for TableMetrics {
             newest: None,
             last_commit: None,
             running: false,
-            failed: false,
+            failed: None,
             last_error: None,
         }
     }
@@ -125,7 +136,7 @@ impl Default for TableMetrics {
 impl TableMetrics {
     /// See the module doc.
     pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
-        if self.caught_up && self.rows_read == self.rows_written {
+        if self.caught_up && self.rows_read == self.rows_written + self.dead_lettered {
             return Some(0.0);
         }
         self.newest
@@ -133,88 +144,143 @@ impl TableMetrics {
     }
 }
 
-static REGISTRY: LazyLock<Mutex<BTreeMap<String, TableMetrics>>> =
-    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+/// What one committed batch did to a table.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    pub rows: usize,
+    pub merged: bool,
+    pub dead_lettered: usize,
+    /// Source time of the batch's newest change.
+    pub newest: Option<DateTime<Utc>>,
+    pub committed_at: DateTime<Utc>,
+    /// The successful attempt's write and commit time (retries excluded).
+    pub took: Duration,
+}
 
-fn with(table: &str, f: impl FnOnce(&mut TableMetrics)) {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    match reg.get_mut(table) {
-        Some(m) => f(m),
-        None => f(reg.entry(table.to_string()).or_default()),
+/// One table's live state: the one store that metrics, `/readyz`, progress, the demo and
+/// the run's summary read, and the flag that stops its stages.
+#[derive(Debug)]
+pub struct TableHandle {
+    pub name: String,
+    /// Set when the table stops for good: readers stop reading it, writers drop its
+    /// batches.
+    stopped: AtomicBool,
+    metrics: Mutex<TableMetrics>,
+}
+
+impl TableHandle {
+    fn update<R>(&self, f: impl FnOnce(&mut TableMetrics) -> R) -> R {
+        f(&mut self.metrics.lock().unwrap_or_else(|p| p.into_inner()))
     }
-}
 
-/// A table's pipeline started.
-pub fn register(table: &str) {
-    with(table, |m| m.running = true);
-}
+    pub fn snapshot(&self) -> TableMetrics {
+        self.update(|m| m.clone())
+    }
 
-/// The poller handed `n` rows on; `caught_up`: the read found nothing more.
-pub fn rows_read(table: &str, n: usize, caught_up: bool, channel_len: usize) {
-    with(table, |m| {
-        m.rows_read += n as u64;
-        m.caught_up = caught_up;
-        m.channel_rows = channel_len;
-    });
-}
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
 
-/// The batcher handed a batch on; `channel_len` batches now wait for the writer.
-pub fn batch_queued(table: &str, channel_len: usize) {
-    with(table, |m| m.channel_batches = channel_len);
-}
+    /// The reader handed `n` rows on; `caught_up`: the read found nothing more.
+    pub fn rows_read(&self, n: usize, caught_up: bool) {
+        self.update(|m| {
+            m.rows_read += n as u64;
+            m.channel_rows += n as i64;
+            m.caught_up = caught_up;
+        });
+    }
 
-/// A batch write (transaction included) took `d`.
-pub fn write_seconds(table: &str, d: Duration) {
-    with(table, |m| m.write_seconds.observe(d.as_secs_f64()));
-}
+    /// The batcher took `rows` rows into a batch.
+    pub fn rows_batched(&self, rows: usize) {
+        self.update(|m| m.channel_rows -= rows as i64);
+    }
 
-/// Every pipeline event, from the supervisor.
-pub fn on_event(ev: &Event) {
-    match ev {
-        Event::Committed {
-            table,
-            rows,
-            merged,
-            dead_lettered,
-            newest,
-            committed_at,
-        } => with(table, |m| {
-            m.bad_rows += *dead_lettered as u64;
-            m.rows_written += *rows as u64;
+    /// A batch was queued for the writer (`1`) or taken by it (`-1`).
+    pub fn batch_queued(&self, delta: i64) {
+        self.update(|m| m.channel_batches += delta);
+    }
+
+    pub fn committed(&self, c: Commit) {
+        self.update(|m| {
+            m.rows_written += c.rows as u64;
+            m.dead_lettered += c.dead_lettered as u64;
+            m.bad_rows += c.dead_lettered as u64;
             m.batches += 1;
-            m.merged_batches += u64::from(*merged);
-            m.batch_rows.observe(*rows as f64);
-            if newest.is_some() {
-                m.newest = *newest;
+            m.merged_batches += u64::from(c.merged);
+            m.batch_rows.observe((c.rows + c.dead_lettered) as f64);
+            m.write_seconds.observe(c.took.as_secs_f64());
+            if c.newest.is_some() {
+                m.newest = c.newest;
             }
-            m.last_commit = Some(*committed_at);
+            m.last_commit = Some(c.committed_at);
             m.last_error = None;
-        }),
-        Event::Finished { table } => with(table, |m| m.running = false),
-        Event::Failed { table, error, .. } => with(table, |m| {
+        });
+    }
+
+    /// A transient error of `stage` is being retried.
+    pub fn retrying(&self, stage: &'static str, error: &Error) {
+        self.update(|m| {
+            *m.retries.entry(stage).or_default() += 1;
+            m.last_error = Some(error.to_string());
+        });
+    }
+
+    /// The table stopped for good. Returns false when it had already.
+    pub fn fail(&self, error: Arc<Error>) -> bool {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.update(|m| {
+            if m.failed.is_some() {
+                return false;
+            }
             m.failures += 1;
-            m.failed = true;
             m.running = false;
-            if error.starts_with("bad value") {
+            if matches!(*error, Error::BadRow { .. }) {
                 m.bad_rows += 1;
             }
-            m.last_error = Some(error.clone());
-        }),
-        Event::Retrying {
-            table,
-            stage,
-            error,
-            ..
-        } => with(table, |m| {
-            *m.retries.entry(stage).or_default() += 1;
-            m.last_error = Some(error.clone());
-        }),
+            m.last_error = Some(error.to_string());
+            m.failed = Some(error);
+            true
+        })
     }
+
+    /// The table's stages have finished (shutdown, or `--once` caught up).
+    pub fn finished(&self) {
+        self.update(|m| m.running = false);
+    }
+}
+
+static REGISTRY: LazyLock<Mutex<BTreeMap<String, Arc<TableHandle>>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// A table's pipeline starts: a fresh handle, registered for metrics.
+pub fn register(table: &str) -> Arc<TableHandle> {
+    let h = Arc::new(TableHandle {
+        name: table.to_string(),
+        stopped: AtomicBool::new(false),
+        metrics: Mutex::new(TableMetrics {
+            running: true,
+            ..TableMetrics::default()
+        }),
+    });
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(table.to_string(), h.clone());
+    h
 }
 
 /// A copy of every table's metrics.
 pub fn snapshot() -> BTreeMap<String, TableMetrics> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    let handles: Vec<Arc<TableHandle>> = REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    handles
+        .iter()
+        .map(|h| (h.name.clone(), h.snapshot()))
+        .collect()
 }
 
 /// Prometheus label value escaping.
@@ -286,7 +352,7 @@ pub fn render(now: DateTime<Utc>) -> String {
             names::TABLE_RUNNING,
             "gauge",
             "1 while the table's pipeline runs.",
-            |m| f64::from(u8::from(m.running && !m.failed)),
+            |m| f64::from(u8::from(m.running && m.failed.is_none())),
         ),
     ];
     for (name, kind, help, get) in simple {
@@ -322,7 +388,7 @@ pub fn render(now: DateTime<Utc>) -> String {
         ),
         (
             names::WRITE_SECONDS,
-            "Time to write and commit one batch (retries excluded).",
+            "Time to write and commit one batch: the attempt that succeeded (retries excluded).",
             |m: &TableMetrics| &m.write_seconds,
         ),
     ] {
@@ -379,29 +445,39 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_lag() {
         let t = "telemetry_unit \"q\"";
-        register(t);
-        rows_read(t, 10, false, 3);
+        let h = register(t);
+        h.rows_read(11, false);
         let newest = Utc::now() - chrono::Duration::seconds(5);
-        on_event(&Event::Committed {
-            table: t.into(),
+        h.committed(Commit {
             rows: 10,
             merged: false,
             dead_lettered: 1,
             newest: Some(newest),
             committed_at: Utc::now(),
+            took: Duration::from_millis(7),
         });
-        write_seconds(t, Duration::from_millis(7));
         let text = render(Utc::now());
         assert!(text.contains("sluice_rows_written_total{table=\"telemetry_unit \\\"q\\\"\"} 10"));
         assert!(text.contains("sluice_bad_rows_total{table=\"telemetry_unit \\\"q\\\"\"} 1"));
         assert!(text
-            .contains("sluice_batch_rows_bucket{table=\"telemetry_unit \\\"q\\\"\",le=\"10\"} 1"));
+            .contains("sluice_batch_rows_bucket{table=\"telemetry_unit \\\"q\\\"\",le=\"100\"} 1"));
         assert!(text
             .contains("sluice_write_duration_seconds_count{table=\"telemetry_unit \\\"q\\\"\"} 1"));
-        let lag = snapshot()[t].lag_seconds(Utc::now()).unwrap();
+        let lag = h.snapshot().lag_seconds(Utc::now()).unwrap();
         assert!((4.0..10.0).contains(&lag), "{lag}");
-        // Caught up with everything read committed: 0.
-        rows_read(t, 0, true, 0);
-        assert_eq!(snapshot()[t].lag_seconds(Utc::now()), Some(0.0));
+        // Caught up with everything read committed (a dead letter counts): 0.
+        h.rows_read(0, true);
+        assert_eq!(h.snapshot().lag_seconds(Utc::now()), Some(0.0));
+    }
+
+    #[test]
+    fn a_failure_stops_the_table_once() {
+        let h = register("telemetry_fail");
+        assert!(!h.stopped());
+        assert!(h.fail(Arc::new(Error::Other("boom".into()))));
+        assert!(!h.fail(Arc::new(Error::Other("again".into()))));
+        let m = h.snapshot();
+        assert!(h.stopped() && !m.running && m.failures == 1);
+        assert_eq!(m.last_error.as_deref(), Some("boom"));
     }
 }

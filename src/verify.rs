@@ -33,9 +33,13 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection, PgConnecti
 
 use crate::config::Settings;
 use crate::error::{Error, Result, Side};
-use crate::source::mysql;
-use crate::source::schema::{quote_mysql, quote_pg, Kind, MapOptions, TableSchema};
-use crate::value::{encode_copy_rows, Row};
+use crate::model::{Kind, TableModel};
+use crate::sink::postgres::copy::encode_text;
+use crate::sink::postgres::ddl::conflict_action;
+use crate::sink::postgres::types::{pg_type, quote as quote_pg};
+use crate::source::mysql::{self, quote as quote_mysql, ReadSpec};
+use crate::state::{ownership, StateKey};
+use crate::value::Row;
 
 /// Hex digits of the key hash that name a chunk: 16^4 = 65,536 chunks.
 const CHUNK_HEX_DIGITS: usize = 4;
@@ -79,41 +83,44 @@ impl TableReport {
 }
 
 /// Whether column `i` takes part in the comparison.
-fn compared(t: &TableSchema, i: usize) -> bool {
-    let c = &t.columns[i];
-    !(c.pg_type == "jsonb"
-        || c.pg_type == "interval"
-        || matches!(c.kind, Kind::Float32 | Kind::Float64))
+fn compared(t: &TableModel, i: usize) -> bool {
+    !matches!(
+        t.columns[i].kind,
+        Kind::Json | Kind::Time { .. } | Kind::Float32 | Kind::Float64
+    )
 }
 
 /// The canonical text of column `i` in MySQL, NULL included (as `n`; values get a `v`
 /// prefix so no value can look like NULL).
-fn mysql_canon(t: &TableSchema, i: usize) -> String {
-    let c = &t.columns[i];
+fn mysql_canon(spec: &ReadSpec, i: usize) -> String {
+    let c = &spec.model.columns[i];
     let q = quote_mysql(&c.name);
     let e = match c.kind {
-        // Floats are not compared (see `compared`); the arm only keeps the match whole.
+        // Floats, JSON and TIME are not compared (see `compared`); the arms only keep the
+        // match whole.
         Kind::Bool
-        | Kind::Int
-        | Kind::UInt
-        | Kind::Decimal(..)
-        | Kind::CastText
+        | Kind::Int { .. }
+        | Kind::UInt { .. }
+        | Kind::Decimal { .. }
+        | Kind::Enum
+        | Kind::Set
+        | Kind::Time { .. }
         | Kind::Float32
         | Kind::Float64 => {
             format!("CAST({q} AS CHAR)")
         }
-        Kind::CastInt => format!("CAST(CAST({q} AS SIGNED) AS CHAR)"),
-        Kind::Text => format!("CONVERT({q} USING utf8mb4)"),
+        Kind::Year => format!("CAST(CAST({q} AS SIGNED) AS CHAR)"),
+        Kind::Text | Kind::Json => format!("CONVERT({q} USING utf8mb4)"),
         Kind::Bytes => format!("LOWER(HEX({q}))"),
         Kind::Bits(n) => format!("LPAD(BIN({q}), {n}, '0')"),
-        Kind::Date | Kind::DateTime | Kind::Timestamp => {
+        Kind::Date | Kind::DateTime { .. } | Kind::Timestamp { .. } => {
             let fmt = if c.kind == Kind::Date {
                 "'%Y-%m-%d'"
             } else {
                 "'%Y-%m-%d %H:%i:%s.%f'"
             };
-            // A zero date outside the keyset arrives as NULL (zero_dates = "null").
-            if t.zero_dates == crate::config::ZeroDates::Null && !t.key.contains(&i) {
+            // A zero date that arrives as NULL (zero_dates = "null", outside the keyset).
+            if spec.zero_date_to_null(i) {
                 format!(
                     "CASE WHEN YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0 THEN NULL ELSE DATE_FORMAT({q}, {fmt}) END"
                 )
@@ -126,15 +133,17 @@ fn mysql_canon(t: &TableSchema, i: usize) -> String {
 }
 
 /// The canonical text of column `i` in PostgreSQL; see [`mysql_canon`].
-fn pg_canon(t: &TableSchema, i: usize) -> String {
+fn pg_canon(t: &TableModel, i: usize) -> String {
     let c = &t.columns[i];
     let q = quote_pg(&c.name);
     let e = match c.kind {
-        Kind::Bool if c.pg_type == "boolean" => format!("{q}::int::text"),
+        Kind::Bool => format!("{q}::int::text"),
         Kind::Bytes => format!("encode({q}, 'hex')"),
         Kind::Date => format!("to_char({q}, 'YYYY-MM-DD')"),
-        Kind::DateTime => format!("to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US')"),
-        Kind::Timestamp => format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"),
+        Kind::DateTime { .. } => format!("to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        Kind::Timestamp { .. } => {
+            format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+        }
         _ => format!("{q}::text"),
     };
     format!("COALESCE('v' || {e}, 'n')")
@@ -154,13 +163,14 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(t: &TableSchema, target_schema: &str) -> Plan {
+    fn new(spec: &ReadSpec, target_schema: &str) -> Plan {
+        let t = &*spec.model;
         let cols: Vec<usize> = (0..t.columns.len()).filter(|&i| compared(t, i)).collect();
         let join_my = |idx: &[usize]| {
             format!(
                 "CONCAT_WS(CHAR(1 USING utf8mb4), {})",
                 idx.iter()
-                    .map(|&i| mysql_canon(t, i))
+                    .map(|&i| mysql_canon(spec, i))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -184,7 +194,7 @@ impl Plan {
             pg_pk: t
                 .primary_key
                 .iter()
-                .map(|&i| (t.columns[i].name.clone(), t.columns[i].pg_type.clone()))
+                .map(|&i| (t.columns[i].name.clone(), pg_type(&t.columns[i])))
                 .collect(),
         }
     }
@@ -305,7 +315,7 @@ struct TargetRow {
 
 /// Narrows one pass of chunks to rows; with `repair`, fixes them. Updates `report`.
 async fn narrow_pass(
-    t: &TableSchema,
+    spec: &ReadSpec,
     p: &Plan,
     my: &mut MySqlConnection,
     pg: &mut PgConnection,
@@ -346,11 +356,12 @@ async fn narrow_pass(
         }
     }
     // Then the source, streamed: full rows, decoded only when they must be repaired.
-    let n_sel = t.columns.len() + t.zero_date_checked().len();
+    let t = &*spec.model;
+    let n_sel = spec.select_width();
     let placeholders = vec!["?"; chunks.len()].join(", ");
     let sql = format!(
         "SELECT {}, MD5({}), MD5({}) FROM {} WHERE {} IN ({placeholders})",
-        mysql::select_list(t),
+        spec.select_list(),
         p.my_key,
         p.my_row,
         p.my_from,
@@ -379,7 +390,7 @@ async fn narrow_pass(
             if same {
                 continue;
             }
-            let row = mysql::decode_row(t, &r)?;
+            let row = spec.decode_row(&r)?;
             let key = t.describe_key(&row);
             if missing {
                 report.missing += 1;
@@ -422,7 +433,7 @@ async fn narrow_pass(
 /// Upserts `rows` (source rows) and deletes `extra` (primary keys as text) on the target, in
 /// one transaction. The watermark is not touched.
 async fn apply_repair(
-    t: &TableSchema,
+    t: &TableModel,
     p: &Plan,
     pg: &mut PgConnection,
     rows: &[Row],
@@ -434,7 +445,7 @@ async fn apply_repair(
         let cols: Vec<String> = t.columns.iter().map(|c| quote_pg(&c.name)).collect();
         let col_list = cols.join(", ");
         let pk: Vec<String> = p.pg_pk.iter().map(|(n, _)| quote_pg(n)).collect();
-        let action = crate::sink::conflict_action(t);
+        let action = conflict_action(t);
         sqlx::raw_sql(AssertSqlSafe(format!(
             "CREATE TEMP TABLE sluice_repair (LIKE {}) ON COMMIT DROP",
             p.pg_from
@@ -443,7 +454,7 @@ async fn apply_repair(
         .await
         .map_err(err("creating the repair staging table"))?;
         let mut buf = Vec::new();
-        encode_copy_rows(rows, &mut buf);
+        encode_text(rows, &mut buf);
         let copy_sql = format!("COPY pg_temp.sluice_repair ({col_list}) FROM STDIN");
         let mut copy = tx
             .copy_in_raw(&copy_sql)
@@ -504,35 +515,35 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
             ))
         })?;
     let mut my = mysql::connect(&settings.source_url).await?;
-    let mut pg = crate::sink::connect(&settings.target_url).await?;
-    let pk = ts.primary_key.as_ref().map(|p| p.to_vec());
-    let t = mysql::introspect(
-        &mut my,
-        &ts.name,
-        &ts.cursor.to_vec(),
-        pk.as_deref(),
-        MapOptions {
-            tinyint1_as_boolean: ts.tinyint1_as_boolean,
-        },
-        settings.zero_dates,
-    )
-    .await?;
-    if repair
-        && crate::sink::deferred_key(&mut pg, &t.name)
-            .await
-            .unwrap_or(None)
-            .is_some()
-    {
-        return Err(Error::Other(format!(
-            "table {:?} is in its initial load: its target has no primary key until `sluice run` catches up and builds it, and a repair needs it; let the run finish the load (`sluice status` says when), then repair",
-            t.name
-        )));
+    let mut pg = crate::sink::postgres::connect(&settings.target_url, "verify").await?;
+    let plan = crate::source::poll::plan(&mut my, settings, ts).await?;
+    let spec = &plan.spec;
+    let t = &*spec.model;
+    if repair {
+        // A repair writes rows: it must not race the table's owner, which could write an
+        // older version back. It takes the table's ownership lock for its duration.
+        let key = StateKey::new(&settings.pipeline_name, &t.name);
+        if !ownership::try_lock(&mut pg, &key).await? {
+            return Err(Error::Other(format!(
+                "table {:?} is being replicated by a running sluice process (pipeline {:?}); a repair beside it could write an older version of a row back. Stop that process (or let `run --once` end), then repair",
+                t.name, settings.pipeline_name
+            )));
+        }
+        let deferred = crate::state::load(&mut pg, &key)
+            .await?
+            .and_then(|s| s.deferred_key);
+        if deferred.is_some() {
+            return Err(Error::Other(format!(
+                "table {:?} is in its initial load: its target has no primary key until `sluice run` catches up and builds it, and a repair needs it; let the run finish the load (`sluice status` says when), then repair",
+                t.name
+            )));
+        }
     }
-    let p = Plan::new(&t, &settings.target_schema);
+    let p = Plan::new(spec, &settings.target_schema);
     let mut report = TableReport {
         table: t.name.clone(),
         skipped_columns: (0..t.columns.len())
-            .filter(|&i| !compared(&t, i))
+            .filter(|&i| !compared(t, i))
             .map(|i| t.columns[i].name.clone())
             .collect(),
         ..Default::default()
@@ -545,7 +556,7 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
     report.chunks = src.len().max(tgt.len());
     report.mismatched_chunks = bad.len();
     for pass in passes(&bad) {
-        narrow_pass(&t, &p, &mut my, &mut pg, &pass, repair, &mut report).await?;
+        narrow_pass(spec, &p, &mut my, &mut pg, &pass, repair, &mut report).await?;
     }
     if repair && report.mismatches() > 0 {
         let (src, tgt) = tokio::join!(mysql_sums(&mut my, &p), pg_sums(&mut pg, &p));
@@ -559,7 +570,7 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
 
 fn missing_target(p: &Plan) -> impl FnOnce(Error) -> Error + '_ {
     move |e| {
-        if e.to_string().contains("does not exist") {
+        if e.sqlstate() == Some(crate::error::PG_UNDEFINED_TABLE) {
             Error::Schema(format!(
                 "the target table {} does not exist; run `sluice migrate` or `sluice run` first",
                 p.pg_from

@@ -19,7 +19,7 @@ fn assert_consistent_prefix(db: &TestDb) {
         "rows present vs rows the watermark covers"
     );
     let wm = db.pg_rows(
-        "SELECT position->0->>'v', position->1->>'v' FROM sluice.replication_state WHERE position IS NOT NULL",
+        "SELECT position->'keyset'->'values'->0->>'v', position->'keyset'->'values'->1->>'v' FROM sluice.replication_state WHERE position IS NOT NULL",
     );
     if let Some(w) = wm.first() {
         let (created, id) = (

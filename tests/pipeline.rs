@@ -264,7 +264,7 @@ fn wait_for_owner(db: &TestDb, who: &str) {
         Duration::from_secs(30),
         || {
             db.pg_i64(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 29548 \
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             ) >= 1
         },

@@ -1,28 +1,34 @@
-//! Replication progress: one row per source table, stored in `sluice.replication_state` on
-//! the target.
+//! Replication progress: one row per pipeline and source table, stored in
+//! `sluice.replication_state` on the target.
 //!
-//! `position` is the watermark: a JSON array holding the values of the keyset columns
-//! (`key_columns`: the cursor columns, then the primary-key columns not already among
-//! them) of the last source row whose write is committed on the target. Every source row
-//! whose keyset is greater than `position` (in the source's own ordering) is still to be
-//! read; every row at or below it has been written. The row is only ever updated in the
-//! same PostgreSQL transaction that writes the rows it covers, and only ever moves forward,
-//! so after a crash at any instant the target holds exactly the rows `position` says.
-//! `position` is NULL before the first batch.
+//! `position` is where the source is for that table, as the source wrote it; sluice's
+//! pipeline never looks inside. Every change the source produced at or before it has been
+//! applied on the target; every change after it is still to be applied. The row is only
+//! ever updated in the same PostgreSQL transaction that applies the changes it covers, only
+//! ever moves forward, and only by the table's current owner (`owner_epoch`), so after a
+//! crash at any instant the target holds exactly the changes `position` says. NULL before
+//! the first batch.
+//!
+//! Polling writes `{"keyset": {"columns": [...], "values": [...]}}`: the values of the
+//! keyset columns (the cursor columns, then the primary-key columns not already among
+//! them), as typed JSON, of the last source row whose write is committed. Every source row
+//! whose keyset is greater than it (in the source's own ordering) is still to be read.
 
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(schema_name = "sluice", table_name = "replication_state")]
 pub struct Model {
+    /// The pipeline (`[pipeline] name`, by default `<source database>/<target schema>`).
+    /// `''` on rows stored before pipelines had names, until a pipeline adopts them.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub pipeline: String,
     /// The source table's name, as configured.
     #[sea_orm(primary_key, auto_increment = false)]
     pub table_name: String,
-    /// Names of the keyset columns, in keyset order (JSON array of strings).
-    pub key_columns: Json,
-    /// The watermark: JSON array of typed values, one per key column; NULL before the first batch.
+    /// The position, as the source wrote it; NULL before the first batch.
     pub position: Option<Json>,
-    /// Rows written to the target by sluice for this table, all time.
+    /// Changes applied to the target by sluice for this table, all time.
     pub rows_replicated: i64,
     /// When the last batch committed.
     pub updated_at: DateTimeWithTimeZone,
@@ -34,6 +40,11 @@ pub struct Model {
     /// version) in the transaction that clears this, once the source is caught up.
     /// NULL otherwise.
     pub deferred_key: Option<String>,
+    /// Bumped by every process that takes the table over; each position write checks it,
+    /// so a process that lost the table can never write again.
+    pub owner_epoch: i64,
+    /// The process that holds the table (`host:pid`), since it took it.
+    pub owner: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! The replication state table. What a stored `position` means is defined on the entity,
-//! `entities::replication_state`: the keyset of the last source row whose write committed
-//! on the target, advanced only in the transaction that writes those rows.
+//! `entities::replication_state`: where the source is for that table, as the source wrote
+//! it, advanced only in the transaction that writes the changes it covers, and only by the
+//! table's current owner (`owner_epoch`).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::MigratorTraitSelf;
@@ -14,6 +15,7 @@ impl MigratorTraitSelf for State {
             Box::new(CreateState),
             Box::new(CreateDeadLetters),
             Box::new(AddDeferredKey),
+            Box::new(PipelinesAndOwners),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -126,6 +128,76 @@ impl MigrationTrait for AddDeferredKey {
             .get_connection()
             .execute_unprepared(
                 "ALTER TABLE sluice.replication_state DROP COLUMN IF EXISTS deferred_key",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// State keyed by pipeline, and fenced ownership:
+/// - `pipeline` joins the key (`(pipeline, table_name)`), so two pipelines into one target
+///   (two source databases, or two target schemas) never share a table's position. Rows
+///   stored before pipelines had names get `''` and are adopted by the first pipeline that
+///   claims their table.
+/// - `owner_epoch` is bumped by each process that takes a table over, and every position
+///   write checks it, so a process that lost ownership can never write again; `owner` says
+///   which process holds it.
+/// - `position` becomes self-describing: a polling position `[v1, v2]` with its
+///   `key_columns` turns into `{"keyset": {"columns": [...], "values": [v1, v2]}}`, and the
+///   separate `key_columns` column goes.
+/// - `dead_letters` gets `pipeline` too.
+struct PipelinesAndOwners;
+
+impl MigrationName for PipelinesAndOwners {
+    fn name(&self) -> &str {
+        "m20261126_000005_pipelines_and_owners"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PipelinesAndOwners {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE sluice.replication_state
+                   ADD COLUMN IF NOT EXISTS pipeline text NOT NULL DEFAULT '',
+                   ADD COLUMN IF NOT EXISTS owner_epoch bigint NOT NULL DEFAULT 0,
+                   ADD COLUMN IF NOT EXISTS owner text;
+                 UPDATE sluice.replication_state
+                   SET position = jsonb_build_object('keyset',
+                         jsonb_build_object('columns', key_columns, 'values', position))
+                   WHERE jsonb_typeof(position) = 'array';
+                 ALTER TABLE sluice.replication_state
+                   DROP CONSTRAINT IF EXISTS replication_state_pkey;
+                 ALTER TABLE sluice.replication_state
+                   ADD CONSTRAINT replication_state_pkey PRIMARY KEY (pipeline, table_name),
+                   DROP COLUMN IF EXISTS key_columns;
+                 ALTER TABLE sluice.dead_letters
+                   ADD COLUMN IF NOT EXISTS pipeline text NOT NULL DEFAULT ''",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE sluice.dead_letters DROP COLUMN IF EXISTS pipeline;
+                 ALTER TABLE sluice.replication_state
+                   ADD COLUMN IF NOT EXISTS key_columns jsonb NOT NULL DEFAULT '[]';
+                 UPDATE sluice.replication_state
+                   SET key_columns = position->'keyset'->'columns',
+                       position = position->'keyset'->'values'
+                   WHERE position ? 'keyset';
+                 ALTER TABLE sluice.replication_state
+                   DROP CONSTRAINT IF EXISTS replication_state_pkey;
+                 ALTER TABLE sluice.replication_state
+                   DROP COLUMN IF EXISTS owner,
+                   DROP COLUMN IF EXISTS owner_epoch,
+                   DROP COLUMN IF EXISTS pipeline,
+                   ADD CONSTRAINT replication_state_pkey PRIMARY KEY (table_name)",
             )
             .await?;
         Ok(())

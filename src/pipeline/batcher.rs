@@ -1,88 +1,57 @@
-//! The batcher: groups rows into batches, flushing when a batch is full, when `linger` has
-//! passed since its first row, when the source says it is caught up, and at the end.
+//! The batcher: groups each table's change sets into batches. A table's batch is sent when
+//! the next change set would not fit it (`batch_rows`, `batch_bytes`), when `linger` has
+//! passed since its first change, when the source says the table is caught up or held
+//! back, and at the end. If the batches it holds for all its tables together pass
+//! `batch_bytes`, the largest goes at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Handler, Message, SyncContext};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Batch, BatchMsg, RowMsg};
-use crate::source::schema::TableSchema;
+use super::{send, BatchMsg, Lease, ReadMsg};
+use crate::model::{Batch, ChangeSet, TableId};
+use crate::shutdown::Shutdown;
+use crate::telemetry::TableHandle;
 
-#[derive(Clone)]
 pub struct BatcherConfig {
-    pub table: Arc<TableSchema>,
     pub batch_rows: usize,
+    pub batch_bytes: usize,
     pub linger: Duration,
-    pub rows: Receiver<RowMsg>,
-    /// Rows the poller sent and the batcher has not taken yet.
-    pub in_flight: Arc<AtomicUsize>,
-    pub batches: Sender<BatchMsg>,
+    pub input: Receiver<ReadMsg>,
+    pub out: Sender<BatchMsg>,
+    pub handles: Arc<[Arc<TableHandle>]>,
+    pub shutdown: Shutdown,
 }
 
-pub struct Batcher {
+/// A table's batch being filled.
+struct Pending {
+    set: ChangeSet,
+    lease: Lease,
+    /// When its first change arrived: the linger clock.
+    since: Instant,
+}
+
+struct Inner {
     cfg: BatcherConfig,
-    done: bool,
-    /// `CaughtUp` was passed on and no batch has been sent since: an idle source's
+    pending: HashMap<TableId, Pending>,
+    /// Tables whose `CaughtUp` was passed on with no batch sent since: an idle source's
     /// repeated caught-up flushes are passed on once.
-    caught_up_sent: bool,
+    caught_up_sent: std::collections::HashSet<TableId>,
 }
 
-/// One collected batch and what ended it.
-struct Collected {
-    rows: Vec<crate::value::Row>,
-    /// The source said it is caught up.
-    caught_up: bool,
-    /// The stream ended.
-    ended: bool,
-}
+/// `None` once finished (dropping the channel's sender ends the writer).
+pub struct Batcher(Option<Inner>);
 
 impl Batcher {
-    pub fn new(cfg: BatcherConfig) -> Self {
-        Batcher {
+    pub fn new(cfg: Option<BatcherConfig>) -> Self {
+        Batcher(cfg.map(|cfg| Inner {
             cfg,
-            done: false,
-            caught_up_sent: false,
-        }
-    }
-
-    fn take(&self, page: &[crate::value::Row]) {
-        self.cfg.in_flight.fetch_sub(page.len(), Ordering::Relaxed);
-    }
-
-    /// Collects the rows of one batch (possibly none; possibly more than `batch_rows`, when
-    /// the last page overshoots: the caller splits them).
-    fn collect(&self) -> Collected {
-        let end = |rows, caught_up, ended| Collected {
-            rows,
-            caught_up,
-            ended,
-        };
-        // Wait as long as it takes for the first page; the linger clock starts there.
-        let mut rows = match self.cfg.rows.recv() {
-            Ok(RowMsg::Rows(page)) => page,
-            Ok(RowMsg::Flush { caught_up }) => return end(Vec::new(), caught_up, false),
-            Ok(RowMsg::End) | Err(_) => return end(Vec::new(), false, true),
-        };
-        self.take(&rows);
-        rows.reserve(self.cfg.batch_rows.saturating_sub(rows.len()));
-        let deadline = Instant::now() + self.cfg.linger;
-        while rows.len() < self.cfg.batch_rows {
-            match self.cfg.rows.recv_deadline(deadline) {
-                Ok(RowMsg::Rows(mut page)) => {
-                    self.take(&page);
-                    rows.append(&mut page);
-                }
-                Ok(RowMsg::Flush { caught_up }) => return end(rows, caught_up, false),
-                Err(RecvTimeoutError::Timeout) => break,
-                Ok(RowMsg::End) | Err(RecvTimeoutError::Disconnected) => {
-                    return end(rows, false, true)
-                }
-            }
-        }
-        end(rows, false, false)
+            pending: HashMap::new(),
+            caught_up_sent: Default::default(),
+        }))
     }
 }
 
@@ -90,55 +59,150 @@ impl Actor for Batcher {
     type Context = SyncContext<Self>;
 }
 
-/// Build and send the next batch.
+/// Take the next message (or the linger timeout) and act on it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct NextBatch;
+
+impl Inner {
+    /// Sends `table`'s batch on; false when the writer is gone.
+    fn flush(&mut self, table: TableId) -> bool {
+        let Some(p) = self.pending.remove(&table) else {
+            return true;
+        };
+        let h = &self.cfg.handles[table];
+        if h.stopped() {
+            // The table failed: its batch is dropped (a restart reads it again).
+            return true;
+        }
+        h.batch_queued(1);
+        self.caught_up_sent.remove(&table);
+        send(
+            &self.cfg.out,
+            BatchMsg::Batch(Batch { parts: vec![p.set] }, p.lease),
+            &self.cfg.shutdown,
+        )
+    }
+
+    fn add(&mut self, set: ChangeSet, lease: Lease) -> bool {
+        let t = set.table;
+        self.cfg.handles[t].rows_batched(set.changes.len());
+        let (rows, bytes) = (self.cfg.batch_rows, self.cfg.batch_bytes);
+        let fits = |p: &Pending| {
+            p.set.changes.len() + set.changes.len() <= rows && p.set.bytes + set.bytes <= bytes
+        };
+        if self.pending.get(&t).is_some_and(|p| !fits(p)) && !self.flush(t) {
+            return false;
+        }
+        match self.pending.get_mut(&t) {
+            Some(p) => {
+                let ChangeSet {
+                    changes,
+                    position,
+                    bytes,
+                    source_time,
+                    ..
+                } = set;
+                p.set.changes.extend(changes);
+                p.set.position = position;
+                p.set.bytes += bytes;
+                p.set.source_time = source_time.or(p.set.source_time);
+                p.lease.merge(lease);
+            }
+            None => {
+                self.pending.insert(
+                    t,
+                    Pending {
+                        set,
+                        lease,
+                        since: Instant::now(),
+                    },
+                );
+            }
+        }
+        let p = &self.pending[&t];
+        if (p.set.changes.len() >= rows || p.set.bytes >= bytes) && !self.flush(t) {
+            return false;
+        }
+        // All tables' batches together stay within one batch's bytes.
+        while self.pending.values().map(|p| p.set.bytes).sum::<usize>() > bytes {
+            let largest = self
+                .pending
+                .iter()
+                .max_by_key(|(_, p)| p.set.bytes)
+                .map(|(t, _)| *t)
+                .expect("not empty");
+            if !self.flush(largest) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One message, or the linger of the oldest batch. False when done.
+    fn step(&mut self) -> bool {
+        let deadline = self
+            .pending
+            .values()
+            .map(|p| p.since + self.cfg.linger)
+            .min();
+        let msg = match deadline {
+            Some(d) => self.cfg.input.recv_deadline(d),
+            None => self
+                .cfg
+                .input
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(ReadMsg::Changes(set, lease)) => self.add(set, lease),
+            Ok(ReadMsg::Flush { table, caught_up }) => {
+                if !self.flush(table) {
+                    return false;
+                }
+                if caught_up && self.caught_up_sent.insert(table) {
+                    return send(
+                        &self.cfg.out,
+                        BatchMsg::CaughtUp(table),
+                        &self.cfg.shutdown,
+                    );
+                }
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                let due: Vec<TableId> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.since + self.cfg.linger <= now)
+                    .map(|(t, _)| *t)
+                    .collect();
+                due.into_iter().all(|t| self.flush(t))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let all: Vec<TableId> = self.pending.keys().copied().collect();
+                for t in all {
+                    if !self.flush(t) {
+                        break;
+                    }
+                }
+                false
+            }
+        }
+    }
+}
 
 impl Handler<NextBatch> for Batcher {
     type Result = ();
 
     fn handle(&mut self, _: NextBatch, ctx: &mut SyncContext<Self>) {
-        if self.done {
+        let Some(inner) = self.0.as_mut() else {
             return;
+        };
+        if inner.step() {
+            ctx.address().do_send(NextBatch);
+        } else {
+            self.0 = None;
         }
-        let Collected {
-            mut rows,
-            caught_up,
-            ended,
-        } = self.collect();
-        while !rows.is_empty() {
-            let rest = if rows.len() > self.cfg.batch_rows {
-                rows.split_off(self.cfg.batch_rows)
-            } else {
-                Vec::new()
-            };
-            let position = self.cfg.table.key_of(rows.last().expect("not empty"));
-            if self
-                .cfg
-                .batches
-                .send(BatchMsg::Batch(Batch { rows, position }))
-                .is_err()
-            {
-                self.done = true;
-                return;
-            }
-            crate::telemetry::batch_queued(&self.cfg.table.name, self.cfg.batches.len());
-            self.caught_up_sent = false;
-            rows = rest;
-        }
-        if caught_up && !self.caught_up_sent {
-            if self.cfg.batches.send(BatchMsg::CaughtUp).is_err() {
-                self.done = true;
-                return;
-            }
-            self.caught_up_sent = true;
-        }
-        if ended {
-            self.done = true;
-            let _ = self.cfg.batches.send(BatchMsg::End);
-            return;
-        }
-        ctx.address().do_send(NextBatch);
     }
 }

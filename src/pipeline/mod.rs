@@ -1,148 +1,115 @@
 //! The replication pipeline, as actix actors.
 //!
 //! ```text
-//! Poller ──(bounded crossbeam: RowMsg)──▶ Batcher ──(bounded crossbeam: BatchMsg)──▶ Writer
-//!    └──────────────── Event (committed / finished / failed) ──────────────▶ Supervisor ◀──┘
+//!            ┌──────────────── one lane (of up to `max_*_connections`) ─────────────────┐
+//! Source ──▶ Poller ──(bounded: ReadMsg)──▶ Batcher ──(bounded: BatchMsg)──▶ Writer ──▶ Sink
+//!              └──────────── Event (a table failed, the lane finished) ──────▶ Supervisor
 //! ```
+//! Tables are spread over lanes; each lane is one poller, one batcher and one writer, with
+//! one connection to each side, serving its tables in turn. Threads and connections are
+//! bounded by the settings, not by the number of tables.
+//!
 //! Poller, batcher and writer block on channels and databases, so each runs as a
 //! `SyncArbiter` actor on its own thread (with a private current-thread tokio runtime for
 //! its database I/O), never on an actix/tokio worker. Each handles one unit of work per
-//! message and sends itself the next, so the bounded channels are the only backpressure:
-//! a slow target slows the poller, and memory stays flat whatever the backlog.
+//! message and sends itself the next, so the bounded channels are the only backpressure.
+//! Memory is bounded in bytes: every change set read holds a [`budget::Lease`] on the
+//! process's byte budget until its batch is committed (or dropped).
 //!
-//! Shutdown: the supervisor drops the shutdown sender; the poller sees it between pages,
-//! sends `End`, and the batcher and writer drain what is in flight, commit it, and finish.
+//! Shutdown ([`crate::shutdown`]): the poller stops at its next step and sends `End`; the
+//! batcher and writer drain what is in flight and commit it, for at most the grace period.
 
+mod budget;
 pub mod batcher;
 pub mod generator;
 pub mod poller;
 pub mod supervisor;
 pub mod writer;
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use actix::Message;
-use chrono::{DateTime, Utc};
-use crossbeam_channel::Receiver;
+use actix::{Message, Recipient};
+use crossbeam_channel::{Sender, TrySendError};
 
-use crate::config::Retry;
-use crate::value::{Row, Value};
+pub use budget::{Budget, Lease};
+
+use crate::error::Error;
+use crate::model::{Batch, ChangeSet, TableId};
+use crate::shutdown::Shutdown;
+use crate::telemetry::TableHandle;
 
 /// Poller → batcher.
 #[derive(Debug)]
-pub enum RowMsg {
-    /// One page's rows (never empty), in keyset order. Whole pages travel, not single
-    /// rows: one channel operation and one wake-up per page.
-    Rows(Vec<Row>),
-    /// Write what you hold now rather than waiting for the linger: the source is caught up
-    /// (`caught_up`), or a row of an open transaction holds the next page back.
-    Flush { caught_up: bool },
-    /// No more rows will come: flush and pass `End` on.
-    End,
-}
-
-/// A batch of rows in keyset order and the watermark they bring the table to.
-#[derive(Debug)]
-pub struct Batch {
-    pub rows: Vec<Row>,
-    pub position: Vec<Value>,
+pub enum ReadMsg {
+    /// One read's changes of one table (never empty), and the bytes they hold.
+    Changes(ChangeSet, Lease),
+    /// Write what you hold of `table` now rather than waiting for the linger: the source is
+    /// caught up with it (`caught_up`), or a row of an open transaction holds it back.
+    Flush { table: TableId, caught_up: bool },
 }
 
 /// Batcher → writer.
 #[derive(Debug)]
 pub enum BatchMsg {
-    Batch(Batch),
-    /// Every row read so far is in the batches sent before this one and the source had no
-    /// more: the moment an initial load builds its deferred primary key.
-    CaughtUp,
-    End,
+    Batch(Batch, Lease),
+    /// Every change of `table` read so far is in the batches sent before this one, and the
+    /// source had no more: the moment an initial load builds its deferred primary key.
+    CaughtUp(TableId),
 }
 
 /// What a pipeline stage tells the supervisor.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum Event {
-    Committed {
-        table: String,
-        rows: usize,
-        merged: bool,
-        /// Rows PostgreSQL refused and that went to `sluice.dead_letters`.
-        dead_lettered: usize,
-        /// Cursor time of the batch's last row, when the first cursor column is a time.
-        newest: Option<DateTime<Utc>>,
-        committed_at: DateTime<Utc>,
-    },
-    /// The writer has committed everything it was given and stopped.
-    Finished { table: String },
-    /// A stage hit an error it cannot retry; the table's pipeline stops.
-    Failed {
-        table: String,
+    /// A table stopped for good (its handle is already marked).
+    TableFailed {
+        table: TableId,
         stage: &'static str,
-        error: String,
-        exit_code: i32,
+        error: Arc<Error>,
     },
-    /// A transient error is being retried.
-    Retrying {
-        table: String,
-        stage: &'static str,
-        error: String,
-        attempt: u32,
-        delay: Duration,
-    },
+    /// A lane's writer has committed everything it was given and stopped.
+    LaneFinished { lane: usize },
 }
 
-/// The shutdown signal seen by the stages: it is disconnected once shutdown was asked for.
-#[derive(Clone)]
-pub struct ShutdownSignal(pub Receiver<()>);
-
-impl ShutdownSignal {
-    pub fn requested(&self) -> bool {
-        matches!(
-            self.0.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        )
+/// Sends on a bounded channel, blocking while it is full. After shutdown it waits at most
+/// until the grace period ends. Returns false when the message was dropped (the receiver is
+/// gone, or the grace period is over): whatever it held was not committed, and is read again
+/// on the next start.
+pub(crate) fn send<T>(tx: &Sender<T>, msg: T, shutdown: &Shutdown) -> bool {
+    let msg = match tx.try_send(msg) {
+        Ok(()) => return true,
+        Err(TrySendError::Disconnected(_)) => return false,
+        Err(TrySendError::Full(m)) => m,
+    };
+    let until_grace = |msg: T| match shutdown.grace_deadline() {
+        Some(deadline) => tx.send_deadline(msg, deadline).is_ok(),
+        None => false,
+    };
+    if shutdown.requested() {
+        return until_grace(msg);
     }
-
-    /// Sleeps up to `d`, waking early on shutdown. Returns true when shutdown was asked for.
-    pub fn wait(&self, d: Duration) -> bool {
-        matches!(
-            self.0.recv_timeout(d),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
-        )
+    // `msg` is only moved by the arm that is selected.
+    crossbeam_channel::select! {
+        send(tx, msg) -> r => r.is_ok(),
+        recv(shutdown.receiver()) -> _ => until_grace(msg),
     }
 }
 
-/// Exponential backoff with jitter: `base` doubling per attempt up to `max`, each delay
-/// drawn from the upper half of its step so retries from many tables spread out.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(retry: &Retry) -> Self {
-        Backoff {
-            base: Duration::from_millis(retry.backoff_base_ms),
-            max: Duration::from_millis(retry.backoff_max_ms),
-            attempt: 0,
-        }
-    }
-
-    /// The next delay and the attempt number it belongs to.
-    pub fn next_delay(&mut self) -> (u32, Duration) {
-        self.attempt += 1;
-        let cap = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
-        let jittered = cap.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-        (self.attempt, jittered)
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
+/// Stops `table` for good and tells the supervisor, once (a table fails once, whichever
+/// stage finds it).
+pub(crate) fn table_failed(
+    handles: &[Arc<TableHandle>],
+    events: &Recipient<Event>,
+    table: TableId,
+    stage: &'static str,
+    error: Arc<Error>,
+) {
+    if handles[table].fail(error.clone()) {
+        events.do_send(Event::TableFailed {
+            table,
+            stage,
+            error,
+        });
     }
 }
 
@@ -152,33 +119,4 @@ pub(crate) fn stage_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a current-thread tokio runtime can always be built")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_capped() {
-        let retry = Retry::default();
-        let mut b = Backoff::new(&retry);
-        let (_, first) = b.next_delay();
-        assert!(first <= Duration::from_millis(retry.backoff_base_ms * 2));
-        let max = Duration::from_millis(retry.backoff_max_ms);
-        let mut last = Duration::ZERO;
-        for _ in 0..30 {
-            last = b.next_delay().1;
-        }
-        assert!(last <= max && last >= max / 2, "{last:?}");
-    }
-
-    #[test]
-    fn shutdown_signal_wakes_waiters() {
-        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-        let s = ShutdownSignal(rx);
-        assert!(!s.requested());
-        drop(tx);
-        assert!(s.requested());
-        assert!(s.wait(Duration::from_secs(60)));
-    }
 }

@@ -1,171 +1,174 @@
-//! The poller: reads keyset pages past the watermark and streams their rows to the batcher.
+//! The poller: asks its lane's [`Source`] for the next read and streams the changes to the
+//! batcher. It sees only the `Source` trait, whatever the capture mode.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{Actor, Handler, Message, Recipient, SyncContext};
 use crossbeam_channel::Sender;
 use tracing::{info, warn};
 
-use super::{stage_runtime, Backoff, Event, RowMsg, ShutdownSignal};
+use super::{send, stage_runtime, Budget, Event, ReadMsg};
 use crate::config::Retry;
-use crate::source::mysql::{self, KeysetPoller};
-use crate::source::schema::TableSchema;
-use crate::source::Source;
-use crate::value::Value;
+use crate::error::Error;
+use crate::model::TableId;
+use crate::retry::{Decision, Retrier};
+use crate::shutdown::Shutdown;
+use crate::source::{After, Read, Source, Step};
+use crate::telemetry::TableHandle;
 
-/// Everything a poller needs; cloned by the `SyncArbiter` factory.
-#[derive(Clone)]
+/// Everything a poller needs.
 pub struct PollerConfig {
-    pub table: Arc<TableSchema>,
-    pub source_url: String,
-    pub start: Option<Vec<Value>>,
-    pub once: bool,
-    pub page_rows: usize,
-    pub poll_interval: Duration,
-    pub safety_lag: Duration,
+    pub lane: usize,
+    pub source: Box<dyn Source>,
+    /// Handles of every table of the run, by table id.
+    pub handles: Arc<[Arc<TableHandle>]>,
+    /// The ids of this lane's tables.
+    pub tables: Vec<usize>,
     pub retry: Retry,
-    pub rows: Sender<RowMsg>,
-    /// Rows sent to the batcher and not yet taken (for the `sluice_channel_rows` gauge).
-    pub in_flight: Arc<AtomicUsize>,
-    pub shutdown: ShutdownSignal,
+    pub out: Sender<ReadMsg>,
+    pub budget: Arc<Budget>,
+    pub shutdown: Shutdown,
     pub events: Recipient<Event>,
 }
 
-pub struct Poller {
+struct Inner {
     cfg: PollerConfig,
     rt: tokio::runtime::Runtime,
-    source: Option<KeysetPoller>,
-    /// Position of the last row sent downstream; where a reconnected reader resumes.
-    position: Option<Vec<Value>>,
-    backoff: Backoff,
-    done: bool,
+    policy: Retrier,
 }
+
+/// `None` once finished (dropping the channel's sender ends the batcher).
+pub struct Poller(Option<Inner>);
 
 impl Poller {
-    pub fn new(cfg: PollerConfig) -> Self {
-        Poller {
-            position: cfg.start.clone(),
-            backoff: Backoff::new(&cfg.retry),
+    pub fn new(cfg: Option<PollerConfig>) -> Self {
+        Poller(cfg.map(|cfg| Inner {
+            policy: Retrier::new(&cfg.retry),
             cfg,
             rt: stage_runtime(),
-            source: None,
-            done: false,
-        }
+        }))
     }
-
-    fn finish(&mut self) {
-        self.done = true;
-        let _ = self.cfg.rows.send(RowMsg::End);
-    }
-
-    /// One page.
-    fn poll_once(&mut self) -> crate::error::Result<Polled> {
-        if self.source.is_none() {
-            let cfg = &self.cfg;
-            let position = self.position.clone();
-            self.source = Some(self.rt.block_on(async {
-                let conn = mysql::connect(&cfg.source_url).await?;
-                KeysetPoller::new(conn, cfg.table.clone(), position, cfg.once, cfg.safety_lag).await
-            })?);
-        }
-        let source = self.source.as_mut().expect("connected above");
-        let page = self.rt.block_on(source.read(self.cfg.page_rows))?;
-        crate::failpoint::hit("after_read");
-        self.position = source.position().map(<[Value]>::to_vec);
-        let (table, n) = (&self.cfg.table.name, page.rows.len());
-        if n > 0 {
-            self.cfg.in_flight.fetch_add(n, Ordering::Relaxed);
-            if self.cfg.rows.send(RowMsg::Rows(page.rows)).is_err() {
-                return Ok(Polled {
-                    caught_up: true,
-                    wait: true,
-                });
-            }
-        }
-        crate::telemetry::rows_read(
-            table,
-            n,
-            page.caught_up,
-            self.cfg.in_flight.load(Ordering::Relaxed),
-        );
-        if page.caught_up || page.held {
-            let _ = self.cfg.rows.send(RowMsg::Flush {
-                caught_up: page.caught_up,
-            });
-        }
-        Ok(Polled {
-            caught_up: page.caught_up,
-            wait: page.caught_up || page.held,
-        })
-    }
-}
-
-/// What one page told the poller.
-struct Polled {
-    /// The source has no more rows (as of start, with `--once`).
-    caught_up: bool,
-    /// Sleep for the poll interval before the next read.
-    wait: bool,
 }
 
 impl Actor for Poller {
     type Context = SyncContext<Self>;
 }
 
-/// Read the next page.
+/// Read the next step.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Poll;
+
+/// What to do after a step.
+enum Next {
+    Go,
+    Finish,
+}
+
+impl Inner {
+    fn step(&mut self) -> Next {
+        let cfg = &mut self.cfg;
+        let shutdown = cfg.shutdown.clone();
+        let step = self.rt.block_on(async {
+            tokio::select! {
+                r = cfg.source.next() => r,
+                _ = shutdown.grace_over() => Err(Error::Shutdown),
+            }
+        });
+        match step {
+            Ok(Step::Read(read)) => {
+                self.policy.reset();
+                self.deliver(read)
+            }
+            Ok(Step::Wait(d)) => {
+                // Sleep until the next table is due, waking at once on shutdown.
+                self.cfg.shutdown.wait(d);
+                Next::Go
+            }
+            Ok(Step::Failed { table, error }) => {
+                self.fail(table, Arc::new(error));
+                Next::Go
+            }
+            Ok(Step::Finished) => {
+                info!(lane = self.cfg.lane, "caught up with the source as of start");
+                Next::Finish
+            }
+            Err(Error::Shutdown) => Next::Finish,
+            Err(e) => match self.policy.decide(&e, &self.cfg.shutdown) {
+                Decision::Retry { attempt, delay } => {
+                    self.cfg.source.reset();
+                    warn!(lane = self.cfg.lane, attempt, delay_ms = delay.as_millis() as u64, error = %e, "source read failed; retrying");
+                    for &t in &self.cfg.tables {
+                        self.cfg.handles[t].retrying("poller", &e);
+                    }
+                    self.cfg.shutdown.wait(delay);
+                    Next::Go
+                }
+                Decision::Stop if self.cfg.shutdown.requested() => Next::Finish,
+                Decision::Stop => {
+                    // Not about one table: every table of the lane stops.
+                    let e = Arc::new(e);
+                    for t in self.cfg.tables.clone() {
+                        self.fail(t, e.clone());
+                    }
+                    Next::Finish
+                }
+            },
+        }
+    }
+
+    fn deliver(&mut self, read: Read) -> Next {
+        let cfg = &self.cfg;
+        let h = &cfg.handles[read.table];
+        let caught_up = read.after == After::CaughtUp;
+        match read.changes {
+            Some(set) => {
+                let Some(lease) = cfg.budget.acquire(set.bytes, &cfg.shutdown) else {
+                    return Next::Finish;
+                };
+                h.rows_read(set.changes.len(), caught_up);
+                if !send(&cfg.out, ReadMsg::Changes(set, lease), &cfg.shutdown) {
+                    return Next::Finish;
+                }
+            }
+            None => h.rows_read(0, caught_up),
+        }
+        if read.after != After::More
+            && !send(
+                &cfg.out,
+                ReadMsg::Flush {
+                    table: read.table,
+                    caught_up,
+                },
+                &cfg.shutdown,
+            )
+        {
+            return Next::Finish;
+        }
+        Next::Go
+    }
+
+    fn fail(&self, table: TableId, error: Arc<Error>) {
+        super::table_failed(&self.cfg.handles, &self.cfg.events, table, "poller", error);
+    }
+}
 
 impl Handler<Poll> for Poller {
     type Result = ();
 
     fn handle(&mut self, _: Poll, ctx: &mut SyncContext<Self>) {
-        if self.done {
+        let Some(inner) = self.0.as_mut() else {
+            return;
+        };
+        if inner.cfg.shutdown.requested() {
+            info!(lane = inner.cfg.lane, "shutdown requested: stopped reading");
+            self.0 = None;
             return;
         }
-        if self.cfg.shutdown.requested() {
-            info!(table = %self.cfg.table.name, "shutdown requested: stopped reading");
-            return self.finish();
+        match inner.step() {
+            Next::Go => ctx.address().do_send(Poll),
+            // Dropping the sender tells the batcher no more will come.
+            Next::Finish => self.0 = None,
         }
-        let table = self.cfg.table.name.clone();
-        match self.poll_once() {
-            Ok(Polled { caught_up, wait }) => {
-                self.backoff.reset();
-                if caught_up && self.cfg.once {
-                    info!(table = %table, "caught up with the source as of start");
-                    return self.finish();
-                }
-                if wait {
-                    // Sleep until the next poll, waking at once on shutdown.
-                    self.cfg.shutdown.wait(self.cfg.poll_interval);
-                }
-            }
-            Err(e) if e.is_retryable() => {
-                self.source = None;
-                let (attempt, delay) = self.backoff.next_delay();
-                warn!(table = %table, attempt, delay_ms = delay.as_millis() as u64, error = %e, "source read failed; retrying");
-                self.cfg.events.do_send(Event::Retrying {
-                    table,
-                    stage: "poller",
-                    error: e.to_string(),
-                    attempt,
-                    delay,
-                });
-                self.cfg.shutdown.wait(delay);
-            }
-            Err(e) => {
-                self.cfg.events.do_send(Event::Failed {
-                    table,
-                    stage: "poller",
-                    exit_code: e.exit_code(),
-                    error: e.to_string(),
-                });
-                return self.finish();
-            }
-        }
-        ctx.address().do_send(Poll);
     }
 }

@@ -1,187 +1,257 @@
-//! The supervisor: starts each table's poller, batcher and writer, collects their events,
-//! and decides when the run is over (all writers finished) and how it ended.
+//! The supervisor: spreads the tables over lanes, starts each lane's poller, batcher and
+//! writer, watches table ownership, and decides what a table's failure does
+//! (`[pipeline] on_table_error`) and when the run is over (every lane finished).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, SyncArbiter,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, SyncArbiter,
+    WrapFuture,
 };
-use chrono::{DateTime, Utc};
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::bounded;
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::batcher::{Batcher, BatcherConfig, NextBatch};
 use super::poller::{Poll, Poller, PollerConfig};
 use super::writer::{WriteNext, Writer, WriterConfig};
-use super::{Event, ShutdownSignal};
-use crate::config::Settings;
-use crate::source::schema::TableSchema;
-use crate::value::Value;
+use super::{Budget, Event};
+use crate::config::{OnTableError, Settings};
+use crate::error::Error;
+use crate::model::Position;
+use crate::shutdown::Shutdown;
+use crate::sink::postgres::{PgSink, SinkOptions, SinkTable};
+use crate::source::{OpenTable, TablePlan};
+use crate::state::ownership::Ownership;
+use crate::state::StateKey;
+use crate::telemetry::TableHandle;
 
-/// Largest keyset page read at once.
-pub const MAX_PAGE_ROWS: usize = 10_000;
+/// One table ready to replicate.
+pub struct PlannedTable {
+    pub plan: Arc<TablePlan>,
+    /// The stored position to resume after.
+    pub start: Option<Position>,
+    /// The primary-key constraint an initial load dropped, to build once caught up.
+    pub deferred_key: Option<String>,
+    /// The ownership epoch this process holds.
+    pub epoch: i64,
+    pub handle: Arc<TableHandle>,
+}
 
-/// Per-table counters, as the supervisor sees them.
-#[derive(Debug, Clone, Default)]
-pub struct TableStats {
+/// How one table's run ended.
+#[derive(Debug, Clone)]
+pub struct TableSummary {
+    pub name: String,
     pub rows_written: u64,
     pub batches: u64,
-    pub merged_batches: u64,
-    pub retries: u64,
-    /// Rows written to `sluice.dead_letters`.
     pub dead_lettered: u64,
-    /// Commit time minus cursor time of the newest row of the last batch.
-    pub last_lag: Option<Duration>,
-    pub last_commit: Option<DateTime<Utc>>,
-    pub finished: bool,
-    pub error: Option<String>,
+    /// The error that stopped it, if one did.
+    pub failed: Option<Arc<Error>>,
 }
 
 /// How a run ended.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOutcome {
-    pub tables: BTreeMap<String, TableStats>,
-    /// The first permanent error and its exit code.
-    pub failure: Option<(String, i32)>,
+    pub tables: Vec<TableSummary>,
 }
 
-/// One table ready to replicate: its schema and stored watermark.
-pub struct TablePlan {
-    pub schema: Arc<TableSchema>,
-    pub start: Option<Vec<Value>>,
-    /// The primary-key constraint an initial load dropped, to build once caught up.
-    pub deferred_key: Option<String>,
+impl RunOutcome {
+    pub fn rows_written(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows_written).sum()
+    }
+
+    /// The tables that stopped with an error.
+    pub fn failures(&self) -> impl Iterator<Item = &TableSummary> {
+        self.tables.iter().filter(|t| t.failed.is_some())
+    }
+}
+
+/// Builds a `SyncArbiter` factory that hands its one actor the configuration once (the
+/// factory runs once per thread, and stages never restart their actor).
+fn once<C, A>(cfg: C, make: fn(Option<C>) -> A) -> impl Fn() -> A {
+    let slot = Mutex::new(Some(cfg));
+    move || make(slot.lock().unwrap_or_else(|p| p.into_inner()).take())
 }
 
 pub struct Supervisor {
     settings: Settings,
     once: bool,
-    plans: Vec<TablePlan>,
-    shutdown_tx: Option<Sender<()>>,
-    shutdown: ShutdownSignal,
-    stats: BTreeMap<String, TableStats>,
-    failure: Option<(String, i32)>,
+    tables: Vec<PlannedTable>,
+    ownership: Option<Ownership>,
+    shutdown: Shutdown,
     done: Option<oneshot::Sender<RunOutcome>>,
+    lanes_left: usize,
+    /// Errors being recorded in the state table: the run ends once they are.
+    recording: usize,
     /// The stages' addresses. A `SyncArbiter` stops its threads once no address to it is
     /// left, so the supervisor holds them for the life of the run.
-    stages: Vec<StageAddrs>,
+    stages: Vec<LaneAddrs>,
 }
 
-struct StageAddrs {
-    _poller: Addr<Poller>,
-    _batcher: Addr<Batcher>,
-    _writer: Addr<Writer>,
-}
+/// The addresses of one lane's stages.
+type LaneAddrs = (Addr<Poller>, Addr<Batcher>, Addr<Writer>);
 
 impl Supervisor {
     pub fn new(
         settings: Settings,
         once: bool,
-        plans: Vec<TablePlan>,
+        tables: Vec<PlannedTable>,
+        ownership: Ownership,
+        shutdown: Shutdown,
         done: oneshot::Sender<RunOutcome>,
     ) -> Self {
-        let (tx, rx) = bounded::<()>(0);
         Supervisor {
             settings,
             once,
-            stats: plans
-                .iter()
-                .map(|p| (p.schema.name.clone(), TableStats::default()))
-                .collect(),
-            plans,
-            shutdown_tx: Some(tx),
-            shutdown: ShutdownSignal(rx),
-            failure: None,
+            tables,
+            ownership: Some(ownership),
+            shutdown,
             done: Some(done),
+            lanes_left: 0,
+            recording: 0,
             stages: Vec::new(),
         }
     }
 
-    fn start_table(&self, plan: &TablePlan, me: Addr<Supervisor>) -> StageAddrs {
+    fn handles(&self) -> Arc<[Arc<TableHandle>]> {
+        self.tables.iter().map(|t| t.handle.clone()).collect()
+    }
+
+    fn start_lane(
+        &self,
+        lane: usize,
+        ids: Vec<usize>,
+        handles: &Arc<[Arc<TableHandle>]>,
+        budget: &Arc<Budget>,
+        me: &Addr<Supervisor>,
+    ) -> Result<LaneAddrs, Error> {
         let p = &self.settings.pipeline;
-        // Reads go in pages of at most MAX_PAGE_ROWS whatever the batch size: a page is
-        // held whole while it is decoded, so this bounds the reader's memory.
-        let page_rows = p.batch_rows.min(MAX_PAGE_ROWS);
-        // One page may wait between poller and batcher while the next is read.
-        let (rows_tx, rows_rx) = bounded(1);
-        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open: Vec<OpenTable> = ids
+            .iter()
+            .map(|&id| OpenTable {
+                id,
+                plan: self.tables[id].plan.clone(),
+                start: self.tables[id].start.clone(),
+                handle: self.tables[id].handle.clone(),
+            })
+            .collect();
+        let source = crate::source::open(&self.settings, self.once, open)?;
+        let sink_tables = ids
+            .iter()
+            .map(|&id| {
+                let t = &self.tables[id];
+                SinkTable {
+                    id,
+                    model: t.plan.model().clone(),
+                    epoch: t.epoch,
+                    deferred_key: t.deferred_key.clone(),
+                    version_columns: match &*t.plan {
+                        TablePlan::Poll(plan) => plan.keyset.cursor.clone(),
+                    },
+                }
+            })
+            .collect();
+        let sink = PgSink::new(
+            SinkOptions {
+                url: self.settings.target_url.clone(),
+                schema: self.settings.target_schema.clone(),
+                pipeline: self.settings.pipeline_name.clone(),
+                on_bad_row: p.on_bad_row,
+                copy_format: p.copy_format,
+                role: format!("writer {lane}"),
+            },
+            sink_tables,
+        );
+        // One read may wait between poller and batcher while the next is read.
+        let (read_tx, read_rx) = bounded(1);
         let (batch_tx, batch_rx) = bounded(p.channel_capacity);
-        let poller = PollerConfig {
-            table: plan.schema.clone(),
-            source_url: self.settings.source_url.clone(),
-            start: plan.start.clone(),
-            once: self.once,
-            page_rows,
-            poll_interval: Duration::from_millis(p.poll_interval_ms),
-            safety_lag: Duration::from_millis(self.settings.safety_lag_ms),
+        let writer = WriterConfig {
+            lane,
+            sink: Box::new(sink),
+            input: batch_rx,
+            handles: handles.clone(),
             retry: self.settings.retry.clone(),
-            rows: rows_tx,
-            in_flight: in_flight.clone(),
             shutdown: self.shutdown.clone(),
             events: me.clone().recipient(),
         };
         let batcher = BatcherConfig {
-            table: plan.schema.clone(),
             batch_rows: p.batch_rows,
+            batch_bytes: p.batch_bytes,
             linger: Duration::from_millis(p.linger_ms),
-            rows: rows_rx,
-            in_flight,
-            batches: batch_tx,
+            input: read_rx,
+            out: batch_tx,
+            handles: handles.clone(),
+            shutdown: self.shutdown.clone(),
         };
-        let writer = WriterConfig {
-            table: plan.schema.clone(),
-            target_url: self.settings.target_url.clone(),
-            target_schema: self.settings.target_schema.clone(),
+        let poller = PollerConfig {
+            lane,
+            source,
+            handles: handles.clone(),
+            tables: ids,
             retry: self.settings.retry.clone(),
-            on_bad_row: p.on_bad_row,
-            deferred_key: plan.deferred_key.clone(),
-            copy_format: p.copy_format,
-            batches: batch_rx,
-            events: me.recipient(),
+            out: read_tx,
+            budget: budget.clone(),
+            shutdown: self.shutdown.clone(),
+            events: me.clone().recipient(),
         };
-        let writer = SyncArbiter::start(1, move || Writer::new(writer.clone()));
+        let writer = SyncArbiter::start(1, once(writer, Writer::new));
         writer.do_send(WriteNext);
-        let batcher = SyncArbiter::start(1, move || Batcher::new(batcher.clone()));
+        let batcher = SyncArbiter::start(1, once(batcher, Batcher::new));
         batcher.do_send(NextBatch);
-        let poller = SyncArbiter::start(1, move || Poller::new(poller.clone()));
+        let poller = SyncArbiter::start(1, once(poller, Poller::new));
         poller.do_send(Poll);
-        match &plan.start {
-            Some(pos) => info!(
-                table = %plan.schema.name,
-                after = %pos.iter().map(|v| v.display()).collect::<Vec<_>>().join(", "),
-                "replicating, resuming after the stored watermark"
-            ),
-            None => info!(table = %plan.schema.name, "replicating from the beginning"),
-        }
-        if let Some(key) = &plan.deferred_key {
-            info!(table = %plan.schema.name, constraint = %key, "initial load: the target's primary key is deferred, and built once the source is caught up");
-        }
-        StageAddrs {
-            _poller: poller,
-            _batcher: batcher,
-            _writer: writer,
-        }
-    }
-
-    fn request_shutdown(&mut self) {
-        if self.shutdown_tx.take().is_some() {
-            info!("stopping: finishing the batches in flight");
-        }
+        Ok((poller, batcher, writer))
     }
 
     fn finish_if_done(&mut self, ctx: &mut Context<Self>) {
-        if self.stats.values().all(|s| s.finished) {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(RunOutcome {
-                    tables: self.stats.clone(),
-                    failure: self.failure.clone(),
-                });
-            }
-            ctx.stop();
+        if self.lanes_left > 0 || self.recording > 0 {
+            return;
         }
+        for t in &self.tables {
+            t.handle.finished();
+        }
+        if let Some(done) = self.done.take() {
+            let tables = self
+                .tables
+                .iter()
+                .map(|t| {
+                    let m = t.handle.snapshot();
+                    TableSummary {
+                        name: t.handle.name.clone(),
+                        rows_written: m.rows_written,
+                        batches: m.batches,
+                        dead_lettered: m.dead_lettered,
+                        failed: m.failed,
+                    }
+                })
+                .collect();
+            let _ = done.send(RunOutcome { tables });
+        }
+        ctx.stop();
+    }
+
+    /// Records a table's failure in the state table, for `status` (unless another process
+    /// owns it now).
+    fn record(&mut self, table: usize, error: &Arc<Error>, ctx: &mut Context<Self>) {
+        if matches!(**error, Error::Fenced { .. }) {
+            return;
+        }
+        let t = &self.tables[table];
+        let key = StateKey::new(&self.settings.pipeline_name, &t.handle.name);
+        let (epoch, url, message) = (t.epoch, self.settings.target_url.clone(), error.to_string());
+        self.recording += 1;
+        let fut = async move {
+            let mut conn = crate::sink::postgres::connect(&url, "status").await?;
+            crate::state::record_error(&mut conn, &key, epoch, &message).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+            if let Err(e) = r {
+                warn!(error = %e, "could not record the table's error in sluice.replication_state");
+            }
+            act.recording -= 1;
+            act.finish_if_done(ctx);
+        }));
     }
 }
 
@@ -190,14 +260,48 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        self.stages = self
-            .plans
-            .iter()
-            .map(|plan| self.start_table(plan, me.clone()))
-            .collect();
-        if self.plans.is_empty() {
-            self.finish_if_done(ctx);
+        let handles = self.handles();
+        let n = self.tables.len();
+        let lanes = self.settings.pipeline.lanes(n).min(n);
+        let budget = Budget::new(self.settings.pipeline.memory_budget());
+        for t in &self.tables {
+            let name = &t.handle.name;
+            match &t.start {
+                Some(_) => info!(table = %name, "replicating, resuming after the stored position"),
+                None => info!(table = %name, "replicating from the beginning"),
+            }
+            if let Some(key) = &t.deferred_key {
+                info!(table = %name, constraint = %key, "initial load: the target's primary key is deferred, and built once the source is caught up");
+            }
         }
+        if lanes > 1 {
+            info!(tables = n, lanes, "tables spread over lanes (one reader and one writer connection each)");
+        }
+        for lane in 0..lanes {
+            let ids: Vec<usize> = (lane..n).step_by(lanes).collect();
+            match self.start_lane(lane, ids.clone(), &handles, &budget, &me) {
+                Ok(addrs) => {
+                    self.stages.push(addrs);
+                    self.lanes_left += 1;
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    let events = me.clone().recipient();
+                    for id in ids {
+                        super::table_failed(&handles, &events, id, "supervisor", e.clone());
+                    }
+                }
+            }
+        }
+        if let Some(own) = self.ownership.take() {
+            let events = me.clone().recipient();
+            let handles = handles.clone();
+            let lost = move |i: usize, e: Error| {
+                super::table_failed(&handles, &events, i, "owner", Arc::new(e));
+            };
+            actix::spawn(own.watch(self.settings.clone(), self.shutdown.clone(), lost));
+        }
+        self.finish_if_done(ctx);
     }
 }
 
@@ -205,72 +309,32 @@ impl Handler<Event> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, ev: Event, ctx: &mut Context<Self>) {
-        crate::telemetry::on_event(&ev);
         match ev {
-            Event::Committed {
-                table,
-                rows,
-                merged,
-                dead_lettered,
-                newest,
-                committed_at,
-            } => {
-                let s = self.stats.entry(table).or_default();
-                s.dead_lettered += dead_lettered as u64;
-                s.rows_written += rows as u64;
-                s.batches += 1;
-                s.merged_batches += u64::from(merged);
-                s.last_commit = Some(committed_at);
-                s.last_lag = newest.and_then(|n| (committed_at - n).to_std().ok());
-                s.error = None;
-            }
-            Event::Retrying { table, error, .. } => {
-                let s = self.stats.entry(table).or_default();
-                s.retries += 1;
-                s.error = Some(error);
-            }
-            Event::Failed {
+            Event::TableFailed {
                 table,
                 stage,
                 error,
-                exit_code,
             } => {
-                error!(table = %table, stage, error = %error, "table stopped");
-                let s = self.stats.entry(table.clone()).or_default();
-                s.error = Some(error.clone());
-                if self.failure.is_none() {
-                    self.failure = Some((format!("table {table:?}: {error}"), exit_code));
+                let name = self.tables[table].handle.name.clone();
+                error!(table = %name, stage, error = %error, "table stopped");
+                self.record(table, &error, ctx);
+                match self.settings.pipeline.on_table_error {
+                    OnTableError::StopAll => {
+                        if self.shutdown.request() {
+                            info!("stopping every table ([pipeline] on_table_error = \"stop_all\")");
+                        }
+                    }
+                    OnTableError::StopTable => {
+                        if self.tables.iter().all(|t| t.handle.stopped()) {
+                            self.shutdown.request();
+                        }
+                    }
                 }
-                self.request_shutdown();
             }
-            Event::Finished { table } => {
-                self.stats.entry(table).or_default().finished = true;
+            Event::LaneFinished { .. } => {
+                self.lanes_left = self.lanes_left.saturating_sub(1);
                 self.finish_if_done(ctx);
             }
         }
-    }
-}
-
-/// Stop reading, write what is in flight, then finish (SIGINT/SIGTERM).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-impl Handler<Shutdown> for Supervisor {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
-        self.request_shutdown();
-    }
-}
-
-/// A snapshot of the per-table counters.
-#[derive(Message)]
-#[rtype(result = "BTreeMap<String, TableStats>")]
-pub struct GetStats;
-
-impl Handler<GetStats> for Supervisor {
-    type Result = MessageResult<GetStats>;
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats.clone())
     }
 }

@@ -1,175 +1,65 @@
-//! The writer: applies each batch and advances the watermark in one PostgreSQL
-//! transaction, retrying transient failures with backoff.
+//! The writer: hands each batch to its lane's [`Sink`], which applies it and advances the
+//! positions in one transaction, retrying transient failures with the one retry policy.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::{Actor, Handler, Message, Recipient, SyncContext};
 use chrono::Utc;
 use crossbeam_channel::Receiver;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use super::{stage_runtime, Backoff, Batch, BatchMsg, Event};
-use crate::config::{OnBadRow, Retry};
-use crate::error::Result;
-use crate::sink::{self, PgWriter};
-use crate::source::schema::TableSchema;
+use super::{stage_runtime, BatchMsg, Event};
+use crate::config::Retry;
+use crate::error::{Error, Result};
+use crate::sink::{CaughtUp, PartApplied};
+use crate::model::{Batch, TableId};
+use crate::retry::{Decision, Retrier};
+use crate::shutdown::Shutdown;
+use crate::sink::Sink;
+use crate::telemetry::{Commit, TableHandle};
 
-#[derive(Clone)]
 pub struct WriterConfig {
-    pub table: Arc<TableSchema>,
-    pub target_url: String,
-    pub target_schema: String,
+    pub lane: usize,
+    pub sink: Box<dyn Sink>,
+    pub input: Receiver<BatchMsg>,
+    pub handles: Arc<[Arc<TableHandle>]>,
     pub retry: Retry,
-    pub on_bad_row: OnBadRow,
-    /// The primary-key constraint an initial load dropped: built at the first `CaughtUp`.
-    pub deferred_key: Option<String>,
-    pub copy_format: crate::config::CopyFormat,
-    pub batches: Receiver<BatchMsg>,
+    pub shutdown: Shutdown,
     pub events: Recipient<Event>,
 }
 
-pub struct Writer {
-    cfg: WriterConfig,
-    rt: tokio::runtime::Runtime,
-    sink: Option<PgWriter>,
-    /// Set after a permanent failure: later batches are drained and dropped (they are
-    /// past the committed watermark, so a restart reads them again).
-    failed: bool,
-    done: bool,
-    /// Still to build (see [`WriterConfig::deferred_key`]); `None` once built.
-    deferred_key: Option<String>,
-}
-
-/// One unit of target work, retried as a whole.
+/// One sink call, retried as a whole.
+#[derive(Clone, Copy)]
 enum Job<'a> {
-    Write(&'a Batch),
-    BuildKey,
+    Apply(&'a Batch),
+    CaughtUp(TableId),
 }
 
 enum Done {
-    Written(sink::WriteOutcome),
-    KeyBuilt(Option<sink::KeyBuilt>),
+    Applied(Vec<PartApplied>),
+    CaughtUp(CaughtUp),
 }
 
+struct Inner {
+    cfg: WriterConfig,
+    rt: tokio::runtime::Runtime,
+    policy: Retrier,
+    /// When the last sink call started: a write's duration excludes its retries.
+    last_attempt: Instant,
+}
+
+/// `None` once finished.
+pub struct Writer(Option<Inner>);
+
 impl Writer {
-    pub fn new(cfg: WriterConfig) -> Self {
-        Writer {
-            deferred_key: cfg.deferred_key.clone(),
+    pub fn new(cfg: Option<WriterConfig>) -> Self {
+        Writer(cfg.map(|cfg| Inner {
+            policy: Retrier::new(&cfg.retry),
             cfg,
             rt: stage_runtime(),
-            sink: None,
-            failed: false,
-            done: false,
-        }
-    }
-
-    fn attempt(&mut self, job: &Job) -> Result<Done> {
-        if self.sink.is_none() {
-            let conn = self.rt.block_on(sink::connect(&self.cfg.target_url))?;
-            self.sink = Some(PgWriter::new(
-                conn,
-                self.cfg.table.clone(),
-                &self.cfg.target_schema,
-                self.cfg.on_bad_row,
-                self.deferred_key.clone(),
-                self.cfg.copy_format,
-            ));
-        }
-        let sink = self.sink.as_mut().expect("connected above");
-        match job {
-            Job::Write(batch) => self
-                .rt
-                .block_on(sink.write(&batch.rows, &batch.position))
-                .map(Done::Written),
-            Job::BuildKey => {
-                let built = self.rt.block_on(sink.build_key())?;
-                if built.is_some() {
-                    self.deferred_key = None;
-                }
-                Ok(Done::KeyBuilt(built))
-            }
-        }
-    }
-
-    /// Runs a job, retrying transient errors until it succeeds or fails for good. A
-    /// permanent failure is recorded, reported to the supervisor, and stops the table.
-    fn run(&mut self, job: Job) -> Option<Done> {
-        let table = self.cfg.table.name.clone();
-        let mut backoff = Backoff::new(&self.cfg.retry);
-        loop {
-            match self.attempt(&job) {
-                Ok(done) => return Some(done),
-                Err(e) if e.is_retryable() => {
-                    // The connection may be broken; a fresh one is opened for the retry.
-                    self.sink = None;
-                    let (attempt, delay) = backoff.next_delay();
-                    warn!(table = %table, attempt, delay_ms = delay.as_millis() as u64, error = %e, "target write failed; retrying");
-                    self.cfg.events.do_send(Event::Retrying {
-                        table: table.clone(),
-                        stage: "writer",
-                        error: e.to_string(),
-                        attempt,
-                        delay,
-                    });
-                    std::thread::sleep(delay);
-                }
-                Err(e) => {
-                    error!(table = %table, error = %e, "target write failed; stopping this table");
-                    if let Some(sink) = self.sink.as_mut() {
-                        if let Err(e2) = self.rt.block_on(sink.record_error(&e.to_string())) {
-                            warn!(table = %table, error = %e2, "could not record the error in the state table");
-                        }
-                    }
-                    self.failed = true;
-                    self.cfg.events.do_send(Event::Failed {
-                        table,
-                        stage: "writer",
-                        exit_code: e.exit_code(),
-                        error: e.to_string(),
-                    });
-                    return None;
-                }
-            }
-        }
-    }
-
-    /// Builds the initial load's deferred primary key, if there is one.
-    fn build_key(&mut self) {
-        if self.deferred_key.is_none() {
-            return;
-        }
-        let table = self.cfg.table.name.clone();
-        info!(table = %table, "caught up: building the primary key deferred by the initial load");
-        let started = std::time::Instant::now();
-        if let Some(Done::KeyBuilt(Some(built))) = self.run(Job::BuildKey) {
-            info!(
-                table = %table,
-                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-                older_copies_removed = built.duplicates_removed,
-                "primary key built: the initial load is over"
-            );
-        }
-    }
-
-    /// Writes a batch, retrying transient errors until it commits or fails for good.
-    fn write(&mut self, batch: Batch) {
-        let table = self.cfg.table.name.clone();
-        let started = std::time::Instant::now();
-        let Some(Done::Written(outcome)) = self.run(Job::Write(&batch)) else {
-            return;
-        };
-        crate::telemetry::write_seconds(&table, started.elapsed());
-        crate::failpoint::hit("after_commit");
-        debug!(table = %table, rows = outcome.rows, merged = outcome.merged, ms = started.elapsed().as_millis() as u64, "batch committed");
-        let newest = batch.position.first().and_then(|v| v.as_utc());
-        self.cfg.events.do_send(Event::Committed {
-            table,
-            rows: outcome.rows,
-            merged: outcome.merged,
-            dead_lettered: outcome.dead_lettered,
-            newest,
-            committed_at: Utc::now(),
-        });
+            last_attempt: Instant::now(),
+        }))
     }
 }
 
@@ -182,35 +72,152 @@ impl Actor for Writer {
 #[rtype(result = "()")]
 pub struct WriteNext;
 
+impl Inner {
+    /// Runs one sink call until it succeeds, retrying transient errors. After shutdown,
+    /// nothing is retried and a call still running when the grace period ends is
+    /// abandoned. `Err` is the permanent error (or [`Error::Shutdown`]).
+    fn run(&mut self, tables: &[TableId], job: Job<'_>) -> Result<Done> {
+        loop {
+            self.last_attempt = Instant::now();
+            let shutdown = self.cfg.shutdown.clone();
+            let sink = &mut *self.cfg.sink;
+            let call = async {
+                match job {
+                    Job::Apply(batch) => sink.apply(batch).await.map(Done::Applied),
+                    Job::CaughtUp(table) => sink.caught_up(table).await.map(Done::CaughtUp),
+                }
+            };
+            let r = self.rt.block_on(async {
+                tokio::select! {
+                    r = call => r,
+                    _ = shutdown.grace_over() => Err(Error::Shutdown),
+                }
+            });
+            let e = match r {
+                Ok(v) => {
+                    self.policy.reset();
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            match self.policy.decide(&e, &self.cfg.shutdown) {
+                Decision::Retry { attempt, delay } => {
+                    // The connection may be broken; a fresh one is opened for the retry.
+                    self.cfg.sink.reset();
+                    warn!(lane = self.cfg.lane, attempt, delay_ms = delay.as_millis() as u64, error = %e, "target write failed; retrying");
+                    for &t in tables {
+                        self.cfg.handles[t].retrying("writer", &e);
+                    }
+                    if self.cfg.shutdown.wait(delay) {
+                        return Err(Error::Shutdown);
+                    }
+                }
+                Decision::Stop => {
+                    if matches!(e, Error::Shutdown) || e.is_retryable() {
+                        // Cut short by shutdown: the connection's state is unknown.
+                        self.cfg.sink.reset();
+                        return Err(Error::Shutdown);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn fail(&self, table: TableId, error: Arc<Error>) {
+        super::table_failed(&self.cfg.handles, &self.cfg.events, table, "writer", error);
+    }
+
+    fn write(&mut self, mut batch: Batch) {
+        for p in &batch.parts {
+            self.cfg.handles[p.table].batch_queued(-1);
+        }
+        // A table that failed meanwhile: its batches are dropped (read again on restart).
+        batch
+            .parts
+            .retain(|p| !self.cfg.handles[p.table].stopped());
+        if batch.parts.is_empty() {
+            return;
+        }
+        let tables: Vec<TableId> = batch.parts.iter().map(|p| p.table).collect();
+        let result = self.run(&tables, Job::Apply(&batch));
+        match result {
+            Ok(Done::CaughtUp(_)) => {}
+            Ok(Done::Applied(parts)) => {
+                crate::failpoint::hit("after_commit");
+                let took = self.last_attempt.elapsed();
+                let committed_at = Utc::now();
+                for (p, part) in parts.iter().zip(&batch.parts) {
+                    debug!(table = %self.cfg.handles[p.table].name, rows = p.rows, merged = p.merged, ms = took.as_millis() as u64, "batch committed");
+                    self.cfg.handles[p.table].committed(Commit {
+                        rows: p.rows,
+                        merged: p.merged,
+                        dead_lettered: p.dead_lettered,
+                        newest: part.source_time,
+                        committed_at,
+                        took,
+                    });
+                }
+            }
+            Err(Error::Shutdown) => {
+                warn!(lane = self.cfg.lane, changes = batch.changes(), "shutdown: a batch was not committed; it will be read again on the next start");
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for t in tables {
+                    self.fail(t, e.clone());
+                }
+            }
+        }
+    }
+
+    /// The source caught up with `table`: builds an initial load's deferred key.
+    fn caught_up(&mut self, table: TableId) {
+        if self.cfg.handles[table].stopped() {
+            return;
+        }
+        let started = Instant::now();
+        match self.run(&[table], Job::CaughtUp(table)) {
+            Ok(Done::Applied(_)) => {}
+            Ok(Done::CaughtUp(done)) => {
+                if let Some(removed) = done.key_built {
+                    info!(
+                        table = %self.cfg.handles[table].name,
+                        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                        older_copies_removed = removed,
+                        "primary key built: the initial load is over"
+                    );
+                }
+            }
+            Err(Error::Shutdown) => {}
+            Err(e) => self.fail(table, Arc::new(e)),
+        }
+    }
+}
+
 impl Handler<WriteNext> for Writer {
     type Result = ();
 
     fn handle(&mut self, _: WriteNext, ctx: &mut SyncContext<Self>) {
-        if self.done {
+        let Some(inner) = self.0.as_mut() else {
             return;
-        }
-        match self.cfg.batches.recv() {
-            Ok(BatchMsg::Batch(batch)) => {
-                if !self.failed {
-                    self.write(batch);
-                }
+        };
+        match inner.cfg.input.recv() {
+            Ok(BatchMsg::Batch(batch, lease)) => {
+                inner.write(batch);
+                // The rows are committed (or dropped): their bytes go back to the budget.
+                drop(lease);
                 ctx.address().do_send(WriteNext);
             }
-            Ok(BatchMsg::CaughtUp) => {
-                if !self.failed {
-                    self.build_key();
-                }
+            Ok(BatchMsg::CaughtUp(table)) => {
+                inner.caught_up(table);
                 ctx.address().do_send(WriteNext);
             }
-            Ok(BatchMsg::End) | Err(_) => {
-                self.done = true;
-                if self.deferred_key.is_some() && !self.failed {
-                    info!(table = %self.cfg.table.name, "stopped before the initial load caught up: the primary key stays deferred, and the next run goes on loading and then builds it");
-                }
-                info!(table = %self.cfg.table.name, "writer finished");
-                self.cfg.events.do_send(Event::Finished {
-                    table: self.cfg.table.name.clone(),
-                });
+            Err(_) => {
+                let lane = inner.cfg.lane;
+                info!(lane, "writer finished");
+                inner.cfg.events.do_send(Event::LaneFinished { lane });
+                self.0 = None;
             }
         }
     }

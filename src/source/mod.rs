@@ -1,37 +1,133 @@
 //! Reading the source (MySQL/MariaDB).
 //!
-//! - [`schema`]: what a table looks like — columns, their type mapping, the keyset.
-//! - [`mysql`]: connecting, introspection, and the keyset poller.
+//! - [`mysql`]: connections, the server's flavour, introspection, how rows are read.
+//! - [`poll`]: keyset polling past a stored position.
 //!
-//! The pipeline only sees the [`Source`] trait: a source hands out pages of rows in keyset
-//! order and says when it has caught up. The watermark a row stands for is its keyset
-//! (cursor columns, then primary key), so the position travels with the data. A binlog
-//! source will plug in behind the same trait.
+//! # The contract
+//! The pipeline sees only the [`Source`] trait. A source serves a set of tables and hands
+//! out, one [`Step`] at a time, [`ChangeSet`]s: changes of one table and the [`Position`]
+//! that table is at once they are applied. Positions are the source's own (a keyset for
+//! polling) and are stored by the sink as they are. A source never hands out a change twice
+//! within a run, and after a restart it resumes from the positions it is given: changes at
+//! or before them are not handed out again, changes after them all are. Whether a source
+//! may hand out a change that was applied before a crash but not yet covered by a committed
+//! position is the sink's concern: it applies idempotently.
+//!
+//! [`TablePlan`] is what start-up learns of a table for its capture mode, and [`open`] builds
+//! the source the configuration asks for.
 
 pub mod mysql;
-pub mod schema;
+pub mod poll;
 
-use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::error::Result;
-use crate::value::Row;
+use futures::future::BoxFuture;
 
-/// What one read returned.
-#[derive(Debug, Default)]
-pub struct Page {
-    /// Rows in keyset order, all past the position the previous page ended at.
-    pub rows: Vec<Row>,
-    /// True when the source had no more rows to give at the moment of the read (or, in
-    /// `--once` mode, when the end of the table as of start has been reached).
-    pub caught_up: bool,
-    /// True when the read stopped at a row an open transaction holds (it may still commit
-    /// behind rows read later): nothing was returned, try again after the poll interval.
-    pub held: bool,
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::model::{ChangeSet, Position, TableId, TableModel};
+use crate::telemetry::TableHandle;
+
+/// What the source's table does after a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// More may be read at once.
+    More,
+    /// Nothing more for now (with `--once`: the end of the table as of start is reached).
+    CaughtUp,
+    /// A row of an open transaction holds the next changes back: nothing was read.
+    Held,
 }
 
-/// A stream of source rows past a watermark.
+/// One read of one table.
+#[derive(Debug)]
+pub struct Read {
+    pub table: TableId,
+    /// The changes read, with the table's position after them; `None` when nothing was.
+    pub changes: Option<ChangeSet>,
+    pub after: After,
+}
+
+/// What [`Source::next`] did.
+#[derive(Debug)]
+pub enum Step {
+    Read(Read),
+    /// No table is due for a read before this long: wait (waking on shutdown), then ask
+    /// again.
+    Wait(Duration),
+    /// A table failed for good (a value that cannot be read, a table that disappeared): the
+    /// source has stopped reading it; the other tables go on.
+    Failed { table: TableId, error: Error },
+    /// `--once`: every table has been read up to its end as of start (or has failed).
+    Finished,
+}
+
+/// A stream of changes of a set of tables. See the module doc for the contract.
 pub trait Source: Send {
-    /// Reads up to `limit` rows after the current position and moves the position to the
-    /// last row returned.
-    fn read(&mut self, limit: usize) -> impl Future<Output = Result<Page>> + Send;
+    /// The next read. An `Err` concerns the source as a whole (a lost connection): if it is
+    /// retryable, call [`Source::reset`] and then `next` again after a backoff.
+    fn next(&mut self) -> BoxFuture<'_, Result<Step>>;
+
+    /// Drops connections after an error; the next call reconnects and goes on after the last
+    /// changes handed out.
+    fn reset(&mut self);
+}
+
+/// What start-up learnt of one table, for the configured capture mode.
+#[derive(Debug)]
+pub enum TablePlan {
+    Poll(poll::PollPlan),
+}
+
+impl TablePlan {
+    pub fn model(&self) -> &Arc<TableModel> {
+        match self {
+            TablePlan::Poll(p) => &p.spec.model,
+        }
+    }
+
+    /// Checks that a stored position can be resumed from (the same keyset, say).
+    pub fn check_position(&self, p: &Position) -> Result<()> {
+        match self {
+            TablePlan::Poll(plan) => plan.keyset.decode(&plan.spec.model, p).map(|_| ()),
+        }
+    }
+
+    /// Estimated rows in the source table.
+    pub fn estimated_rows(&self) -> u64 {
+        match self {
+            TablePlan::Poll(p) => p.estimated_rows,
+        }
+    }
+}
+
+/// Introspects one configured table for the configured capture mode.
+pub async fn plan_table(
+    conn: &mut sea_orm::sqlx::MySqlConnection,
+    settings: &Settings,
+    table: &crate::config::TableSettings,
+) -> Result<TablePlan> {
+    poll::plan(conn, settings, table).await.map(TablePlan::Poll)
+}
+
+/// One table a source is opened for.
+pub struct OpenTable {
+    pub id: TableId,
+    pub plan: Arc<TablePlan>,
+    /// The stored position to resume after; `None` to start from the beginning.
+    pub start: Option<Position>,
+    pub handle: Arc<TableHandle>,
+}
+
+/// Opens the source the configuration asks for, serving `tables`. `once`: stop at the end
+/// of each table as of start.
+pub fn open(settings: &Settings, once: bool, tables: Vec<OpenTable>) -> Result<Box<dyn Source>> {
+    let mut polled = Vec::with_capacity(tables.len());
+    for t in tables {
+        match &*t.plan {
+            TablePlan::Poll(_) => polled.push(t),
+        }
+    }
+    Ok(Box::new(poll::PollSource::new(settings, once, polled)?))
 }

@@ -1,0 +1,172 @@
+//! The PostgreSQL sink.
+//!
+//! - [`types`]: the type mapping and identifier quoting.
+//! - [`ddl`]: creating target tables, and checking existing ones.
+//! - [`copy`]: COPY text and binary encoding, sent in chunks.
+//! - `writer`: one table's part of a batch: a direct COPY while rows are new, a staging
+//!   merge (`INSERT … ON CONFLICT`) otherwise, deletes, and the bad-row search.
+//! - [`initial_load`]: loading a backlog with the primary key deferred.
+//!
+//! One [`PgSink`] writes the tables of one lane over one connection, each batch in one
+//! transaction together with the tables' positions ([`crate::state::advance`]).
+
+pub mod copy;
+pub mod ddl;
+pub mod initial_load;
+pub mod types;
+mod writer;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::{ConnectOptions, Connection};
+
+use self::writer::TableWriter;
+use super::{CaughtUp, PartApplied, Sink};
+use crate::config::{host_port, redact, CopyFormat, OnBadRow};
+use crate::error::{Error, Result, Side};
+use crate::model::{Batch, TableId, TableModel};
+use crate::state::StateKey;
+
+/// Opens one connection to the target, named `sluice <role>` in `pg_stat_activity`.
+pub async fn connect(url: &str, role: &str) -> Result<PgConnection> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(format!("target URL {} is not valid: {e}", redact(url))))?
+        .application_name(&format!("sluice {role}"));
+    opts.connect().await.map_err(|e| {
+        let mut err = Error::db(
+            Side::Target,
+            format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
+            &e,
+        );
+        if let Error::Database { message, .. } = &mut err {
+            message.push_str(
+                "; check that PostgreSQL is running there and the URL (--target, SLUICE_TARGET_URL, [target] url) is right",
+            );
+        }
+        err
+    })
+}
+
+/// One table a sink writes.
+#[derive(Debug, Clone)]
+pub struct SinkTable {
+    pub id: TableId,
+    pub model: Arc<TableModel>,
+    /// The ownership epoch this process holds for the table.
+    pub epoch: i64,
+    /// The primary-key constraint an initial load dropped, to build once caught up.
+    pub deferred_key: Option<String>,
+    /// Columns that order versions of one row (a polling cursor): while the key is
+    /// deferred, the copy with the greatest values is the one kept.
+    pub version_columns: Vec<usize>,
+}
+
+/// How the sink writes.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    pub url: String,
+    pub schema: String,
+    pub pipeline: String,
+    pub on_bad_row: OnBadRow,
+    pub copy_format: CopyFormat,
+    /// Appears in `pg_stat_activity` as `sluice <role>`.
+    pub role: String,
+}
+
+/// Writes batches of a set of tables into PostgreSQL.
+pub struct PgSink {
+    opts: SinkOptions,
+    conn: Option<PgConnection>,
+    tables: HashMap<TableId, TableWriter>,
+    /// COPY encoding buffer, reused.
+    buf: Vec<u8>,
+}
+
+impl PgSink {
+    pub fn new(opts: SinkOptions, tables: Vec<SinkTable>) -> Self {
+        let tables = tables
+            .into_iter()
+            .map(|t| {
+                let key = StateKey::new(&opts.pipeline, &t.model.name);
+                (t.id, TableWriter::new(&opts, key, t))
+            })
+            .collect();
+        PgSink {
+            opts,
+            conn: None,
+            tables,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn conn(&mut self) -> Result<&mut PgConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.opts.url, &self.opts.role).await?);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    fn writer(tables: &mut HashMap<TableId, TableWriter>, id: TableId) -> Result<&mut TableWriter> {
+        tables
+            .get_mut(&id)
+            .ok_or_else(|| Error::Other(format!("table #{id} is not served by this sink")))
+    }
+
+    async fn apply_batch(&mut self, batch: &Batch) -> Result<Vec<PartApplied>> {
+        self.conn().await?;
+        let conn = self.conn.as_mut().expect("connected above");
+        for part in &batch.parts {
+            Self::writer(&mut self.tables, part.table)?
+                .prepare(conn)
+                .await?;
+        }
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|e| Error::db(Side::Target, "beginning a batch's transaction", &e))?;
+        let mut out = Vec::with_capacity(batch.parts.len());
+        for part in &batch.parts {
+            let w = Self::writer(&mut self.tables, part.table)?;
+            out.push(w.apply(&mut tx, part, &mut self.buf).await?);
+        }
+        crate::failpoint::hit("before_commit");
+        tx.commit()
+            .await
+            .map_err(|e| Error::db(Side::Target, "committing a batch", &e))?;
+        for part in &batch.parts {
+            Self::writer(&mut self.tables, part.table)?.committed();
+        }
+        Ok(out)
+    }
+
+    async fn catch_up(&mut self, table: TableId) -> Result<CaughtUp> {
+        self.conn().await?;
+        let conn = self.conn.as_mut().expect("connected above");
+        let w = Self::writer(&mut self.tables, table)?;
+        Ok(CaughtUp {
+            key_built: w.build_key(conn).await?,
+        })
+    }
+}
+
+impl Sink for PgSink {
+    fn apply<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<Vec<PartApplied>>> {
+        Box::pin(self.apply_batch(batch))
+    }
+
+    fn caught_up(&mut self, table: TableId) -> BoxFuture<'_, Result<CaughtUp>> {
+        Box::pin(self.catch_up(table))
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
+        for w in self.tables.values_mut() {
+            w.reconnected();
+        }
+    }
+}
+

@@ -1,0 +1,617 @@
+//! One table's part of a batch, applied inside the batch's transaction.
+//!
+//! - **Inserts and upserts only** (polling, and most of a binlog): a plain COPY straight into
+//!   the table, rows sorted by primary key (PostgreSQL inserts into the key's index far
+//!   faster in key order). If a row already exists (an updated row coming round again), the
+//!   COPY is rolled back to a savepoint and the part goes through the merge instead, and so
+//!   do the next [`DIRECT_COOLDOWN_BATCHES`] parts.
+//! - **Merge:** the rows, only the last version of each key, are copied into a temporary
+//!   stage and merged with `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE`. A row PostgreSQL
+//!   refuses is found by halving the failing rows under savepoints, so it costs O(log n)
+//!   statements and every good row is still applied; it then stops the table or becomes a
+//!   dead letter (`on_bad_row`).
+//! - **Deletes** (and updates that changed the key, whose old key is deleted): the changes
+//!   are first reduced to each key's final state; the keys that end deleted are copied into
+//!   a temporary table and deleted with one `DELETE … USING`, then the rest is merged.
+//! - **While the key is deferred** (initial load): there is no key to conflict on, so rows
+//!   are plain COPYs; a part with deletes or key changes first deletes every copy of each
+//!   key it touches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
+use tracing::warn;
+
+use super::copy::{self, copy_rows, BinType, Format};
+use super::ddl::conflict_action;
+use super::types::{qualified, quote};
+use super::{SinkOptions, SinkTable};
+use crate::config::{CopyFormat, OnBadRow};
+use crate::error::{Error, Result, Side};
+use crate::model::{Change, ChangeSet, Op, TableModel};
+use crate::sink::PartApplied;
+use crate::state::{self, StateKey};
+use crate::value::{Row, Value};
+
+/// SQLSTATE of a unique violation: the direct COPY met a row that already exists.
+const UNIQUE_VIOLATION: &str = "23505";
+/// After a direct COPY met an existing row, this many parts go straight to the merge.
+const DIRECT_COOLDOWN_BATCHES: u32 = 16;
+
+fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+    let context = context.into();
+    move |e| Error::db(Side::Target, context, &e)
+}
+
+/// The statements of one table, built once.
+struct Statements {
+    copy_target: String,
+    copy_stage: String,
+    create_stage: String,
+    truncate_stage: String,
+    /// `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE`.
+    merge: String,
+    /// `INSERT … SELECT`, without `ON CONFLICT` (no key to conflict on).
+    insert_stage: String,
+    create_keys: String,
+    copy_keys: String,
+    delete_keys: String,
+    truncate_keys: String,
+}
+
+/// Writes one table.
+pub(super) struct TableWriter {
+    key: StateKey,
+    model: Arc<TableModel>,
+    epoch: i64,
+    /// The constraint an initial load dropped, while it is not built again.
+    pub(super) deferred_key: Option<String>,
+    version_columns: Vec<usize>,
+    target: String,
+    sql: Statements,
+    /// Which temporary tables exist on the current connection.
+    stage_ready: bool,
+    keys_ready: bool,
+    /// ... created in the transaction under way (they exist once it commits).
+    stage_created: bool,
+    keys_created: bool,
+    /// The stage holds rows from earlier in the transaction under way.
+    stage_used: bool,
+    /// Parts left before a direct COPY is tried again after one met an existing row.
+    cooldown: u32,
+    on_bad_row: OnBadRow,
+    copy_format: CopyFormat,
+    /// COPY binary column types (all columns, then the key's), when every column has one;
+    /// learnt from the target before the first write.
+    binary: Option<(Vec<BinType>, Vec<BinType>)>,
+    format_known: bool,
+}
+
+impl TableWriter {
+    pub fn new(opts: &SinkOptions, key: StateKey, t: SinkTable) -> Self {
+        let model = t.model;
+        let target = qualified(&opts.schema, &model.name);
+        let cols: Vec<String> = model.columns.iter().map(|c| quote(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let pk: Vec<String> = model
+            .primary_key
+            .iter()
+            .map(|&i| quote(&model.columns[i].name))
+            .collect();
+        let pk_list = pk.join(", ");
+        let stage = format!("pg_temp.sluice_stage_{}", t.id);
+        let keys = format!("pg_temp.sluice_keys_{}", t.id);
+        let same_key = pk
+            .iter()
+            .map(|c| format!("t.{c} = k.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let sql = Statements {
+            copy_target: format!("COPY {target} ({col_list}) FROM STDIN"),
+            copy_stage: format!("COPY {stage} ({col_list}) FROM STDIN"),
+            // The stage mirrors the target's columns and types; it lives as long as the
+            // connection and empties itself at every commit.
+            create_stage: format!(
+                "CREATE TEMP TABLE IF NOT EXISTS sluice_stage_{} (LIKE {target}) ON COMMIT DELETE ROWS",
+                t.id
+            ),
+            truncate_stage: format!("TRUNCATE {stage}"),
+            merge: format!(
+                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} ON CONFLICT ({pk_list}) {}",
+                conflict_action(&model)
+            ),
+            insert_stage: format!("INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}"),
+            create_keys: format!(
+                "CREATE TEMP TABLE IF NOT EXISTS sluice_keys_{} ON COMMIT DELETE ROWS AS SELECT {pk_list} FROM {target} WITH NO DATA",
+                t.id
+            ),
+            copy_keys: format!("COPY {keys} ({pk_list}) FROM STDIN"),
+            delete_keys: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
+            truncate_keys: format!("TRUNCATE {keys}"),
+        };
+        TableWriter {
+            key,
+            model,
+            epoch: t.epoch,
+            deferred_key: t.deferred_key,
+            version_columns: t.version_columns,
+            target,
+            sql,
+            stage_ready: false,
+            keys_ready: false,
+            stage_created: false,
+            keys_created: false,
+            stage_used: false,
+            cooldown: 0,
+            on_bad_row: opts.on_bad_row,
+            copy_format: opts.copy_format,
+            binary: None,
+            format_known: false,
+        }
+    }
+
+    pub fn key(&self) -> &StateKey {
+        &self.key
+    }
+
+    pub fn model(&self) -> &TableModel {
+        &self.model
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn version_columns(&self) -> &[usize] {
+        &self.version_columns
+    }
+
+    /// A new connection: its temporary tables are gone.
+    pub fn reconnected(&mut self) {
+        self.stage_ready = false;
+        self.keys_ready = false;
+        self.stage_created = false;
+        self.keys_created = false;
+        self.stage_used = false;
+    }
+
+    /// The batch committed: temporary tables created in it now exist.
+    pub fn committed(&mut self) {
+        self.stage_ready |= self.stage_created;
+        self.keys_ready |= self.keys_created;
+        self.stage_created = false;
+        self.keys_created = false;
+        self.stage_used = false;
+    }
+
+    /// Before the batch's transaction: reads the target columns' types once and decides
+    /// between COPY binary and text.
+    pub async fn prepare(&mut self, conn: &mut PgConnection) -> Result<()> {
+        self.stage_created = false;
+        self.keys_created = false;
+        self.stage_used = false;
+        if self.format_known {
+            return Ok(());
+        }
+        let types: Vec<String> = sqlx::query_scalar(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(&self.target)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(tgt(format!("reading the column types of {}", self.target)))?;
+        let all: Option<Vec<BinType>> = match self.copy_format {
+            CopyFormat::Auto if types.len() == self.model.columns.len() => {
+                types.iter().map(|t| BinType::of(t)).collect()
+            }
+            _ => None,
+        };
+        self.binary = all.map(|all| {
+            let key = self.model.primary_key.iter().map(|&i| all[i]).collect();
+            (all, key)
+        });
+        self.format_known = true;
+        tracing::debug!(
+            table = %self.model.name,
+            format = if self.binary.is_some() { "binary" } else { "text" },
+            "COPY format chosen"
+        );
+        Ok(())
+    }
+
+    fn row_types(&self) -> Option<&[BinType]> {
+        self.binary.as_ref().map(|(all, _)| all.as_slice())
+    }
+
+    fn key_types(&self) -> Option<&[BinType]> {
+        self.binary.as_ref().map(|(_, key)| key.as_slice())
+    }
+
+    /// Applies one table's changes and advances its position, in `tx`.
+    pub async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        part: &ChangeSet,
+        buf: &mut Vec<u8>,
+    ) -> Result<PartApplied> {
+        let plain = part.changes.iter().all(|c| {
+            matches!(c.op, Op::Insert | Op::Upsert) || (c.op == Op::Update && c.old_key.is_none())
+        });
+        let (merged, dead) = if plain {
+            self.apply_plain(tx, &part.changes, buf).await?
+        } else {
+            self.apply_merged(tx, &part.changes, buf).await?
+        };
+        let rows = part.changes.len() - dead;
+        state::advance(tx, &self.key, self.epoch, &part.position, rows as i64).await?;
+        Ok(PartApplied {
+            table: part.table,
+            rows,
+            merged,
+            dead_lettered: dead,
+        })
+    }
+
+    /// Inserts and upserts: a direct COPY when it can, the merge otherwise. Returns whether
+    /// it merged, and the dead letters.
+    async fn apply_plain(
+        &mut self,
+        tx: &mut PgConnection,
+        changes: &[Change],
+        buf: &mut Vec<u8>,
+    ) -> Result<(bool, usize)> {
+        let try_direct = self.deferred_key.is_some() || self.cooldown == 0;
+        if !try_direct {
+            self.cooldown -= 1;
+        }
+        if try_direct {
+            // Without the key there is no index to keep: the order does not matter.
+            let rows: Vec<&Row> = if self.deferred_key.is_some() {
+                changes.iter().map(|c| &c.row).collect()
+            } else {
+                sorted_by_key(&self.model, changes)
+            };
+            let format = copy::choose(self.row_types(), rows.iter().copied(), None);
+            savepoint(tx, "SAVEPOINT sluice_direct").await?;
+            match copy_rows(tx, &self.sql.copy_target, format, &rows, None, buf).await {
+                Ok(_) => {
+                    savepoint(tx, "RELEASE SAVEPOINT sluice_direct").await?;
+                    return Ok((false, 0));
+                }
+                Err(e) if self.deferred_key.is_none() && sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
+                    self.cooldown = DIRECT_COOLDOWN_BATCHES;
+                }
+                // A value PostgreSQL refuses: find it (and apply the rest) through the merge.
+                Err(e) if is_data_error(&e) => {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
+                }
+                Err(e) => {
+                    return Err(Error::db(
+                        Side::Target,
+                        format!("copying {} rows into {:?}", changes.len(), self.model.name),
+                        &e,
+                    ))
+                }
+            }
+        }
+        self.apply_merged(tx, changes, buf).await
+    }
+
+    /// Through the merge: each key's final state, deletes first.
+    async fn apply_merged(
+        &mut self,
+        tx: &mut PgConnection,
+        changes: &[Change],
+        buf: &mut Vec<u8>,
+    ) -> Result<(bool, usize)> {
+        let last = final_states(&self.model, changes);
+        let deferred = self.deferred_key.is_some();
+        // Keyed: delete the keys that end deleted (the rest is upserted). Deferred: delete
+        // every copy of every key touched, then insert the survivors.
+        let doomed: Vec<Row> = last
+            .iter()
+            .filter(|(_, r)| deferred || r.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let rows: Vec<&Row> = last.iter().filter_map(|(_, r)| *r).collect();
+        if !doomed.is_empty() {
+            self.delete_keys(tx, &doomed, buf).await?;
+        }
+        let dead = self.merge_isolating(tx, &rows, buf).await?;
+        Ok((true, dead))
+    }
+
+    /// Deletes the rows with these primary keys (values in key order).
+    async fn delete_keys(
+        &mut self,
+        tx: &mut PgConnection,
+        keys: &[Row],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if !self.keys_ready && !self.keys_created {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.create_keys.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!("creating the key table for {:?}", self.model.name)))?;
+            self.keys_created = true;
+        }
+        let format = copy::choose(self.key_types(), keys, None);
+        copy_rows(tx, &self.sql.copy_keys, format, keys, None, buf)
+            .await
+            .map_err(tgt(format!("copying deleted keys of {:?}", self.model.name)))?;
+        sqlx::raw_sql(AssertSqlSafe(self.sql.delete_keys.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(tgt(format!("deleting rows of {:?}", self.model.name)))?;
+        // The key table empties itself at commit; a second use in this transaction must not
+        // see these keys again.
+        sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_keys.as_str()))
+            .execute(&mut *tx)
+        .await
+        .map_err(tgt("emptying the key table"))?;
+        Ok(())
+    }
+
+    /// Copies `rows` into the stage and merges them into the table. Rows PostgreSQL refuses
+    /// are found by halving the failing part under savepoints; each then stops the table
+    /// (`on_bad_row = "stop"`) or becomes a dead letter. Returns the dead letters.
+    async fn merge_isolating(
+        &mut self,
+        tx: &mut PgConnection,
+        rows: &[&Row],
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        if !self.stage_ready && !self.stage_created {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.create_stage.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!(
+                    "creating the staging table for {:?}",
+                    self.model.name
+                )))?;
+            self.stage_created = true;
+        }
+        let merge = if self.deferred_key.is_some() {
+            self.sql.insert_stage.clone()
+        } else {
+            self.sql.merge.clone()
+        };
+        let name = self.model.name.clone();
+        let mut dead = 0;
+        let mut parts = vec![(0, rows.len())];
+        while let Some((lo, hi)) = parts.pop() {
+            if lo == hi {
+                continue;
+            }
+            savepoint(tx, "SAVEPOINT sluice_part").await?;
+            if self.stage_used {
+                sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_stage.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(tgt("emptying the staging table"))?;
+            }
+            self.stage_used = true;
+            let slice = &rows[lo..hi];
+            let format: Format = copy::choose(self.row_types(), slice.iter().copied(), None);
+            let res = match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
+                Ok(_) => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
+                Err(e) if is_data_error(&e) => {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_part").await?;
+                    if hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        parts.push((mid, hi));
+                        parts.push((lo, mid));
+                        continue;
+                    }
+                    let row = rows[lo];
+                    let key = self.model.describe_key(row);
+                    let reason = Error::db(Side::Target, "writing the row", &e).to_string();
+                    match self.on_bad_row {
+                        OnBadRow::Stop => {
+                            return Err(Error::BadRow {
+                                table: name,
+                                key,
+                                reason,
+                            });
+                        }
+                        OnBadRow::DeadLetter => {
+                            warn!(table = %name, key = %key, error = %reason, "row refused by PostgreSQL; written to sluice.dead_letters");
+                            self.dead_letter(tx, row, &reason).await?;
+                            dead += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::db(
+                        Side::Target,
+                        format!("merging a batch into {name:?}"),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Records a refused row (as JSON: column name → typed value) with its error, in the
+    /// batch's transaction.
+    async fn dead_letter(&self, tx: &mut PgConnection, row: &Row, reason: &str) -> Result<()> {
+        let t = &self.model;
+        let as_json = |idx: &mut dyn Iterator<Item = usize>| {
+            let map: serde_json::Map<String, serde_json::Value> = idx
+                .map(|i| {
+                    (
+                        t.columns[i].name.clone(),
+                        serde_json::to_value(&row[i]).expect("values serialise"),
+                    )
+                })
+                .collect();
+            // `json`, not `jsonb`: it keeps `\u0000` escapes, which may be why the row failed.
+            serde_json::Value::Object(map).to_string()
+        };
+        let key = as_json(&mut t.primary_key.iter().copied());
+        let full = as_json(&mut (0..row.len()));
+        state::dead_letter(tx, &self.key, &key, &full, reason).await
+    }
+}
+
+/// Runs a SAVEPOINT / RELEASE / ROLLBACK TO statement.
+async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<()> {
+    sqlx::raw_sql(sql)
+        .execute(&mut *tx)
+        .await
+        .map_err(tgt(sql))?;
+    Ok(())
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// A value the target refuses: a data exception (class 22) or an integrity violation (23).
+fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// A primary key as bytes that compare equal exactly when the keys are equal.
+fn key_bytes(values: impl Iterator<Item = Value>, out: &mut Vec<u8>) {
+    out.clear();
+    for v in values {
+        copy::write_text(&v, out);
+        out.push(0);
+    }
+}
+
+/// The rows of a part in primary-key order. Order inside a batch does not matter for
+/// correctness (it commits as a whole), but PostgreSQL inserts into the primary-key index
+/// far faster in key order than in cursor order, where keys (random UUIDs, say) are spread
+/// over the whole index.
+fn sorted_by_key<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<&'a Row> {
+    let mut keyed: Vec<(Vec<u8>, &Row)> = changes
+        .iter()
+        .map(|c| {
+            let mut k = Vec::new();
+            for &i in &t.primary_key {
+                copy::write_text(&c.row[i], &mut k);
+                k.push(0);
+            }
+            (k, &c.row)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Each key's final state after the changes, in order: the row it ends with, or `None`
+/// when it ends deleted. Keys are given as their values in primary-key order.
+fn final_states<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<(Row, Option<&'a Row>)> {
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
+    let mut out: Vec<(Row, Option<&'a Row>)> = Vec::with_capacity(changes.len());
+    let mut buf = Vec::new();
+    let mut set = |key: Row, state: Option<&'a Row>, buf: &mut Vec<u8>| {
+        key_bytes(key.iter().cloned(), buf);
+        match index.get(buf.as_slice()) {
+            Some(&i) => out[i].1 = state,
+            None => {
+                index.insert(buf.clone(), out.len());
+                out.push((key, state));
+            }
+        }
+    };
+    for c in changes {
+        let key = t.key_of(&c.row);
+        match c.op {
+            Op::Delete => set(key, None, &mut buf),
+            Op::Insert | Op::Upsert | Op::Update => {
+                if let Some(old) = &c.old_key {
+                    if old.as_ref() != key.as_slice() {
+                        set(old.to_vec(), None, &mut buf);
+                    }
+                }
+                set(key, Some(&c.row), &mut buf);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Column, Kind};
+
+    fn model() -> TableModel {
+        let col = |n: &str| Column {
+            name: n.into(),
+            source_type: "int".into(),
+            kind: Kind::Int { bytes: 4 },
+            nullable: false,
+        };
+        TableModel {
+            name: "t".into(),
+            columns: vec![col("id"), col("v")],
+            primary_key: vec![0],
+        }
+    }
+
+    fn row(id: i64, v: i64) -> Row {
+        vec![Value::Int(id), Value::Int(v)]
+    }
+
+    #[test]
+    fn the_last_change_of_each_key_wins() {
+        let t = model();
+        let changes = vec![
+            Change::insert(row(1, 1)),
+            Change::insert(row(2, 1)),
+            Change::update(row(1, 2), None),
+            Change::delete(row(2, 0)),
+            // Key 3 becomes key 4.
+            Change::insert(row(3, 1)),
+            Change::update(row(4, 1), Some(vec![Value::Int(3)])),
+            // Deleted, then inserted again.
+            Change::delete(row(5, 0)),
+            Change::insert(row(5, 9)),
+        ];
+        let got: Vec<(Row, Option<Row>)> = final_states(&t, &changes)
+            .into_iter()
+            .map(|(k, r)| (k, r.cloned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![Value::Int(1)], Some(row(1, 2))),
+                (vec![Value::Int(2)], None),
+                (vec![Value::Int(3)], None),
+                (vec![Value::Int(4)], Some(row(4, 1))),
+                (vec![Value::Int(5)], Some(row(5, 9))),
+            ]
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Reading one table in keyset pages past its position.
+//!
+//! Each page is a locking read that gives up at once on a locked row (`… LOCK IN SHARE MODE
+//! NOWAIT` on MariaDB, `… FOR SHARE NOWAIT` on MySQL 8) in READ COMMITTED: when it succeeds,
+//! no row of an open transaction lies between the position and the page's last row, so no
+//! row can commit behind the new position later (a late commit). When it meets one, the
+//! page is read again after the poll interval.
+//!
+//! Below the read horizon, on a time cursor, reads take no locks: rows whose cursor is older
+//! than the oldest open InnoDB transaction (less a second, for `trx_started`'s whole
+//! seconds, and the safety lag) cannot belong to a transaction that may still commit. That
+//! makes a backlog a covering-index scan instead of a row lock (and a clustered-index visit)
+//! per row. Reading `information_schema.INNODB_TRX` needs the PROCESS privilege; without it
+//! every read locks.
+//!
+//! Pages are bounded in bytes as well as rows: the row limit follows the widest row of the
+//! last page, and a page stops taking rows once it holds `page_bytes` (the rest of the
+//! result is read past and dropped), so memory stays flat whatever the row width.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sea_orm::sqlx::mysql::MySqlArguments;
+use sea_orm::sqlx::{self, AssertSqlSafe, MySql, MySqlConnection};
+use tracing::debug;
+
+use super::keyset::{self, Keyset};
+use crate::error::{Error, Result, Side};
+use crate::model::{Kind, TableId};
+use crate::source::mysql::{quote, Flavor, ReadSpec};
+use crate::telemetry::TableHandle;
+use crate::value::{row_bytes, Row, Value};
+
+type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+
+/// How one read ended.
+pub(super) enum Outcome {
+    /// Rows (possibly none); `full`: the page was full (rows may follow at once).
+    Rows { rows: Vec<Row>, full: bool },
+    /// A row of an open transaction lies ahead: nothing was returned.
+    Held,
+    /// `--once`: the table was already read up to its end as of start.
+    Exhausted,
+}
+
+/// The SQL of one table, for one server flavour.
+struct Sql {
+    first: String,
+    after: String,
+    /// Non-locking forms of the reads, bounded by the read horizon (time cursors only).
+    free: Option<(String, String)>,
+    binds_after: Vec<usize>,
+    binds_upper: Vec<usize>,
+    /// `--once`: the last keyset as of start.
+    last_row: String,
+}
+
+/// One polled table's reading state.
+pub(super) struct TableReader {
+    pub id: TableId,
+    pub spec: ReadSpec,
+    pub keyset: Keyset,
+    pub handle: std::sync::Arc<TableHandle>,
+    /// Keyset of the last row handed out; `None` before the first.
+    pub position: Option<Vec<Value>>,
+    /// `--once`: the end of the table as of start (`Some(None)`: it was empty).
+    upper: Option<Option<Vec<Value>>>,
+    sql: Option<Sql>,
+    /// The last page was full: a backlog, where reads below the horizon pay off.
+    last_full: bool,
+    /// The last read met a row of an open transaction.
+    held: bool,
+    /// Rows asked for per page, adapted to the row width.
+    pub limit: usize,
+    /// When this table may be read next.
+    pub due: Instant,
+    /// `--once`: caught up with the end as of start; or stopped.
+    pub done: bool,
+}
+
+impl TableReader {
+    pub fn new(
+        id: TableId,
+        spec: ReadSpec,
+        keyset: Keyset,
+        handle: std::sync::Arc<TableHandle>,
+        start: Option<Vec<Value>>,
+        first_limit: usize,
+    ) -> Self {
+        TableReader {
+            id,
+            spec,
+            keyset,
+            handle,
+            position: start,
+            upper: None,
+            sql: None,
+            last_full: true,
+            held: false,
+            limit: first_limit.max(1),
+            due: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.model.name
+    }
+
+    /// Builds the table's SQL for the server's flavour.
+    fn build(&self, flavor: Flavor, once: bool, safety_lag: Duration) -> Sql {
+        let t = &self.spec.model;
+        let cols: Vec<String> = self
+            .keyset
+            .columns
+            .iter()
+            .map(|&i| quote(&t.columns[i].name))
+            .collect();
+        let select = self.spec.select_list();
+        let from = quote(&t.name);
+        let order = cols.join(", ");
+        let desc = cols
+            .iter()
+            .map(|c| format!("{c} DESC"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // A DECIMAL keyset value travels as text; compared with text MySQL would use
+        // doubles, so it is cast back to the column's exact type.
+        let phs: Vec<String> = self
+            .keyset
+            .columns
+            .iter()
+            .map(|&i| match t.columns[i].kind {
+                Kind::Decimal { precision, scale } => {
+                    format!("CAST(? AS DECIMAL({precision},{scale}))")
+                }
+                _ => "?".to_string(),
+            })
+            .collect();
+        let (upper_cond, binds_upper) = keyset::condition(&cols, &phs, false, false);
+        let (after_cond, binds_after) = keyset::condition(&cols, &phs, true, true);
+        let mut common = Vec::new();
+        if once {
+            common.push(upper_cond);
+        }
+        let time_cursor = self.keyset.time_cursor(t);
+        let first_cursor = quote(&t.columns[self.keyset.cursor[0]].name);
+        let lag_us = safety_lag.as_micros() as u64;
+        if time_cursor {
+            // Server-set times are taken as a statement starts, a moment before its row is
+            // in the index; the safety lag covers that moment (and client clocks, if raised).
+            common.push(format!(
+                "{first_cursor} < NOW(6) - INTERVAL {lag_us} MICROSECOND"
+            ));
+        }
+        let where_of = |mut conds: Vec<String>| {
+            conds.extend(common.iter().cloned());
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            }
+        };
+        let lock = flavor.share_nowait();
+        let free = time_cursor.then(|| {
+            let horizon = format!(
+                "{first_cursor} < (SELECT LEAST(NOW(6), COALESCE(MIN(trx_started), NOW(6)) - INTERVAL 1 SECOND) \
+                 - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX)"
+            );
+            (
+                format!(
+                    "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ?",
+                    where_of(vec![horizon.clone()])
+                ),
+                format!(
+                    "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ?",
+                    where_of(vec![after_cond.clone(), horizon])
+                ),
+            )
+        });
+        Sql {
+            first: format!(
+                "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ? {lock}",
+                where_of(vec![])
+            ),
+            after: format!(
+                "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ? {lock}",
+                where_of(vec![after_cond])
+            ),
+            free,
+            binds_after,
+            binds_upper,
+            last_row: format!("SELECT {select} FROM {from} ORDER BY {desc} LIMIT 1"),
+        }
+    }
+
+    /// Reads the next page of at most `self.limit` rows and `page_bytes` bytes, and moves the
+    /// position to its last row. `free_reads` says whether reads below the horizon may be
+    /// tried (cleared by the caller when the PROCESS privilege is missing).
+    pub async fn read(
+        &mut self,
+        conn: &mut MySqlConnection,
+        flavor: Flavor,
+        opts: &super::PollOptions,
+        free_reads: &mut bool,
+    ) -> Result<Outcome> {
+        if self.sql.is_none() {
+            self.sql = Some(self.build(flavor, opts.once, opts.safety_lag));
+        }
+        if opts.once && self.upper.is_none() {
+            let sql = self.sql.as_ref().expect("built above").last_row.clone();
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| self.read_error("reading the end of", &e))?;
+            self.upper = Some(match row {
+                Some(r) => Some(self.keyset.of(&self.spec.decode_row(&r)?)),
+                None => None,
+            });
+        }
+        if matches!(self.upper, Some(None)) {
+            return Ok(Outcome::Exhausted);
+        }
+        let (page_bytes, page_rows) = (opts.page_bytes, opts.page_rows);
+        let has_free = self.sql.as_ref().is_some_and(|s| s.free.is_some());
+        // In a backlog, first read below the horizon without locks; at the horizon (an
+        // empty answer), fall through to the locking read.
+        if has_free && *free_reads && self.last_full {
+            match self.fetch(conn, false, page_bytes, page_rows).await? {
+                Ok((rows, _)) if !rows.is_empty() => {
+                    debug!(table = %self.name(), rows = rows.len(), "read below the oldest open transaction, without locks");
+                    self.held = false;
+                    self.moved(&rows);
+                    // Not caught up: rows past the horizon may follow.
+                    return Ok(Outcome::Rows { rows, full: true });
+                }
+                Ok(_) => {}
+                Err(e) if is_process_privilege_error(&e) => {
+                    tracing::info!(table = %self.name(), "no PROCESS privilege to see open transactions (information_schema.INNODB_TRX): every read is a locking read, which is slower on a backlog; GRANT PROCESS ON *.* to sluice's source user to read below the oldest open transaction without locks");
+                    *free_reads = false;
+                }
+                Err(e) => return Err(self.read_error("reading", &e)),
+            }
+        }
+        match self.fetch(conn, true, page_bytes, page_rows).await? {
+            Ok((rows, full)) => {
+                self.held = false;
+                self.last_full = full;
+                self.moved(&rows);
+                Ok(Outcome::Rows { rows, full })
+            }
+            // The rows before the held one are dropped too: the page is read again whole.
+            Err(e) if is_nowait_conflict(&e) => {
+                if !self.held {
+                    debug!(table = %self.name(), "a row of an open transaction lies ahead; waiting for it to commit");
+                }
+                self.held = true;
+                self.last_full = false;
+                Ok(Outcome::Held)
+            }
+            Err(e) => Err(self.read_error("reading", &e)),
+        }
+    }
+
+    /// Moves the position to the last row handed out.
+    fn moved(&mut self, rows: &[Row]) {
+        if let Some(last) = rows.last() {
+            self.position = Some(self.keyset.of(last));
+        }
+    }
+
+    /// Runs one page query (locking, or below the horizon) and decodes its rows as they
+    /// arrive. Returns the rows and whether the page was full (the limit was reached or the
+    /// bytes ran out). The next page's row limit becomes what `page_bytes` holds of rows as
+    /// wide as this page's widest. The outer error is a row sluice cannot decode; the inner one is the
+    /// query's.
+    async fn fetch(
+        &mut self,
+        conn: &mut MySqlConnection,
+        locking: bool,
+        page_bytes: usize,
+        page_rows: usize,
+    ) -> Result<std::result::Result<(Vec<Row>, bool), sqlx::Error>> {
+        let sql = self.sql.as_ref().expect("built before reading");
+        let (first, after) = match (&sql.free, locking) {
+            (Some((f, a)), false) => (f.as_str(), a.as_str()),
+            _ => (sql.first.as_str(), sql.after.as_str()),
+        };
+        let mut q = match &self.position {
+            None => sqlx::query(AssertSqlSafe(first)),
+            Some(pos) => {
+                let mut q = sqlx::query(AssertSqlSafe(after));
+                for &i in &sql.binds_after {
+                    q = bind_value(q, &pos[i]);
+                }
+                q
+            }
+        };
+        if let Some(Some(upper)) = &self.upper {
+            for &i in &sql.binds_upper {
+                q = bind_value(q, &upper[i]);
+            }
+        }
+        let limit = self.limit;
+        q = q.bind(limit as u64);
+        // Rows are decoded as they arrive, while the server is still sending the page.
+        let mut rows = Vec::with_capacity(limit.min(16_384));
+        let (mut bytes, mut widest, mut seen, mut cut) = (0usize, 0usize, 0usize, false);
+        let mut stream = q.fetch(&mut *conn);
+        while let Some(r) = stream.next().await {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            seen += 1;
+            if cut {
+                // Past the page's bytes: read past the rest of the result, keep nothing.
+                continue;
+            }
+            let row = self.spec.decode_row(&r)?;
+            let b = row_bytes(&row);
+            bytes += b;
+            widest = widest.max(b);
+            rows.push(row);
+            cut = bytes >= page_bytes;
+        }
+        drop(stream);
+        if let Some(fit) = page_bytes.checked_div(widest) {
+            let next = fit.clamp(1, page_rows);
+            if next != self.limit {
+                debug!(table = %self.name(), rows = next, row_bytes = widest, "page size follows the row width");
+            }
+            self.limit = next;
+        }
+        Ok(Ok((rows, cut || seen >= limit)))
+    }
+
+    fn read_error(&self, what: &str, e: &sqlx::Error) -> Error {
+        Error::db(Side::Source, format!("{what} table {:?}", self.name()), e)
+    }
+}
+
+/// Binds one value as the MySQL type that compares correctly with its column.
+fn bind_value<'q>(q: Query<'q>, v: &Value) -> Query<'q> {
+    match v {
+        Value::Null => q.bind(None::<i64>),
+        Value::Bool(b) => q.bind(*b),
+        Value::Int(i) => q.bind(*i),
+        Value::UInt(u) => q.bind(*u),
+        Value::Float(f) => q.bind(*f),
+        Value::Text(s) => q.bind(s.clone()),
+        Value::Bytes(b) => q.bind(b.clone()),
+        Value::Date(d) => q.bind(*d),
+        Value::DateTime(t) => q.bind(*t),
+        Value::Timestamp(t) => q.bind(*t),
+    }
+}
+
+/// MySQL/MariaDB refuses INNODB_TRX without the PROCESS privilege (error 1227).
+fn is_process_privilege_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.message().contains("PROCESS"))
+}
+
+/// The locking read found a row held by an open transaction: a row that may still commit
+/// inside the page's range. MariaDB answers NOWAIT with 1205, MySQL 8 with 3572.
+fn is_nowait_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "HY000" || c == "40001")
+        && (db.message().contains("Lock wait timeout") || db.message().contains("NOWAIT")))
+}

@@ -1,0 +1,239 @@
+//! The one store of replication state: `sluice.replication_state` (positions, the initial
+//! load's deferred key, errors, ownership epochs) and `sluice.dead_letters`, on the target.
+//! Every statement that touches them is here; the entity
+//! (`entities::replication_state`) documents what each column means.
+//!
+//! State is keyed by `(pipeline, table)` ([`StateKey`]). Writes that carry progress
+//! ([`advance`], [`set_deferred_key`]) check the table's ownership epoch and fail with
+//! [`Error::Fenced`] when another process has taken the table over since this one claimed
+//! it (see [`ownership`]).
+
+pub mod ownership;
+
+use sea_orm::sqlx::{self, PgConnection};
+
+use crate::error::{Error, Result, Side};
+use crate::model::Position;
+
+/// Which row of `sluice.replication_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateKey {
+    pub pipeline: String,
+    pub table: String,
+}
+
+impl StateKey {
+    pub fn new(pipeline: &str, table: &str) -> Self {
+        StateKey {
+            pipeline: pipeline.to_string(),
+            table: table.to_string(),
+        }
+    }
+}
+
+fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+    let context = context.into();
+    move |e| Error::db(Side::Target, context, &e)
+}
+
+/// What is stored for a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub position: Option<Position>,
+    pub deferred_key: Option<String>,
+    pub owner_epoch: i64,
+}
+
+/// The stored state of a table, if any.
+pub async fn load(conn: &mut PgConnection, key: &StateKey) -> Result<Option<Stored>> {
+    let row: Option<(Option<serde_json::Value>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT position, deferred_key, owner_epoch FROM sluice.replication_state \
+         WHERE pipeline = $1 AND table_name = $2",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(tgt(format!("reading the state of {:?}", key.table)))?;
+    Ok(row.map(|(position, deferred_key, owner_epoch)| Stored {
+        position: position.filter(|p| !p.is_null()).map(Position),
+        deferred_key,
+        owner_epoch,
+    }))
+}
+
+/// Makes this process the table's owner: adopts a row stored before pipelines had names
+/// (pipeline `''`), creates the row if missing, bumps `owner_epoch` and returns it. Call it
+/// while holding the table's advisory lock ([`ownership`]), so owners take turns.
+pub async fn claim(conn: &mut PgConnection, key: &StateKey, owner: &str) -> Result<i64> {
+    let adopted = sqlx::query(
+        "UPDATE sluice.replication_state SET pipeline = $1 \
+         WHERE pipeline = '' AND table_name = $2 AND NOT EXISTS \
+           (SELECT 1 FROM sluice.replication_state WHERE pipeline = $1 AND table_name = $2)",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .execute(&mut *conn)
+    .await
+    .map_err(tgt("adopting a table's state stored before pipelines had names"))?
+    .rows_affected();
+    if adopted > 0 {
+        tracing::info!(table = %key.table, pipeline = %key.pipeline, "adopted the table's state stored before pipelines had names");
+    }
+    let epoch: i64 = sqlx::query_scalar(
+        "INSERT INTO sluice.replication_state AS s (pipeline, table_name, owner_epoch, owner) \
+         VALUES ($1, $2, 1, $3) \
+         ON CONFLICT (pipeline, table_name) DO UPDATE \
+           SET owner_epoch = s.owner_epoch + 1, owner = EXCLUDED.owner \
+         RETURNING owner_epoch",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(owner)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(tgt(format!("claiming table {:?}", key.table)))?;
+    Ok(epoch)
+}
+
+/// The table's current ownership epoch.
+pub async fn epoch(conn: &mut PgConnection, key: &StateKey) -> Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT owner_epoch FROM sluice.replication_state WHERE pipeline = $1 AND table_name = $2",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(tgt(format!("reading the owner of {:?}", key.table)))
+}
+
+fn fenced(key: &StateKey, epoch: i64) -> Error {
+    Error::Fenced {
+        table: key.table.clone(),
+        message: format!(
+            "another sluice process has taken this table over (this process held ownership epoch {epoch}); it writes nothing more for it"
+        ),
+    }
+}
+
+/// Moves the table's position forward, in the transaction `tx` that applies the changes it
+/// covers, counting `rows` more rows replicated. Fails with [`Error::Fenced`] (and the caller
+/// rolls back) when `epoch` is no longer the table's.
+pub async fn advance(
+    tx: &mut PgConnection,
+    key: &StateKey,
+    epoch: i64,
+    position: &Position,
+    rows: i64,
+) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE sluice.replication_state \
+         SET position = $4, rows_replicated = rows_replicated + $5, updated_at = now(), \
+             last_error = NULL \
+         WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(epoch)
+    .bind(&position.0)
+    .bind(rows)
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt(format!("advancing the position of {:?}", key.table)))?
+    .rows_affected();
+    if n == 0 {
+        return Err(fenced(key, epoch));
+    }
+    Ok(())
+}
+
+/// Records (`Some`) or clears (`None`) the primary-key constraint an initial load dropped,
+/// in `tx`, checking ownership.
+pub async fn set_deferred_key(
+    tx: &mut PgConnection,
+    key: &StateKey,
+    epoch: i64,
+    constraint: Option<&str>,
+) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE sluice.replication_state SET deferred_key = $4 \
+         WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(epoch)
+    .bind(constraint)
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt("recording the initial load in sluice.replication_state"))?
+    .rows_affected();
+    if n == 0 {
+        return Err(fenced(key, epoch));
+    }
+    Ok(())
+}
+
+/// The deferred key still recorded, read with a row lock in `tx` (so a retry after a lost
+/// COMMIT sees whether the key was built).
+pub async fn deferred_key_for_update(
+    tx: &mut PgConnection,
+    key: &StateKey,
+) -> Result<Option<String>> {
+    let name: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT deferred_key FROM sluice.replication_state \
+         WHERE pipeline = $1 AND table_name = $2 FOR UPDATE",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(tgt("reading the load state"))?;
+    Ok(name.flatten())
+}
+
+/// Records an error against the table, for `status`. Only while this process owns it (a
+/// process that lost the table leaves the new owner's row alone).
+pub async fn record_error(
+    conn: &mut PgConnection,
+    key: &StateKey,
+    epoch: i64,
+    message: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE sluice.replication_state SET last_error = $4 \
+         WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(epoch)
+    .bind(message)
+    .execute(&mut *conn)
+    .await
+    .map_err(tgt("recording an error in sluice.replication_state"))?;
+    Ok(())
+}
+
+/// Keeps a row PostgreSQL refused, with its key and the error, in `tx` (the batch's
+/// transaction). `key` and `row` are JSON objects (column name → typed value).
+pub async fn dead_letter(
+    tx: &mut PgConnection,
+    key: &StateKey,
+    row_key: &str,
+    row: &str,
+    reason: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sluice.dead_letters (pipeline, table_name, key, row, error) \
+         VALUES ($1, $2, $3::json, $4::json, $5)",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(row_key)
+    .bind(row)
+    .bind(reason.replace('\0', "\\0"))
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt("writing to sluice.dead_letters"))?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Table ownership: one process replicates a table of a pipeline into a target at a time,
+//! provably.
+//!
+//! A process owns a table while it holds the table's PostgreSQL session advisory lock
+//! (keyed by pipeline and table) and the table's `owner_epoch` is the one it set when it
+//! took the lock ([`super::claim`] bumps it). The lock decides who may claim; the epoch
+//! fences: every position write checks it, so a process that lost its lock (its session cut
+//! by a PostgreSQL restart or a network fault, or a long pause) and was taken over can
+//! never write again, even before it notices.
+//!
+//! [`Ownership::watch`] checks the lock's session every second. When it is gone, it
+//! reconnects and takes each lock again: a table whose lock it gets back with its epoch
+//! unchanged is still its own; any other table is lost, and is stopped with
+//! [`Error::Fenced`].
+
+use std::time::Duration;
+
+use sea_orm::sqlx::{self, PgConnection};
+use tracing::{info, warn};
+
+use super::StateKey;
+use crate::config::Settings;
+use crate::error::{Error, Result, Side};
+use crate::retry::{retry, Retrier};
+use crate::shutdown::Shutdown;
+
+/// The advisory lock of a table: a 64-bit key from the MD5 of pipeline and table.
+const LOCK_KEY: &str = "('x' || left(md5('sluice/' || $1 || '/' || $2), 16))::bit(64)::bigint";
+
+/// How often the lock's session is checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Who this process is, in `replication_state.owner`: `host:pid`.
+pub fn owner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Takes the table's advisory lock on `conn` if nobody holds it.
+pub async fn try_lock(conn: &mut PgConnection, key: &StateKey) -> Result<bool> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_try_advisory_lock({LOCK_KEY})"
+    )))
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::db(Side::Target, "taking the table's advisory lock", &e))
+}
+
+/// Releases a lock taken with [`try_lock`].
+pub async fn unlock(conn: &mut PgConnection, key: &StateKey) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_unlock({LOCK_KEY})"
+    )))
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| Error::db(Side::Target, "releasing the table's advisory lock", &e))?;
+    Ok(())
+}
+
+/// The tables this process owns, and the session holding their locks.
+pub struct Ownership {
+    conn: Option<PgConnection>,
+    keys: Vec<StateKey>,
+    epochs: Vec<i64>,
+}
+
+impl Ownership {
+    /// Takes every table of `tables` for pipeline `settings.pipeline_name`. A table another
+    /// process owns is refused, or, with `standby`, waited for (as a hot standby) until that
+    /// process stops or dies. Shutdown ends the wait with [`Error::Shutdown`].
+    pub async fn claim(
+        settings: &Settings,
+        tables: &[String],
+        standby: bool,
+        shutdown: &Shutdown,
+    ) -> Result<Ownership> {
+        let mut conn = connect(settings, shutdown, Retrier::for_connect(&settings.retry)).await?;
+        let me = owner_id();
+        let keys: Vec<StateKey> = tables
+            .iter()
+            .map(|t| StateKey::new(&settings.pipeline_name, t))
+            .collect();
+        let mut epochs = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let mut waited = false;
+            while !try_lock(&mut conn, key).await? {
+                if !standby {
+                    return Err(Error::Other(format!(
+                        "table {:?} of pipeline {:?} is already being replicated into this target by another sluice process; stop that process first, or start this one with `run` to stand by until it stops",
+                        key.table, key.pipeline
+                    )));
+                }
+                if !waited {
+                    info!(table = %key.table, "another sluice process owns this table; standing by until it stops");
+                    waited = true;
+                }
+                if shutdown.sleep(CHECK_EVERY).await {
+                    return Err(Error::Shutdown);
+                }
+            }
+            let epoch = super::claim(&mut conn, key, &me).await?;
+            if waited {
+                info!(table = %key.table, epoch, "the owner has gone: taking over");
+            }
+            epochs.push(epoch);
+        }
+        Ok(Ownership {
+            conn: Some(conn),
+            keys,
+            epochs,
+        })
+    }
+
+    /// The ownership epoch of the `i`th claimed table.
+    pub fn epoch(&self, i: usize) -> i64 {
+        self.epochs[i]
+    }
+
+    /// Watches the lock's session until shutdown (see the module doc). `lost(i, error)` is
+    /// called once for each table lost to another process.
+    pub async fn watch(
+        mut self,
+        settings: Settings,
+        shutdown: Shutdown,
+        lost: impl Fn(usize, Error),
+    ) {
+        let mut owned = vec![true; self.keys.len()];
+        loop {
+            if shutdown.sleep(CHECK_EVERY).await || !owned.iter().any(|o| *o) {
+                return;
+            }
+            if let Some(conn) = self.conn.as_mut() {
+                let probe = sqlx::query("SELECT 1").execute(&mut *conn);
+                if matches!(
+                    tokio::time::timeout(Duration::from_secs(5), probe).await,
+                    Ok(Ok(_))
+                ) {
+                    continue;
+                }
+                warn!("lost the target session that holds table ownership; taking the tables again");
+                self.conn = None;
+            }
+            // Retried for as long as it takes: the writers fail meanwhile too.
+            let mut conn = match connect(&settings, &shutdown, Retrier::new(&settings.retry)).await {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            for (i, key) in self.keys.iter().enumerate() {
+                if !owned[i] {
+                    continue;
+                }
+                match self.retake(&mut conn, key, self.epochs[i]).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        owned[i] = false;
+                        lost(
+                            i,
+                            Error::Fenced {
+                                table: key.table.clone(),
+                                message: format!(
+                                    "lost ownership to another sluice process while the session holding it was cut (this process held epoch {}); it writes nothing more for this table",
+                                    self.epochs[i]
+                                ),
+                            },
+                        );
+                    }
+                    // The new session failed too: try again at the next check.
+                    Err(_) => break,
+                }
+            }
+            self.conn = Some(conn);
+        }
+    }
+
+    /// Takes a table's lock again after a lost session: true when it is still this
+    /// process's (nobody took it over meanwhile).
+    async fn retake(&self, conn: &mut PgConnection, key: &StateKey, epoch: i64) -> Result<bool> {
+        if !try_lock(conn, key).await? {
+            return Ok(false);
+        }
+        if super::epoch(conn, key).await? == Some(epoch) {
+            info!(table = %key.table, epoch, "table ownership taken again");
+            return Ok(true);
+        }
+        unlock(conn, key).await?;
+        Ok(false)
+    }
+}
+
+/// Connects to the target for the lock's session, retrying transient failures as `policy`
+/// says (or until shutdown).
+async fn connect(settings: &Settings, shutdown: &Shutdown, mut policy: Retrier) -> Result<PgConnection> {
+    retry(
+        &mut policy,
+        shutdown,
+        || crate::sink::postgres::connect(&settings.target_url, "owner"),
+        |attempt, delay, e| {
+            warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "cannot connect to the target yet; retrying")
+        },
+    )
+    .await
+}
