@@ -129,8 +129,12 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
                 "replicated {total} rows in {secs:.2} s ({:.0} rows/s)",
                 total as f64 / secs.max(1e-9)
             );
+            // Per table; with many tables, only those with something to say.
+            let many = outcome.tables.len() > sluice::progress::PER_TABLE_UP_TO;
             for t in &outcome.tables {
-                println!("  {}: {} rows in {} batches", t.name, t.rows_written, t.batches);
+                if !many || t.dead_lettered > 0 {
+                    println!("  {}: {} rows in {} batches", t.name, t.rows_written, t.batches);
+                }
                 if t.dead_lettered > 0 {
                     println!(
                         "  {}: {} rows refused by PostgreSQL, kept in sluice.dead_letters",

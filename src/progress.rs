@@ -1,6 +1,7 @@
 //! Progress of `run`: on a terminal, one bar per table (indicatif) with rows/s and ETA;
 //! otherwise one plain log line per table every `SLUICE_PROGRESS_MS` (default 10,000 ms)
-//! while rows move, and a last one when the run ends.
+//! while rows move, and a last one when the run ends. With more than
+//! [`PER_TABLE_UP_TO`] tables, one bar (or line) covers them all.
 //!
 //! The total is an estimate taken once at start: source rows minus target rows. Counting a
 //! large table would cost a full index scan on each side while the load runs, so a side
@@ -20,6 +21,30 @@ use tracing::info;
 use crate::config::Settings;
 use crate::sink::postgres::types::qualified;
 use crate::source::mysql::quote as quote_mysql;
+
+/// Up to this many tables get a bar (or line) each; more share one.
+pub const PER_TABLE_UP_TO: usize = 8;
+
+/// What a bar or line reports on: one table, or all of them.
+fn group_of(table: &str, many: bool) -> String {
+    if many {
+        "all tables".to_string()
+    } else {
+        table.to_string()
+    }
+}
+
+/// Rows written per group, from the stats store.
+fn done_by_group(tables: &[String], many: bool) -> BTreeMap<String, u64> {
+    let snap = crate::telemetry::snapshot();
+    let mut out = BTreeMap::new();
+    for t in tables {
+        if let Some(m) = snap.get(t) {
+            *out.entry(group_of(t, many)).or_insert(0) += m.rows_written;
+        }
+    }
+    out
+}
 
 /// Tables whose statistics say they hold fewer rows than this are counted exactly.
 const COUNT_BELOW: i64 = 100_000;
@@ -79,6 +104,8 @@ pub struct Reporter {
     task: tokio::task::JoinHandle<()>,
     state: std::sync::Arc<std::sync::Mutex<Option<Bars>>>,
     started: Instant,
+    tables: Vec<String>,
+    many: bool,
 }
 
 struct Bars {
@@ -96,11 +123,18 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
             .max(10),
     );
     let state = std::sync::Arc::new(std::sync::Mutex::new(None::<Bars>));
+    let tables_for_finish = tables.clone();
     let settings = settings.clone();
     let st = state.clone();
     let started = Instant::now();
+    let many = tables.len() > PER_TABLE_UP_TO;
     let task = actix_rt::spawn(async move {
-        let totals = remaining(&settings, &tables).await;
+        let mut totals: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        for (t, n) in remaining(&settings, &tables).await {
+            let e = totals.entry(group_of(&t, many)).or_insert(Some(0));
+            *e = e.zip(n).map(|(a, b)| a + b);
+        }
+        let groups: Vec<String> = totals.keys().cloned().collect();
         if terminal {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -108,7 +142,7 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
             )
             .expect("a valid template")
             .progress_chars("=> ");
-            let bars = tables
+            let bars = groups
                 .iter()
                 .map(|t| {
                     let b = multi.add(ProgressBar::new(
@@ -126,36 +160,29 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let snap = crate::telemetry::snapshot();
+            let done = done_by_group(&tables, many);
             if terminal {
                 let guard = st.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(b) = guard.as_ref() {
-                    for (t, bar) in &b.bars {
-                        if let Some(m) = snap.get(t) {
-                            if m.rows_written > bar.length().unwrap_or(0) {
-                                bar.set_length(m.rows_written);
+                    for (g, bar) in &b.bars {
+                        if let Some(&n) = done.get(g) {
+                            if n > bar.length().unwrap_or(0) {
+                                bar.set_length(n);
                             }
-                            bar.set_position(m.rows_written);
+                            bar.set_position(n);
                         }
                     }
                 }
                 continue;
             }
-            for t in &tables {
-                let Some(m) = snap.get(t) else { continue };
+            for (g, &n) in &done {
                 let now = Instant::now();
-                let (prev, at) = last.get(t).copied().unwrap_or((0, started));
-                if m.rows_written == prev {
+                let (prev, at) = last.get(g).copied().unwrap_or((0, started));
+                if n == prev {
                     continue;
                 }
-                last.insert(t.clone(), (m.rows_written, now));
-                line(
-                    t,
-                    m.rows_written,
-                    prev,
-                    now - at,
-                    totals.get(t).copied().flatten(),
-                );
+                last.insert(g.clone(), (n, now));
+                line(g, n, prev, now - at, totals.get(g).copied().flatten());
             }
         }
     });
@@ -163,6 +190,8 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
         task,
         state,
         started,
+        tables: tables_for_finish,
+        many,
     }
 }
 
@@ -203,12 +232,12 @@ impl Reporter {
     pub fn finish(self) {
         self.task.abort();
         let bars = self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let snap = crate::telemetry::snapshot();
+        let done = done_by_group(&self.tables, self.many);
         match bars {
             Some(b) => {
-                for (t, bar) in &b.bars {
-                    if let Some(m) = snap.get(t) {
-                        bar.set_position(m.rows_written);
+                for (g, bar) in &b.bars {
+                    if let Some(&n) = done.get(g) {
+                        bar.set_position(n);
                     }
                     bar.finish();
                 }
@@ -216,13 +245,12 @@ impl Reporter {
             }
             None => {
                 let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-                for (t, m) in &snap {
+                for (g, &n) in &done {
                     info!(
-                        table = %t,
-                        rows = m.rows_written,
-                        "progress: {} rows in {secs:.1} s ({:.0} rows/s), done",
-                        m.rows_written,
-                        m.rows_written as f64 / secs
+                        table = %g,
+                        rows = n,
+                        "progress: {n} rows in {secs:.1} s ({:.0} rows/s), done",
+                        n as f64 / secs
                     );
                 }
             }

@@ -94,3 +94,138 @@ fn postgres_restart_mid_stream_loses_nothing() {
 fn mariadb_restart_mid_stream_loses_nothing() {
     survives(restart_mariadb, "MariaDB");
 }
+
+fn stop_postgres() {
+    sh("pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -1) main stop -m fast");
+}
+
+/// Starts PostgreSQL again when dropped, whatever the test did: later tests need it.
+struct PostgresBack;
+
+impl Drop for PostgresBack {
+    fn drop(&mut self) {
+        sh(concat!(
+            "bash ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/services.sh >/dev/null"
+        ));
+    }
+}
+
+#[test]
+fn sigterm_while_postgres_is_down_ends_the_process_within_seconds() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let mut run = db.spawn_logged(&["run"], &[]);
+    let gen = db.spawn(&["generate", "--rate", "300", "--total", "1500"]);
+    wait_until("some rows to replicate", Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") >= 200
+    });
+    let back = PostgresBack;
+    stop_postgres();
+    run.wait_for("target write failed; retrying", Duration::from_secs(30));
+    signal(&run.child, "TERM");
+    let (status, took) = run.wait_exit(Duration::from_secs(30));
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} to stop; log:\n{}",
+        run.log()
+    );
+    assert!(status.success(), "{}", run.log());
+    // Started while PostgreSQL is down, it is still connecting: SIGTERM ends that too.
+    let mut starting = db.spawn_logged(&["run"], &[]);
+    starting.wait_for("cannot connect yet; retrying", Duration::from_secs(30));
+    signal(&starting.child, "TERM");
+    let (_, took) = starting.wait_exit(Duration::from_secs(30));
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} to stop; log:\n{}",
+        starting.log()
+    );
+    drop(back);
+    assert!(wait_output(gen, Duration::from_secs(60)).status.success());
+    // Nothing was lost: what was not committed is read again.
+    db.ok(&["run", "--once"]);
+    assert_eq!(db.assert_orders_equal(), 1500);
+}
+
+/// Records every change of `sluice.replication_state` (epoch, owner, position) in commit
+/// order of the table's row, so a test can check ownership and positions afterwards.
+fn audit_state(db: &TestDb) {
+    db.pg(
+        "CREATE TABLE public.state_audit (id bigserial PRIMARY KEY, epoch bigint, owner text, position jsonb);
+         CREATE FUNCTION public.audit_state() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO public.state_audit (epoch, owner, position)
+              VALUES (NEW.owner_epoch, NEW.owner, NEW.position); RETURN NEW; END $$;
+         CREATE TRIGGER audit_state AFTER INSERT OR UPDATE ON sluice.replication_state
+           FOR EACH ROW EXECUTE FUNCTION public.audit_state();",
+    );
+}
+
+#[test]
+fn a_stale_owner_never_writes_after_postgres_restarts_and_a_standby_takes_over() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    audit_state(&db);
+    let cfg = db.config("[pipeline]\nbatch_rows = 100\n[retry]\nbackoff_max_ms = 500\n");
+    let cfg = cfg.to_str().unwrap();
+    let gen = db.spawn(&["generate", "--rate", "400", "--total", "5000"]);
+    let mut owner = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_until("the owner to replicate", Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") >= 400
+    });
+    let mut standby = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    standby.wait_for("standing by", Duration::from_secs(30));
+    // The owner pauses (a long GC pause, a frozen VM) while PostgreSQL restarts under it:
+    // its session and lock are gone, and the standby takes the table.
+    signal(&owner.child, "STOP");
+    restart_postgres();
+    standby.wait_for("taking over", Duration::from_secs(60));
+    signal(&owner.child, "CONT");
+    // The stale owner finds the table taken over, writes nothing more, and stops: exit 1.
+    let (status, _) = owner.wait_exit(Duration::from_secs(60));
+    let log = owner.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("taken this table over") || log.contains("lost ownership"),
+        "{log}"
+    );
+    assert!(wait_output(gen, Duration::from_secs(60)).status.success());
+    wait_until("the standby to catch up", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") == 5000
+    });
+    signal(&standby.child, "TERM");
+    let (status, _) = standby.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", standby.log());
+    assert_eq!(db.assert_orders_equal(), 5000);
+    // Every state write, in order: epochs never go back, the position never goes back, and
+    // once the standby's epoch appears, the old owner's never does again.
+    let audit = db.pg_rows(
+        "SELECT epoch::text, owner, position->'keyset'->'values'->0->>'v', \
+                position->'keyset'->'values'->1->>'v' FROM public.state_audit ORDER BY id",
+    );
+    assert!(audit.len() > 10, "{audit:?}");
+    let mut epoch = 0i64;
+    let mut pos: Option<(String, String)> = None;
+    let mut owners: Vec<String> = Vec::new();
+    for r in &audit {
+        let e: i64 = r[0].as_deref().unwrap().parse().unwrap();
+        assert!(e >= epoch, "epoch went back from {epoch} to {e}: {audit:?}");
+        epoch = e;
+        let who = r[1].clone().unwrap();
+        if owners.last() != Some(&who) {
+            assert!(!owners.contains(&who), "{who} wrote again after losing the table: {audit:?}");
+            owners.push(who);
+        }
+        if let (Some(c), Some(k)) = (r[2].clone(), r[3].clone()) {
+            let p = (c, k);
+            if let Some(prev) = &pos {
+                assert!(&p >= prev, "position went back from {prev:?} to {p:?}");
+            }
+            pos = Some(p);
+        }
+    }
+    assert_eq!(owners.len(), 2, "the owner, then the standby: {audit:?}");
+}

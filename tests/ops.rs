@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::TestDb;
+use common::{get, pg_admin, free_port, TestDb};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -115,50 +115,6 @@ fn verify_names_an_unknown_table() {
     let out = db.run(&["verify", "--table", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope\" is not configured"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.0 GET: (status code, body), or None when nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((code, body))
-}
-
-/// Runs SQL on the PostgreSQL server's `postgres` database (not the test's own).
-fn pg_admin(sql: &str) {
-    use sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
-    let sql = sql.to_string();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let mut c = PgConnection::connect(&format!("{}/postgres", common::pg_server()))
-                .await
-                .unwrap();
-            sqlx::raw_sql(AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await
-                .unwrap();
-        });
 }
 
 fn metric(text: &str, sample: &str) -> Option<f64> {

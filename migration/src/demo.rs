@@ -17,7 +17,7 @@ pub struct SourceDemo;
 
 impl MigratorTraitSelf for SourceDemo {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOrders { schema: None })]
+        vec![Box::new(CreateOrders::new(None))]
     }
     fn migration_table_name(&self) -> DynIden {
         "sluice_migrations".into_iden()
@@ -32,17 +32,26 @@ pub struct TargetDemo {
 
 impl MigratorTraitSelf for TargetDemo {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOrders {
-            schema: Some(self.schema.clone()),
-        })]
+        vec![Box::new(CreateOrders::new(Some(self.schema.clone())))]
     }
+    /// Tracked per target schema (`demo_migrations` for `public`), so `migrate` into a
+    /// second schema creates its table too.
     fn migration_table_name(&self) -> DynIden {
-        "demo_migrations".into_iden()
+        match self.schema.as_str() {
+            "public" => "demo_migrations".into_iden(),
+            s => Alias::new(format!("demo_migrations_{s}")).into_iden(),
+        }
     }
 }
 
 struct CreateOrders {
     schema: Option<String>,
+}
+
+impl CreateOrders {
+    fn new(schema: Option<String>) -> Self {
+        CreateOrders { schema }
+    }
 }
 
 impl MigrationName for CreateOrders {
@@ -55,6 +64,15 @@ impl MigrationName for CreateOrders {
 impl MigrationTrait for CreateOrders {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let postgres = manager.get_database_backend() == DatabaseBackend::Postgres;
+        if let (Some(schema), true) = (&self.schema, postgres) {
+            manager
+                .get_connection()
+                .execute_unprepared(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                    schema.replace('"', "\"\"")
+                ))
+                .await?;
+        }
         let mut table = Table::create();
         match &self.schema {
             Some(schema) => table.table((Alias::new(schema), Orders::Table)),

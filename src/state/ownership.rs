@@ -74,22 +74,56 @@ pub struct Ownership {
 impl Ownership {
     /// Takes every table of `tables` for pipeline `settings.pipeline_name`. A table another
     /// process owns is refused, or, with `standby`, waited for (as a hot standby) until that
-    /// process stops or dies. Shutdown ends the wait with [`Error::Shutdown`].
+    /// process stops or dies. A session lost on the way (a PostgreSQL restart) starts the
+    /// claim over. Shutdown ends the wait with [`Error::Shutdown`].
     pub async fn claim(
         settings: &Settings,
         tables: &[String],
         standby: bool,
         shutdown: &Shutdown,
     ) -> Result<Ownership> {
-        let mut conn = connect(settings, shutdown, Retrier::for_connect(&settings.retry)).await?;
-        let me = owner_id();
         let keys: Vec<StateKey> = tables
             .iter()
             .map(|t| StateKey::new(&settings.pipeline_name, t))
             .collect();
+        let mut policy = if standby {
+            Retrier::new(&settings.retry)
+        } else {
+            Retrier::for_connect(&settings.retry)
+        };
+        // Tables found owned by another process: their claim is a takeover.
+        let mut waited = vec![false; keys.len()];
+        loop {
+            let err = match Self::try_claim(settings, &keys, standby, shutdown, &mut waited).await {
+                Ok(o) => return Ok(o),
+                Err(e) => e,
+            };
+            match policy.decide(&err, shutdown) {
+                crate::retry::Decision::Retry { attempt, delay } => {
+                    warn!(attempt, delay_ms = delay.as_millis() as u64, error = %err, "lost the target while claiming tables; starting over");
+                    if shutdown.sleep(delay).await {
+                        return Err(Error::Shutdown);
+                    }
+                }
+                crate::retry::Decision::Stop if err.is_retryable() && shutdown.requested() => {
+                    return Err(Error::Shutdown)
+                }
+                crate::retry::Decision::Stop => return Err(policy.final_error(err)),
+            }
+        }
+    }
+
+    async fn try_claim(
+        settings: &Settings,
+        keys: &[StateKey],
+        standby: bool,
+        shutdown: &Shutdown,
+        waited: &mut [bool],
+    ) -> Result<Ownership> {
+        let mut conn = connect(settings, shutdown, Retrier::for_connect(&settings.retry)).await?;
+        let me = owner_id();
         let mut epochs = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let mut waited = false;
+        for (key, waited) in keys.iter().zip(waited.iter_mut()) {
             while !try_lock(&mut conn, key).await? {
                 if !standby {
                     return Err(Error::Other(format!(
@@ -97,23 +131,23 @@ impl Ownership {
                         key.table, key.pipeline
                     )));
                 }
-                if !waited {
+                if !*waited {
                     info!(table = %key.table, "another sluice process owns this table; standing by until it stops");
-                    waited = true;
+                    *waited = true;
                 }
                 if shutdown.sleep(CHECK_EVERY).await {
                     return Err(Error::Shutdown);
                 }
             }
             let epoch = super::claim(&mut conn, key, &me).await?;
-            if waited {
+            if *waited {
                 info!(table = %key.table, epoch, "the owner has gone: taking over");
             }
             epochs.push(epoch);
         }
         Ok(Ownership {
             conn: Some(conn),
-            keys,
+            keys: keys.to_vec(),
             epochs,
         })
     }

@@ -292,20 +292,38 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Waits for a child to exit, killing it after `timeout`.
+/// Waits for a child to exit, killing it after `timeout`. Its output is drained while it
+/// runs, so a chatty child never blocks on a full pipe.
 pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    use std::io::Read;
+    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    }
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+    };
     let start = Instant::now();
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            return Output {
+                status,
+                stdout: collect(out),
+                stderr: collect(err),
+            };
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
             panic!(
                 "process did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&collect(out)),
+                String::from_utf8_lossy(&collect(err))
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -320,4 +338,113 @@ pub fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{sig} {} failed", child.id());
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body), or None when nothing listens.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((code, body))
+}
+
+/// Runs SQL on the PostgreSQL server's `postgres` database (not the test's own).
+pub fn pg_admin(sql: &str) {
+    use sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+    let sql = sql.to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut c = PgConnection::connect(&format!("{}/postgres", pg_server()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+}
+
+/// A child whose stderr goes to a file, so a test can wait for a log line while it runs.
+pub struct Logged {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Logged {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`); returns its status and
+    /// how long it took from the call.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "process did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl TestDb {
+    /// Starts `sluice <args>` with its stderr logged to a file of this test.
+    pub fn spawn_logged(&self, args: &[&str], env: &[(&str, &str)]) -> Logged {
+        let log = self
+            .dir
+            .join(format!("{}.log", uuid::Uuid::new_v4().simple()));
+        let mut cmd = self.sluice();
+        cmd.args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Logged {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
 }

@@ -1,0 +1,247 @@
+//! The PostgreSQL sink through its contract (`sluice::sink::Sink`), against a real
+//! PostgreSQL: inserts, updates, deletes and key changes end exactly as applied, a batch
+//! applied twice ends the same, and a process that lost a table's ownership writes nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::TestDb;
+use sea_orm::sqlx::PgConnection;
+use sluice::config::{CopyFormat, OnBadRow};
+use sluice::error::Error;
+use sluice::model::{Batch, Change, ChangeSet, Column, Kind, Position, TableModel};
+use sluice::sink::postgres::{self, ddl, initial_load, PgSink, SinkOptions, SinkTable};
+use sluice::sink::Sink;
+use sluice::state::{self, StateKey};
+use sluice::value::{Row, Value};
+
+const PIPELINE: &str = "sink-test";
+
+fn model() -> Arc<TableModel> {
+    let col = |name: &str, kind, nullable| Column {
+        name: name.into(),
+        source_type: "test".into(),
+        kind,
+        nullable,
+    };
+    Arc::new(TableModel {
+        name: "items".into(),
+        columns: vec![
+            col("id", Kind::Int { bytes: 8 }, false),
+            col("v", Kind::Text, true),
+        ],
+        primary_key: vec![0],
+    })
+}
+
+fn row(id: i64, v: &str) -> Row {
+    vec![Value::Int(id), Value::Text(v.into())]
+}
+
+fn batch(changes: Vec<Change>, pos: i64) -> Batch {
+    Batch {
+        parts: vec![ChangeSet {
+            table: 0,
+            changes,
+            position: Position(serde_json::json!({ "test": pos })),
+            bytes: 0,
+            source_time: None,
+        }],
+    }
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    conn: PgConnection,
+    key: StateKey,
+    epoch: i64,
+    url: String,
+}
+
+/// The state tables, the target table, and this process's claim on it.
+fn fixture(db: &TestDb) -> Fixture {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = db.target_url.clone();
+    let (conn, key, epoch) = rt.block_on(async {
+        let orm = sea_orm::Database::connect(&url).await.unwrap();
+        migration::run_on_target(&orm, &migration::State).await.unwrap();
+        let mut conn = postgres::connect(&url, "test").await.unwrap();
+        ddl::ensure_table(&mut conn, "public", &model(), false)
+            .await
+            .unwrap();
+        let key = StateKey::new(PIPELINE, "items");
+        let epoch = state::claim(&mut conn, &key, "test").await.unwrap();
+        (conn, key, epoch)
+    });
+    Fixture {
+        rt,
+        conn,
+        key,
+        epoch,
+        url,
+    }
+}
+
+fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
+    PgSink::new(
+        SinkOptions {
+            url: f.url.clone(),
+            schema: "public".into(),
+            pipeline: PIPELINE.into(),
+            on_bad_row: OnBadRow::Stop,
+            copy_format: CopyFormat::Auto,
+            role: "test".into(),
+        },
+        vec![SinkTable {
+            id: 0,
+            model: model(),
+            epoch: f.epoch,
+            deferred_key,
+            version_columns: vec![],
+        }],
+    )
+}
+
+fn rows(db: &TestDb) -> Vec<Vec<Option<String>>> {
+    db.pg_rows("SELECT id::text, v FROM public.items ORDER BY items.id")
+}
+
+fn expect(pairs: &[(i64, &str)]) -> Vec<Vec<Option<String>>> {
+    pairs
+        .iter()
+        .map(|(id, v)| vec![Some(id.to_string()), Some(v.to_string())])
+        .collect()
+}
+
+fn stored_position(db: &TestDb) -> String {
+    db.pg_rows("SELECT position::text FROM sluice.replication_state")[0][0]
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn inserts_updates_deletes_and_key_changes_end_as_applied() {
+    let db = TestDb::new();
+    let f = fixture(&db);
+    let mut s = sink(&f, None);
+    let first = batch(
+        vec![
+            Change::insert(row(1, "a")),
+            Change::insert(row(2, "b")),
+            Change::insert(row(3, "c")),
+            Change::insert(row(4, "d")),
+        ],
+        1,
+    );
+    f.rt.block_on(s.apply(&first)).unwrap();
+    assert_eq!(rows(&db), expect(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")]));
+    let second = batch(
+        vec![
+            Change::update(row(1, "a2"), None),
+            Change::delete(vec![Value::Int(2), Value::Null]),
+            // Key 3 becomes key 30.
+            Change::update(row(30, "c"), Some(vec![Value::Int(3)])),
+            // Deleted, then inserted again, in one batch.
+            Change::delete(row(4, "d")),
+            Change::insert(row(4, "d2")),
+            // A delete of a row that is not there does nothing.
+            Change::delete(row(99, "")),
+            Change::upsert(row(5, "e")),
+        ],
+        2,
+    );
+    let applied = f.rt.block_on(s.apply(&second)).unwrap();
+    assert_eq!(applied[0].rows, 7);
+    assert!(applied[0].merged);
+    let want = expect(&[(1, "a2"), (4, "d2"), (5, "e"), (30, "c")]);
+    assert_eq!(rows(&db), want);
+    assert_eq!(stored_position(&db), r#"{"test": 2}"#);
+    assert_eq!(
+        db.pg_i64("SELECT rows_replicated FROM sluice.replication_state"),
+        11
+    );
+    // At least once: the same batch again changes nothing.
+    f.rt.block_on(s.apply(&second)).unwrap();
+    assert_eq!(rows(&db), want);
+}
+
+#[test]
+fn a_process_that_lost_the_table_writes_nothing() {
+    let db = TestDb::new();
+    let mut f = fixture(&db);
+    let mut s = sink(&f, None);
+    f.rt.block_on(s.apply(&batch(vec![Change::insert(row(1, "a"))], 1)))
+        .unwrap();
+    // Another process takes the table over: the epoch moves on.
+    let newer = f
+        .rt
+        .block_on(state::claim(&mut f.conn, &f.key, "someone else"))
+        .unwrap();
+    assert_eq!(newer, f.epoch + 1);
+    let err = f
+        .rt
+        .block_on(s.apply(&batch(
+            vec![Change::insert(row(2, "b")), Change::delete(row(1, "a"))],
+            2,
+        )))
+        .unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains("taken this table over"), "{err}");
+    // Nothing of the batch was applied, and the position did not move.
+    assert_eq!(rows(&db), expect(&[(1, "a")]));
+    assert_eq!(stored_position(&db), r#"{"test": 1}"#);
+}
+
+#[test]
+fn deletes_while_the_key_is_deferred_remove_every_copy() {
+    let db = TestDb::new();
+    let mut f = fixture(&db);
+    let model = model();
+    let constraint = f
+        .rt
+        .block_on(initial_load::defer_key(
+            &mut f.conn,
+            &f.key,
+            f.epoch,
+            "public",
+            &model,
+            1,
+            0,
+        ))
+        .unwrap();
+    assert_eq!(constraint.as_deref(), Some("items_pkey"));
+    let mut s = sink(&f, constraint);
+    // Keyless: a batch delivered twice leaves two copies.
+    let load = batch(vec![Change::insert(row(1, "a")), Change::insert(row(2, "b"))], 1);
+    f.rt.block_on(s.apply(&load)).unwrap();
+    f.rt.block_on(s.apply(&load)).unwrap();
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.items"), 4);
+    f.rt.block_on(s.apply(&batch(
+        vec![Change::delete(row(1, "")), Change::update(row(2, "b2"), None), Change::delete(row(7, ""))],
+        2,
+    )))
+    .unwrap();
+    assert_eq!(rows(&db), expect(&[(2, "b2")]));
+    f.rt.block_on(s.apply(&batch(vec![Change::insert(row(3, "c"))], 3)))
+        .unwrap();
+    f.rt.block_on(s.apply(&batch(vec![Change::insert(row(3, "c"))], 3)))
+        .unwrap();
+    // Caught up: the key is built, the duplicate copy of 3 removed.
+    let done = f.rt.block_on(s.caught_up(0)).unwrap();
+    assert_eq!(done.key_built, Some(1));
+    assert_eq!(rows(&db), expect(&[(2, "b2"), (3, "c")]));
+    assert_eq!(
+        db.pg_i64(
+            "SELECT COUNT(*) FROM pg_constraint WHERE conrelid = 'public.items'::regclass AND contype = 'p'"
+        ),
+        1
+    );
+    // Keyed from here on: an update through the merge.
+    f.rt.block_on(s.apply(&batch(vec![Change::update(row(3, "c2"), None)], 4)))
+        .unwrap();
+    assert_eq!(rows(&db), expect(&[(2, "b2"), (3, "c2")]));
+}
