@@ -19,6 +19,11 @@ use crate::error::{Error, Result};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Held while a helper (a readiness probe, `/status`, the progress estimate, recording a
+/// table's error) talks to the databases: at most one helper connection to each side at a
+/// time, the one `[pipeline] max_*_connections` keeps for them.
+pub static HELPERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct State {
     settings: Settings,
 }
@@ -83,6 +88,7 @@ where
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     let s = &state.settings;
+    let _helper = HELPERS.lock().await;
     let (source, target) = tokio::join!(
         probe(|| async {
             let mut c = crate::source::mysql::connect(&s.source_url).await?;
@@ -133,6 +139,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn status(state: web::Data<State>) -> HttpResponse {
+    let _helper = HELPERS.lock().await;
     match crate::status::collect(&state.settings).await {
         Ok(s) => HttpResponse::Ok().json(s),
         Err(e) => {

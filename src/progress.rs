@@ -51,6 +51,7 @@ const COUNT_BELOW: i64 = 100_000;
 
 /// Rows still to replicate per table, estimated (`None` when a count failed).
 async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
+    let _helper = crate::http::HELPERS.lock().await;
     let mut out = BTreeMap::new();
     let my = crate::source::mysql::connect(&settings.source_url).await;
     let pg = crate::sink::postgres::connect(&settings.target_url, "status").await;

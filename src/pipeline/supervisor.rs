@@ -242,6 +242,7 @@ impl Supervisor {
         let (epoch, url, message) = (t.epoch, self.settings.target_url.clone(), error.to_string());
         self.recording += 1;
         let fut = async move {
+            let _helper = crate::http::HELPERS.lock().await;
             let mut conn = crate::sink::postgres::connect(&url, "status").await?;
             crate::state::record_error(&mut conn, &key, epoch, &message).await
         };

@@ -367,3 +367,59 @@ fn is_nowait_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "HY000" || c == "40001")
         && (db.message().contains("Lock wait timeout") || db.message().contains("NOWAIT")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::mysql::introspect::{SourceColumn, SourceTable};
+
+    fn reader() -> TableReader {
+        let col = |name: &str, kind| SourceColumn {
+            name: name.into(),
+            column_type: "x".into(),
+            kind,
+            nullable: false,
+        };
+        let t = SourceTable {
+            name: "orders".into(),
+            columns: vec![
+                col("order_id", Kind::Text),
+                col("created", Kind::DateTime { fsp: 6 }),
+            ],
+            primary_key: vec!["order_id".into()],
+        };
+        let keyset = Keyset::resolve(&t, &["created".into()], &[0]).unwrap();
+        let spec = ReadSpec::new(&t, vec![0], Default::default(), &keyset.columns);
+        let handle = crate::telemetry::register("poll_table_unit");
+        TableReader::new(0, spec, keyset, handle, None, 100)
+    }
+
+    #[test]
+    fn each_flavour_gets_its_own_locking_clause() {
+        let r = reader();
+        let mysql = r.build(Flavor::parse("8.4.3"), true, Duration::from_millis(20));
+        let mariadb = r.build(
+            Flavor::parse("10.11.9-MariaDB-0+deb12u1"),
+            true,
+            Duration::from_millis(20),
+        );
+        for sql in [&mysql.first, &mysql.after] {
+            assert!(sql.ends_with("LIMIT ? FOR SHARE NOWAIT"), "{sql}");
+            assert!(!sql.contains("LOCK IN SHARE MODE"), "{sql}");
+        }
+        for sql in [&mariadb.first, &mariadb.after] {
+            assert!(sql.ends_with("LIMIT ? LOCK IN SHARE MODE NOWAIT"), "{sql}");
+        }
+        assert_eq!(
+            mysql.after,
+            "SELECT `order_id`, `created`, CASE WHEN YEAR(`created`) = 0 OR MONTH(`created`) = 0 OR DAYOFMONTH(`created`) = 0 THEN 1 ELSE 0 END \
+             FROM `orders` WHERE `created` >= ? AND (`created` > ? OR (`created` = ? AND `order_id` > ?)) \
+             AND `created` <= ? AND (`created` < ? OR (`created` = ? AND `order_id` <= ?)) \
+             AND `created` < NOW(6) - INTERVAL 20000 MICROSECOND \
+             ORDER BY `created`, `order_id` LIMIT ? FOR SHARE NOWAIT"
+        );
+        // Reads below the horizon take no lock on either server.
+        let (free_first, _) = mysql.free.as_ref().unwrap();
+        assert!(free_first.ends_with("LIMIT ?") && free_first.contains("INNODB_TRX"));
+    }
+}
