@@ -51,7 +51,11 @@ async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnection> {
 
 /// Runs `connect` until it succeeds, retrying transient failures (server down, refused,
 /// restarting) until `retry.connect_timeout_ms` has passed, or shutdown.
-async fn connect_retrying<T, F, Fut>(settings: &Settings, shutdown: &Shutdown, connect: F) -> Result<T>
+async fn connect_retrying<T, F, Fut>(
+    settings: &Settings,
+    shutdown: &Shutdown,
+    connect: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -114,7 +118,8 @@ pub async fn migrate(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
 /// Introspects every configured table on the source for the configured capture mode:
 /// bad definitions fail here, before anything is written anywhere.
 pub async fn plan(settings: &Settings, shutdown: &Shutdown) -> Result<Vec<TablePlan>> {
-    let mut src = connect_retrying(settings, shutdown, || mysql::connect(&settings.source_url)).await?;
+    let mut src =
+        connect_retrying(settings, shutdown, || mysql::connect(&settings.source_url)).await?;
     let mut plans = Vec::with_capacity(settings.tables.len());
     for t in &settings.tables {
         let plan = crate::source::plan_table(&mut src, settings, t).await?;
@@ -146,8 +151,13 @@ pub async fn prepare(
             Some(s) => (s.position, s.deferred_key),
             None => (None, None),
         };
-        ddl::ensure_table(&mut tgt, &settings.target_schema, &model, deferred_key.is_some())
-            .await?;
+        ddl::ensure_table(
+            &mut tgt,
+            &settings.target_schema,
+            &model,
+            deferred_key.is_some(),
+        )
+        .await?;
         if let Some(p) = &start {
             plan.check_position(p)?;
         }
@@ -277,7 +287,11 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
     actix::System::new().block_on(async move {
         let shutdown = Shutdown::new();
         let generator_stop = Shutdown::new();
-        shutdown_on(stop, &generator_stop, "stopping the generator, then the replicator");
+        shutdown_on(
+            stop,
+            &generator_stop,
+            "stopping the generator, then the replicator",
+        );
         migrate(&settings, &shutdown).await?;
         crate::http::start(&settings)?;
         let plans = plan(&settings, &shutdown).await?;
@@ -289,8 +303,15 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         let (gen_tx, _gen_rx) = oneshot::channel();
         let generator = Generator::new(source.clone(), rate, None, gen_tx).start();
         let (done_tx, done_rx) = oneshot::channel();
-        Supervisor::new(settings.clone(), false, planned, ownership, shutdown.clone(), done_tx)
-            .start();
+        Supervisor::new(
+            settings.clone(),
+            false,
+            planned,
+            ownership,
+            shutdown.clone(),
+            done_tx,
+        )
+        .start();
         let src_sql = format!(
             "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
             mysql::quote("orders")

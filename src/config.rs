@@ -327,7 +327,11 @@ impl Settings {
         settings.validate()?;
         settings.pipeline_name = match &settings.pipeline.name {
             Some(n) => n.clone(),
-            None => format!("{}/{}", database_of(&settings.source_url), settings.target_schema),
+            None => format!(
+                "{}/{}",
+                database_of(&settings.source_url),
+                settings.target_schema
+            ),
         };
         Ok(settings)
     }

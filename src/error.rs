@@ -151,6 +151,12 @@ impl Error {
     }
 }
 
+/// For `map_err`: a target (PostgreSQL) error, with what was being done.
+pub fn on_target(context: impl Into<String>) -> impl FnOnce(sea_orm::sqlx::Error) -> Error {
+    let context = context.into();
+    move |e| Error::db(Side::Target, context, &e)
+}
+
 /// Text of a sqlx error, with the SQLSTATE for database errors.
 fn describe(err: &sea_orm::sqlx::Error) -> String {
     match err {

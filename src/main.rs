@@ -73,10 +73,14 @@ fn signals() -> impl Future<Output = ()> + 'static {
                     })
                 });
             if let Err(e) = spawned {
-                eprintln!("warning: cannot watch for signals ({e}); SIGTERM will stop sluice at once");
+                eprintln!(
+                    "warning: cannot watch for signals ({e}); SIGTERM will stop sluice at once"
+                );
             }
         }
-        Err(e) => eprintln!("warning: cannot install signal handlers ({e}); SIGTERM will stop sluice at once"),
+        Err(e) => eprintln!(
+            "warning: cannot install signal handlers ({e}); SIGTERM will stop sluice at once"
+        ),
     }
     async move {
         if rx.await.is_err() {
@@ -133,7 +137,10 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
             let many = outcome.tables.len() > sluice::progress::PER_TABLE_UP_TO;
             for t in &outcome.tables {
                 if !many || t.dead_lettered > 0 {
-                    println!("  {}: {} rows in {} batches", t.name, t.rows_written, t.batches);
+                    println!(
+                        "  {}: {} rows in {} batches",
+                        t.name, t.rows_written, t.batches
+                    );
                 }
                 if t.dead_lettered > 0 {
                     println!(

@@ -200,7 +200,10 @@ mod tests {
     fn permanent_errors_and_shutdown_stop_retries() {
         let s = Shutdown::new();
         let mut r = Retrier::new(&Retry::default());
-        assert!(matches!(r.decide(&transient(), &s), Decision::Retry { attempt: 1, .. }));
+        assert!(matches!(
+            r.decide(&transient(), &s),
+            Decision::Retry { attempt: 1, .. }
+        ));
         assert_eq!(r.decide(&Error::Other("x".into()), &s), Decision::Stop);
         s.request();
         assert_eq!(r.decide(&transient(), &s), Decision::Stop);

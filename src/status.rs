@@ -143,9 +143,7 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
                     .map(|(k, v)| (k.clone(), json_of(v)))
                     .collect()
             }),
-            last_commit: position
-                .as_ref()
-                .map(|_| r.updated_at.with_timezone(&Utc)),
+            last_commit: position.as_ref().map(|_| r.updated_at.with_timezone(&Utc)),
             position,
             lag_seconds,
             last_error: r.last_error.clone(),

@@ -216,7 +216,10 @@ fn a_stale_owner_never_writes_after_postgres_restarts_and_a_standby_takes_over()
         epoch = e;
         let who = r[1].clone().unwrap();
         if owners.last() != Some(&who) {
-            assert!(!owners.contains(&who), "{who} wrote again after losing the table: {audit:?}");
+            assert!(
+                !owners.contains(&who),
+                "{who} wrote again after losing the table: {audit:?}"
+            );
             owners.push(who);
         }
         if let (Some(c), Some(k)) = (r[2].clone(), r[3].clone()) {

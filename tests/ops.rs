@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{get, pg_admin, free_port, TestDb};
+use common::{free_port, get, pg_admin, TestDb};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -17,9 +17,7 @@ struct SecondSource<'a> {
 impl<'a> SecondSource<'a> {
     fn new(db: &'a TestDb) -> Self {
         let name = format!("{}_b", db.name);
-        db.mysql(&format!(
-            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
-        ));
+        db.mysql(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"));
         SecondSource { db, name }
     }
 
@@ -54,8 +52,12 @@ fn two_pipelines_with_a_same_named_table_keep_separate_positions() {
     };
     db.ok(&["--config", a, "migrate"]);
     run_b(&["--config", bb, "migrate"]);
-    db.ok(&["--config", a, "generate", "--rate", "1000000", "--total", "300"]);
-    run_b(&["--config", bb, "generate", "--rate", "1000000", "--total", "500"]);
+    db.ok(&[
+        "--config", a, "generate", "--rate", "1000000", "--total", "300",
+    ]);
+    run_b(&[
+        "--config", bb, "generate", "--rate", "1000000", "--total", "500",
+    ]);
     // Both at once: each pipeline owns its own `orders`.
     let args_b = with_b(&["--config", bb, "run", "--once"]);
     let pa = db.spawn(&["--config", a, "run", "--once"]);
@@ -78,13 +80,21 @@ fn two_pipelines_with_a_same_named_table_keep_separate_positions() {
     };
     let first = state();
     assert_eq!(first.len(), 2, "{first:?}");
-    assert_eq!(first[0][0].as_deref(), Some(format!("{}/a", db.name).as_str()));
-    assert_eq!(first[1][0].as_deref(), Some(format!("{}/b", b.name).as_str()));
+    assert_eq!(
+        first[0][0].as_deref(),
+        Some(format!("{}/a", db.name).as_str())
+    );
+    assert_eq!(
+        first[1][0].as_deref(),
+        Some(format!("{}/b", b.name).as_str())
+    );
     assert_eq!(first[0][1].as_deref(), Some("300"));
     assert_eq!(first[1][1].as_deref(), Some("500"));
     assert_ne!(first[0][2], first[1][2]);
     // More rows in A move A's position only.
-    db.ok(&["--config", a, "generate", "--rate", "1000000", "--total", "40"]);
+    db.ok(&[
+        "--config", a, "generate", "--rate", "1000000", "--total", "40",
+    ]);
     let out = db.ok(&["--config", a, "run", "--once"]);
     assert!(out.contains("replicated 40 rows"), "{out}");
     let second = state();
@@ -117,7 +127,8 @@ fn state_stored_before_pipelines_had_names_is_adopted_in_place() {
          ALTER TABLE sluice.dead_letters DROP COLUMN pipeline;
          DELETE FROM sluice.state_migrations WHERE version = 'm20261126_000005_pipelines_and_owners';",
     );
-    let old = db.pg_rows("SELECT key_columns::text, jsonb_typeof(position) FROM sluice.replication_state");
+    let old = db
+        .pg_rows("SELECT key_columns::text, jsonb_typeof(position) FROM sluice.replication_state");
     assert_eq!(
         old,
         vec![vec![
@@ -186,10 +197,14 @@ fn one_tables_failure_leaves_the_others_replicating() {
         db.pg_i64("SELECT COUNT(*) FROM public.good") == 5
     });
     // status, /readyz and the metrics say which table stopped and why.
-    common::wait_until("the error in the state table", Duration::from_secs(30), || {
-        db.ok(&["--config", cfg.to_str().unwrap(), "status"])
-            .contains("TINYINT(1) holds 2")
-    });
+    common::wait_until(
+        "the error in the state table",
+        Duration::from_secs(30),
+        || {
+            db.ok(&["--config", cfg.to_str().unwrap(), "status"])
+                .contains("TINYINT(1) holds 2")
+        },
+    );
     let status = db.ok(&["--config", cfg.to_str().unwrap(), "status"]);
     assert!(
         status
@@ -212,9 +227,18 @@ fn one_tables_failure_leaves_the_others_replicating() {
         "{body}"
     );
     let (_, metrics) = get(port, "/metrics").unwrap();
-    assert!(metrics.contains("sluice_table_failures_total{table=\"bad\"} 1"), "{metrics}");
-    assert!(metrics.contains("sluice_table_running{table=\"bad\"} 0"), "{metrics}");
-    assert!(metrics.contains("sluice_table_running{table=\"good\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_table_failures_total{table=\"bad\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_table_running{table=\"bad\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_table_running{table=\"good\"} 1"),
+        "{metrics}"
+    );
     // The run ends with exit 1, naming the table that stopped.
     signal(&run.child, "TERM");
     let (status, _) = run.wait_exit(Duration::from_secs(30));
@@ -228,12 +252,17 @@ fn stop_all_stops_every_table_at_the_first_failure() {
     let cfg = two_tables(&db, "[pipeline]\non_table_error = \"stop_all\"\n");
     let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
     common::wait_until("both tables to start", Duration::from_secs(60), || {
-        db.pg_rows("SELECT (to_regclass('public.bad') IS NOT NULL)::text")[0][0].as_deref() == Some("true")
+        db.pg_rows("SELECT (to_regclass('public.bad') IS NOT NULL)::text")[0][0].as_deref()
+            == Some("true")
             && db.pg_i64("SELECT COUNT(*) FROM public.bad") == 1
     });
     db.mysql("INSERT INTO bad (id, flag) VALUES (2, 2)");
     // It stops on its own.
     let (status, _) = run.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", run.log());
-    assert!(run.log().contains("on_table_error = \"stop_all\""), "{}", run.log());
+    assert!(
+        run.log().contains("on_table_error = \"stop_all\""),
+        "{}",
+        run.log()
+    );
 }

@@ -24,11 +24,16 @@ fn three_hundred_tables_catch_up_within_the_connection_limits() {
             "CREATE TABLE t{i:03} (id INT NOT NULL PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(20) NOT NULL); \
              INSERT INTO t{i:03} SELECT seq, TIMESTAMP('2026-01-01') + INTERVAL seq SECOND, CONCAT('row ', seq) FROM seq_1_to_{ROWS}; "
         ));
-        cfg.push_str(&format!("[[tables]]\nname = \"t{i:03}\"\ncursor = \"at\"\n"));
+        cfg.push_str(&format!(
+            "[[tables]]\nname = \"t{i:03}\"\ncursor = \"at\"\n"
+        ));
     }
     db.mysql(&ddl);
     let max_connections = db.pg_i64("SELECT current_setting('max_connections')::bigint");
-    assert!(max_connections <= 100, "the server's limit is {max_connections}");
+    assert!(
+        max_connections <= 100,
+        "the server's limit is {max_connections}"
+    );
     let cfg = db.config(&cfg);
     // Sample both servers' connections from this test's sluice while it runs.
     let done = Arc::new(AtomicBool::new(false));
@@ -75,16 +80,22 @@ fn three_hundred_tables_catch_up_within_the_connection_limits() {
         "{out}"
     );
     for i in [0, 1, 149, 299] {
-        assert_eq!(db.pg_i64(&format!("SELECT COUNT(*) FROM public.t{i:03}")), ROWS as i64);
+        assert_eq!(
+            db.pg_i64(&format!("SELECT COUNT(*) FROM public.t{i:03}")),
+            ROWS as i64
+        );
     }
     assert_eq!(
         db.pg_i64("SELECT COUNT(*) FROM sluice.replication_state WHERE rows_replicated = 10"),
         TABLES as i64
     );
     // The defaults: max_target_connections = 8, max_source_connections = 4.
-    let (pg, my) = (max_pg.load(Ordering::Relaxed), max_my.load(Ordering::Relaxed));
-    assert!(pg >= 1 && pg <= 8, "target connections: {pg}");
-    assert!(my >= 1 && my <= 4, "source connections: {my}");
+    let (pg, my) = (
+        max_pg.load(Ordering::Relaxed),
+        max_my.load(Ordering::Relaxed),
+    );
+    assert!((1..=8).contains(&pg), "target connections: {pg}");
+    assert!((1..=4).contains(&my), "source connections: {my}");
 }
 
 /// Peak resident memory of a process, polled until it exits (VmHWM of /proc).

@@ -68,7 +68,9 @@ fn fixture(db: &TestDb) -> Fixture {
     let url = db.target_url.clone();
     let (conn, key, epoch) = rt.block_on(async {
         let orm = sea_orm::Database::connect(&url).await.unwrap();
-        migration::run_on_target(&orm, &migration::State).await.unwrap();
+        migration::run_on_target(&orm, &migration::State)
+            .await
+            .unwrap();
         let mut conn = postgres::connect(&url, "test").await.unwrap();
         ddl::ensure_table(&mut conn, "public", &model(), false)
             .await
@@ -177,14 +179,12 @@ fn a_process_that_lost_the_table_writes_nothing() {
     f.rt.block_on(s.apply(&batch(vec![Change::insert(row(1, "a"))], 1)))
         .unwrap();
     // Another process takes the table over: the epoch moves on.
-    let newer = f
-        .rt
-        .block_on(state::claim(&mut f.conn, &f.key, "someone else"))
-        .unwrap();
+    let newer =
+        f.rt.block_on(state::claim(&mut f.conn, &f.key, "someone else"))
+            .unwrap();
     assert_eq!(newer, f.epoch + 1);
-    let err = f
-        .rt
-        .block_on(s.apply(&batch(
+    let err =
+        f.rt.block_on(s.apply(&batch(
             vec![Change::insert(row(2, "b")), Change::delete(row(1, "a"))],
             2,
         )))
@@ -201,9 +201,8 @@ fn deletes_while_the_key_is_deferred_remove_every_copy() {
     let db = TestDb::new();
     let mut f = fixture(&db);
     let model = model();
-    let constraint = f
-        .rt
-        .block_on(initial_load::defer_key(
+    let constraint =
+        f.rt.block_on(initial_load::defer_key(
             &mut f.conn,
             &f.key,
             f.epoch,
@@ -216,12 +215,19 @@ fn deletes_while_the_key_is_deferred_remove_every_copy() {
     assert_eq!(constraint.as_deref(), Some("items_pkey"));
     let mut s = sink(&f, constraint);
     // Keyless: a batch delivered twice leaves two copies.
-    let load = batch(vec![Change::insert(row(1, "a")), Change::insert(row(2, "b"))], 1);
+    let load = batch(
+        vec![Change::insert(row(1, "a")), Change::insert(row(2, "b"))],
+        1,
+    );
     f.rt.block_on(s.apply(&load)).unwrap();
     f.rt.block_on(s.apply(&load)).unwrap();
     assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.items"), 4);
     f.rt.block_on(s.apply(&batch(
-        vec![Change::delete(row(1, "")), Change::update(row(2, "b2"), None), Change::delete(row(7, ""))],
+        vec![
+            Change::delete(row(1, "")),
+            Change::update(row(2, "b2"), None),
+            Change::delete(row(7, "")),
+        ],
         2,
     )))
     .unwrap();

@@ -625,9 +625,7 @@ fn nullable_cursor_exits_2_before_any_table_is_replicated() {
     );
     // Nothing was written to the target: no table, no state.
     assert_eq!(
-        db.pg_i64(
-            "SELECT COUNT(*) FROM pg_tables WHERE schemaname IN ('public', 'sluice')"
-        ),
+        db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE schemaname IN ('public', 'sluice')"),
         0
     );
 }

@@ -161,11 +161,7 @@ impl Inner {
                     return false;
                 }
                 if caught_up && self.caught_up_sent.insert(table) {
-                    return send(
-                        &self.cfg.out,
-                        BatchMsg::CaughtUp(table),
-                        &self.cfg.shutdown,
-                    );
+                    return send(&self.cfg.out, BatchMsg::CaughtUp(table), &self.cfg.shutdown);
                 }
                 true
             }

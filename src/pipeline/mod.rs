@@ -19,8 +19,8 @@
 //! Shutdown ([`crate::shutdown`]): the poller stops at its next step and sends `End`; the
 //! batcher and writer drain what is in flight and commit it, for at most the grace period.
 
-mod budget;
 pub mod batcher;
+mod budget;
 pub mod generator;
 pub mod poller;
 pub mod supervisor;

@@ -90,7 +90,10 @@ impl Inner {
                 Next::Go
             }
             Ok(Step::Finished) => {
-                info!(lane = self.cfg.lane, "caught up with the source as of start");
+                info!(
+                    lane = self.cfg.lane,
+                    "caught up with the source as of start"
+                );
                 Next::Finish
             }
             Err(Error::Shutdown) => Next::Finish,

@@ -276,7 +276,10 @@ impl Actor for Supervisor {
             }
         }
         if lanes > 1 {
-            info!(tables = n, lanes, "tables spread over lanes (one reader and one writer connection each)");
+            info!(
+                tables = n,
+                lanes, "tables spread over lanes (one reader and one writer connection each)"
+            );
         }
         for lane in 0..lanes {
             let ids: Vec<usize> = (lane..n).step_by(lanes).collect();
@@ -322,7 +325,9 @@ impl Handler<Event> for Supervisor {
                 match self.settings.pipeline.on_table_error {
                     OnTableError::StopAll => {
                         if self.shutdown.request() {
-                            info!("stopping every table ([pipeline] on_table_error = \"stop_all\")");
+                            info!(
+                                "stopping every table ([pipeline] on_table_error = \"stop_all\")"
+                            );
                         }
                     }
                     OnTableError::StopTable => {

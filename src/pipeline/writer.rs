@@ -12,11 +12,11 @@ use tracing::{debug, info, warn};
 use super::{stage_runtime, BatchMsg, Event};
 use crate::config::Retry;
 use crate::error::{Error, Result};
-use crate::sink::{CaughtUp, PartApplied};
 use crate::model::{Batch, TableId};
 use crate::retry::{Decision, Retrier};
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
+use crate::sink::{CaughtUp, PartApplied};
 use crate::telemetry::{Commit, TableHandle};
 
 pub struct WriterConfig {
@@ -133,9 +133,7 @@ impl Inner {
             self.cfg.handles[p.table].batch_queued(-1);
         }
         // A table that failed meanwhile: its batches are dropped (read again on restart).
-        batch
-            .parts
-            .retain(|p| !self.cfg.handles[p.table].stopped());
+        batch.parts.retain(|p| !self.cfg.handles[p.table].stopped());
         if batch.parts.is_empty() {
             return;
         }
@@ -160,7 +158,11 @@ impl Inner {
                 }
             }
             Err(Error::Shutdown) => {
-                warn!(lane = self.cfg.lane, changes = batch.changes(), "shutdown: a batch was not committed; it will be read again on the next start");
+                warn!(
+                    lane = self.cfg.lane,
+                    changes = batch.changes(),
+                    "shutdown: a batch was not committed; it will be read again on the next start"
+                );
             }
             Err(e) => {
                 let e = Arc::new(e);

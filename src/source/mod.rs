@@ -58,7 +58,10 @@ pub enum Step {
     Wait(Duration),
     /// A table failed for good (a value that cannot be read, a table that disappeared): the
     /// source has stopped reading it; the other tables go on.
-    Failed { table: TableId, error: Error },
+    Failed {
+        table: TableId,
+        error: Error,
+    },
     /// `--once`: every table has been read up to its end as of start (or has failed).
     Finished,
 }

@@ -12,7 +12,7 @@ pub mod ownership;
 
 use sea_orm::sqlx::{self, PgConnection};
 
-use crate::error::{Error, Result, Side};
+use crate::error::{on_target as tgt, Error, Result};
 use crate::model::Position;
 
 /// Which row of `sluice.replication_state`.
@@ -29,11 +29,6 @@ impl StateKey {
             table: table.to_string(),
         }
     }
-}
-
-fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-    let context = context.into();
-    move |e| Error::db(Side::Target, context, &e)
 }
 
 /// What is stored for a table.
@@ -75,7 +70,9 @@ pub async fn claim(conn: &mut PgConnection, key: &StateKey, owner: &str) -> Resu
     .bind(&key.table)
     .execute(&mut *conn)
     .await
-    .map_err(tgt("adopting a table's state stored before pipelines had names"))?
+    .map_err(tgt(
+        "adopting a table's state stored before pipelines had names",
+    ))?
     .rows_affected();
     if adopted > 0 {
         tracing::info!(table = %key.table, pipeline = %key.pipeline, "adopted the table's state stored before pipelines had names");
@@ -166,7 +163,9 @@ pub async fn set_deferred_key(
     .bind(constraint)
     .execute(&mut *tx)
     .await
-    .map_err(tgt("recording the initial load in sluice.replication_state"))?
+    .map_err(tgt(
+        "recording the initial load in sluice.replication_state",
+    ))?
     .rows_affected();
     if n == 0 {
         return Err(fenced(key, epoch));

@@ -178,11 +178,14 @@ impl Ownership {
                 ) {
                     continue;
                 }
-                warn!("lost the target session that holds table ownership; taking the tables again");
+                warn!(
+                    "lost the target session that holds table ownership; taking the tables again"
+                );
                 self.conn = None;
             }
             // Retried for as long as it takes: the writers fail meanwhile too.
-            let mut conn = match connect(&settings, &shutdown, Retrier::new(&settings.retry)).await {
+            let mut conn = match connect(&settings, &shutdown, Retrier::new(&settings.retry)).await
+            {
                 Ok(c) => c,
                 Err(_) => return,
             };
@@ -230,7 +233,11 @@ impl Ownership {
 
 /// Connects to the target for the lock's session, retrying transient failures as `policy`
 /// says (or until shutdown).
-async fn connect(settings: &Settings, shutdown: &Shutdown, mut policy: Retrier) -> Result<PgConnection> {
+async fn connect(
+    settings: &Settings,
+    shutdown: &Shutdown,
+    mut policy: Retrier,
+) -> Result<PgConnection> {
     retry(
         &mut policy,
         shutdown,

@@ -3,13 +3,8 @@
 use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 
 use super::types::{pg_type, qualified, quote, target_type_accepts};
-use crate::error::{Error, Result, Side};
+use crate::error::{on_target as tgt, Error, Result};
 use crate::model::TableModel;
-
-fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-    let context = context.into();
-    move |e| Error::db(Side::Target, context, &e)
-}
 
 /// PostgreSQL truncates identifiers past 63 bytes: the target would silently get another
 /// name (and two long names could collide). Refuses such names.

@@ -17,14 +17,9 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 
 use super::types::{qualified, quote};
 use super::writer::TableWriter;
-use crate::error::{Error, Result, Side};
+use crate::error::{on_target as tgt, Error, Result, Side};
 use crate::model::TableModel;
 use crate::state::{self, StateKey};
-
-fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-    let context = context.into();
-    move |e| Error::db(Side::Target, context, &e)
-}
 
 /// SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -159,7 +154,10 @@ impl TableWriter {
             .await
             .map_err(tgt(format!("beginning the key build of {:?}", key.table)))?;
         // A retry after a COMMIT whose outcome was lost finds the key already built.
-        if state::deferred_key_for_update(&mut tx, &key).await?.is_none() {
+        if state::deferred_key_for_update(&mut tx, &key)
+            .await?
+            .is_none()
+        {
             self.deferred_key = None;
             return Ok(Some(0));
         }

@@ -169,4 +169,3 @@ impl Sink for PgSink {
         }
     }
 }
-

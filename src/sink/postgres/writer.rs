@@ -28,7 +28,7 @@ use super::ddl::conflict_action;
 use super::types::{qualified, quote};
 use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow};
-use crate::error::{Error, Result, Side};
+use crate::error::{on_target as tgt, Error, Result, Side};
 use crate::model::{Change, ChangeSet, Op, TableModel};
 use crate::sink::PartApplied;
 use crate::state::{self, StateKey};
@@ -38,11 +38,6 @@ use crate::value::{Row, Value};
 const UNIQUE_VIOLATION: &str = "23505";
 /// After a direct COPY met an existing row, this many parts go straight to the merge.
 const DIRECT_COOLDOWN_BATCHES: u32 = 16;
-
-fn tgt(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
-    let context = context.into();
-    move |e| Error::db(Side::Target, context, &e)
-}
 
 /// The statements of one table, built once.
 struct Statements {
@@ -285,7 +280,10 @@ impl TableWriter {
                     savepoint(tx, "RELEASE SAVEPOINT sluice_direct").await?;
                     return Ok((false, 0));
                 }
-                Err(e) if self.deferred_key.is_none() && sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+                Err(e)
+                    if self.deferred_key.is_none()
+                        && sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) =>
+                {
                     savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_direct").await?;
                     self.cooldown = DIRECT_COOLDOWN_BATCHES;
                 }
@@ -340,13 +338,19 @@ impl TableWriter {
             sqlx::raw_sql(AssertSqlSafe(self.sql.create_keys.as_str()))
                 .execute(&mut *tx)
                 .await
-                .map_err(tgt(format!("creating the key table for {:?}", self.model.name)))?;
+                .map_err(tgt(format!(
+                    "creating the key table for {:?}",
+                    self.model.name
+                )))?;
             self.keys_created = true;
         }
         let format = copy::choose(self.key_types(), keys, None);
         copy_rows(tx, &self.sql.copy_keys, format, keys, None, buf)
             .await
-            .map_err(tgt(format!("copying deleted keys of {:?}", self.model.name)))?;
+            .map_err(tgt(format!(
+                "copying deleted keys of {:?}",
+                self.model.name
+            )))?;
         sqlx::raw_sql(AssertSqlSafe(self.sql.delete_keys.as_str()))
             .execute(&mut *tx)
             .await
@@ -355,8 +359,8 @@ impl TableWriter {
         // see these keys again.
         sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_keys.as_str()))
             .execute(&mut *tx)
-        .await
-        .map_err(tgt("emptying the key table"))?;
+            .await
+            .map_err(tgt("emptying the key table"))?;
         Ok(())
     }
 

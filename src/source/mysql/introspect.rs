@@ -299,7 +299,10 @@ mod tests {
 
     #[test]
     fn integers_keep_width_and_sign() {
-        assert_eq!(kind("bigint", "bigint(20) unsigned"), Kind::UInt { bytes: 8 });
+        assert_eq!(
+            kind("bigint", "bigint(20) unsigned"),
+            Kind::UInt { bytes: 8 }
+        );
         assert_eq!(kind("mediumint", "mediumint(9)"), Kind::Int { bytes: 3 });
         assert_eq!(kind("tinyint", "tinyint(1)"), Kind::Bool);
         let opts = MapOptions {
@@ -314,9 +317,15 @@ mod tests {
     #[test]
     fn mariadb_json_is_longtext_with_a_check() {
         let mut i = info("j", "longtext", "longtext");
-        assert_eq!(map_column("t", &i, MapOptions::default()).unwrap(), Kind::Text);
+        assert_eq!(
+            map_column("t", &i, MapOptions::default()).unwrap(),
+            Kind::Text
+        );
         i.json_check = true;
-        assert_eq!(map_column("t", &i, MapOptions::default()).unwrap(), Kind::Json);
+        assert_eq!(
+            map_column("t", &i, MapOptions::default()).unwrap(),
+            Kind::Json
+        );
     }
 
     #[test]

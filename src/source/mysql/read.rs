@@ -182,9 +182,7 @@ impl ReadSpec {
         } else {
             "set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source"
         };
-        format!(
-            "it holds a zero date (year, month or day 0), which PostgreSQL cannot store; {fix}"
-        )
+        format!("it holds a zero date (year, month or day 0), which PostgreSQL cannot store; {fix}")
     }
 }
 
@@ -251,10 +249,13 @@ mod tests {
             columns: vec![
                 col("at", Kind::DateTime { fsp: 6 }),
                 col("d", Kind::Date),
-                col("n", Kind::Decimal {
-                    precision: 5,
-                    scale: 2,
-                }),
+                col(
+                    "n",
+                    Kind::Decimal {
+                        precision: 5,
+                        scale: 2,
+                    },
+                ),
             ],
             primary_key: vec![],
         };

@@ -185,7 +185,10 @@ impl PollSource {
         let (conn, flavor) = self.conn.as_mut().expect("connected above");
         let t = &mut self.tables[i];
         let id = t.id;
-        let outcome = match t.read(conn, *flavor, &self.opts, &mut self.free_reads).await {
+        let outcome = match t
+            .read(conn, *flavor, &self.opts, &mut self.free_reads)
+            .await
+        {
             Ok(o) => o,
             Err(e) if e.is_retryable() => return Err(e),
             Err(error) => {
