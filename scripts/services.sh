@@ -3,7 +3,9 @@
 # installed, configured and running on this (Debian) machine:
 #
 #   MariaDB     127.0.0.1:3306, root with empty password, database `test`,
-#               binary log ON, binlog_format=ROW, server_id=1, binlog_row_image=FULL
+#               binary log ON, binlog_format=ROW, server_id=1, binlog_row_image=FULL,
+#               binlog_row_metadata=FULL (column names in row events: binlog capture maps
+#               columns by name), binary logs kept one day
 #   PostgreSQL  127.0.0.1:5432, user postgres with trust auth, database `test`
 #
 # Idempotent: running it again when everything is already fine changes nothing
@@ -85,6 +87,8 @@ log_bin          = mysql-bin
 binlog_format    = ROW
 server_id        = 1
 binlog_row_image = FULL
+binlog_row_metadata = FULL
+binlog_expire_logs_seconds = 86400
 '
 mkdir -p "$MARIADB_CONF_DIR"
 if [ -f "$MARIADB_DROPIN" ] && [ "$(cat "$MARIADB_DROPIN")" = "$(printf '%s' "$DROPIN_CONTENT")" ]; then
@@ -165,6 +169,17 @@ else
     [ "$have" = "$WANT_BINLOG" ] || die "mariadb: after restart settings are '$have', want '$WANT_BINLOG'"
     log "mariadb: restarted with binlog on ($have)"
 fi
+
+# The dynamic settings: a server started before the drop-in had them gets them live.
+for setting in "binlog_row_metadata FULL" "binlog_expire_logs_seconds 86400"; do
+    read -r name want <<<"$setting"
+    have="$(my_sock -N -B -e "SELECT @@$name")"
+    if [ "$have" != "$want" ]; then
+        case "$want" in *[!0-9]*) value="'$want'" ;; *) value="$want" ;; esac
+        my_sock -e "SET GLOBAL $name = $value"
+        log "mariadb: $name was '$have'; set to $want"
+    fi
+done
 
 # ---------------------------------------------------------------------------
 # 4. MariaDB: root over TCP with empty password; database `test`

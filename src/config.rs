@@ -23,6 +23,10 @@ pub struct Settings {
     pub safety_lag_ms: u64,
     /// What a zero date (`0000-00-00`, or a zero month or day) in the source becomes.
     pub zero_dates: ZeroDates,
+    /// `[source] capture`: how changes are read.
+    pub capture: Capture,
+    /// `[source] server_id`: the replica id binlog capture announces to the source.
+    pub server_id: u32,
     pub pipeline: Pipeline,
     /// `[pipeline] name`, or derived from the source database and the target schema
     /// (`test/public`): what positions and ownership are stored under, so two pipelines
@@ -165,6 +169,18 @@ impl Default for Pipeline {
     }
 }
 
+/// `[source] capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    /// Keyset polling past a watermark: needs only SELECT; sees inserts and the updates
+    /// that move the cursor.
+    #[default]
+    Poll,
+    /// The row-based binary log: every insert, update and delete, whole source transactions.
+    Binlog,
+}
+
 /// `[source] zero_dates`: MySQL can hold dates PostgreSQL (and the calendar) cannot:
 /// `0000-00-00`, `2024-00-00`, `2024-05-00`, with or without a time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -195,7 +211,9 @@ pub struct TableSettings {
     /// Source table name (in the source URL's database).
     pub name: String,
     /// Column, or list of columns, that grows whenever a row is inserted or updated.
-    pub cursor: OneOrMany,
+    /// Required with `capture = "poll"`; not used by binlog capture.
+    #[serde(default)]
+    pub cursor: Option<OneOrMany>,
     /// Primary-key columns; introspected from the source when absent.
     #[serde(default)]
     pub primary_key: Option<OneOrMany>,
@@ -231,7 +249,7 @@ impl TableSettings {
     pub fn demo_orders() -> Self {
         TableSettings {
             name: "orders".into(),
-            cursor: OneOrMany::One("created".into()),
+            cursor: Some(OneOrMany::One("created".into())),
             primary_key: None,
             tinyint1_as_boolean: true,
         }
@@ -268,6 +286,8 @@ struct FileSource {
     url: Option<String>,
     safety_lag_ms: Option<u64>,
     zero_dates: Option<ZeroDates>,
+    capture: Option<Capture>,
+    server_id: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +332,8 @@ impl Settings {
             target_schema: parsed.target.schema.unwrap_or_else(|| "public".into()),
             safety_lag_ms: parsed.source.safety_lag_ms.unwrap_or(DEFAULT_SAFETY_LAG_MS),
             zero_dates: parsed.source.zero_dates.unwrap_or_default(),
+            capture: parsed.source.capture.unwrap_or_default(),
+            server_id: parsed.source.server_id.unwrap_or(0),
             pipeline: parsed.pipeline,
             retry: parsed.retry,
             tables: if parsed.tables.is_empty() {
@@ -333,6 +355,9 @@ impl Settings {
                 settings.target_schema
             ),
         };
+        if settings.server_id == 0 {
+            settings.server_id = default_server_id(&settings.pipeline_name);
+        }
         Ok(settings)
     }
 
@@ -437,12 +462,20 @@ impl Settings {
                     t.name
                 )));
             }
-            let cursor = t.cursor.to_vec();
-            if cursor.is_empty() || cursor.iter().any(|c| c.is_empty()) {
-                return Err(Error::Config(format!(
-                    "{at}.cursor (table {:?}) must name at least one column",
-                    t.name
-                )));
+            match (&t.cursor, self.capture) {
+                (None, Capture::Poll) => {
+                    return Err(Error::Config(format!(
+                        "{at}.cursor (table {:?}) is missing: polling reads rows in the order of a column that grows on every insert and update (e.g. cursor = \"updated_at\"); name one, or use [source] capture = \"binlog\", which needs none",
+                        t.name
+                    )))
+                }
+                (Some(c), _) if c.to_vec().is_empty() || c.to_vec().iter().any(|c| c.is_empty()) => {
+                    return Err(Error::Config(format!(
+                        "{at}.cursor (table {:?}) must name at least one column",
+                        t.name
+                    )));
+                }
+                _ => {}
             }
             if let Some(pk) = &t.primary_key {
                 let pk = pk.to_vec();
@@ -501,12 +534,63 @@ pub fn redact(raw: &str) -> String {
     }
 }
 
+/// The replica id binlog capture announces when `[source] server_id` is not set: stable for
+/// a pipeline, and unlikely to meet another replica's (which would cut one of the two off).
+pub fn default_server_id(pipeline: &str) -> u32 {
+    // FNV-1a, folded into 1_000_000 .. 2^31.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in pipeline.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    1_000_000 + h % (i32::MAX as u32 - 1_000_000)
+}
+
 /// The database a URL names (its path), or `""`.
 pub fn database_of(raw: &str) -> String {
     url::Url::parse(raw)
         .ok()
         .map(|u| u.path().trim_start_matches('/').to_string())
         .unwrap_or_default()
+}
+
+/// Any text (an error message, a log line) with the passwords of URLs in it masked:
+/// `scheme://user:secret@host` → `scheme://user:***@host`, and `password=secret` → `password=***`.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // `://user:secret@`
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon + 1]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    // `password=secret` (URL parameters).
+    let mut masked = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.to_ascii_lowercase().find("password=") {
+        let (head, tail) = rest.split_at(i + "password=".len());
+        masked.push_str(head);
+        let end = tail
+            .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        masked.push_str("***");
+        rest = &tail[end..];
+    }
+    masked.push_str(rest);
+    masked
 }
 
 /// `host:port` of a URL, for "cannot reach" messages.
@@ -574,7 +658,10 @@ mod tests {
         let s =
             load_str("[[tables]]\nname = \"a\"\ncursor = [\"u\", \"v\"]\nprimary_key = \"id\"\n")
                 .unwrap();
-        assert_eq!(s.tables[0].cursor.to_vec(), vec!["u", "v"]);
+        assert_eq!(
+            s.tables[0].cursor.as_ref().unwrap().to_vec(),
+            vec!["u", "v"]
+        );
         assert_eq!(
             s.tables[0].primary_key.as_ref().unwrap().to_vec(),
             vec!["id"]
@@ -608,6 +695,21 @@ mod tests {
     }
 
     #[test]
+    fn binlog_capture_needs_no_cursor_and_polling_says_which_is_missing() {
+        let s = load_str(
+            "[source]\ncapture = \"binlog\"\nserver_id = 4242\n[[tables]]\nname = \"a\"\n",
+        )
+        .unwrap();
+        assert_eq!((s.capture, s.server_id), (Capture::Binlog, 4242));
+        let err = load_str("[[tables]]\nname = \"a\"\n").unwrap_err();
+        assert!(err.to_string().contains("tables[0].cursor"), "{err}");
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.capture, Capture::Poll);
+        assert!(s.server_id >= 1_000_000, "{}", s.server_id);
+        assert_eq!(s.server_id, default_server_id("test/public"));
+    }
+
+    #[test]
     fn lanes_are_bounded_by_connections() {
         let p = Pipeline::default();
         assert_eq!(p.lanes(1), 1);
@@ -632,6 +734,19 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("source.url"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn redact_text_hides_passwords_anywhere_in_a_message() {
+        assert_eq!(
+            redact_text("cannot connect to mysql://u:s3cret@h:1/db (mysql://x@y/z)"),
+            "cannot connect to mysql://u:***@h:1/db (mysql://x@y/z)"
+        );
+        assert_eq!(
+            redact_text("postgres://h/db?sslmode=require&password=s3cret&x=1"),
+            "postgres://h/db?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(redact_text("no secrets here"), "no secrets here");
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub enum Op {
     Delete,
     /// New or changed: the source cannot tell which (polling).
     Upsert,
+    /// Every row of the table goes (`TRUNCATE`); `row` is empty.
+    Truncate,
 }
 
 /// One row change.
@@ -169,6 +171,14 @@ impl Change {
         }
     }
 
+    pub fn truncate() -> Self {
+        Change {
+            op: Op::Truncate,
+            row: Vec::new(),
+            old_key: None,
+        }
+    }
+
     /// Heap and inline bytes this change holds (see [`crate::value::row_bytes`]).
     pub fn bytes(&self) -> usize {
         crate::value::row_bytes(&self.row)
@@ -185,7 +195,8 @@ impl Change {
 #[serde(transparent)]
 pub struct Position(pub serde_json::Value);
 
-/// Changes of one table and the position that table is at once they are applied.
+/// Changes of one table and the position that table is at once they are applied. A set may
+/// hold no change at all: it then only moves the position.
 #[derive(Debug)]
 pub struct ChangeSet {
     pub table: TableId,
@@ -199,9 +210,23 @@ pub struct ChangeSet {
 }
 
 /// What the sink applies in one transaction: one or more tables' change sets.
-#[derive(Debug, Default)]
+///
+/// `commit: false` marks a chunk of a source transaction too large to hold whole: the sink
+/// applies it and keeps its transaction open for the next chunks; the positions are stored,
+/// and the transaction committed, with the chunk that has `commit: true`.
+#[derive(Debug)]
 pub struct Batch {
     pub parts: Vec<ChangeSet>,
+    pub commit: bool,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            parts: Vec::new(),
+            commit: true,
+        }
+    }
 }
 
 impl Batch {

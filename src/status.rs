@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Error, Result, Side};
 use crate::model::Position;
+use crate::source::binlog;
 use crate::source::mysql;
 use crate::source::poll::keyset;
 use crate::value::Value;
@@ -172,7 +173,9 @@ fn json_of(v: &Value) -> serde_json::Value {
 pub fn describe(t: &TableStatus) -> String {
     let wm = match &t.position {
         None => "none yet".to_string(),
-        Some(p) if t.keyset.is_empty() => p.to_string(),
+        Some(p) if t.keyset.is_empty() => {
+            binlog::describe(&Position(p.clone())).unwrap_or_else(|| p.to_string())
+        }
         Some(_) => format!(
             "({})",
             t.keyset
@@ -186,13 +189,18 @@ pub fn describe(t: &TableStatus) -> String {
         ),
     };
     format!(
-        "{}: {} rows replicated{}, watermark {wm}, lag {}, last commit {}, last error {}",
+        "{}: {} rows replicated{}, {} {wm}, lag {}, last commit {}, last error {}",
         t.table,
         t.rows_replicated,
         if t.initial_load {
             " (initial load: primary key deferred until caught up)"
         } else {
             ""
+        },
+        if t.keyset.is_empty() && t.position.is_some() {
+            "position"
+        } else {
+            "watermark"
         },
         t.lag_seconds
             .map_or("unknown".to_string(), |l| format!("{l:.3} s")),

@@ -48,6 +48,7 @@ fn batch(changes: Vec<Change>, pos: i64) -> Batch {
             bytes: 0,
             source_time: None,
         }],
+        commit: true,
     }
 }
 

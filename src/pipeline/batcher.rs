@@ -34,9 +34,23 @@ struct Pending {
     since: Instant,
 }
 
+/// Source transactions kept whole (binlog): one batch for all tables, sent only at a
+/// transaction boundary, or in chunks (`commit: false`) while one transaction outgrows it.
+struct TxnPending {
+    parts: Vec<ChangeSet>,
+    index: HashMap<TableId, usize>,
+    lease: Lease,
+    rows: usize,
+    bytes: usize,
+    since: Instant,
+    /// The last source transaction is not complete yet.
+    open: bool,
+}
+
 struct Inner {
     cfg: BatcherConfig,
     pending: HashMap<TableId, Pending>,
+    txn: Option<TxnPending>,
     /// Tables whose `CaughtUp` was passed on with no batch sent since: an idle source's
     /// repeated caught-up flushes are passed on once.
     caught_up_sent: std::collections::HashSet<TableId>,
@@ -50,6 +64,7 @@ impl Batcher {
         Batcher(cfg.map(|cfg| Inner {
             cfg,
             pending: HashMap::new(),
+            txn: None,
             caught_up_sent: Default::default(),
         }))
     }
@@ -79,7 +94,13 @@ impl Inner {
         self.caught_up_sent.remove(&table);
         send(
             &self.cfg.out,
-            BatchMsg::Batch(Batch { parts: vec![p.set] }, p.lease),
+            BatchMsg::Batch(
+                Batch {
+                    parts: vec![p.set],
+                    commit: true,
+                },
+                p.lease,
+            ),
             &self.cfg.shutdown,
         )
     }
@@ -139,12 +160,94 @@ impl Inner {
         true
     }
 
+    /// Sends the transactions held; `commit: false` for a chunk of an open one.
+    fn flush_txn(&mut self, commit: bool) -> bool {
+        let Some(t) = self.txn.take() else {
+            return true;
+        };
+        let open = t.open;
+        let mut parts = t.parts;
+        parts.retain(|p| !self.cfg.handles[p.table].stopped());
+        for p in &parts {
+            self.cfg.handles[p.table].batch_queued(1);
+        }
+        if !commit {
+            // The rest of the open transaction follows into a fresh batch.
+            self.txn = Some(TxnPending {
+                parts: Vec::new(),
+                index: HashMap::new(),
+                lease: Lease::default(),
+                rows: 0,
+                bytes: 0,
+                since: Instant::now(),
+                open,
+            });
+        }
+        send(
+            &self.cfg.out,
+            BatchMsg::Batch(Batch { parts, commit }, t.lease),
+            &self.cfg.shutdown,
+        )
+    }
+
+    fn add_txn(&mut self, txn: crate::source::Txn, lease: Lease) -> bool {
+        // Order: whatever per-table batches are held go first.
+        let held: Vec<TableId> = self.pending.keys().copied().collect();
+        if !held.into_iter().all(|t| self.flush(t)) {
+            return false;
+        }
+        let t = self.txn.get_or_insert_with(|| TxnPending {
+            parts: Vec::new(),
+            index: HashMap::new(),
+            lease: Lease::default(),
+            rows: 0,
+            bytes: 0,
+            since: Instant::now(),
+            open: false,
+        });
+        t.lease.merge(lease);
+        t.open = !txn.complete;
+        for part in txn.parts {
+            self.cfg.handles[part.table].rows_batched(part.changes.len());
+            t.rows += part.changes.len();
+            t.bytes += part.bytes;
+            match t.index.get(&part.table) {
+                Some(&i) => {
+                    let p = &mut t.parts[i];
+                    p.changes.extend(part.changes);
+                    p.bytes += part.bytes;
+                    // Chunks carry no position; a complete transaction's parts do.
+                    if !part.position.0.is_null() {
+                        p.position = part.position;
+                    }
+                    p.source_time = part.source_time.or(p.source_time);
+                }
+                None => {
+                    t.index.insert(part.table, t.parts.len());
+                    t.parts.push(part);
+                }
+            }
+        }
+        let (rows, bytes) = (self.cfg.batch_rows, self.cfg.batch_bytes);
+        match (t.open, t.rows >= rows || t.bytes >= bytes) {
+            (true, _) if t.bytes >= bytes => self.flush_txn(false),
+            (false, true) => self.flush_txn(true),
+            _ => true,
+        }
+    }
+
     /// One message, or the linger of the oldest batch. False when done.
     fn step(&mut self) -> bool {
+        let txn_deadline = self
+            .txn
+            .as_ref()
+            .filter(|t| !t.open)
+            .map(|t| t.since + self.cfg.linger);
         let deadline = self
             .pending
             .values()
             .map(|p| p.since + self.cfg.linger)
+            .chain(txn_deadline)
             .min();
         let msg = match deadline {
             Some(d) => self.cfg.input.recv_deadline(d),
@@ -165,8 +268,22 @@ impl Inner {
                 }
                 true
             }
+            Ok(ReadMsg::Txn(txn, lease)) => self.add_txn(txn, lease),
+            Ok(ReadMsg::Idle) => {
+                let held: Vec<TableId> = self.pending.keys().copied().collect();
+                held.into_iter().all(|t| self.flush(t))
+                    && (self.txn.as_ref().is_none_or(|t| t.open) || self.flush_txn(true))
+            }
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
+                if self
+                    .txn
+                    .as_ref()
+                    .is_some_and(|t| !t.open && t.since + self.cfg.linger <= now)
+                    && !self.flush_txn(true)
+                {
+                    return false;
+                }
                 let due: Vec<TableId> = self
                     .pending
                     .iter()
@@ -181,6 +298,10 @@ impl Inner {
                     if !self.flush(t) {
                         break;
                     }
+                }
+                // A transaction cut short is dropped: it is read again on the next start.
+                if self.txn.as_ref().is_some_and(|t| !t.open) {
+                    self.flush_txn(true);
                 }
                 false
             }

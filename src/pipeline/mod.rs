@@ -46,6 +46,10 @@ pub enum ReadMsg {
     /// Write what you hold of `table` now rather than waiting for the linger: the source is
     /// caught up with it (`caught_up`), or a row of an open transaction holds it back.
     Flush { table: TableId, caught_up: bool },
+    /// A source transaction (or a chunk of one), kept whole.
+    Txn(crate::source::Txn, Lease),
+    /// The source is caught up: write what you hold.
+    Idle,
 }
 
 /// Batcher → writer.
@@ -69,6 +73,9 @@ pub enum Event {
     },
     /// A lane's writer has committed everything it was given and stopped.
     LaneFinished { lane: usize },
+    /// A lane lost a target transaction that spanned several batches (a large source
+    /// transaction): it must stop and start again from the stored positions.
+    LaneBroken { lane: usize, error: Arc<Error> },
 }
 
 /// Sends on a bounded channel, blocking while it is full. After shutdown it waits at most

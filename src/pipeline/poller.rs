@@ -80,6 +80,21 @@ impl Inner {
                 self.policy.reset();
                 self.deliver(read)
             }
+            Ok(Step::Txn(txn)) => {
+                self.policy.reset();
+                self.deliver_txn(txn)
+            }
+            Ok(Step::Idle) => {
+                self.policy.reset();
+                for &t in &self.cfg.tables {
+                    self.cfg.handles[t].rows_read(0, true);
+                }
+                if send(&self.cfg.out, ReadMsg::Idle, &self.cfg.shutdown) {
+                    Next::Go
+                } else {
+                    Next::Finish
+                }
+            }
             Ok(Step::Wait(d)) => {
                 // Sleep until the next table is due, waking at once on shutdown.
                 self.cfg.shutdown.wait(d);
@@ -149,6 +164,22 @@ impl Inner {
             return Next::Finish;
         }
         Next::Go
+    }
+
+    fn deliver_txn(&mut self, txn: crate::source::Txn) -> Next {
+        let cfg = &self.cfg;
+        let bytes = txn.parts.iter().map(|p| p.bytes).sum();
+        let Some(lease) = cfg.budget.acquire(bytes, &cfg.shutdown) else {
+            return Next::Finish;
+        };
+        for p in &txn.parts {
+            cfg.handles[p.table].rows_read(p.changes.len(), false);
+        }
+        if send(&cfg.out, ReadMsg::Txn(txn, lease), &cfg.shutdown) {
+            Next::Go
+        } else {
+            Next::Finish
+        }
     }
 
     fn fail(&self, table: TableId, error: Arc<Error>) {

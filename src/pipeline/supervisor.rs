@@ -81,12 +81,22 @@ pub struct Supervisor {
     ownership: Option<Ownership>,
     shutdown: Shutdown,
     done: Option<oneshot::Sender<RunOutcome>>,
+    lanes: Vec<Lane>,
     lanes_left: usize,
     /// Errors being recorded in the state table: the run ends once they are.
     recording: usize,
-    /// The stages' addresses. A `SyncArbiter` stops its threads once no address to it is
-    /// left, so the supervisor holds them for the life of the run.
-    stages: Vec<LaneAddrs>,
+    budget: Option<Arc<Budget>>,
+}
+
+/// One lane: its tables, its own shutdown (requested with the run's, or alone to restart it),
+/// and its stages' addresses. A `SyncArbiter` stops its threads once no address to it is
+/// left, so the supervisor holds them while the lane runs.
+struct Lane {
+    ids: Vec<usize>,
+    shutdown: Shutdown,
+    /// Stopping to start again from the stored positions.
+    restarting: bool,
+    _stages: Option<LaneAddrs>,
 }
 
 /// The addresses of one lane's stages.
@@ -108,9 +118,10 @@ impl Supervisor {
             ownership: Some(ownership),
             shutdown,
             done: Some(done),
+            lanes: Vec::new(),
             lanes_left: 0,
             recording: 0,
-            stages: Vec::new(),
+            budget: None,
         }
     }
 
@@ -118,15 +129,27 @@ impl Supervisor {
         self.tables.iter().map(|t| t.handle.clone()).collect()
     }
 
+    /// A shutdown for one lane, requested with the run's.
+    fn lane_shutdown(&self) -> Shutdown {
+        let (run, lane) = (self.shutdown.clone(), Shutdown::new());
+        let l = lane.clone();
+        actix::spawn(async move {
+            run.requested_async().await;
+            l.request();
+        });
+        lane
+    }
+
     fn start_lane(
         &self,
         lane: usize,
-        ids: Vec<usize>,
         handles: &Arc<[Arc<TableHandle>]>,
-        budget: &Arc<Budget>,
         me: &Addr<Supervisor>,
     ) -> Result<LaneAddrs, Error> {
         let p = &self.settings.pipeline;
+        let ids = self.lanes[lane].ids.clone();
+        let shutdown = self.lanes[lane].shutdown.clone();
+        let budget = self.budget.clone().expect("set before lanes start");
         let open: Vec<OpenTable> = ids
             .iter()
             .map(|&id| OpenTable {
@@ -146,9 +169,7 @@ impl Supervisor {
                     model: t.plan.model().clone(),
                     epoch: t.epoch,
                     deferred_key: t.deferred_key.clone(),
-                    version_columns: match &*t.plan {
-                        TablePlan::Poll(plan) => plan.keyset.cursor.clone(),
-                    },
+                    version_columns: t.plan.version_columns(),
                 }
             })
             .collect();
@@ -172,7 +193,7 @@ impl Supervisor {
             input: batch_rx,
             handles: handles.clone(),
             retry: self.settings.retry.clone(),
-            shutdown: self.shutdown.clone(),
+            shutdown: shutdown.clone(),
             events: me.clone().recipient(),
         };
         let batcher = BatcherConfig {
@@ -182,7 +203,7 @@ impl Supervisor {
             input: read_rx,
             out: batch_tx,
             handles: handles.clone(),
-            shutdown: self.shutdown.clone(),
+            shutdown: shutdown.clone(),
         };
         let poller = PollerConfig {
             lane,
@@ -191,8 +212,8 @@ impl Supervisor {
             tables: ids,
             retry: self.settings.retry.clone(),
             out: read_tx,
-            budget: budget.clone(),
-            shutdown: self.shutdown.clone(),
+            budget,
+            shutdown,
             events: me.clone().recipient(),
         };
         let writer = SyncArbiter::start(1, once(writer, Writer::new));
@@ -256,6 +277,92 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Starts lane `lane`'s stages; a lane that cannot start fails its tables.
+    fn launch(&mut self, lane: usize, handles: &Arc<[Arc<TableHandle>]>, me: &Addr<Supervisor>) {
+        match self.start_lane(lane, handles, me) {
+            Ok(addrs) => {
+                self.lanes[lane]._stages = Some(addrs);
+                self.lanes_left += 1;
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                let events = me.clone().recipient();
+                for &id in &self.lanes[lane].ids {
+                    super::table_failed(handles, &events, id, "supervisor", e.clone());
+                }
+            }
+        }
+    }
+
+    /// Reloads a lane's tables' positions from the state table and starts it again.
+    fn restart(&mut self, lane: usize, ctx: &mut Context<Self>) {
+        let keys: Vec<(usize, StateKey, i64)> = self.lanes[lane]
+            .ids
+            .iter()
+            .map(|&id| {
+                let t = &self.tables[id];
+                (
+                    id,
+                    StateKey::new(&self.settings.pipeline_name, &t.handle.name),
+                    t.epoch,
+                )
+            })
+            .collect();
+        let url = self.settings.target_url.clone();
+        let load = async move {
+            let _helper = crate::http::HELPERS.lock().await;
+            let mut conn = crate::sink::postgres::connect(&url, "status").await?;
+            let mut out = Vec::with_capacity(keys.len());
+            for (id, key, epoch) in keys {
+                let stored = crate::state::load(&mut conn, &key).await?;
+                out.push((id, epoch, stored));
+            }
+            Ok::<_, Error>(out)
+        };
+        self.recording += 1;
+        ctx.spawn(load.into_actor(self).map(move |r, act, ctx| {
+            act.recording -= 1;
+            let me = ctx.address();
+            let handles = act.handles();
+            match r {
+                Ok(states) if !act.shutdown.requested() => {
+                    for (id, epoch, stored) in states {
+                        match stored {
+                            Some(s) if s.owner_epoch == epoch => {
+                                act.tables[id].start = s.position;
+                                act.tables[id].deferred_key = s.deferred_key;
+                            }
+                            _ => super::table_failed(
+                                &handles,
+                                &me.clone().recipient(),
+                                id,
+                                "supervisor",
+                                Arc::new(Error::Fenced {
+                                    table: act.tables[id].handle.name.clone(),
+                                    message: "another sluice process took the table over while its lane restarted".into(),
+                                }),
+                            ),
+                        }
+                    }
+                    info!(lane, "lane starting again from the stored positions");
+                    act.lanes[lane].restarting = false;
+                    act.lanes[lane].shutdown = act.lane_shutdown();
+                    act.launch(lane, &handles, &me);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for &id in &act.lanes[lane].ids.clone() {
+                        super::table_failed(&handles, &me.clone().recipient(), id, "supervisor", e.clone());
+                    }
+                }
+            }
+            act.finish_if_done(ctx);
+        }));
+    }
+}
+
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
@@ -263,8 +370,13 @@ impl Actor for Supervisor {
         let me = ctx.address();
         let handles = self.handles();
         let n = self.tables.len();
-        let lanes = self.settings.pipeline.lanes(n).min(n);
-        let budget = Budget::new(self.settings.pipeline.memory_budget());
+        // Binlog capture reads one stream for all its tables: one lane.
+        let lanes = match self.settings.capture {
+            crate::config::Capture::Binlog => 1,
+            crate::config::Capture::Poll => self.settings.pipeline.lanes(n),
+        }
+        .min(n);
+        self.budget = Some(Budget::new(self.settings.pipeline.memory_budget()));
         for t in &self.tables {
             let name = &t.handle.name;
             match &t.start {
@@ -283,19 +395,13 @@ impl Actor for Supervisor {
         }
         for lane in 0..lanes {
             let ids: Vec<usize> = (lane..n).step_by(lanes).collect();
-            match self.start_lane(lane, ids.clone(), &handles, &budget, &me) {
-                Ok(addrs) => {
-                    self.stages.push(addrs);
-                    self.lanes_left += 1;
-                }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    let events = me.clone().recipient();
-                    for id in ids {
-                        super::table_failed(&handles, &events, id, "supervisor", e.clone());
-                    }
-                }
-            }
+            self.lanes.push(Lane {
+                ids,
+                shutdown: self.lane_shutdown(),
+                restarting: false,
+                _stages: None,
+            });
+            self.launch(lane, &handles, &me);
         }
         if let Some(own) = self.ownership.take() {
             let events = me.clone().recipient();
@@ -337,9 +443,21 @@ impl Handler<Event> for Supervisor {
                     }
                 }
             }
-            Event::LaneFinished { .. } => {
+            Event::LaneBroken { lane, error } => {
+                if !self.lanes[lane].restarting {
+                    warn!(lane, error = %error, "restarting the lane from the stored positions");
+                    self.lanes[lane].restarting = true;
+                    self.lanes[lane].shutdown.request();
+                }
+            }
+            Event::LaneFinished { lane } => {
                 self.lanes_left = self.lanes_left.saturating_sub(1);
-                self.finish_if_done(ctx);
+                self.lanes[lane]._stages = None;
+                if self.lanes[lane].restarting && !self.shutdown.requested() {
+                    self.restart(lane, ctx);
+                } else {
+                    self.finish_if_done(ctx);
+                }
             }
         }
     }

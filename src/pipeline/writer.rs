@@ -47,6 +47,9 @@ struct Inner {
     policy: Retrier,
     /// When the last sink call started: a write's duration excludes its retries.
     last_attempt: Instant,
+    /// A transaction spanning batches was lost: everything that follows is dropped until the
+    /// lane is restarted from the stored positions.
+    broken: bool,
 }
 
 /// `None` once finished.
@@ -59,6 +62,7 @@ impl Writer {
             cfg,
             rt: stage_runtime(),
             last_attempt: Instant::now(),
+            broken: false,
         }))
     }
 }
@@ -100,6 +104,22 @@ impl Inner {
                 }
                 Err(e) => e,
             };
+            let spanning = match job {
+                Job::Apply(b) => !b.commit || self.cfg.sink.in_transaction(),
+                Job::CaughtUp(_) => false,
+            };
+            if spanning && e.is_retryable() {
+                // What this transaction applied before is gone with it: only reading the
+                // source again from the stored positions can redo it.
+                self.cfg.sink.reset();
+                self.broken = true;
+                warn!(lane = self.cfg.lane, error = %e, "a target transaction spanning several batches was lost; the lane starts again from the stored positions");
+                self.cfg.events.do_send(Event::LaneBroken {
+                    lane: self.cfg.lane,
+                    error: Arc::new(e),
+                });
+                return Err(Error::Shutdown);
+            }
             match self.policy.decide(&e, &self.cfg.shutdown) {
                 Decision::Retry { attempt, delay } => {
                     // The connection may be broken; a fresh one is opened for the retry.
@@ -175,7 +195,7 @@ impl Inner {
 
     /// The source caught up with `table`: builds an initial load's deferred key.
     fn caught_up(&mut self, table: TableId) {
-        if self.cfg.handles[table].stopped() {
+        if self.broken || self.cfg.handles[table].stopped() {
             return;
         }
         let started = Instant::now();
@@ -217,6 +237,10 @@ impl Handler<WriteNext> for Writer {
             }
             Err(_) => {
                 let lane = inner.cfg.lane;
+                if inner.cfg.sink.in_transaction() {
+                    // Chunks of a source transaction whose end never came: rolled back.
+                    inner.cfg.sink.reset();
+                }
                 info!(lane, "writer finished");
                 inner.cfg.events.do_send(Event::LaneFinished { lane });
                 self.0 = None;

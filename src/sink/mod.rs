@@ -25,6 +25,9 @@
 //!   all go through one instance, in order. Different instances (one per lane) write
 //!   different tables concurrently.
 //! - After a retryable error, call [`Sink::reset`]: the next call opens a new connection.
+//! - **Chunks.** A batch with `commit: false` is applied in a transaction that stays open; the
+//!   positions are stored and the transaction committed with the next batch that has
+//!   `commit: true`.
 
 pub mod postgres;
 
@@ -64,4 +67,9 @@ pub trait Sink: Send {
 
     /// Drops the connection after an error; the next call reconnects.
     fn reset(&mut self);
+
+    /// A transaction is open across batches (chunks of a large source transaction, see
+    /// [`Batch`]): after an error it cannot be retried alone, since what it applied so far
+    /// is rolled back with it; the source must be read again from the stored positions.
+    fn in_transaction(&self) -> bool;
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`mysql`]: connections, the server's flavour, introspection, how rows are read.
 //! - [`poll`]: keyset polling past a stored position.
+//! - [`binlog`]: a consistent snapshot, then the row-based binary log, whole transactions.
 //!
 //! # The contract
 //! The pipeline sees only the [`Source`] trait. A source serves a set of tables and hands
@@ -16,6 +17,7 @@
 //! [`TablePlan`] is what start-up learns of a table for its capture mode, and [`open`] builds
 //! the source the configuration asks for.
 
+pub mod binlog;
 pub mod mysql;
 pub mod poll;
 
@@ -49,10 +51,24 @@ pub struct Read {
     pub after: After,
 }
 
+/// One source transaction's changes, or a chunk of one (see the module doc).
+#[derive(Debug)]
+pub struct Txn {
+    /// One change set per table, in the order the tables were first changed. Their positions
+    /// are the transaction's end; they only count on the complete chunk.
+    pub parts: Vec<ChangeSet>,
+    /// False: more of the same transaction follows.
+    pub complete: bool,
+}
+
 /// What [`Source::next`] did.
 #[derive(Debug)]
 pub enum Step {
     Read(Read),
+    /// A source transaction (or a chunk of one).
+    Txn(Txn),
+    /// Every table is caught up (nothing more to read for now): write what is held.
+    Idle,
     /// No table is due for a read before this long: wait (waking on shutdown), then ask
     /// again.
     Wait(Duration),
@@ -81,19 +97,23 @@ pub trait Source: Send {
 #[derive(Debug)]
 pub enum TablePlan {
     Poll(poll::PollPlan),
+    Binlog(binlog::BinlogPlan),
 }
 
 impl TablePlan {
     pub fn model(&self) -> &Arc<TableModel> {
         match self {
             TablePlan::Poll(p) => &p.spec.model,
+            TablePlan::Binlog(p) => &p.spec.model,
         }
     }
 
-    /// Checks that a stored position can be resumed from (the same keyset, say).
+    /// Checks that a stored position can be resumed from (the same keyset, the same
+    /// capture mode).
     pub fn check_position(&self, p: &Position) -> Result<()> {
         match self {
             TablePlan::Poll(plan) => plan.keyset.decode(&plan.spec.model, p).map(|_| ()),
+            TablePlan::Binlog(plan) => binlog::Stored::decode(&plan.spec.model, p).map(|_| ()),
         }
     }
 
@@ -101,6 +121,15 @@ impl TablePlan {
     pub fn estimated_rows(&self) -> u64 {
         match self {
             TablePlan::Poll(p) => p.estimated_rows,
+            TablePlan::Binlog(p) => p.estimated_rows,
+        }
+    }
+
+    /// Columns that order versions of one row, when the source can tell (a polling cursor).
+    pub fn version_columns(&self) -> Vec<usize> {
+        match self {
+            TablePlan::Poll(p) => p.keyset.cursor.clone(),
+            TablePlan::Binlog(_) => Vec::new(),
         }
     }
 }
@@ -111,7 +140,14 @@ pub async fn plan_table(
     settings: &Settings,
     table: &crate::config::TableSettings,
 ) -> Result<TablePlan> {
-    poll::plan(conn, settings, table).await.map(TablePlan::Poll)
+    match settings.capture {
+        crate::config::Capture::Poll => {
+            poll::plan(conn, settings, table).await.map(TablePlan::Poll)
+        }
+        crate::config::Capture::Binlog => binlog::plan(conn, settings, table)
+            .await
+            .map(TablePlan::Binlog),
+    }
 }
 
 /// One table a source is opened for.
@@ -126,11 +162,12 @@ pub struct OpenTable {
 /// Opens the source the configuration asks for, serving `tables`. `once`: stop at the end
 /// of each table as of start.
 pub fn open(settings: &Settings, once: bool, tables: Vec<OpenTable>) -> Result<Box<dyn Source>> {
-    let mut polled = Vec::with_capacity(tables.len());
-    for t in tables {
-        match &*t.plan {
-            TablePlan::Poll(_) => polled.push(t),
+    match settings.capture {
+        crate::config::Capture::Poll => {
+            Ok(Box::new(poll::PollSource::new(settings, once, tables)?))
+        }
+        crate::config::Capture::Binlog => {
+            Ok(Box::new(binlog::BinlogSource::new(settings, once, tables)?))
         }
     }
-    Ok(Box::new(poll::PollSource::new(settings, once, polled)?))
 }

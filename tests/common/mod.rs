@@ -17,6 +17,9 @@ pub fn pg_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// Rows of a query, each column as text (or NULL).
+pub type Rows = Vec<Vec<Option<String>>>;
+
 /// A pair of fresh databases with the same name on both servers, dropped at the end.
 pub struct TestDb {
     pub name: String,
@@ -212,7 +215,7 @@ impl TestDb {
     }
 
     /// Demo orders on each side as sorted `(order_id, created with microseconds)` text.
-    pub fn orders_both_sides(&self) -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
+    pub fn orders_both_sides(&self) -> (Rows, Rows) {
         let mut src = self.mysql_rows(
             "SELECT CAST(order_id AS CHAR), DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM orders",
         );

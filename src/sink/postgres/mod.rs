@@ -22,14 +22,14 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
-use sea_orm::sqlx::{ConnectOptions, Connection};
+use sea_orm::sqlx::{self, ConnectOptions};
 
 use self::writer::TableWriter;
 use super::{CaughtUp, PartApplied, Sink};
 use crate::config::{host_port, redact, CopyFormat, OnBadRow};
 use crate::error::{Error, Result, Side};
 use crate::model::{Batch, TableId, TableModel};
-use crate::state::StateKey;
+use crate::state::{self, StateKey};
 
 /// Opens one connection to the target, named `sluice <role>` in `pg_stat_activity`.
 pub async fn connect(url: &str, role: &str) -> Result<PgConnection> {
@@ -84,6 +84,17 @@ pub struct PgSink {
     tables: HashMap<TableId, TableWriter>,
     /// COPY encoding buffer, reused.
     buf: Vec<u8>,
+    /// A transaction is open: chunks of a large source transaction are being applied.
+    open: bool,
+}
+
+/// Runs a transaction-control statement.
+async fn raw(conn: &mut PgConnection, sql: &'static str) -> Result<()> {
+    sqlx::raw_sql(sql)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::db(Side::Target, format!("{sql} on the target"), &e))
 }
 
 impl PgSink {
@@ -100,6 +111,7 @@ impl PgSink {
             conn: None,
             tables,
             buf: Vec::new(),
+            open: false,
         }
     }
 
@@ -119,24 +131,38 @@ impl PgSink {
     async fn apply_batch(&mut self, batch: &Batch) -> Result<Vec<PartApplied>> {
         self.conn().await?;
         let conn = self.conn.as_mut().expect("connected above");
-        for part in &batch.parts {
-            Self::writer(&mut self.tables, part.table)?
-                .prepare(conn)
-                .await?;
+        if !self.open {
+            for part in &batch.parts {
+                Self::writer(&mut self.tables, part.table)?
+                    .prepare(conn)
+                    .await?;
+            }
+            raw(conn, "BEGIN").await?;
+            self.open = true;
         }
-        let mut tx = conn
-            .begin()
-            .await
-            .map_err(|e| Error::db(Side::Target, "beginning a batch's transaction", &e))?;
         let mut out = Vec::with_capacity(batch.parts.len());
         for part in &batch.parts {
             let w = Self::writer(&mut self.tables, part.table)?;
-            out.push(w.apply(&mut tx, part, &mut self.buf).await?);
+            out.push(w.apply(conn, part, &mut self.buf).await?);
+        }
+        if !batch.commit {
+            // A chunk of a larger source transaction: the next chunks go in this one.
+            return Ok(out);
+        }
+        for (part, applied) in batch.parts.iter().zip(&out) {
+            let w = Self::writer(&mut self.tables, part.table)?;
+            state::advance(
+                conn,
+                w.key(),
+                w.epoch(),
+                &part.position,
+                applied.rows as i64,
+            )
+            .await?;
         }
         crate::failpoint::hit("before_commit");
-        tx.commit()
-            .await
-            .map_err(|e| Error::db(Side::Target, "committing a batch", &e))?;
+        raw(conn, "COMMIT").await?;
+        self.open = false;
         for part in &batch.parts {
             Self::writer(&mut self.tables, part.table)?.committed();
         }
@@ -162,8 +188,13 @@ impl Sink for PgSink {
         Box::pin(self.catch_up(table))
     }
 
+    fn in_transaction(&self) -> bool {
+        self.open
+    }
+
     fn reset(&mut self) {
         self.conn = None;
+        self.open = false;
         for w in self.tables.values_mut() {
             w.reconnected();
         }

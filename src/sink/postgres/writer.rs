@@ -229,26 +229,37 @@ impl TableWriter {
         self.binary.as_ref().map(|(_, key)| key.as_slice())
     }
 
-    /// Applies one table's changes and advances its position, in `tx`.
+    /// Applies one table's changes in `tx` (its position is the caller's to store).
     pub async fn apply(
         &mut self,
         tx: &mut PgConnection,
         part: &ChangeSet,
         buf: &mut Vec<u8>,
     ) -> Result<PartApplied> {
-        let plain = part.changes.iter().all(|c| {
+        // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
+        let changes = match part.changes.iter().rposition(|c| c.op == Op::Truncate) {
+            Some(i) => {
+                sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", self.target)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(tgt(format!("truncating {}", self.target)))?;
+                &part.changes[i + 1..]
+            }
+            None => &part.changes[..],
+        };
+        let plain = changes.iter().all(|c| {
             matches!(c.op, Op::Insert | Op::Upsert) || (c.op == Op::Update && c.old_key.is_none())
         });
-        let (merged, dead) = if plain {
-            self.apply_plain(tx, &part.changes, buf).await?
+        let (merged, dead) = if changes.is_empty() {
+            (false, 0)
+        } else if plain {
+            self.apply_plain(tx, changes, buf).await?
         } else {
-            self.apply_merged(tx, &part.changes, buf).await?
+            self.apply_merged(tx, changes, buf).await?
         };
-        let rows = part.changes.len() - dead;
-        state::advance(tx, &self.key, self.epoch, &part.position, rows as i64).await?;
         Ok(PartApplied {
             table: part.table,
-            rows,
+            rows: part.changes.len() - dead,
             merged,
             dead_lettered: dead,
         })
@@ -549,10 +560,12 @@ fn final_states<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<(Row, Option<&
         }
     };
     for c in changes {
-        let key = t.key_of(&c.row);
         match c.op {
-            Op::Delete => set(key, None, &mut buf),
+            // Handled before: a part's changes start after its last TRUNCATE.
+            Op::Truncate => {}
+            Op::Delete => set(t.key_of(&c.row), None, &mut buf),
             Op::Insert | Op::Upsert | Op::Update => {
+                let key = t.key_of(&c.row);
                 if let Some(old) = &c.old_key {
                     if old.as_ref() != key.as_slice() {
                         set(old.to_vec(), None, &mut buf);

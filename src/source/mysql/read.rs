@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use sea_orm::sqlx::mysql::MySqlRow;
-use sea_orm::sqlx::Row as _;
+use sea_orm::sqlx::mysql::{MySqlArguments, MySqlRow};
+use sea_orm::sqlx::{self, MySql, Row as _};
 
 use super::introspect::SourceTable;
 use super::quote;
@@ -183,6 +183,24 @@ impl ReadSpec {
             "set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source"
         };
         format!("it holds a zero date (year, month or day 0), which PostgreSQL cannot store; {fix}")
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+
+/// Binds one value as the MySQL type that compares correctly with its column.
+pub fn bind_value<'q>(q: Query<'q>, v: &Value) -> Query<'q> {
+    match v {
+        Value::Null => q.bind(None::<i64>),
+        Value::Bool(b) => q.bind(*b),
+        Value::Int(i) => q.bind(*i),
+        Value::UInt(u) => q.bind(*u),
+        Value::Float(f) => q.bind(*f),
+        Value::Text(s) => q.bind(s.clone()),
+        Value::Bytes(b) => q.bind(b.clone()),
+        Value::Date(d) => q.bind(*d),
+        Value::DateTime(t) => q.bind(*t),
+        Value::Timestamp(t) => q.bind(*t),
     }
 }
 

@@ -53,7 +53,13 @@ pub async fn plan(
     .await?;
     let configured = t.primary_key.as_ref().map(|p| p.to_vec());
     let key = source.resolve_key(configured.as_deref())?;
-    let keyset = Keyset::resolve(&source, &t.cursor.to_vec(), &key)?;
+    let cursor = t.cursor.as_ref().map(|c| c.to_vec()).ok_or_else(|| {
+        Error::Config(format!(
+            "table {:?} has no cursor; polling needs one (see [[tables]] cursor)",
+            t.name
+        ))
+    })?;
+    let keyset = Keyset::resolve(&source, &cursor, &key)?;
     let spec = ReadSpec::new(&source, key, settings.zero_dates, &keyset.columns);
     let stats = mysql::table_stats(conn, &t.name).await?;
     Ok(PollPlan {
@@ -108,7 +114,12 @@ impl PollSource {
         let tables = tables
             .into_iter()
             .map(|t| {
-                let TablePlan::Poll(plan) = &*t.plan;
+                let TablePlan::Poll(plan) = &*t.plan else {
+                    return Err(Error::Other(format!(
+                        "table {:?} was planned for another capture mode",
+                        t.handle.name
+                    )));
+                };
                 let start = t
                     .start
                     .as_ref()

@@ -20,18 +20,16 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sea_orm::sqlx::mysql::MySqlArguments;
-use sea_orm::sqlx::{self, AssertSqlSafe, MySql, MySqlConnection};
+use sea_orm::sqlx::{self, AssertSqlSafe, MySqlConnection};
 use tracing::debug;
 
 use super::keyset::{self, Keyset};
 use crate::error::{Error, Result, Side};
 use crate::model::{Kind, TableId};
+use crate::source::mysql::read::bind_value;
 use crate::source::mysql::{quote, Flavor, ReadSpec};
 use crate::telemetry::TableHandle;
 use crate::value::{row_bytes, Row, Value};
-
-type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
 
 /// How one read ended.
 pub(super) enum Outcome {
@@ -337,22 +335,6 @@ impl TableReader {
 
     fn read_error(&self, what: &str, e: &sqlx::Error) -> Error {
         Error::db(Side::Source, format!("{what} table {:?}", self.name()), e)
-    }
-}
-
-/// Binds one value as the MySQL type that compares correctly with its column.
-fn bind_value<'q>(q: Query<'q>, v: &Value) -> Query<'q> {
-    match v {
-        Value::Null => q.bind(None::<i64>),
-        Value::Bool(b) => q.bind(*b),
-        Value::Int(i) => q.bind(*i),
-        Value::UInt(u) => q.bind(*u),
-        Value::Float(f) => q.bind(*f),
-        Value::Text(s) => q.bind(s.clone()),
-        Value::Bytes(b) => q.bind(b.clone()),
-        Value::Date(d) => q.bind(*d),
-        Value::DateTime(t) => q.bind(*t),
-        Value::Timestamp(t) => q.bind(*t),
     }
 }
 

@@ -1,0 +1,321 @@
+//! Row images from the binlog, turned into the same [`Value`]s polling reads, column by
+//! column as the model's [`Kind`] says. What the binlog stores differently from a SELECT is
+//! undone here:
+//!
+//! - ENUM is stored as its index and SET as a bit mask: turned back into labels (from the
+//!   column's type);
+//! - BINARY(n) loses its trailing zero bytes: padded back to n bytes;
+//! - TIMESTAMP is seconds since the epoch; TIME keeps days apart from hours;
+//! - YEAR 0000 comes as 1900 (the decoder adds 1900 to the stored byte): back to 0;
+//! - BIT(n) is big-endian bytes: turned into n characters `0`/`1`;
+//! - MySQL's JSON is a binary document: turned into its text.
+//!
+//! Zero dates follow `[source] zero_dates` as in polling: NULL, or the row fails.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::Value as My;
+
+use crate::model::{Column, Kind};
+use crate::value::Value;
+
+/// How one column's binlog values become [`Value`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDecoder {
+    pub kind: Kind,
+    /// ENUM and SET labels, in definition order.
+    labels: Vec<String>,
+    /// BINARY(n): n.
+    binary_len: Option<usize>,
+    /// A zero date becomes NULL (else the row fails).
+    zero_to_null: bool,
+}
+
+impl ColumnDecoder {
+    /// From a model column (its source type says labels and lengths).
+    pub fn new(c: &Column, zero_to_null: bool) -> Self {
+        let t = c.source_type.trim();
+        let lower = t.to_ascii_lowercase();
+        let labels = if matches!(c.kind, Kind::Enum | Kind::Set) {
+            parse_labels(t)
+        } else {
+            Vec::new()
+        };
+        let binary_len = lower
+            .strip_prefix("binary(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|n| n.trim().parse().ok());
+        ColumnDecoder {
+            kind: c.kind,
+            labels,
+            binary_len,
+            zero_to_null,
+        }
+    }
+
+    /// Decodes one value; the error is the reason, for a message that names the table, key
+    /// and column.
+    pub fn decode(&self, v: Option<&BinlogValue<'_>>) -> Result<Value, String> {
+        let v = match v {
+            None | Some(BinlogValue::Value(My::NULL)) => return Ok(Value::Null),
+            Some(BinlogValue::Value(v)) => v,
+            Some(BinlogValue::Jsonb(j)) => {
+                let json = serde_json::Value::try_from(j.clone())
+                    .map_err(|e| format!("its JSON document cannot be read: {e}"))?;
+                return Ok(Value::Text(json.to_string()));
+            }
+            Some(BinlogValue::JsonDiff(_)) => {
+                return Err("it is a partial JSON update (binlog_row_value_options = PARTIAL_JSON); binlog capture needs full row images: SET GLOBAL binlog_row_value_options = ''".into())
+            }
+        };
+        let unexpected = || {
+            format!(
+                "the binlog holds {v:?}, which is not a {:?} value",
+                self.kind
+            )
+        };
+        Ok(match (self.kind, v) {
+            (Kind::Bool, My::Int(i @ (0 | 1))) => Value::Bool(*i == 1),
+            (Kind::Bool, My::Int(i)) => return Err(format!(
+                "TINYINT(1) holds {i}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint (an existing target column must then be changed to smallint)"
+            )),
+            (Kind::Int { .. }, My::Int(i)) => Value::Int(*i),
+            (Kind::UInt { .. }, My::UInt(u)) => Value::UInt(*u),
+            (Kind::UInt { bytes }, My::Int(i)) => {
+                // Without signedness metadata the value comes signed: reinterpret its bits.
+                let bits = u32::from(bytes) * 8;
+                let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                Value::UInt((*i as u64) & mask)
+            }
+            (Kind::Float32, My::Float(f)) => Value::Float(f64::from(*f)),
+            (Kind::Float64, My::Double(d)) => Value::Float(*d),
+            (Kind::Float64, My::Float(f)) => Value::Float(f64::from(*f)),
+            (Kind::Decimal { .. } | Kind::Text | Kind::Json, My::Bytes(b)) => Value::Text(text(b)?),
+            (Kind::Enum, My::Int(i)) => Value::Text(match *i {
+                0 => String::new(),
+                i => self
+                    .labels
+                    .get(i as usize - 1)
+                    .cloned()
+                    .ok_or_else(|| format!("ENUM index {i} is past its {} labels", self.labels.len()))?,
+            }),
+            (Kind::Set, My::Bytes(mask)) => {
+                let mut on = Vec::new();
+                for (i, label) in self.labels.iter().enumerate() {
+                    if mask.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
+                        on.push(label.as_str());
+                    }
+                }
+                Value::Text(on.join(","))
+            }
+            (Kind::Bytes, My::Bytes(b)) => {
+                let mut b = b.clone();
+                if let Some(n) = self.binary_len {
+                    if b.len() < n {
+                        b.resize(n, 0);
+                    }
+                }
+                Value::Bytes(b)
+            }
+            (Kind::Date, My::Date(y, m, d, ..)) => match NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*m), u32::from(*d)) {
+                Some(date) => Value::Date(date),
+                None => return self.zero_date(),
+            },
+            (Kind::DateTime { .. }, My::Date(y, mo, d, h, mi, s, us)) => {
+                match NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d))
+                    .and_then(|date| date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us))
+                {
+                    Some(t) => Value::DateTime(t),
+                    None => return self.zero_date(),
+                }
+            }
+            (Kind::Timestamp { .. }, My::Bytes(b)) => {
+                let s = text(b)?;
+                let (secs, frac) = s.split_once('.').unwrap_or((&s, "0"));
+                let secs: i64 = secs.parse().map_err(|_| unexpected())?;
+                if secs == 0 && frac.trim_matches('0').is_empty() {
+                    return self.zero_date();
+                }
+                let micros: u32 = format!("{frac:0<6}")[..6].parse().map_err(|_| unexpected())?;
+                DateTime::<Utc>::from_timestamp(secs, micros * 1000)
+                    .map(Value::Timestamp)
+                    .ok_or_else(unexpected)?
+            }
+            (Kind::Time { fsp }, My::Time(neg, days, h, m, s, us)) => {
+                Value::Text(time_text(*neg, days * 24 + u32::from(*h), *m, *s, *us, fsp))
+            }
+            (Kind::Year, My::Bytes(b)) => match text(b)?.parse::<i64>() {
+                // The decoder reads YEAR as 1900 + the stored byte; 0 stands for 0000.
+                Ok(1900) => Value::Int(0),
+                Ok(y) => Value::Int(y),
+                Err(_) => return Err(unexpected()),
+            },
+            (Kind::Year, My::Int(y)) => Value::Int(*y),
+            (Kind::Bits(n), My::Bytes(b)) => {
+                let mut bits = String::with_capacity(b.len() * 8);
+                for byte in b {
+                    bits.push_str(&format!("{byte:08b}"));
+                }
+                let n = n as usize;
+                let s = if bits.len() >= n {
+                    bits[bits.len() - n..].to_string()
+                } else {
+                    format!("{bits:0>n$}")
+                };
+                Value::Text(s)
+            }
+            _ => return Err(unexpected()),
+        })
+    }
+
+    fn zero_date(&self) -> Result<Value, String> {
+        if self.zero_to_null {
+            Ok(Value::Null)
+        } else {
+            Err("it holds a zero date (year, month or day 0), which PostgreSQL cannot store; set `zero_dates = \"null\"` in [source] to replicate such dates as NULL, or fix the row on the source".into())
+        }
+    }
+}
+
+fn text(b: &[u8]) -> Result<String, String> {
+    String::from_utf8(b.to_vec()).map_err(|_| "it is not valid UTF-8 text".to_string())
+}
+
+/// `[-]H:MM:SS[.f…]` with `fsp` fractional digits, as `CAST(time AS CHAR)` prints it.
+fn time_text(neg: bool, hours: u32, m: u8, s: u8, us: u32, fsp: u8) -> String {
+    let sign = if neg { "-" } else { "" };
+    let mut out = format!("{sign}{hours:02}:{m:02}:{s:02}");
+    if fsp > 0 {
+        let frac = format!("{us:06}");
+        out.push('.');
+        out.push_str(&frac[..usize::from(fsp.min(6))]);
+    }
+    out
+}
+
+/// The labels of `enum('a','b''c')` / `set(...)`, quotes undone.
+fn parse_labels(column_type: &str) -> Vec<String> {
+    let Some(open) = column_type.find('(') else {
+        return Vec::new();
+    };
+    let body = &column_type[open + 1..column_type.rfind(')').unwrap_or(column_type.len())];
+    let mut labels = Vec::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut label = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        label.push(n);
+                    }
+                }
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(kind: Kind, source_type: &str) -> ColumnDecoder {
+        ColumnDecoder::new(
+            &Column {
+                name: "c".into(),
+                source_type: source_type.into(),
+                kind,
+                nullable: true,
+            },
+            true,
+        )
+    }
+
+    fn v(x: My) -> BinlogValue<'static> {
+        BinlogValue::Value(x)
+    }
+
+    #[test]
+    fn what_the_binlog_stores_differently_is_undone() {
+        let e = col(Kind::Enum, "enum('x','y''s','z')");
+        assert_eq!(
+            e.decode(Some(&v(My::Int(2)))),
+            Ok(Value::Text("y's".into()))
+        );
+        assert_eq!(
+            e.decode(Some(&v(My::Int(0)))),
+            Ok(Value::Text(String::new()))
+        );
+        let s = col(Kind::Set, "set('a','b','c')");
+        assert_eq!(
+            s.decode(Some(&v(My::Bytes(vec![5])))),
+            Ok(Value::Text("a,c".into()))
+        );
+        let b = col(Kind::Bytes, "binary(4)");
+        assert_eq!(
+            b.decode(Some(&v(My::Bytes(b"x".to_vec())))),
+            Ok(Value::Bytes(b"x\0\0\0".to_vec()))
+        );
+        let y = col(Kind::Year, "year(4)");
+        assert_eq!(
+            y.decode(Some(&v(My::Bytes(b"1900".to_vec())))),
+            Ok(Value::Int(0))
+        );
+        assert_eq!(
+            y.decode(Some(&v(My::Bytes(b"2155".to_vec())))),
+            Ok(Value::Int(2155))
+        );
+        let bits = col(Kind::Bits(10), "bit(10)");
+        assert_eq!(
+            bits.decode(Some(&v(My::Bytes(vec![0b10, 0b1010_1010])))),
+            Ok(Value::Text("1010101010".into()))
+        );
+        let t = col(Kind::Time { fsp: 2 }, "time(2)");
+        assert_eq!(
+            t.decode(Some(&v(My::Time(true, 34, 22, 59, 59, 990_000)))),
+            Ok(Value::Text("-838:59:59.99".into()))
+        );
+        let t0 = col(Kind::Time { fsp: 0 }, "time");
+        assert_eq!(
+            t0.decode(Some(&v(My::Time(false, 0, 1, 2, 3, 0)))),
+            Ok(Value::Text("01:02:03".into()))
+        );
+        let ts = col(Kind::Timestamp { fsp: 3 }, "timestamp(3)");
+        assert_eq!(
+            ts.decode(Some(&v(My::Bytes(b"1767323045.125".to_vec())))),
+            Ok(Value::Timestamp(
+                DateTime::<Utc>::from_timestamp(1_767_323_045, 125_000_000).unwrap()
+            ))
+        );
+        assert_eq!(
+            ts.decode(Some(&v(My::Bytes(b"0".to_vec())))),
+            Ok(Value::Null)
+        );
+        let u = col(Kind::UInt { bytes: 4 }, "int(10) unsigned");
+        assert_eq!(
+            u.decode(Some(&v(My::Int(-1)))),
+            Ok(Value::UInt(4_294_967_295))
+        );
+        let bool_c = col(Kind::Bool, "tinyint(1)");
+        assert!(bool_c
+            .decode(Some(&v(My::Int(2))))
+            .unwrap_err()
+            .contains("neither 0 nor 1"));
+        let d = col(Kind::Date, "date");
+        assert_eq!(
+            d.decode(Some(&v(My::Date(0, 0, 0, 0, 0, 0, 0)))),
+            Ok(Value::Null)
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Binlog capture: a consistent snapshot of each table that has no position yet, then the
+//! row-based binary log from there, whole source transactions at a time.
+//!
+//! - [`checks`]: what the server must be set to (ROW format, FULL row image, FULL row
+//!   metadata) and the privileges capture needs, refused at start with how to fix them.
+//! - `snapshot`: the initial copy, in primary-key order, inside one `START TRANSACTION WITH
+//!   CONSISTENT SNAPSHOT` whose binlog position MariaDB reports exactly
+//!   (`binlog_snapshot_file` / `binlog_snapshot_position`).
+//! - `stream`: events into transactions of changes (inserts, updates with the old key when
+//!   it changed, deletes, TRUNCATE).
+//! - [`decode`]: row images into the same values polling reads.
+//!
+//! # Positions
+//! A table's position is `{"binlog": {"file": …, "pos": …}}`: every source transaction that
+//! ends at or before it is applied, every one after it is not. While its snapshot runs it
+//! is `{"binlog": <where the snapshot started>, "snapshot": {"after": [primary key]}}`: rows
+//! up to that key are copied. The stream starts at the oldest position of all tables and
+//! skips, for each table, the transactions that end at or before its own position; a
+//! snapshot resumed after a crash re-reads the binlog from where the first one started, so
+//! every change since is applied again over the rows copied (row images are whole, so
+//! replaying them converges on the source's state).
+
+pub mod checks;
+pub mod decode;
+mod snapshot;
+mod source;
+mod stream;
+
+use std::cmp::Ordering;
+
+use sea_orm::sqlx::{self, MySqlConnection, Row as _};
+use serde::{Deserialize, Serialize};
+
+use self::decode::ColumnDecoder;
+use super::mysql::{self, MapOptions, ReadSpec};
+use super::poll::keyset::Keyset;
+use crate::config::{Settings, TableSettings};
+use crate::error::{Error, Result, Side};
+use crate::model::{Position, TableModel};
+use crate::value::Value;
+
+pub use self::source::BinlogSource;
+
+/// A place in the binary log: a file and a byte offset in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogPos {
+    pub file: String,
+    pub pos: u64,
+}
+
+impl BinlogPos {
+    /// The file's sequence number (`mysql-bin.000012` → 12).
+    fn seq(&self) -> Option<u64> {
+        self.file.rsplit('.').next().and_then(|n| n.parse().ok())
+    }
+}
+
+impl std::fmt::Display for BinlogPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos)
+    }
+}
+
+impl PartialOrd for BinlogPos {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for BinlogPos {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.seq(), other.seq()) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => self.file.cmp(&other.file),
+        }
+        .then(self.pos.cmp(&other.pos))
+    }
+}
+
+/// A binlog-capture position, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub binlog: BinlogPos,
+    /// Present while the table's snapshot runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
+}
+
+/// How far a snapshot got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    /// Primary key of the last row copied; `None` before the first.
+    pub after: Option<Vec<Value>>,
+}
+
+impl Stored {
+    pub fn position(&self) -> Position {
+        Position(serde_json::to_value(self).expect("positions serialise"))
+    }
+
+    /// Reads a stored position, refusing one another capture mode wrote.
+    pub fn decode(t: &TableModel, p: &Position) -> Result<Stored> {
+        serde_json::from_value(p.0.clone()).map_err(|_| {
+            Error::Schema(format!(
+                "table {:?}: its stored position ({}) was not written by binlog capture. To move a polled table to binlog capture, delete its row from sluice.replication_state and empty (or drop) its target table: it is snapshotted again, so rows deleted while polling could not see them go too",
+                t.name, p.0
+            ))
+        })
+    }
+}
+
+/// A binlog position for `status`: `mysql-bin.000012:4567`, and the snapshot's progress.
+pub fn describe(p: &Position) -> Option<String> {
+    let s: Stored = serde_json::from_value(p.0.clone()).ok()?;
+    Some(match s.snapshot {
+        None => format!("binlog {}", s.binlog),
+        Some(SnapshotProgress { after: None }) => {
+            format!("snapshot starting (then binlog from {})", s.binlog)
+        }
+        Some(SnapshotProgress { after: Some(k) }) => format!(
+            "snapshot after key ({}) (then binlog from {})",
+            k.iter().map(Value::display).collect::<Vec<_>>().join(", "),
+            s.binlog
+        ),
+    })
+}
+
+/// What start-up learnt of a table captured from the binlog.
+#[derive(Debug)]
+pub struct BinlogPlan {
+    pub spec: ReadSpec,
+    /// The primary key, as the keyset the snapshot reads in.
+    pub keyset: Keyset,
+    /// One per model column.
+    pub decoders: Vec<ColumnDecoder>,
+    pub estimated_rows: u64,
+    pub avg_row_bytes: u64,
+}
+
+/// Introspects a table for binlog capture: its columns and primary key (refused without
+/// one, as in polling).
+pub async fn plan(
+    conn: &mut MySqlConnection,
+    settings: &Settings,
+    t: &TableSettings,
+) -> Result<BinlogPlan> {
+    let source = mysql::introspect(
+        conn,
+        &t.name,
+        MapOptions {
+            tinyint1_as_boolean: t.tinyint1_as_boolean,
+        },
+    )
+    .await?;
+    let configured = t.primary_key.as_ref().map(|p| p.to_vec());
+    let key = source.resolve_key(configured.as_deref())?;
+    let names: Vec<String> = key
+        .iter()
+        .map(|&i| source.columns[i].name.clone())
+        .collect();
+    let keyset = Keyset::resolve(&source, &names, &key)?;
+    let spec = ReadSpec::new(&source, key.clone(), settings.zero_dates, &key);
+    let decoders = spec
+        .model
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ColumnDecoder::new(c, spec.zero_date_to_null(i)))
+        .collect();
+    let stats = mysql::table_stats(conn, &t.name).await?;
+    Ok(BinlogPlan {
+        spec,
+        keyset,
+        decoders,
+        estimated_rows: stats.rows,
+        avg_row_bytes: stats.avg_row_bytes,
+    })
+}
+
+/// The server's current binlog position (`SHOW MASTER STATUS`; `SHOW BINARY LOG STATUS` on
+/// MySQL 8.2 and later, which dropped the former).
+pub async fn current_position(
+    conn: &mut MySqlConnection,
+    flavor: mysql::Flavor,
+) -> Result<BinlogPos> {
+    let sql = if !flavor.mariadb && (flavor.major, flavor.minor) >= (8, 2) {
+        "SHOW BINARY LOG STATUS"
+    } else {
+        "SHOW MASTER STATUS"
+    };
+    let row = sqlx::query(sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| Error::db(Side::Source, format!("reading the binlog position ({sql})"), &e))?
+        .ok_or_else(|| {
+            Error::Config(
+                "the source has no binary log (SHOW MASTER STATUS is empty); binlog capture needs log_bin on: add `log_bin = mysql-bin` to [mysqld] in its my.cnf and restart it (scripts/services.sh does this for the local server)".into(),
+            )
+        })?;
+    let file: String = row
+        .try_get::<String, _>(0)
+        .or_else(|_| {
+            row.try_get::<Vec<u8>, _>(0)
+                .map(|b| String::from_utf8_lossy(&b).into())
+        })
+        .map_err(|e| Error::db(Side::Source, "reading the binlog file name", &e))?;
+    let pos: u64 = row
+        .try_get::<u64, _>(1)
+        .or_else(|_| row.try_get::<i64, _>(1).map(|p| p as u64))
+        .map_err(|e| Error::db(Side::Source, "reading the binlog position", &e))?;
+    Ok(BinlogPos { file, pos })
+}
+
+/// The binlog files the server still has, oldest first, with their sizes.
+pub async fn binary_logs(conn: &mut MySqlConnection) -> Result<Vec<(String, u64)>> {
+    let rows = sqlx::query("SHOW BINARY LOGS")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| {
+            Error::db(
+                Side::Source,
+                "listing the binary logs (SHOW BINARY LOGS)",
+                &e,
+            )
+        })?;
+    rows.iter()
+        .map(|r| {
+            let name: String = r
+                .try_get::<String, _>(0)
+                .or_else(|_| {
+                    r.try_get::<Vec<u8>, _>(0)
+                        .map(|b| String::from_utf8_lossy(&b).into())
+                })
+                .map_err(|e| Error::db(Side::Source, "reading SHOW BINARY LOGS", &e))?;
+            let size: u64 = r
+                .try_get::<u64, _>(1)
+                .or_else(|_| r.try_get::<i64, _>(1).map(|p| p as u64))
+                .unwrap_or(0);
+            Ok((name, size))
+        })
+        .collect()
+}
+
+/// Bytes of binlog between `from` and the end of `logs` (the server's files).
+pub fn bytes_behind(from: &BinlogPos, logs: &[(String, u64)]) -> u64 {
+    let mut behind = 0;
+    let mut counting = false;
+    for (name, size) in logs {
+        if *name == from.file {
+            counting = true;
+            behind += size.saturating_sub(from.pos);
+        } else if counting {
+            behind += size;
+        }
+    }
+    behind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_by_file_number_then_offset() {
+        let p = |f: &str, pos| BinlogPos {
+            file: f.into(),
+            pos,
+        };
+        assert!(p("mysql-bin.000009", 900) < p("mysql-bin.000010", 4));
+        assert!(p("mysql-bin.000010", 4) < p("mysql-bin.000010", 5));
+        assert!(p("mysql-bin.999999", 4) < p("mysql-bin.1000000", 4));
+        assert_eq!(
+            bytes_behind(
+                &p("b.2", 100),
+                &[("b.1".into(), 500), ("b.2".into(), 300), ("b.3".into(), 50)]
+            ),
+            250
+        );
+    }
+
+    #[test]
+    fn stored_positions_round_trip_and_describe_themselves() {
+        let s = Stored {
+            binlog: BinlogPos {
+                file: "mysql-bin.000003".into(),
+                pos: 4567,
+            },
+            snapshot: Some(SnapshotProgress {
+                after: Some(vec![Value::Int(7)]),
+            }),
+        };
+        let p = s.position();
+        assert_eq!(
+            describe(&p).unwrap(),
+            "snapshot after key (7) (then binlog from mysql-bin.000003:4567)"
+        );
+        let done = Stored {
+            snapshot: None,
+            ..s
+        };
+        assert_eq!(
+            describe(&done.position()).unwrap(),
+            "binlog mysql-bin.000003:4567"
+        );
+        assert!(done.position().0.get("snapshot").is_none());
+    }
+}

@@ -1,0 +1,173 @@
+//! The initial copy of the tables that have no position yet: one `START TRANSACTION WITH
+//! CONSISTENT SNAPSHOT` (no lock is taken: InnoDB serves every read from the snapshot), the
+//! binlog position it is consistent with, and each table read in primary-key order, a page at
+//! a time (bounded in rows and bytes like polling's pages).
+//!
+//! MariaDB reports the position exactly (`binlog_snapshot_file`/`_position`). MySQL has no
+//! such status: the position is read just before the snapshot starts, so the stream may
+//! replay a few transactions the snapshot already holds, which converges (row images are
+//! whole).
+
+use futures::StreamExt;
+use sea_orm::sqlx::{self, AssertSqlSafe, MySqlConnection, Row as _};
+
+use super::BinlogPos;
+use crate::error::{Error, Result, Side};
+use crate::source::mysql::read::bind_value;
+use crate::source::mysql::{self, quote, Flavor, ReadSpec};
+use crate::source::poll::keyset::{self, Keyset};
+use crate::value::{row_bytes, Row, Value};
+
+/// A consistent snapshot, open on its own connection.
+pub(super) struct Snapshot {
+    conn: MySqlConnection,
+    /// The binlog position the snapshot is consistent with.
+    pub pos: BinlogPos,
+}
+
+/// One table's snapshot reads.
+pub(super) struct TableCopy {
+    first: String,
+    after: String,
+    binds: Vec<usize>,
+    /// Rows asked for per page, following the row width.
+    pub limit: usize,
+}
+
+impl TableCopy {
+    pub fn new(spec: &ReadSpec, keyset: &Keyset, first_limit: usize) -> Self {
+        let t = &spec.model;
+        let cols: Vec<String> = keyset
+            .columns
+            .iter()
+            .map(|&i| quote(&t.columns[i].name))
+            .collect();
+        let phs: Vec<String> = keyset
+            .columns
+            .iter()
+            .map(|&i| match t.columns[i].kind {
+                crate::model::Kind::Decimal { precision, scale } => {
+                    format!("CAST(? AS DECIMAL({precision},{scale}))")
+                }
+                _ => "?".into(),
+            })
+            .collect();
+        let (cond, binds) = keyset::condition(&cols, &phs, true, true);
+        let (select, from, order) = (spec.select_list(), quote(&t.name), cols.join(", "));
+        TableCopy {
+            first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT ?"),
+            after: format!("SELECT {select} FROM {from} WHERE {cond} ORDER BY {order} LIMIT ?"),
+            binds,
+            limit: first_limit.max(1),
+        }
+    }
+}
+
+impl Snapshot {
+    pub async fn begin(url: &str) -> Result<Snapshot> {
+        let mut conn = mysql::connect(url).await?;
+        let flavor = Flavor::detect(&mut conn).await?;
+        let err = |what: &'static str| move |e: sqlx::Error| Error::db(Side::Source, what, &e);
+        sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut conn)
+            .await
+            .map_err(err("setting the snapshot's isolation level"))?;
+        let before = if flavor.mariadb {
+            None
+        } else {
+            Some(super::current_position(&mut conn, flavor).await?)
+        };
+        sqlx::raw_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .execute(&mut conn)
+            .await
+            .map_err(err("starting a consistent snapshot"))?;
+        let pos = match before {
+            Some(p) => p,
+            None => {
+                let rows = sqlx::query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .map_err(err("reading the snapshot's binlog position"))?;
+                let get = |name: &str| {
+                    rows.iter().find_map(|r| {
+                        let n: String = r.try_get(0).ok()?;
+                        (n.eq_ignore_ascii_case(name)).then(|| r.try_get::<String, _>(1).ok())?
+                    })
+                };
+                match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+                    (Some(file), Some(pos)) if !file.is_empty() => BinlogPos {
+                        file,
+                        pos: pos.parse().unwrap_or(4),
+                    },
+                    _ => {
+                        return Err(Error::Config(
+                            "the source reports no binlog_snapshot_file: binlog capture needs the binary log on (log_bin)".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        tracing::info!(position = %pos, "consistent snapshot started");
+        Ok(Snapshot { conn, pos })
+    }
+
+    /// Reads the page after `after` (the whole table's first page when `None`). Returns the
+    /// rows and whether the table is done.
+    pub async fn read(
+        &mut self,
+        spec: &ReadSpec,
+        copy: &mut TableCopy,
+        after: Option<&[Value]>,
+        page_bytes: usize,
+        page_rows: usize,
+    ) -> Result<(Vec<Row>, bool)> {
+        let mut q = match after {
+            None => sqlx::query(AssertSqlSafe(copy.first.as_str())),
+            Some(key) => {
+                let mut q = sqlx::query(AssertSqlSafe(copy.after.as_str()));
+                for &i in &copy.binds {
+                    q = bind_value(q, &key[i]);
+                }
+                q
+            }
+        };
+        let limit = copy.limit;
+        q = q.bind(limit as u64);
+        let mut rows = Vec::with_capacity(limit.min(16_384));
+        let (mut bytes, mut widest, mut seen, mut cut) = (0usize, 0usize, 0usize, false);
+        let mut stream = q.fetch(&mut self.conn);
+        while let Some(r) = stream.next().await {
+            let r = r.map_err(|e| {
+                Error::db(
+                    Side::Source,
+                    format!("reading table {:?} for its snapshot", spec.model.name),
+                    &e,
+                )
+            })?;
+            seen += 1;
+            if cut {
+                continue;
+            }
+            let row = spec.decode_row(&r)?;
+            let b = row_bytes(&row);
+            bytes += b;
+            widest = widest.max(b);
+            rows.push(row);
+            cut = bytes >= page_bytes;
+        }
+        drop(stream);
+        if let Some(fit) = page_bytes.checked_div(widest) {
+            copy.limit = fit.clamp(1, page_rows);
+        }
+        Ok((rows, !cut && seen < limit))
+    }
+
+    /// Ends the snapshot's transaction.
+    pub async fn finish(mut self) -> Result<()> {
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, "ending the consistent snapshot", &e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,670 @@
+//! Binlog events into source transactions of changes.
+//!
+//! A transaction runs from `BEGIN` to its `XID` (or `COMMIT`); a statement outside one (DDL)
+//! stands alone. Row events of the configured tables become changes: a write an insert, an
+//! update an update (carrying the old primary key when it changed), a delete a delete; a
+//! `TRUNCATE` of a configured table a truncate. A transaction is handed out whole when it
+//! ends, with the position after it; one that grows past the chunk size is handed out in
+//! chunks, the last one complete. Columns are matched by name (`binlog_row_metadata = FULL`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+use tracing::{debug, warn};
+
+use super::source::BTable;
+use super::{BinlogPos, Stored};
+use crate::error::{Error, Result, Side};
+use crate::model::{Change, ChangeSet, Position, TableId};
+use crate::source::Txn;
+use crate::value::Row;
+
+/// How long the stream may stay silent (the server sends a heartbeat every second) before the
+/// connection is taken for dead.
+const SILENCE: Duration = Duration::from_secs(10);
+
+/// What reading the stream produced.
+pub(super) enum Out {
+    Txn(Txn),
+    /// Nothing arrived for a moment: the tables are caught up.
+    Idle,
+    /// A table's change could not be read: that table stops.
+    Failed {
+        table: TableId,
+        error: Error,
+    },
+}
+
+/// A table's columns in the binlog's row image: model column `i` is image column `cols[i]`.
+struct Mapping {
+    table: usize,
+    cols: Vec<usize>,
+}
+
+/// The transaction being read.
+struct OpenTxn {
+    /// Where it started: a stream reconnected mid-transaction starts there again.
+    start: BinlogPos,
+    parts: Vec<ChangeSet>,
+    /// Table (index into the source's tables) → part.
+    index: HashMap<usize, usize>,
+    bytes: usize,
+    /// Chunks of it were handed out already.
+    chunked: bool,
+    /// Every table it changed, chunks handed out included: each gets the end position.
+    touched: Vec<TableId>,
+}
+
+pub(super) struct Stream {
+    stream: Option<BinlogStream>,
+    /// Where the next connection starts: a transaction boundary.
+    pub resume: BinlogPos,
+    /// The file being read and the end of the last event read in it.
+    file: String,
+    last_end: u64,
+    txn: Option<OpenTxn>,
+    /// table id (from TABLE_MAP) → mapping, or `None` for tables not replicated.
+    maps: HashMap<u64, Option<Mapping>>,
+    database: String,
+    /// The last transaction handed out ended here: `Idle` comes only after a moment of quiet.
+    quiet_since: Option<Instant>,
+    last_event: Instant,
+    warned_ddl: std::collections::HashSet<String>,
+}
+
+fn source_err(context: &str, e: mysql_async::Error) -> Error {
+    use mysql_async::Error as E;
+    let transient = match &e {
+        E::Io(_) | E::Driver(_) => true,
+        E::Server(s) => {
+            // 1236: the binlog file is gone (purged): never fixed by waiting.
+            s.code != 1236
+                && (s.code == 1053 || s.message.to_ascii_lowercase().contains("shutdown"))
+        }
+        _ => false,
+    };
+    Error::Database {
+        side: Side::Source,
+        context: context.to_string(),
+        message: crate::config::redact_text(&e.to_string()),
+        code: match &e {
+            E::Server(s) => Some(s.state.clone()),
+            _ => None,
+        },
+        transient,
+    }
+}
+
+impl Stream {
+    pub fn new(resume: BinlogPos, database: String) -> Self {
+        Stream {
+            stream: None,
+            file: resume.file.clone(),
+            last_end: resume.pos,
+            resume,
+            txn: None,
+            maps: HashMap::new(),
+            database,
+            quiet_since: None,
+            last_event: Instant::now(),
+            warned_ddl: Default::default(),
+        }
+    }
+
+    /// The last transaction boundary read.
+    pub fn boundary(&self) -> BinlogPos {
+        self.resume.clone()
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Drops the connection: the next read reconnects at the last boundary (a transaction
+    /// cut short is read again from its start).
+    pub fn reset(&mut self) {
+        self.stream = None;
+        if let Some(t) = self.txn.take() {
+            self.resume = t.start;
+        }
+        self.file = self.resume.file.clone();
+        self.last_end = self.resume.pos;
+        self.maps.clear();
+    }
+
+    async fn connect(&mut self, url: &str, server_id: u32) -> Result<()> {
+        let opts = mysql_async::Opts::from_url(url).map_err(|e| {
+            Error::Config(format!(
+                "source URL: {}",
+                crate::config::redact_text(&e.to_string())
+            ))
+        })?;
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|e| source_err("connecting for the binlog stream", e))?;
+        // A heartbeat every second while the binlog is quiet: a dead connection shows.
+        conn.query_drop(
+            "SET @master_heartbeat_period = 1000000000, @source_heartbeat_period = 1000000000",
+        )
+        .await
+        .map_err(|e| source_err("setting the binlog heartbeat", e))?;
+        let request = BinlogStreamRequest::new(server_id)
+            .with_filename(self.resume.file.as_bytes())
+            .with_pos(self.resume.pos);
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| source_err("requesting the binlog stream", e))?;
+        debug!(from = %self.resume, "binlog stream opened");
+        self.stream = Some(stream);
+        self.file = self.resume.file.clone();
+        self.last_end = self.resume.pos;
+        self.last_event = Instant::now();
+        Ok(())
+    }
+
+    /// Reads events until there is something to hand out. `chunk_bytes`: a transaction
+    /// holding this much is handed out in chunks.
+    pub async fn next(
+        &mut self,
+        url: &str,
+        server_id: u32,
+        tables: &mut [BTable],
+        chunk_bytes: usize,
+    ) -> Result<Out> {
+        if self.stream.is_none() {
+            self.connect(url, server_id).await?;
+        }
+        loop {
+            // Right after a transaction, a short wait tells a burst from a quiet source.
+            let wait = match (&self.txn, self.quiet_since) {
+                (Some(_), _) => SILENCE,
+                (None, Some(since)) if since.elapsed() < Duration::from_millis(2) => {
+                    Duration::from_millis(2)
+                }
+                (None, _) => Duration::from_millis(250),
+            };
+            let stream = self.stream.as_mut().expect("connected above");
+            let ev = match tokio::time::timeout(wait, stream.next()).await {
+                Err(_) if self.txn.is_none() => {
+                    if self.last_event.elapsed() > SILENCE {
+                        return Err(Error::Database {
+                            side: Side::Source,
+                            context: "reading the binlog stream".into(),
+                            message: format!(
+                                "nothing (not even a heartbeat) for {} s",
+                                SILENCE.as_secs()
+                            ),
+                            code: None,
+                            transient: true,
+                        });
+                    }
+                    self.quiet_since = None;
+                    return Ok(Out::Idle);
+                }
+                Err(_) => {
+                    return Err(Error::Database {
+                        side: Side::Source,
+                        context: "reading the binlog stream".into(),
+                        message: format!("silent for {} s inside a transaction", SILENCE.as_secs()),
+                        code: None,
+                        transient: true,
+                    })
+                }
+                Ok(None) => {
+                    return Err(Error::Database {
+                        side: Side::Source,
+                        context: "reading the binlog stream".into(),
+                        message: "the server ended the stream".into(),
+                        code: None,
+                        transient: true,
+                    })
+                }
+                Ok(Some(Err(e))) => return Err(source_err("reading the binlog stream", e)),
+                Ok(Some(Ok(ev))) => ev,
+            };
+            self.last_event = Instant::now();
+            let header = ev.header();
+            let end = u64::from(header.log_pos());
+            let ts = header.timestamp();
+            let data = ev
+                .read_data()
+                .map_err(|e| Error::Other(format!("a binlog event could not be read: {e}")))?;
+            let mut out = None;
+            match data {
+                // The first rotate of a connection is artificial (timestamp 0) and comes before
+                // the format description, so its name still carries the event's checksum
+                // bytes: the file is the one asked for. A real rotate names the next file.
+                Some(EventData::RotateEvent(_)) if ts == 0 => continue,
+                Some(EventData::RotateEvent(r)) => {
+                    self.file = r.name().into_owned();
+                    self.last_end = r.position();
+                    if self.txn.is_none() {
+                        self.resume = BinlogPos {
+                            file: self.file.clone(),
+                            pos: self.last_end,
+                        };
+                    }
+                    continue;
+                }
+                Some(EventData::HeartbeatEvent) | Some(EventData::FormatDescriptionEvent(_)) => {
+                    continue;
+                }
+                Some(EventData::QueryEvent(q)) => {
+                    let sql = q.query();
+                    let sql = sql.trim();
+                    if sql.eq_ignore_ascii_case("BEGIN") {
+                        self.txn = Some(OpenTxn {
+                            start: BinlogPos {
+                                file: self.file.clone(),
+                                pos: self.last_end,
+                            },
+                            parts: Vec::new(),
+                            index: HashMap::new(),
+                            bytes: 0,
+                            chunked: false,
+                            touched: Vec::new(),
+                        });
+                    } else if sql.eq_ignore_ascii_case("COMMIT") {
+                        out = self.end_txn(end, ts, tables);
+                    } else if !sql.starts_with('#') && self.txn.is_none() {
+                        // A statement on its own (DDL): a transaction of its own.
+                        let schema = q.schema().into_owned();
+                        out = self.statement(sql, &schema, end, ts, tables);
+                    }
+                }
+                Some(EventData::TableMapEvent(t)) => {
+                    let id = t.table_id();
+                    let found = (t.database_name() == self.database.as_str())
+                        .then(|| {
+                            tables
+                                .iter()
+                                .position(|b| b.spec.model.name == t.table_name())
+                        })
+                        .flatten();
+                    match (found, self.maps.get(&id)) {
+                        (Some(i), Some(Some(m))) if m.table == i => {}
+                        (Some(i), _) => {
+                            self.maps.insert(
+                                id,
+                                Some(Mapping {
+                                    table: i,
+                                    cols: Vec::new(),
+                                }),
+                            );
+                        }
+                        (None, _) => {
+                            self.maps.insert(id, None);
+                        }
+                    }
+                }
+                Some(EventData::RowsEvent(rows)) => {
+                    if let Some(failed) = self.rows(&rows, tables)? {
+                        return Ok(failed);
+                    }
+                    if let Some(t) = &self.txn {
+                        if t.bytes >= chunk_bytes {
+                            out = Some(self.chunk());
+                        }
+                    }
+                }
+                Some(EventData::XidEvent(_)) => {
+                    out = self.end_txn(end, ts, tables);
+                }
+                _ => {}
+            }
+            if end > 0 {
+                self.last_end = end;
+                if self.txn.is_none() {
+                    self.resume = BinlogPos {
+                        file: self.file.clone(),
+                        pos: end,
+                    };
+                }
+            }
+            if let Some(o) = out {
+                return Ok(o);
+            }
+        }
+    }
+
+    /// Decodes a rows event of a replicated table into the open transaction. Returns a table
+    /// failure when a row cannot be read.
+    fn rows(&mut self, ev: &RowsEventData<'_>, tables: &mut [BTable]) -> Result<Option<Out>> {
+        let id = ev.table_id();
+        let Some(Some(mapping)) = self.maps.get_mut(&id) else {
+            return Ok(None);
+        };
+        let ti = mapping.table;
+        let t = &mut tables[ti];
+        if t.done || t.handle.stopped() {
+            return Ok(None);
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(None);
+        };
+        // Transactions that end at or before the table's position are already applied; a
+        // position is a boundary, so that is every transaction starting before it.
+        if t.from.as_ref().is_some_and(|from| txn.start < *from) {
+            return Ok(None);
+        }
+        let tme = self
+            .stream
+            .as_ref()
+            .and_then(|s| s.get_tme(id))
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "a rows event of table #{id} came without its table map"
+                ))
+            })?;
+        let fail = |error: Error| Ok(Some(Out::Failed { table: t.id, error }));
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        for r in ev.rows(tme) {
+            let (before, after) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    return fail(Error::BadRow {
+                        table: t.spec.model.name.clone(),
+                        key: "?".into(),
+                        reason: format!("its binlog row image cannot be read: {e}"),
+                    })
+                }
+            };
+            if mapping.cols.is_empty() {
+                let image = after
+                    .as_ref()
+                    .or(before.as_ref())
+                    .expect("a row has an image");
+                match map_columns(t, image) {
+                    Ok(cols) => mapping.cols = cols,
+                    Err(e) => return fail(e),
+                }
+            }
+            let decode = |img: &BinlogRow| -> Result<Row> { decode_row(t, &mapping.cols, img) };
+            let change = match (before, after) {
+                (None, Some(a)) => match decode(&a) {
+                    Ok(row) => Change::insert(row),
+                    Err(e) => return fail(e),
+                },
+                (Some(b), Some(a)) => match (decode(&b), decode(&a)) {
+                    (Ok(old), Ok(new)) => {
+                        let (ok, nk) = (t.spec.model.key_of(&old), t.spec.model.key_of(&new));
+                        Change::update(new, (ok != nk).then_some(ok))
+                    }
+                    (Err(e), _) | (_, Err(e)) => return fail(e),
+                },
+                (Some(b), None) => match decode(&b) {
+                    Ok(row) => Change::delete(row),
+                    Err(e) => return fail(e),
+                },
+                (None, None) => continue,
+            };
+            bytes += change.bytes();
+            changes.push(change);
+        }
+        let table = t.id;
+        if !txn.touched.contains(&table) {
+            txn.touched.push(table);
+        }
+        let part = match txn.index.get(&ti) {
+            Some(&p) => p,
+            None => {
+                txn.index.insert(ti, txn.parts.len());
+                txn.parts.push(ChangeSet {
+                    table,
+                    changes: Vec::new(),
+                    position: Position(serde_json::Value::Null),
+                    bytes: 0,
+                    source_time: None,
+                });
+                txn.parts.len() - 1
+            }
+        };
+        txn.parts[part].changes.extend(changes);
+        txn.parts[part].bytes += bytes;
+        txn.bytes += bytes;
+        Ok(None)
+    }
+
+    /// Hands out what the open transaction holds so far, keeping it open.
+    fn chunk(&mut self) -> Out {
+        let txn = self.txn.as_mut().expect("inside a transaction");
+        txn.chunked = true;
+        txn.index.clear();
+        txn.bytes = 0;
+        Out::Txn(Txn {
+            parts: std::mem::take(&mut txn.parts),
+            complete: false,
+        })
+    }
+
+    /// The open transaction ended at `end`: hands it out with its position.
+    fn end_txn(&mut self, end: u64, ts: u32, tables: &[BTable]) -> Option<Out> {
+        let txn = self.txn.take()?;
+        let pos = BinlogPos {
+            file: self.file.clone(),
+            pos: end,
+        };
+        self.resume = pos.clone();
+        self.quiet_since = Some(Instant::now());
+        if txn.parts.is_empty() && !txn.chunked {
+            return None;
+        }
+        let mut parts = txn.parts;
+        // Tables changed only in chunks already handed out: their position moves too.
+        for table in txn.touched {
+            if !parts.iter().any(|p| p.table == table) {
+                parts.push(ChangeSet {
+                    table,
+                    changes: Vec::new(),
+                    position: Position(serde_json::Value::Null),
+                    bytes: 0,
+                    source_time: None,
+                });
+            }
+        }
+        Some(Out::Txn(finish(parts, &pos, ts, tables)))
+    }
+
+    /// A statement outside a transaction: TRUNCATE of a replicated table becomes a change;
+    /// other DDL on one is reported (sluice does not follow schema changes yet).
+    fn statement(
+        &mut self,
+        sql: &str,
+        schema: &str,
+        end: u64,
+        ts: u32,
+        tables: &mut [BTable],
+    ) -> Option<Out> {
+        let pos = BinlogPos {
+            file: self.file.clone(),
+            pos: end,
+        };
+        if let Some((db, name)) = truncated_table(sql) {
+            let db = db.unwrap_or_else(|| schema.to_string());
+            if db == self.database {
+                if let Some(t) = tables.iter().find(|t| t.spec.model.name == name) {
+                    if t.done || t.handle.stopped() || t.from.as_ref().is_some_and(|f| pos <= *f) {
+                        return None;
+                    }
+                    self.quiet_since = Some(Instant::now());
+                    let part = ChangeSet {
+                        table: t.id,
+                        changes: vec![Change::truncate()],
+                        position: Position(serde_json::Value::Null),
+                        bytes: 0,
+                        source_time: None,
+                    };
+                    return Some(Out::Txn(finish(vec![part], &pos, ts, tables)));
+                }
+            }
+            return None;
+        }
+        for t in tables.iter() {
+            let name = &t.spec.model.name;
+            if sql.contains(name.as_str()) && self.warned_ddl.insert(name.clone()) {
+                warn!(table = %name, statement = %sql.chars().take(200).collect::<String>(), "a statement on a replicated table that sluice does not follow yet (schema changes); if it changed the table's columns, the table stops at its next change, saying so");
+            }
+        }
+        None
+    }
+}
+
+/// Sets the positions (the transaction's end) and commit time of a transaction's parts.
+fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32, _tables: &[BTable]) -> Txn {
+    let position = Stored {
+        binlog: pos.clone(),
+        snapshot: None,
+    }
+    .position();
+    let at: Option<DateTime<Utc>> = DateTime::from_timestamp(i64::from(ts), 0);
+    for p in &mut parts {
+        p.position = position.clone();
+        p.source_time = at;
+    }
+    Txn {
+        parts,
+        complete: true,
+    }
+}
+
+/// Where each model column sits in the row image, by name; refuses an image that lacks one.
+fn map_columns(t: &BTable, image: &BinlogRow) -> Result<Vec<usize>> {
+    let names: Vec<String> = image
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into_owned())
+        .collect();
+    t.spec
+        .model
+        .columns
+        .iter()
+        .map(|c| {
+            names.iter().position(|n| *n == c.name).ok_or_else(|| {
+                let unnamed = names.first().is_some_and(|n| n.starts_with('@'));
+                Error::Schema(format!(
+                    "table {:?}: column {:?} is not in the binlog's row image ({}); {}",
+                    t.spec.model.name,
+                    c.name,
+                    names.join(", "),
+                    if unnamed {
+                        "the binlog carries no column names: SET GLOBAL binlog_row_metadata = 'FULL' (and in my.cnf), then restart sluice"
+                    } else {
+                        "the table's columns changed since sluice started: sluice does not follow schema changes yet; restart it to re-read the table (the target table must then match)"
+                    }
+                ))
+            })
+        })
+        .collect()
+}
+
+/// One row image as a model row.
+fn decode_row(t: &BTable, cols: &[usize], image: &BinlogRow) -> Result<Row> {
+    let model = &t.spec.model;
+    let mut row = Vec::with_capacity(cols.len());
+    for (i, &j) in cols.iter().enumerate() {
+        match t.decoders[i].decode(image.as_ref(j)) {
+            Ok(v) => row.push(v),
+            Err(reason) => {
+                let key = model
+                    .primary_key
+                    .iter()
+                    .map(|&k| {
+                        let v = t.decoders[k]
+                            .decode(image.as_ref(cols[k]))
+                            .map(|v| v.display())
+                            .unwrap_or_else(|_| "?".into());
+                        format!("{}={v}", model.columns[k].name)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Error::BadRow {
+                    table: model.name.clone(),
+                    key,
+                    reason: format!(
+                        "column {:?} ({}): {reason}",
+                        model.columns[i].name, model.columns[i].source_type
+                    ),
+                });
+            }
+        }
+    }
+    Ok(row)
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
+fn truncated_table(sql: &str) -> Option<(Option<String>, String)> {
+    let rest = strip_word(sql, "TRUNCATE")?;
+    let rest = strip_word(rest, "TABLE").unwrap_or(rest).trim_start();
+    let (first, rest) = ident(rest)?;
+    match rest.trim_start().strip_prefix('.') {
+        Some(r) => {
+            let (second, _) = ident(r.trim_start())?;
+            Some((Some(first), second))
+        }
+        None => Some((None, first)),
+    }
+}
+
+fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let s = s.trim_start();
+    (s.len() > word.len() && s[..word.len()].eq_ignore_ascii_case(word))
+        .then(|| &s[word.len()..])
+        .filter(|r| r.starts_with(|c: char| c.is_whitespace()))
+}
+
+/// An identifier, backquoted or bare, and what follows it.
+fn ident(s: &str) -> Option<(String, &str)> {
+    if let Some(r) = s.strip_prefix('`') {
+        let mut out = String::new();
+        let mut chars = r.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == '`' {
+                if r[i + 1..].starts_with('`') {
+                    out.push('`');
+                    chars.next();
+                } else {
+                    return Some((out, &r[i + 1..]));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        None
+    } else {
+        let end = s
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(s.len());
+        (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_statements_name_their_table() {
+        assert_eq!(
+            truncated_table("TRUNCATE TABLE orders"),
+            Some((None, "orders".into()))
+        );
+        assert_eq!(
+            truncated_table("truncate `shop`.`or``ders`"),
+            Some((Some("shop".into()), "or`ders".into()))
+        );
+        assert_eq!(
+            truncated_table("TRUNCATE shop . t1;"),
+            Some((Some("shop".into()), "t1".into()))
+        );
+        assert_eq!(truncated_table("TRUNCATED x"), None);
+        assert_eq!(truncated_table("DROP TABLE x"), None);
+    }
+}
