@@ -120,6 +120,9 @@ pub async fn migrate(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
 pub async fn plan(settings: &Settings, shutdown: &Shutdown) -> Result<Vec<TablePlan>> {
     let mut src =
         connect_retrying(settings, shutdown, || mysql::connect(&settings.source_url)).await?;
+    if settings.capture == crate::config::Capture::Binlog {
+        crate::source::binlog::checks::check_server(&mut src).await?;
+    }
     let mut plans = Vec::with_capacity(settings.tables.len());
     for t in &settings.tables {
         let plan = crate::source::plan_table(&mut src, settings, t).await?;

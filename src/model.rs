@@ -71,9 +71,18 @@ pub struct Column {
     /// The source's own type, as it names it (e.g. `int(10) unsigned`), for messages.
     pub source_type: String,
     pub kind: Kind,
-    /// Whether NULL can arrive in this column (the source allows NULL, or a value the
-    /// target cannot hold arrives as NULL by configuration).
+    /// Whether the source column allows NULL.
     pub nullable: bool,
+    /// A zero date (which the target cannot hold) arrives as NULL (`zero_dates = "null"`),
+    /// so a column the source keeps NOT NULL may still bring one.
+    pub null_on_zero_date: bool,
+}
+
+impl Column {
+    /// Whether NULL can arrive in this column, one way or the other.
+    pub fn may_be_null(&self) -> bool {
+        self.nullable || self.null_on_zero_date
+    }
 }
 
 /// A replicated table: its columns and its primary key.

@@ -516,8 +516,8 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
         })?;
     let mut my = mysql::connect(&settings.source_url).await?;
     let mut pg = crate::sink::postgres::connect(&settings.target_url, "verify").await?;
-    let plan = crate::source::poll::plan(&mut my, settings, ts).await?;
-    let spec = &plan.spec;
+    let plan = crate::source::plan_table(&mut my, settings, ts).await?;
+    let spec = plan.spec();
     let t = &*spec.model;
     if repair {
         // A repair writes rows: it must not race the table's owner, which could write an

@@ -24,6 +24,7 @@ fn model() -> Arc<TableModel> {
         source_type: "test".into(),
         kind,
         nullable,
+        null_on_zero_date: false,
     };
     Arc::new(TableModel {
         name: "items".into(),

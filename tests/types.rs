@@ -716,3 +716,71 @@ fn enum_in_the_keyset_exits_2() {
         "{err}"
     );
 }
+
+#[test]
+fn every_type_round_trips_through_the_binlog_too() {
+    let db = TestDb::new();
+    db.mysql(EVERY_TYPE);
+    insert_every_type_rows(&db);
+    let cfg = "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"every_type\"\n";
+    // Rows 1-5 come through the snapshot.
+    run_once(&db, cfg);
+    assert_eq!(
+        assert_same(&db, "every_type", &["id"], &every_type_checks()),
+        5
+    );
+    // The same values again, as rows 11-15, and changed in place: through the binlog.
+    let cols: Vec<String> = db
+        .mysql_rows(
+            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'every_type' AND COLUMN_NAME <> 'id' \
+             ORDER BY ORDINAL_POSITION",
+        )
+        .into_iter()
+        .map(|r| format!("`{}`", r[0].clone().unwrap()))
+        .collect();
+    db.mysql(&format!(
+        "INSERT INTO every_type (id, {0}) SELECT id + 10, {0} FROM every_type WHERE id <= 5",
+        cols.join(", ")
+    ));
+    db.mysql(
+        "UPDATE every_type SET tm6 = '-12:34:56.789012', j = '[\"changed\"]', e = 'a', st = 'b,c', \
+           bit64 = b'101', bn = x'01', y = 0, ts6 = '2001-02-03 04:05:06.7' WHERE id = 13",
+    );
+    let out = run_once(&db, cfg);
+    assert!(out.contains("replicated 6 rows"), "{out}");
+    assert_eq!(
+        assert_same(&db, "every_type", &["id"], &every_type_checks()),
+        10
+    );
+}
+
+#[test]
+fn negative_times_with_fractions_round_trip_through_the_binlog() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE times (id INT PRIMARY KEY, t1 TIME(1), t2 TIME(2), t3 TIME(3), t5 TIME(5))",
+    );
+    let cfg = "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"times\"\n";
+    run_once(&db, cfg);
+    db.mysql(
+        "INSERT INTO times VALUES \
+           (1, '-838:59:59.9', '-838:59:59.99', '-838:59:59.999', '-838:59:59.99999'), \
+           (2, '-00:00:00.1', '-00:00:00.01', '-00:00:00.001', '-00:00:00.00001'), \
+           (3, '-01:02:03.5', '-01:02:03.55', '-01:02:03.555', '-01:02:03.55555'), \
+           (4, '838:59:59.9', '838:59:59.99', '838:59:59.999', '838:59:59.99999')",
+    );
+    run_once(&db, cfg);
+    let checks: Vec<Check> = ["t1", "t2", "t3", "t5"]
+        .into_iter()
+        .map(|c| {
+            check(
+                c,
+                "CAST({} AS CHAR)",
+                "(extract(epoch from {}) * 1000000)::bigint::text",
+                Cmp::TimeMicros,
+            )
+        })
+        .collect();
+    assert_eq!(assert_same(&db, "times", &["id"], &checks), 4);
+}

@@ -102,9 +102,14 @@ pub enum TablePlan {
 
 impl TablePlan {
     pub fn model(&self) -> &Arc<TableModel> {
+        &self.spec().model
+    }
+
+    /// How the table's rows are selected and decoded.
+    pub fn spec(&self) -> &mysql::ReadSpec {
         match self {
-            TablePlan::Poll(p) => &p.spec.model,
-            TablePlan::Binlog(p) => &p.spec.model,
+            TablePlan::Poll(p) => &p.spec,
+            TablePlan::Binlog(p) => &p.spec,
         }
     }
 

@@ -56,7 +56,7 @@ pub async fn ensure_table(
                     "{} {}{}",
                     quote(&c.name),
                     pg_type(c),
-                    if c.nullable { "" } else { " NOT NULL" }
+                    if c.may_be_null() { "" } else { " NOT NULL" }
                 )
             })
             .collect();
@@ -109,13 +109,21 @@ pub async fn ensure_table(
         }
         if *not_null && c.nullable {
             return Err(Error::Schema(format!(
-                "target table {target_schema}.{}: column {:?} is NOT NULL but source column {:?} ({}) can arrive as NULL (it allows NULL, or is a date whose zero dates become NULL under [source] zero_dates = \"null\"); fix it with ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL, or set zero_dates = \"error\" if the source holds no zero dates",
+                "target table {target_schema}.{}: column {:?} is NOT NULL but source column {:?} ({}) allows NULL; fix it with ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL",
                 t.name,
                 c.name,
                 c.name,
                 c.source_type,
                 quote(&c.name)
             )));
+        }
+        if *not_null && c.null_on_zero_date {
+            tracing::warn!(
+                table = %t.name,
+                column = %c.name,
+                "the target column is NOT NULL, so a zero date (which arrives as NULL under [source] zero_dates = \"null\") would be refused there as a bad row; ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL if the source may hold zero dates",
+                quote(&c.name)
+            );
         }
     }
     if key_deferred {

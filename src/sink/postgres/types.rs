@@ -149,6 +149,7 @@ mod tests {
             source_type: "t".into(),
             kind,
             nullable: false,
+            null_on_zero_date: false,
         }
     }
 

@@ -589,6 +589,7 @@ mod tests {
             source_type: "int".into(),
             kind: Kind::Int { bytes: 4 },
             nullable: false,
+            null_on_zero_date: false,
         };
         TableModel {
             name: "t".into(),

@@ -8,7 +8,8 @@
 //! - TIMESTAMP is seconds since the epoch; TIME keeps days apart from hours;
 //! - YEAR 0000 comes as 1900 (the decoder adds 1900 to the stored byte): back to 0;
 //! - BIT(n) is big-endian bytes: turned into n characters `0`/`1`;
-//! - MySQL's JSON is a binary document: turned into its text.
+//! - MySQL's JSON is a binary document: turned into its text;
+//! - a negative MEDIUMINT comes without its sign (the decoder does not extend 24 bits).
 //!
 //! Zero dates follow `[source] zero_dates` as in polling: NULL, or the row fails.
 
@@ -79,6 +80,8 @@ impl ColumnDecoder {
             (Kind::Bool, My::Int(i)) => return Err(format!(
                 "TINYINT(1) holds {i}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint (an existing target column must then be changed to smallint)"
             )),
+            // mysql_common reads a signed MEDIUMINT without extending its sign bit.
+            (Kind::Int { bytes: 3 }, My::Int(i)) if *i >= 1 << 23 => Value::Int(*i - (1 << 24)),
             (Kind::Int { .. }, My::Int(i)) => Value::Int(*i),
             (Kind::UInt { .. }, My::UInt(u)) => Value::UInt(*u),
             (Kind::UInt { bytes }, My::Int(i)) => {
@@ -237,6 +240,7 @@ mod tests {
                 source_type: source_type.into(),
                 kind,
                 nullable: true,
+                null_on_zero_date: false,
             },
             true,
         )
@@ -301,6 +305,16 @@ mod tests {
         assert_eq!(
             ts.decode(Some(&v(My::Bytes(b"0".to_vec())))),
             Ok(Value::Null)
+        );
+        let mi = col(Kind::Int { bytes: 3 }, "mediumint(9)");
+        assert_eq!(
+            mi.decode(Some(&v(My::Int(8_388_608)))),
+            Ok(Value::Int(-8_388_608))
+        );
+        assert_eq!(mi.decode(Some(&v(My::Int(16_777_215)))), Ok(Value::Int(-1)));
+        assert_eq!(
+            mi.decode(Some(&v(My::Int(8_388_607)))),
+            Ok(Value::Int(8_388_607))
         );
         let u = col(Kind::UInt { bytes: 4 }, "int(10) unsigned");
         assert_eq!(

@@ -52,7 +52,8 @@ impl ReadSpec {
                 name: c.name.clone(),
                 source_type: c.column_type.clone(),
                 kind: c.kind,
-                nullable: c.nullable || (c.kind.is_date() && !strict[i]),
+                nullable: c.nullable,
+                null_on_zero_date: c.kind.is_date() && !strict[i],
             })
             .collect();
         let flagged: Vec<usize> = (0..n)
@@ -278,13 +279,13 @@ mod tests {
             primary_key: vec![],
         };
         let s = ReadSpec::new(&t, vec![0], ZeroDates::Null, &[0]);
-        assert!(!s.model.columns[0].nullable && s.model.columns[1].nullable);
+        assert!(!s.model.columns[0].may_be_null() && s.model.columns[1].may_be_null());
         assert!(!s.zero_date_to_null(0) && s.zero_date_to_null(1));
         assert_eq!(s.select_expr(0), "`at`");
         assert!(s.select_expr(1).starts_with("CASE WHEN YEAR(`d`) = 0"));
         assert_eq!(s.select_expr(2), "CAST(`n` AS CHAR)");
         assert!(s.select_list().ends_with("THEN 1 ELSE 0 END"));
         let s = ReadSpec::new(&t, vec![0], ZeroDates::Error, &[0]);
-        assert!(!s.model.columns[1].nullable && !s.zero_date_to_null(1));
+        assert!(!s.model.columns[1].may_be_null() && !s.zero_date_to_null(1));
     }
 }

@@ -1,0 +1,380 @@
+//! Binlog capture (`[source] capture = "binlog"`) against real MariaDB and PostgreSQL: every
+//! kind of change ends as on the source, source transactions land whole, a snapshot taken
+//! under writes ends equal, crashes lose and repeat nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{signal, wait_until, Rows, TestDb};
+use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection};
+
+const BINLOG: &str = "[source]\ncapture = \"binlog\"\n";
+
+fn config(db: &TestDb, tables: &[&str], extra: &str) -> std::path::PathBuf {
+    let mut text = format!("{BINLOG}{extra}");
+    for t in tables {
+        text.push_str(&format!("[[tables]]\nname = \"{t}\"\n"));
+    }
+    db.config(&text)
+}
+
+/// Every row of `table` on both sides, as text, ordered by the first column. A column named
+/// `@c` is a date and time, rendered alike on both sides.
+fn both(db: &TestDb, table: &str, cols: &str) -> (Rows, Rows) {
+    let cols: Vec<&str> = cols.split(',').map(str::trim).collect();
+    let src = db.mysql_rows(&format!(
+        "SELECT {} FROM `{table}` ORDER BY 1",
+        cols.iter()
+            .map(|c| match c.strip_prefix('@') {
+                Some(c) => format!("DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f')"),
+                None => format!("CAST({c} AS CHAR)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let tgt = db.pg_rows(&format!(
+        "SELECT {} FROM public.\"{table}\" ORDER BY 1",
+        cols.iter()
+            .map(|c| match c.strip_prefix('@') {
+                Some(c) => format!("to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+                None => format!("{c}::text"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    (src, tgt)
+}
+
+fn wait_equal(db: &TestDb, table: &str, cols: &str, log: &dyn Fn() -> String) {
+    let start = Instant::now();
+    wait_until(
+        &format!("target table {table}"),
+        Duration::from_secs(60),
+        || db.pg_rows(&format!("SELECT to_regclass('public.\"{table}\"')::text"))[0][0].is_some(),
+    );
+    loop {
+        let (s, t) = both(db, table, cols);
+        if s == t {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{table} differs after 60 s:\nsource {s:?}\ntarget {t:?}\nlog:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs statements on the source over one connection, from a thread of its own.
+fn mysql_worker(
+    url: String,
+    stop: Arc<AtomicBool>,
+    mut work: impl FnMut(usize) -> Option<String> + Send + 'static,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(sql) = work(n) else { break };
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    })
+}
+
+#[test]
+fn every_kind_of_change_ends_as_on_the_source() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE items (id INT NOT NULL PRIMARY KEY, v VARCHAR(20), n INT NOT NULL, \
+           at DATETIME(6) NOT NULL DEFAULT '2026-01-01 00:00:00'); \
+         CREATE TABLE notes (id INT NOT NULL PRIMARY KEY, body TEXT); \
+         INSERT INTO items (id, v, n) SELECT seq, CONCAT('v', seq), seq FROM seq_1_to_100; \
+         INSERT INTO notes VALUES (1, 'one'), (2, 'two')",
+    );
+    let cfg = config(&db, &["items", "notes"], "");
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    let log = || run.log();
+    wait_equal(&db, "items", "id, v, n, @at", &log);
+    // Changes polling cannot see: updates that move no cursor, backdated rows, deletes.
+    db.mysql(
+        "UPDATE items SET v = 'same time' WHERE id = 1; \
+         INSERT INTO items (id, v, n, at) VALUES (1000, 'backdated', 0, '1999-01-01'); \
+         DELETE FROM items WHERE id BETWEEN 10 AND 19; \
+         UPDATE items SET id = 2000 WHERE id = 2; \
+         UPDATE items SET id = id + 500 WHERE id BETWEEN 30 AND 39; \
+         REPLACE INTO items (id, v, n) VALUES (3, 'replaced', 3), (3000, 'new by replace', 0); \
+         INSERT INTO items (id, v, n) VALUES (4, 'x', 0), (4000, 'y', 0) \
+           ON DUPLICATE KEY UPDATE v = 'upserted', n = n + 1; \
+         BEGIN; INSERT INTO items (id, v, n) VALUES (5000, 'in a transaction', 0); \
+           UPDATE items SET n = n * 2 WHERE id < 50; DELETE FROM items WHERE id = 5; COMMIT; \
+         BEGIN; INSERT INTO items (id, v, n) VALUES (6000, 'rolled back', 0); ROLLBACK; \
+         UPDATE items SET v = NULL WHERE id = 6; \
+         TRUNCATE TABLE notes; INSERT INTO notes VALUES (3, 'after the truncate')",
+    );
+    wait_equal(&db, "items", "id, v, n, @at", &log);
+    wait_equal(&db, "notes", "id, body", &log);
+    let status = db.ok(&["--config", cfg.to_str().unwrap(), "status"]);
+    assert!(status.contains("position binlog mysql-bin."), "{status}");
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+    // And a restart changes nothing.
+    let out = db.ok(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    assert!(out.contains("replicated 0 rows"), "{out}");
+    let (s, t) = both(&db, "items", "id, v, n, @at");
+    assert_eq!(s, t);
+}
+
+#[test]
+fn source_transactions_land_whole() {
+    let db = TestDb::new();
+    const ACCOUNTS: i64 = 20;
+    db.mysql(&format!(
+        "CREATE TABLE accounts (id INT NOT NULL PRIMARY KEY, balance BIGINT NOT NULL); \
+         CREATE TABLE ledger (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, account INT NOT NULL, amount BIGINT NOT NULL); \
+         INSERT INTO accounts SELECT seq, 1000 FROM seq_1_to_{ACCOUNTS}; \
+         INSERT INTO ledger (account, amount) SELECT seq, 1000 FROM seq_1_to_{ACCOUNTS}"
+    ));
+    let cfg = config(&db, &["accounts", "ledger"], "");
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    wait_until("the snapshot", Duration::from_secs(60), || {
+        db.pg_rows("SELECT to_regclass('public.ledger')::text")[0][0].is_some()
+            && db.pg_i64("SELECT COUNT(*) FROM public.ledger") == ACCOUNTS
+    });
+    // Transfers: two balances and two ledger rows change together, in one transaction.
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let mut seed = w + 1;
+            mysql_worker(db.source_url.clone(), stop.clone(), move |n| {
+                if n >= 600 {
+                    return None;
+                }
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let a = (seed >> 33) as i64 % ACCOUNTS + 1;
+                let b = (a % ACCOUNTS) + 1;
+                let x = (seed >> 20) as i64 % 50 + 1;
+                Some(format!(
+                    "BEGIN; UPDATE accounts SET balance = balance - {x} WHERE id = {a}; \
+                     UPDATE accounts SET balance = balance + {x} WHERE id = {b}; \
+                     INSERT INTO ledger (account, amount) VALUES ({a}, -{x}), ({b}, {x}); COMMIT"
+                ))
+            })
+        })
+        .collect();
+    // Sample the target while it loads: never half a transfer.
+    let check = "SELECT (SELECT sum(balance) FROM public.accounts)::text, \
+                 (SELECT count(*) FROM public.accounts a WHERE a.balance <> \
+                    (SELECT coalesce(sum(amount), 0) FROM public.ledger l WHERE l.account = a.id))::text, \
+                 (SELECT count(*) FROM public.ledger)::text";
+    let mut samples = 0;
+    let mut seen_ledger = std::collections::BTreeSet::new();
+    while workers.iter().any(|w| !w.is_finished()) || samples < 20 {
+        let r = &db.pg_rows(check)[0];
+        assert_eq!(
+            r[0].as_deref(),
+            Some((ACCOUNTS * 1000).to_string().as_str()),
+            "the balances must always sum to the same: {r:?}"
+        );
+        assert_eq!(
+            r[1].as_deref(),
+            Some("0"),
+            "every balance must match its ledger: {r:?}"
+        );
+        seen_ledger.insert(r[2].clone().unwrap().parse::<i64>().unwrap());
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for w in workers {
+        assert_eq!(w.join().unwrap(), 600);
+    }
+    assert!(
+        seen_ledger.len() > 3,
+        "the target was sampled while it moved: {seen_ledger:?}"
+    );
+    wait_equal(&db, "ledger", "id, account, amount", &|| run.log());
+    wait_equal(&db, "accounts", "id, balance", &|| run.log());
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+#[test]
+fn a_snapshot_taken_under_writes_ends_equal() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE busy (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, pad CHAR(100) NOT NULL DEFAULT 'x'); \
+         INSERT INTO busy (id, v) SELECT seq, seq FROM seq_1_to_40000",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let writer = mysql_worker(db.source_url.clone(), stop.clone(), move |n| {
+        d.store(n, Ordering::Relaxed);
+        let k = (n * 7919) % 40000 + 1;
+        Some(match n % 4 {
+            0 => format!("UPDATE busy SET v = v + 1 WHERE id = {k}"),
+            1 => format!("DELETE FROM busy WHERE id = {k}"),
+            2 => format!(
+                "INSERT INTO busy (id, v) VALUES ({}, {n}) ON DUPLICATE KEY UPDATE v = {n}",
+                40000 + n
+            ),
+            _ => format!("REPLACE INTO busy (id, v) VALUES ({k}, {n})"),
+        })
+    });
+    // Small pages, so the snapshot takes a while among the writes.
+    let cfg = config(
+        &db,
+        &["busy"],
+        "[pipeline]\nbatch_rows = 500\ndefer_key_min_rows = 0\n",
+    );
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    run.wait_for("snapshot of the table done", Duration::from_secs(120));
+    wait_until(
+        "some writes after the snapshot",
+        Duration::from_secs(60),
+        || done.load(Ordering::Relaxed) > 2000,
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    wait_equal(&db, "busy", "id, v", &|| run.log());
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_repeats_nothing() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "30000"]);
+    let cfg = config(&db, &["orders"], "[pipeline]\nbatch_rows = 500\n");
+    let cfg = cfg.to_str().unwrap();
+    let gen = db.spawn(&["generate", "--rate", "2000", "--total", "15000"]);
+    for round in 0..8u64 {
+        let mut run = db
+            .sluice()
+            .args(["--config", cfg, "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ms = 200 + (uuid::Uuid::new_v4().as_u128() % 900) as u64 + round * 37;
+        std::thread::sleep(Duration::from_millis(ms));
+        run.kill().unwrap();
+        run.wait().unwrap();
+    }
+    assert!(common::wait_output(gen, Duration::from_secs(60))
+        .status
+        .success());
+    db.ok(&["--config", cfg, "run", "--once"]);
+    assert_eq!(db.assert_orders_equal(), 45_000);
+    // Exactly once: the count sluice recorded is the number of changes, no more.
+    let out = db.ok(&["--config", cfg, "verify"]);
+    assert!(out.contains("orders: equal"), "{out}");
+}
+
+#[test]
+fn a_binlog_rotation_mid_stream_loses_nothing() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let cfg = config(&db, &["orders"], "");
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    let gen = db.spawn(&["generate", "--rate", "500", "--total", "2000"]);
+    wait_until("rows to flow", Duration::from_secs(60), || {
+        db.pg_rows("SELECT to_regclass('public.orders')::text")[0][0].is_some()
+            && db.pg_i64("SELECT COUNT(*) FROM public.orders") > 300
+    });
+    db.mysql("FLUSH BINARY LOGS");
+    assert!(common::wait_output(gen, Duration::from_secs(60))
+        .status
+        .success());
+    wait_until("every row", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") == 2000
+    });
+    assert_eq!(db.assert_orders_equal(), 2000);
+    signal(&run.child, "TERM");
+    assert!(
+        run.wait_exit(Duration::from_secs(30)).0.success(),
+        "{}",
+        run.log()
+    );
+}
+
+#[test]
+fn tables_without_a_primary_key_are_refused() {
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE nokey (a INT, b INT)");
+    let cfg = config(&db, &["nokey"], "");
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"nokey\" has no primary key"), "{err}");
+}
+
+#[test]
+fn missing_replication_privileges_are_named() {
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE t (id INT PRIMARY KEY)");
+    let user = format!("{}_u", &db.name[..20]);
+    db.mysql(&format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON `{}`.* TO '{user}'@'%'",
+        db.name
+    ));
+    let url = format!("mysql://{user}:pw@127.0.0.1:3306/{}", db.name);
+    let cfg = config(&db, &["t"], "");
+    let out = db.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--source",
+        &url,
+        "run",
+        "--once",
+    ]);
+    db.mysql(&format!("DROP USER '{user}'@'%'"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("REPLICATION SLAVE")
+            && err.contains("REPLICATION CLIENT")
+            && err.contains("GRANT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_polled_table_does_not_switch_to_binlog_capture_silently() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "100"]);
+    db.ok(&["run", "--once"]);
+    let cfg = config(&db, &["orders"], "");
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("was not written by binlog capture") && err.contains("snapshotted again"),
+        "{err}"
+    );
+}
