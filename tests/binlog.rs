@@ -378,3 +378,55 @@ fn a_polled_table_does_not_switch_to_binlog_capture_silently() {
         "{err}"
     );
 }
+
+/// Peak resident memory of a process so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_large_transaction_lands_whole_within_the_memory_bound() {
+    const ROWS: i64 = 1_000_000;
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE big (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, pad CHAR(40) NOT NULL); \
+         INSERT INTO big SELECT seq, 0, REPEAT('p', 40) FROM seq_1_to_{ROWS}"
+    ));
+    let cfg = config(&db, &["big"], "");
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    wait_equal(&db, "big", "id, v", &|| run.log());
+    // One transaction changes a million rows: about 120 MB of row images.
+    let updater = mysql_worker(
+        db.source_url.clone(),
+        Arc::new(AtomicBool::new(false)),
+        |n| (n == 0).then(|| "UPDATE big SET v = 1, pad = REPEAT('q', 40)".to_string()),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let mut peak = 0;
+    let start = Instant::now();
+    loop {
+        let done = db.pg_i64("SELECT COUNT(*) FROM public.big WHERE v = 1");
+        seen.insert(done);
+        peak = peak.max(peak_rss_kib(run.child.id()));
+        if done == ROWS {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(240), "{}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    updater.join().unwrap();
+    assert!(
+        seen.iter().all(|n| *n == 0 || *n == ROWS),
+        "a reader saw part of the transaction: {seen:?}"
+    );
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}

@@ -34,11 +34,11 @@ fn restart_mariadb() {
     ));
 }
 
-fn survives(restart: fn(), what: &str) {
+fn survives(restart: fn(), what: &str, extra: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let db = TestDb::new();
     db.ok(&["migrate"]);
-    let cfg = db.config("[retry]\nbackoff_max_ms = 1000\n");
+    let cfg = db.config(&format!("[retry]\nbackoff_max_ms = 1000\n{extra}"));
     let mut run = db.spawn(&["--config", cfg.to_str().unwrap(), "run"]);
     let gen = db.spawn(&["generate", "--rate", "400", "--total", "3000"]);
     wait_until("some rows to replicate", Duration::from_secs(30), || {
@@ -87,12 +87,24 @@ fn survives(restart: fn(), what: &str) {
 
 #[test]
 fn postgres_restart_mid_stream_loses_nothing() {
-    survives(restart_postgres, "PostgreSQL");
+    survives(restart_postgres, "PostgreSQL", "");
 }
 
 #[test]
 fn mariadb_restart_mid_stream_loses_nothing() {
-    survives(restart_mariadb, "MariaDB");
+    survives(restart_mariadb, "MariaDB", "");
+}
+
+const BINLOG: &str = "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"orders\"\n";
+
+#[test]
+fn postgres_restart_under_binlog_capture_loses_nothing() {
+    survives(restart_postgres, "PostgreSQL", BINLOG);
+}
+
+#[test]
+fn mariadb_restart_under_binlog_capture_loses_nothing() {
+    survives(restart_mariadb, "MariaDB", BINLOG);
 }
 
 fn stop_postgres() {
@@ -231,4 +243,93 @@ fn a_stale_owner_never_writes_after_postgres_restarts_and_a_standby_takes_over()
         }
     }
     assert_eq!(owners.len(), 2, "the owner, then the standby: {audit:?}");
+}
+
+#[test]
+fn postgres_restart_inside_a_large_transaction_starts_the_lane_again() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE big (id INT NOT NULL PRIMARY KEY, v INT NOT NULL); \
+         INSERT INTO big SELECT seq, 0 FROM seq_1_to_400000",
+    );
+    let cfg = db.config(&format!(
+        "[retry]\nbackoff_max_ms = 1000\n[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"big\"\n"
+    ));
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    wait_until("the snapshot", Duration::from_secs(120), || {
+        db.pg_rows("SELECT to_regclass('public.big')::text")[0][0].is_some()
+            && db.pg_i64("SELECT COUNT(*) FROM public.big") == 400_000
+    });
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql("UPDATE big SET v = 1");
+    // The writer holds a transaction open across chunks of the update: restart under it.
+    wait_until(
+        "a target transaction open across chunks",
+        Duration::from_secs(60),
+        || {
+            db.pg_i64(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'sluice writer%' AND state LIKE 'idle in transaction%'",
+            ) > 0
+        },
+    );
+    restart_postgres();
+    run.wait_for(
+        "starts again from the stored positions",
+        Duration::from_secs(60),
+    );
+    wait_until("the whole update", Duration::from_secs(180), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.big WHERE v = 1") == 400_000
+    });
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.big"), 400_000);
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+}
+
+#[test]
+fn a_purged_binlog_stops_the_run_naming_the_file() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY)");
+    let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n");
+    let cfg = cfg.to_str().unwrap();
+    db.ok(&["--config", cfg, "run", "--once"]);
+    let stored = db.pg_rows("SELECT position->'binlog'->>'file' FROM sluice.replication_state")[0]
+        [0]
+    .clone()
+    .unwrap();
+    db.mysql(
+        "INSERT INTO t VALUES (1); FLUSH BINARY LOGS; INSERT INTO t VALUES (2); FLUSH BINARY LOGS",
+    );
+    let current = db.mysql_text("SHOW MASTER STATUS");
+    db.mysql(&format!("PURGE BINARY LOGS TO '{current}'"));
+    let out = db.run(&["--config", cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no longer has binlog file {stored}"))
+            && err.contains(&format!("its oldest is {current}"))
+            && err.contains("snapshotted again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn server_settings_binlog_capture_cannot_use_are_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY)");
+    let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n");
+    db.mysql("SET GLOBAL binlog_row_metadata = 'MINIMAL'");
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    db.mysql("SET GLOBAL binlog_row_metadata = 'FULL'");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("binlog_row_metadata is \"MINIMAL\"")
+            && err.contains("SET GLOBAL binlog_row_metadata = 'FULL'"),
+        "{err}"
+    );
 }

@@ -162,6 +162,20 @@ impl TestDb {
         })
     }
 
+    /// First column of the first row, as text (the other columns may be of any type).
+    pub fn mysql_text(&self, sql: &str) -> String {
+        let url = self.source_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            row.try_get::<String, _>(0).unwrap()
+        })
+    }
+
     pub fn pg_i64(&self, sql: &str) -> i64 {
         let url = self.target_url.clone();
         let sql = sql.to_string();

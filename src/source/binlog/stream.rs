@@ -76,6 +76,17 @@ pub(super) struct Stream {
     quiet_since: Option<Instant>,
     last_event: Instant,
     warned_ddl: std::collections::HashSet<String>,
+    /// The connection's format description arrived (checksums are known from then on).
+    described: bool,
+}
+
+/// The binlog file sluice needs is gone: a permanent stop, saying how to start over.
+fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
+    Error::Other(format!(
+        "the source no longer has binlog file {} (needed from position {from}); its oldest is {}. The changes in between are lost to binlog capture: to start over, stop sluice, delete this pipeline's rows from sluice.replication_state and empty the target tables (they are snapshotted again), or keep binary logs longer (binlog_expire_logs_seconds) so that sluice can be down that long",
+        from.file,
+        oldest.unwrap_or("(none)")
+    ))
 }
 
 fn source_err(context: &str, e: mysql_async::Error) -> Error {
@@ -114,6 +125,7 @@ impl Stream {
             quiet_since: None,
             last_event: Instant::now(),
             warned_ddl: Default::default(),
+            described: false,
         }
     }
 
@@ -148,6 +160,15 @@ impl Stream {
         let mut conn = mysql_async::Conn::new(opts)
             .await
             .map_err(|e| source_err("connecting for the binlog stream", e))?;
+        // The file to start from must still be on the server: never skip what was purged.
+        let logs: Vec<mysql_async::Row> = conn
+            .query("SHOW BINARY LOGS")
+            .await
+            .map_err(|e| source_err("listing the binary logs (SHOW BINARY LOGS)", e))?;
+        let names: Vec<String> = logs.iter().filter_map(|r| r.get::<String, _>(0)).collect();
+        if !names.iter().any(|n| *n == self.resume.file) {
+            return Err(purged(&self.resume, names.first().map(String::as_str)));
+        }
         // A heartbeat every second while the binlog is quiet: a dead connection shows.
         conn.query_drop(
             "SET @master_heartbeat_period = 1000000000, @source_heartbeat_period = 1000000000",
@@ -163,6 +184,7 @@ impl Stream {
             .map_err(|e| source_err("requesting the binlog stream", e))?;
         debug!(from = %self.resume, "binlog stream opened");
         self.stream = Some(stream);
+        self.described = false;
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
         self.last_event = Instant::now();
@@ -238,10 +260,11 @@ impl Stream {
                 .map_err(|e| Error::Other(format!("a binlog event could not be read: {e}")))?;
             let mut out = None;
             match data {
-                // The first rotate of a connection is artificial (timestamp 0) and comes before
-                // the format description, so its name still carries the event's checksum
-                // bytes: the file is the one asked for. A real rotate names the next file.
-                Some(EventData::RotateEvent(_)) if ts == 0 => continue,
+                // The first rotate of a connection comes before the format description, so its
+                // name still carries the event's checksum bytes: the file is the one asked
+                // for. Every later rotate (the server moving on to the next file, real or
+                // artificial after a restart's STOP) names the next file.
+                Some(EventData::RotateEvent(_)) if !self.described => continue,
                 Some(EventData::RotateEvent(r)) => {
                     self.file = r.name().into_owned();
                     self.last_end = r.position();
@@ -253,9 +276,11 @@ impl Stream {
                     }
                     continue;
                 }
-                Some(EventData::HeartbeatEvent) | Some(EventData::FormatDescriptionEvent(_)) => {
+                Some(EventData::FormatDescriptionEvent(_)) => {
+                    self.described = true;
                     continue;
                 }
+                Some(EventData::HeartbeatEvent) => continue,
                 Some(EventData::QueryEvent(q)) => {
                     let sql = q.query();
                     let sql = sql.trim();
