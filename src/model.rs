@@ -121,6 +121,32 @@ impl TableModel {
     }
 }
 
+/// What a foreign key does on the parent side (`ON DELETE` / `ON UPDATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FkAction {
+    Cascade,
+    SetNull,
+    /// `RESTRICT` / `NO ACTION`: the source refused the change; nothing to do.
+    None,
+}
+
+/// A foreign key between two replicated tables whose actions change child rows: on the
+/// source, InnoDB applies them without writing a row event, so the target must apply them
+/// itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The source's constraint name.
+    pub name: String,
+    /// Child columns (indexes into the child table's columns).
+    pub columns: Vec<usize>,
+    /// The parent table.
+    pub parent: TableId,
+    /// Parent column names, in the order of `columns`.
+    pub parent_columns: Vec<String>,
+    pub on_delete: FkAction,
+    pub on_update: FkAction,
+}
+
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -41,6 +41,8 @@ pub struct TableStatus {
     /// The process that owns the table (`host:pid`) and its ownership epoch.
     pub owner: Option<String>,
     pub owner_epoch: i64,
+    /// Binlog capture: bytes of binary log the source holds past the position.
+    pub bytes_behind: Option<u64>,
     /// Keyset columns and values in keyset order, for [`describe`].
     #[serde(skip)]
     keyset: Vec<(String, Value)>,
@@ -94,6 +96,12 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
     let mut my = mysql::connect(&settings.source_url)
         .await
         .map_err(|e| e.to_string());
+    let logs = match my.as_mut() {
+        Ok(conn) if settings.capture == crate::config::Capture::Binlog => {
+            binlog::binary_logs(conn).await.ok()
+        }
+        _ => None,
+    };
     let mut out = Status {
         pipeline: settings.pipeline_name.clone(),
         tables: Vec::new(),
@@ -110,6 +118,26 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
             .and_then(|p| keyset::describe(&Position(p.clone())))
             .unwrap_or_default();
         let mut lag_seconds = None;
+        let stored = position
+            .as_ref()
+            .and_then(|p| serde_json::from_value::<binlog::Stored>(p.clone()).ok());
+        let bytes_behind = stored
+            .as_ref()
+            .zip(logs.as_ref())
+            .map(|(s, logs)| binlog::bytes_behind(&s.binlog, logs));
+        if let Some(behind) = bytes_behind {
+            lag_seconds = if behind == 0 {
+                Some(0.0)
+            } else {
+                r.source_time.map(|t| {
+                    ((Utc::now() - t.with_timezone(&Utc))
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1e6)
+                        .max(0.0)
+                })
+            };
+        }
         if let (Ok(conn), Some((col, first))) = (my.as_mut(), keyset.first()) {
             if let Some(at) = first.as_utc() {
                 let sql = format!(
@@ -151,6 +179,7 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
             initial_load: r.deferred_key.is_some(),
             owner: r.owner.clone(),
             owner_epoch: r.owner_epoch,
+            bytes_behind,
             keyset,
         });
     }
@@ -188,8 +217,11 @@ pub fn describe(t: &TableStatus) -> String {
                 .join(", ")
         ),
     };
+    let behind = t
+        .bytes_behind
+        .map_or(String::new(), |b| format!(" ({b} bytes of binlog behind)"));
     format!(
-        "{}: {} rows replicated{}, {} {wm}, lag {}, last commit {}, last error {}",
+        "{}: {} rows replicated{}, {} {wm}{behind}, lag {}, last commit {}, last error {}",
         t.table,
         t.rows_replicated,
         if t.initial_load {

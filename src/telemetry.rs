@@ -39,6 +39,62 @@ pub mod names {
     pub const WATERMARK_AGE: &str = "sluice_watermark_age_seconds";
     pub const LAG: &str = "sluice_replication_lag_seconds";
     pub const TABLE_RUNNING: &str = "sluice_table_running";
+    pub const CHANGES: &str = "sluice_changes_total";
+    pub const TRANSACTIONS: &str = "sluice_source_transactions_total";
+    pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
+}
+
+/// Changes applied, by operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    pub insert: u64,
+    pub update: u64,
+    pub delete: u64,
+    pub upsert: u64,
+    pub truncate: u64,
+}
+
+impl OpCounts {
+    pub fn of(changes: &[crate::model::Change]) -> Self {
+        use crate::model::Op;
+        let mut c = OpCounts::default();
+        for ch in changes {
+            match ch.op {
+                Op::Insert => c.insert += 1,
+                Op::Update => c.update += 1,
+                Op::Delete => c.delete += 1,
+                Op::Upsert => c.upsert += 1,
+                Op::Truncate => c.truncate += 1,
+            }
+        }
+        c
+    }
+
+    fn add(&mut self, o: OpCounts) {
+        self.insert += o.insert;
+        self.update += o.update;
+        self.delete += o.delete;
+        self.upsert += o.upsert;
+        self.truncate += o.truncate;
+    }
+
+    fn pairs(&self) -> [(&'static str, u64); 5] {
+        [
+            ("insert", self.insert),
+            ("update", self.update),
+            ("delete", self.delete),
+            ("upsert", self.upsert),
+            ("truncate", self.truncate),
+        ]
+    }
+}
+
+/// Source transactions read (binlog capture), whole ones only.
+static TRANSACTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A whole source transaction was read.
+pub fn transaction_read() {
+    TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
 }
 
 const BATCH_ROWS_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1000.0, 10_000.0, 50_000.0, 100_000.0];
@@ -106,6 +162,12 @@ pub struct TableMetrics {
     pub failed: Option<Arc<Error>>,
     /// The last error seen (retried or not); cleared by the next commit.
     pub last_error: Option<String>,
+    /// Changes committed, by operation.
+    pub ops: OpCounts,
+    /// The position of the last commit.
+    pub position: Option<crate::model::Position>,
+    /// Binlog capture: bytes of binlog between the position and the server's end.
+    pub bytes_behind: Option<u64>,
 }
 
 impl Default for TableMetrics {
@@ -129,6 +191,9 @@ impl Default for TableMetrics {
             running: false,
             failed: None,
             last_error: None,
+            ops: OpCounts::default(),
+            position: None,
+            bytes_behind: None,
         }
     }
 }
@@ -145,7 +210,7 @@ impl TableMetrics {
 }
 
 /// What one committed batch did to a table.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Commit {
     pub rows: usize,
     pub merged: bool,
@@ -155,6 +220,9 @@ pub struct Commit {
     pub committed_at: DateTime<Utc>,
     /// The successful attempt's write and commit time (retries excluded).
     pub took: Duration,
+    pub ops: OpCounts,
+    /// The table's position after the commit.
+    pub position: Option<crate::model::Position>,
 }
 
 /// One table's live state: the one store that metrics, `/readyz`, progress, the demo and
@@ -214,7 +282,21 @@ impl TableHandle {
             }
             m.last_commit = Some(c.committed_at);
             m.last_error = None;
+            m.ops.add(c.ops);
+            if c.position.is_some() {
+                m.position = c.position;
+            }
         });
+    }
+
+    /// Binlog capture: how far the committed position is from the server's end.
+    pub fn set_bytes_behind(&self, bytes: u64) {
+        self.update(|m| m.bytes_behind = Some(bytes));
+    }
+
+    /// The position of the last commit.
+    pub fn position(&self) -> Option<crate::model::Position> {
+        self.update(|m| m.position.clone())
     }
 
     /// A transient error of `stage` is being retried.
@@ -406,6 +488,48 @@ pub fn render(now: DateTime<Utc>) -> String {
         });
     }
     family(
+        names::CHANGES,
+        "counter",
+        "Changes committed to the target, by operation (upsert: polling cannot tell inserts from updates).",
+        &mut |o| {
+            for (t, m) in &tables {
+                for (op, n) in m.ops.pairs() {
+                    let _ = writeln!(
+                        o,
+                        "{}{{table=\"{}\",op=\"{op}\"}} {n}",
+                        names::CHANGES,
+                        label(t)
+                    );
+                }
+            }
+        },
+    );
+    family(
+        names::TRANSACTIONS,
+        "counter",
+        "Whole source transactions read (binlog capture).",
+        &mut |o| {
+            let _ = writeln!(
+                o,
+                "{} {}",
+                names::TRANSACTIONS,
+                TRANSACTIONS.load(Ordering::Relaxed)
+            );
+        },
+    );
+    family(
+        names::BYTES_BEHIND,
+        "gauge",
+        "Binlog capture: bytes of binary log between the table's committed position and the server's end.",
+        &mut |o| {
+            for (t, m) in &tables {
+                if let Some(b) = m.bytes_behind {
+                    let _ = writeln!(o, "{}{{table=\"{}\"}} {b}", names::BYTES_BEHIND, label(t));
+                }
+            }
+        },
+    );
+    family(
         names::WATERMARK_AGE,
         "gauge",
         "Seconds since the table's watermark last advanced (in this process).",
@@ -455,6 +579,11 @@ mod tests {
             newest: Some(newest),
             committed_at: Utc::now(),
             took: Duration::from_millis(7),
+            ops: OpCounts {
+                upsert: 10,
+                ..OpCounts::default()
+            },
+            position: None,
         });
         let text = render(Utc::now());
         assert!(text.contains("sluice_rows_written_total{table=\"telemetry_unit \\\"q\\\"\"} 10"));
@@ -463,6 +592,8 @@ mod tests {
             .contains("sluice_batch_rows_bucket{table=\"telemetry_unit \\\"q\\\"\",le=\"100\"} 1"));
         assert!(text
             .contains("sluice_write_duration_seconds_count{table=\"telemetry_unit \\\"q\\\"\"} 1"));
+        assert!(text
+            .contains("sluice_changes_total{table=\"telemetry_unit \\\"q\\\"\",op=\"upsert\"} 10"));
         let lag = h.snapshot().lag_seconds(Utc::now()).unwrap();
         assert!((4.0..10.0).contains(&lag), "{lag}");
         // Caught up with everything read committed (a dead letter counts): 0.

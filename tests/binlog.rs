@@ -430,3 +430,48 @@ fn a_large_transaction_lands_whole_within_the_memory_bound() {
     signal(&run.child, "TERM");
     assert!(run.wait_exit(Duration::from_secs(30)).0.success());
 }
+
+#[test]
+fn foreign_key_cascades_the_binlog_does_not_carry_apply_on_the_target() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE parent (id INT NOT NULL PRIMARY KEY, name VARCHAR(20)); \
+         CREATE TABLE child (id INT NOT NULL PRIMARY KEY, parent_id INT NOT NULL, \
+           FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE ON UPDATE CASCADE); \
+         CREATE TABLE grandchild (id INT NOT NULL PRIMARY KEY, child_id INT NOT NULL, \
+           FOREIGN KEY (child_id) REFERENCES child (id) ON DELETE CASCADE ON UPDATE CASCADE); \
+         CREATE TABLE orphan (id INT NOT NULL PRIMARY KEY, parent_id INT NULL, \
+           FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE SET NULL ON UPDATE CASCADE); \
+         INSERT INTO parent VALUES (1, 'one'), (2, 'two'), (3, 'three'); \
+         INSERT INTO child VALUES (10, 1), (11, 1), (20, 2), (30, 3); \
+         INSERT INTO grandchild VALUES (100, 10), (101, 11), (200, 20), (300, 30); \
+         INSERT INTO orphan VALUES (1, 1), (2, 2), (3, NULL)",
+    );
+    let cfg = config(&db, &["parent", "child", "grandchild", "orphan"], "");
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    let log = || run.log();
+    wait_equal(&db, "grandchild", "id, child_id", &log);
+    wait_equal(&db, "orphan", "id, parent_id", &log);
+    // The binlog carries the parent's row changes only; InnoDB changes the rest silently.
+    db.mysql(
+        "DELETE FROM parent WHERE id = 1; \
+         UPDATE parent SET id = 200 WHERE id = 2; \
+         BEGIN; DELETE FROM child WHERE id = 30; INSERT INTO child VALUES (31, 3); COMMIT",
+    );
+    wait_equal(&db, "parent", "id, name", &log);
+    wait_equal(&db, "child", "id, parent_id", &log);
+    wait_equal(&db, "grandchild", "id, child_id", &log);
+    wait_equal(&db, "orphan", "id, parent_id", &log);
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM public.child WHERE parent_id = 200"),
+        1
+    );
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.grandchild"), 1);
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM public.orphan WHERE parent_id IS NULL"),
+        2
+    );
+    assert!(run.log().contains("foreign key mirrored"), "{}", run.log());
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}

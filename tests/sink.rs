@@ -106,6 +106,8 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             epoch: f.epoch,
             deferred_key,
             version_columns: vec![],
+            foreign_keys: vec![],
+            loading: false,
         }],
     )
 }

@@ -45,6 +45,9 @@ pub struct Model {
     pub owner_epoch: i64,
     /// The process that holds the table (`host:pid`), since it took it.
     pub owner: Option<String>,
+    /// When the newest change the position covers happened on the source, when the source
+    /// says (binlog capture: the transaction's commit time).
+    pub source_time: Option<DateTimeWithTimeZone>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

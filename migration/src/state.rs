@@ -14,8 +14,9 @@ impl MigratorTraitSelf for State {
         vec![
             Box::new(CreateState),
             Box::new(CreateDeadLetters),
-            Box::new(AddDeferredKey),
+            Box::new(ADD_DEFERRED_KEY),
             Box::new(PipelinesAndOwners),
+            Box::new(ADD_SOURCE_TIME),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -100,40 +101,6 @@ impl MigrationTrait for CreateDeadLetters {
     }
 }
 
-/// `replication_state.deferred_key`: during an initial load into an empty target table,
-/// the name of the primary-key constraint sluice dropped so rows load without index
-/// maintenance; NULL once the key is built again (see the entity).
-struct AddDeferredKey;
-
-impl MigrationName for AddDeferredKey {
-    fn name(&self) -> &str {
-        "m20261125_000004_add_deferred_key"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for AddDeferredKey {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE sluice.replication_state ADD COLUMN IF NOT EXISTS deferred_key text",
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE sluice.replication_state DROP COLUMN IF EXISTS deferred_key",
-            )
-            .await?;
-        Ok(())
-    }
-}
-
 /// State keyed by pipeline, and fenced ownership:
 /// - `pipeline` joins the key (`(pipeline, table_name)`), so two pipelines into one target
 ///   (two source databases, or two target schemas) never share a table's position. Rows
@@ -200,6 +167,58 @@ impl MigrationTrait for PipelinesAndOwners {
                    ADD CONSTRAINT replication_state_pkey PRIMARY KEY (table_name)",
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// Adds one nullable column to `sluice.replication_state` (what it holds is documented on
+/// the entity).
+struct AddColumn {
+    migration: &'static str,
+    column: &'static str,
+    sql_type: &'static str,
+}
+
+/// `deferred_key`: during an initial load into an empty target table, the name of the
+/// primary-key constraint sluice dropped so rows load without index maintenance; NULL once
+/// the key is built again.
+const ADD_DEFERRED_KEY: AddColumn = AddColumn {
+    migration: "m20261125_000004_add_deferred_key",
+    column: "deferred_key",
+    sql_type: "text",
+};
+
+/// `source_time`: when the newest change the position covers happened on the source (a
+/// binlog transaction's commit time), for the lag `status` shows.
+const ADD_SOURCE_TIME: AddColumn = AddColumn {
+    migration: "m20261126_000006_add_source_time",
+    column: "source_time",
+    sql_type: "timestamptz",
+};
+
+impl MigrationName for AddColumn {
+    fn name(&self) -> &str {
+        self.migration
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddColumn {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let sql = format!(
+            "ALTER TABLE sluice.replication_state ADD COLUMN IF NOT EXISTS {} {}",
+            self.column, self.sql_type
+        );
+        manager.get_connection().execute_unprepared(&sql).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let sql = format!(
+            "ALTER TABLE sluice.replication_state DROP COLUMN IF EXISTS {}",
+            self.column
+        );
+        manager.get_connection().execute_unprepared(&sql).await?;
         Ok(())
     }
 }

@@ -160,6 +160,7 @@ impl Supervisor {
             })
             .collect();
         let source = crate::source::open(&self.settings, self.once, open)?;
+        let names: Vec<&str> = self.tables.iter().map(|t| t.handle.name.as_str()).collect();
         let sink_tables = ids
             .iter()
             .map(|&id| {
@@ -170,6 +171,8 @@ impl Supervisor {
                     epoch: t.epoch,
                     deferred_key: t.deferred_key.clone(),
                     version_columns: t.plan.version_columns(),
+                    foreign_keys: t.plan.foreign_keys(&names),
+                    loading: t.plan.will_load(t.start.as_ref()),
                 }
             })
             .collect();
@@ -277,6 +280,33 @@ impl Supervisor {
     }
 }
 
+/// Binlog capture: every few seconds, how many bytes of binary log lie between each table's
+/// committed position and the server's end (`sluice_binlog_bytes_behind`).
+async fn watch_binlog_distance(url: String, handles: Arc<[Arc<TableHandle>]>, shutdown: Shutdown) {
+    use crate::source::binlog::{binary_logs, bytes_behind, Stored};
+    loop {
+        if shutdown.sleep(Duration::from_secs(5)).await {
+            return;
+        }
+        let logs = {
+            let _helper = crate::http::HELPERS.lock().await;
+            match crate::source::mysql::connect(&url).await {
+                Ok(mut conn) => binary_logs(&mut conn).await.ok(),
+                Err(_) => None,
+            }
+        };
+        let Some(logs) = logs else { continue };
+        for h in handles.iter() {
+            if let Some(stored) = h
+                .position()
+                .and_then(|p| serde_json::from_value::<Stored>(p.0).ok())
+            {
+                h.set_bytes_behind(bytes_behind(&stored.binlog, &logs));
+            }
+        }
+    }
+}
+
 impl Supervisor {
     /// Starts lane `lane`'s stages; a lane that cannot start fails its tables.
     fn launch(&mut self, lane: usize, handles: &Arc<[Arc<TableHandle>]>, me: &Addr<Supervisor>) {
@@ -309,16 +339,30 @@ impl Supervisor {
                 )
             })
             .collect();
-        let url = self.settings.target_url.clone();
+        let settings = self.settings.clone();
+        let shutdown = self.shutdown.clone();
         let load = async move {
-            let _helper = crate::http::HELPERS.lock().await;
-            let mut conn = crate::sink::postgres::connect(&url, "status").await?;
-            let mut out = Vec::with_capacity(keys.len());
-            for (id, key, epoch) in keys {
-                let stored = crate::state::load(&mut conn, &key).await?;
-                out.push((id, epoch, stored));
-            }
-            Ok::<_, Error>(out)
+            let load_once = || {
+                let (keys, url) = (keys.clone(), settings.target_url.clone());
+                async move {
+                    let _helper = crate::http::HELPERS.lock().await;
+                    let mut conn = crate::sink::postgres::connect(&url, "status").await?;
+                    let mut out = Vec::with_capacity(keys.len());
+                    for (id, key, epoch) in keys {
+                        let stored = crate::state::load(&mut conn, &key).await?;
+                        out.push((id, epoch, stored));
+                    }
+                    Ok::<_, Error>(out)
+                }
+            };
+            // The target may be restarting: retried like everything else.
+            crate::retry::retry(
+                &mut crate::retry::Retrier::new(&settings.retry),
+                &shutdown,
+                load_once,
+                |attempt, delay, e| warn!(lane, attempt, delay_ms = delay.as_millis() as u64, error = %e, "cannot read the stored positions yet; retrying"),
+            )
+            .await
         };
         self.recording += 1;
         ctx.spawn(load.into_actor(self).map(move |r, act, ctx| {
@@ -350,7 +394,7 @@ impl Supervisor {
                     act.lanes[lane].shutdown = act.lane_shutdown();
                     act.launch(lane, &handles, &me);
                 }
-                Ok(_) => {}
+                Ok(_) | Err(Error::Shutdown) => {}
                 Err(e) => {
                     let e = Arc::new(e);
                     for &id in &act.lanes[lane].ids.clone() {
@@ -402,6 +446,13 @@ impl Actor for Supervisor {
                 _stages: None,
             });
             self.launch(lane, &handles, &me);
+        }
+        if self.settings.capture == crate::config::Capture::Binlog {
+            actix::spawn(watch_binlog_distance(
+                self.settings.source_url.clone(),
+                handles.clone(),
+                self.shutdown.clone(),
+            ));
         }
         if let Some(own) = self.ownership.take() {
             let events = me.clone().recipient();

@@ -17,7 +17,7 @@ use crate::retry::{Decision, Retrier};
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::sink::{CaughtUp, PartApplied};
-use crate::telemetry::{Commit, TableHandle};
+use crate::telemetry::{Commit, OpCounts, TableHandle};
 
 pub struct WriterConfig {
     pub lane: usize,
@@ -50,6 +50,8 @@ struct Inner {
     /// A transaction spanning batches was lost: everything that follows is dropped until the
     /// lane is restarted from the stored positions.
     broken: bool,
+    /// What chunks of the open transaction applied, counted when it commits.
+    applied: Vec<(TableId, Commit)>,
 }
 
 /// `None` once finished.
@@ -63,6 +65,7 @@ impl Writer {
             rt: stage_runtime(),
             last_attempt: Instant::now(),
             broken: false,
+            applied: Vec::new(),
         }))
     }
 }
@@ -81,6 +84,12 @@ impl Inner {
     /// nothing is retried and a call still running when the grace period ends is
     /// abandoned. `Err` is the permanent error (or [`Error::Shutdown`]).
     fn run(&mut self, tables: &[TableId], job: Job<'_>) -> Result<Done> {
+        // A transaction already open (earlier chunks), or this batch leaving one open: an
+        // error cannot be retried by this batch alone.
+        let spanning = match job {
+            Job::Apply(b) => !b.commit || self.cfg.sink.in_transaction(),
+            Job::CaughtUp(_) => false,
+        };
         loop {
             self.last_attempt = Instant::now();
             let shutdown = self.cfg.shutdown.clone();
@@ -104,11 +113,8 @@ impl Inner {
                 }
                 Err(e) => e,
             };
-            let spanning = match job {
-                Job::Apply(b) => !b.commit || self.cfg.sink.in_transaction(),
-                Job::CaughtUp(_) => false,
-            };
             if spanning && e.is_retryable() {
+                self.applied.clear();
                 // What this transaction applied before is gone with it: only reading the
                 // source again from the stored positions can redo it.
                 self.cfg.sink.reset();
@@ -162,19 +168,32 @@ impl Inner {
         match result {
             Ok(Done::CaughtUp(_)) => {}
             Ok(Done::Applied(parts)) => {
-                crate::failpoint::hit("after_commit");
                 let took = self.last_attempt.elapsed();
                 let committed_at = Utc::now();
                 for (p, part) in parts.iter().zip(&batch.parts) {
-                    debug!(table = %self.cfg.handles[p.table].name, rows = p.rows, merged = p.merged, ms = took.as_millis() as u64, "batch committed");
-                    self.cfg.handles[p.table].committed(Commit {
-                        rows: p.rows,
-                        merged: p.merged,
-                        dead_lettered: p.dead_lettered,
-                        newest: part.source_time,
-                        committed_at,
-                        took,
-                    });
+                    self.applied.push((
+                        p.table,
+                        Commit {
+                            rows: p.rows,
+                            merged: p.merged,
+                            dead_lettered: p.dead_lettered,
+                            newest: part.source_time,
+                            committed_at,
+                            took,
+                            ops: OpCounts::of(&part.changes),
+                            position: (batch.commit && !part.position.0.is_null())
+                                .then(|| part.position.clone()),
+                        },
+                    ));
+                }
+                if !batch.commit {
+                    // Chunks count once their transaction commits.
+                    return;
+                }
+                crate::failpoint::hit("after_commit");
+                for (table, c) in std::mem::take(&mut self.applied) {
+                    debug!(table = %self.cfg.handles[table].name, rows = c.rows, merged = c.merged, ms = took.as_millis() as u64, "batch committed");
+                    self.cfg.handles[table].committed(c);
                 }
             }
             Err(Error::Shutdown) => {

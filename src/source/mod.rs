@@ -130,6 +130,54 @@ impl TablePlan {
         }
     }
 
+    /// The table's foreign keys whose actions change child rows (CASCADE, SET NULL), with
+    /// their parents among `tables` (the run's tables, by name); the others are left out.
+    pub fn foreign_keys(&self, tables: &[&str]) -> Vec<crate::model::ForeignKey> {
+        use crate::model::{FkAction, ForeignKey};
+        let TablePlan::Binlog(plan) = self else {
+            return Vec::new();
+        };
+        let action = |rule: &str| match rule.to_ascii_uppercase().as_str() {
+            "CASCADE" => FkAction::Cascade,
+            "SET NULL" => FkAction::SetNull,
+            _ => FkAction::None,
+        };
+        let model = &plan.spec.model;
+        plan.foreign_keys
+            .iter()
+            .filter_map(|fk| {
+                let parent = tables.iter().position(|t| *t == fk.parent)?;
+                let columns = fk
+                    .columns
+                    .iter()
+                    .map(|c| model.column(c))
+                    .collect::<Option<Vec<_>>>()?;
+                let (on_delete, on_update) = (action(&fk.on_delete), action(&fk.on_update));
+                (on_delete != FkAction::None || on_update != FkAction::None).then(|| ForeignKey {
+                    name: fk.name.clone(),
+                    columns,
+                    parent,
+                    parent_columns: fk.parent_columns.clone(),
+                    on_delete,
+                    on_update,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the table is to be loaded (snapshotted) before its changes follow.
+    pub fn will_load(&self, start: Option<&Position>) -> bool {
+        match self {
+            TablePlan::Poll(_) => false,
+            TablePlan::Binlog(plan) => match start {
+                None => true,
+                Some(p) => binlog::Stored::decode(&plan.spec.model, p)
+                    .map(|s| s.snapshot.is_some())
+                    .unwrap_or(true),
+            },
+        }
+    }
+
     /// Columns that order versions of one row, when the source can tell (a polling cursor).
     pub fn version_columns(&self) -> Vec<usize> {
         match self {

@@ -123,11 +123,12 @@ pub async fn advance(
     epoch: i64,
     position: &Position,
     rows: i64,
+    source_time: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<()> {
     let n = sqlx::query(
         "UPDATE sluice.replication_state \
          SET position = $4, rows_replicated = rows_replicated + $5, updated_at = now(), \
-             last_error = NULL \
+             last_error = NULL, source_time = COALESCE($6, source_time) \
          WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
     )
     .bind(&key.pipeline)
@@ -135,6 +136,7 @@ pub async fn advance(
     .bind(epoch)
     .bind(&position.0)
     .bind(rows)
+    .bind(source_time)
     .execute(&mut *tx)
     .await
     .map_err(tgt(format!("advancing the position of {:?}", key.table)))?

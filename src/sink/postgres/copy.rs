@@ -55,6 +55,28 @@ pub fn write_text(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The value as the text of a bound parameter cast to its column's type (`$1::numeric`):
+/// COPY text without COPY's escaping. `None` for NULL.
+pub fn param_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Text(s) => Some(s.clone()),
+        Value::Bytes(b) => {
+            let mut out = String::with_capacity(2 + b.len() * 2);
+            out.push_str("\\x");
+            for byte in b {
+                out.push_str(&format!("{byte:02x}"));
+            }
+            Some(out)
+        }
+        other => {
+            let mut out = Vec::new();
+            write_text(other, &mut out);
+            Some(String::from_utf8_lossy(&out).into_owned())
+        }
+    }
+}
+
 /// `YYYY-MM-DD` (years 0-9999, as MySQL has them), without chrono's format-string parser:
 /// this runs once per time value on the hot path.
 fn write_date(d: NaiveDate, out: &mut Vec<u8>) {
@@ -402,6 +424,20 @@ mod tests {
         assert_eq!(text(Value::Text("plain 😀 'q'".into())), "plain 😀 'q'");
         assert_eq!(text(Value::Null), "\\N");
         assert_eq!(text(Value::Bytes(vec![0, 0xff, 0x10])), "\\\\x00ff10");
+    }
+
+    #[test]
+    fn parameters_are_plain_text() {
+        assert_eq!(
+            param_text(&Value::Text("a\tb\\".into())).as_deref(),
+            Some("a\tb\\")
+        );
+        assert_eq!(
+            param_text(&Value::Bytes(vec![0, 255])).as_deref(),
+            Some("\\x00ff")
+        );
+        assert_eq!(param_text(&Value::Null), None);
+        assert_eq!(param_text(&Value::Int(-3)).as_deref(), Some("-3"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod copy;
 pub mod ddl;
+pub mod foreign_keys;
 pub mod initial_load;
 pub mod types;
 mod writer;
@@ -63,6 +64,11 @@ pub struct SinkTable {
     /// Columns that order versions of one row (a polling cursor): while the key is
     /// deferred, the copy with the greatest values is the one kept.
     pub version_columns: Vec<usize>,
+    /// Foreign keys to other tables whose actions the target must apply (see
+    /// [`foreign_keys`]).
+    pub foreign_keys: Vec<crate::model::ForeignKey>,
+    /// The table is being loaded (snapshotted): its foreign keys wait until it is done.
+    pub loading: bool,
 }
 
 /// How the sink writes.
@@ -86,6 +92,10 @@ pub struct PgSink {
     buf: Vec<u8>,
     /// A transaction is open: chunks of a large source transaction are being applied.
     open: bool,
+    /// Foreign keys not mirrored on the target yet, by child table.
+    fks: Vec<(TableId, crate::model::ForeignKey)>,
+    /// Tables still being loaded.
+    loading: std::collections::HashSet<TableId>,
 }
 
 /// Runs a transaction-control statement.
@@ -99,6 +109,11 @@ async fn raw(conn: &mut PgConnection, sql: &'static str) -> Result<()> {
 
 impl PgSink {
     pub fn new(opts: SinkOptions, tables: Vec<SinkTable>) -> Self {
+        let fks = tables
+            .iter()
+            .flat_map(|t| t.foreign_keys.iter().map(|fk| (t.id, fk.clone())))
+            .collect();
+        let loading = tables.iter().filter(|t| t.loading).map(|t| t.id).collect();
         let tables = tables
             .into_iter()
             .map(|t| {
@@ -112,7 +127,31 @@ impl PgSink {
             tables,
             buf: Vec::new(),
             open: false,
+            fks,
+            loading,
         }
+    }
+
+    /// Mirrors the foreign keys whose tables are both loaded (and are this sink's).
+    async fn mirror_foreign_keys(&mut self) -> Result<()> {
+        if self.fks.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected before");
+        let mut left = Vec::new();
+        for (child, fk) in std::mem::take(&mut self.fks) {
+            let ready = !self.loading.contains(&child) && !self.loading.contains(&fk.parent);
+            let (Some(c), Some(p)) = (self.tables.get(&child), self.tables.get(&fk.parent)) else {
+                continue;
+            };
+            if !ready {
+                left.push((child, fk));
+                continue;
+            }
+            foreign_keys::mirror(conn, c.target(), c.model(), p.target(), p.model(), &fk).await?;
+        }
+        self.fks = left;
+        Ok(())
     }
 
     async fn conn(&mut self) -> Result<&mut PgConnection> {
@@ -130,6 +169,9 @@ impl PgSink {
 
     async fn apply_batch(&mut self, batch: &Batch) -> Result<Vec<PartApplied>> {
         self.conn().await?;
+        if !self.open {
+            self.mirror_foreign_keys().await?;
+        }
         let conn = self.conn.as_mut().expect("connected above");
         if !self.open {
             for part in &batch.parts {
@@ -151,12 +193,20 @@ impl PgSink {
         }
         for (part, applied) in batch.parts.iter().zip(&out) {
             let w = Self::writer(&mut self.tables, part.table)?;
+            if part.position.0.is_null() {
+                // Never store "no position": that would mean starting the table over.
+                return Err(Error::Other(format!(
+                    "a batch of {:?} came without its position; nothing of it is committed",
+                    w.model().name
+                )));
+            }
             state::advance(
                 conn,
                 w.key(),
                 w.epoch(),
                 &part.position,
                 applied.rows as i64,
+                part.source_time,
             )
             .await?;
         }
@@ -173,9 +223,10 @@ impl PgSink {
         self.conn().await?;
         let conn = self.conn.as_mut().expect("connected above");
         let w = Self::writer(&mut self.tables, table)?;
-        Ok(CaughtUp {
-            key_built: w.build_key(conn).await?,
-        })
+        let key_built = w.build_key(conn).await?;
+        self.loading.remove(&table);
+        self.mirror_foreign_keys().await?;
+        Ok(CaughtUp { key_built })
     }
 }
 

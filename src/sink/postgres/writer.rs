@@ -25,7 +25,7 @@ use tracing::warn;
 
 use super::copy::{self, copy_rows, BinType, Format};
 use super::ddl::conflict_action;
-use super::types::{qualified, quote};
+use super::types::{pg_type, qualified, quote};
 use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow};
 use crate::error::{on_target as tgt, Error, Result, Side};
@@ -53,6 +53,9 @@ struct Statements {
     copy_keys: String,
     delete_keys: String,
     truncate_keys: String,
+    /// `UPDATE … SET <every column> = $i WHERE <key> = $j`: a row whose primary key changed,
+    /// updated in place (so that foreign keys `ON UPDATE CASCADE` follow it).
+    update_key: String,
 }
 
 /// Writes one table.
@@ -124,6 +127,29 @@ impl TableWriter {
             copy_keys: format!("COPY {keys} ({pk_list}) FROM STDIN"),
             delete_keys: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
             truncate_keys: format!("TRUNCATE {keys}"),
+            update_key: {
+                let n = model.columns.len();
+                let sets: Vec<String> = model
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ${}::{}", quote(&c.name), i + 1, pg_type(c)))
+                    .collect();
+                let wheres: Vec<String> = model
+                    .primary_key
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| {
+                        let c = &model.columns[i];
+                        format!("{} = ${}::{}", quote(&c.name), n + j + 1, pg_type(c))
+                    })
+                    .collect();
+                format!(
+                    "UPDATE {target} SET {} WHERE {}",
+                    sets.join(", "),
+                    wheres.join(" AND ")
+                )
+            },
         };
         TableWriter {
             key,
@@ -250,10 +276,13 @@ impl TableWriter {
         let plain = changes.iter().all(|c| {
             matches!(c.op, Op::Insert | Op::Upsert) || (c.op == Op::Update && c.old_key.is_none())
         });
+        let renames = self.deferred_key.is_none() && changes.iter().any(|c| self.renames(c));
         let (merged, dead) = if changes.is_empty() {
             (false, 0)
         } else if plain {
             self.apply_plain(tx, changes, buf).await?
+        } else if renames {
+            self.apply_in_order(tx, changes, buf).await?
         } else {
             self.apply_merged(tx, changes, buf).await?
         };
@@ -312,6 +341,67 @@ impl TableWriter {
             }
         }
         self.apply_merged(tx, changes, buf).await
+    }
+
+    /// Whether a change moves a row to another primary key.
+    fn renames(&self, c: &Change) -> bool {
+        c.old_key
+            .as_ref()
+            .is_some_and(|old| old.as_ref() != self.model.key_of(&c.row).as_slice())
+    }
+
+    /// Changes that move rows to other keys, each applied in its place as an `UPDATE` of the
+    /// key (foreign keys `ON UPDATE CASCADE` then follow on the target as on the source); the
+    /// changes between them go through the merge.
+    async fn apply_in_order(
+        &mut self,
+        tx: &mut PgConnection,
+        changes: &[Change],
+        buf: &mut Vec<u8>,
+    ) -> Result<(bool, usize)> {
+        let mut dead = 0;
+        let mut start = 0;
+        for (i, c) in changes.iter().enumerate() {
+            if !self.renames(c) {
+                continue;
+            }
+            if start < i {
+                dead += self.apply_merged(tx, &changes[start..i], buf).await?.1;
+            }
+            start = i + 1;
+            let old = c.old_key.as_ref().expect("a rename has its old key");
+            let mut q = sqlx::query(AssertSqlSafe(self.sql.update_key.as_str()));
+            for v in c.row.iter().chain(old.iter()) {
+                q = q.bind(copy::param_text(v));
+            }
+            savepoint(tx, "SAVEPOINT sluice_rename").await?;
+            match q.execute(&mut *tx).await {
+                Ok(r) => {
+                    savepoint(tx, "RELEASE SAVEPOINT sluice_rename").await?;
+                    if r.rows_affected() == 1 {
+                        continue;
+                    }
+                    // The old row is not there (the change came again after a crash): the
+                    // new one is written as is.
+                }
+                // The new key exists already (idem): the old row goes, the new one is written.
+                Err(e) if is_data_error(&e) => {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_rename").await?;
+                }
+                Err(e) => {
+                    return Err(Error::db(
+                        Side::Target,
+                        format!("moving a row of {:?} to its new key", self.model.name),
+                        &e,
+                    ))
+                }
+            }
+            dead += self.apply_merged(tx, std::slice::from_ref(c), buf).await?.1;
+        }
+        if start < changes.len() {
+            dead += self.apply_merged(tx, &changes[start..], buf).await?.1;
+        }
+        Ok((true, dead))
     }
 
     /// Through the merge: each key's final state, deletes first.

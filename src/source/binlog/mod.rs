@@ -135,6 +135,8 @@ pub struct BinlogPlan {
     pub decoders: Vec<ColumnDecoder>,
     pub estimated_rows: u64,
     pub avg_row_bytes: u64,
+    /// Its foreign keys (as the child): their cascades leave no row events.
+    pub foreign_keys: Vec<mysql::introspect::ForeignKeyInfo>,
 }
 
 /// Introspects a table for binlog capture: its columns and primary key (refused without
@@ -168,12 +170,14 @@ pub async fn plan(
         .map(|(i, c)| ColumnDecoder::new(c, spec.zero_date_to_null(i)))
         .collect();
     let stats = mysql::table_stats(conn, &t.name).await?;
+    let foreign_keys = mysql::introspect::foreign_keys(conn, &t.name).await?;
     Ok(BinlogPlan {
         spec,
         keyset,
         decoders,
         estimated_rows: stats.rows,
         avg_row_bytes: stats.avg_row_bytes,
+        foreign_keys,
     })
 }
 

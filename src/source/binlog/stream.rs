@@ -166,7 +166,7 @@ impl Stream {
             .await
             .map_err(|e| source_err("listing the binary logs (SHOW BINARY LOGS)", e))?;
         let names: Vec<String> = logs.iter().filter_map(|r| r.get::<String, _>(0)).collect();
-        if !names.iter().any(|n| *n == self.resume.file) {
+        if !names.contains(&self.resume.file) {
             return Err(purged(&self.resume, names.first().map(String::as_str)));
         }
         // A heartbeat every second while the binlog is quiet: a dead connection shows.

@@ -45,6 +45,62 @@ pub struct SourceTable {
     pub primary_key: Vec<String>,
 }
 
+/// A foreign key of a source table, as `information_schema` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyInfo {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub parent: String,
+    pub parent_columns: Vec<String>,
+    /// `CASCADE`, `SET NULL`, `RESTRICT`, `NO ACTION`.
+    pub on_delete: String,
+    pub on_update: String,
+}
+
+/// The foreign keys of `table` (as the child), in the source database.
+pub async fn foreign_keys(conn: &mut MySqlConnection, table: &str) -> Result<Vec<ForeignKeyInfo>> {
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT CAST(k.CONSTRAINT_NAME AS CHAR), CAST(k.COLUMN_NAME AS CHAR), \
+                CAST(k.REFERENCED_TABLE_NAME AS CHAR), CAST(k.REFERENCED_COLUMN_NAME AS CHAR), \
+                CAST(r.DELETE_RULE AS CHAR), CAST(r.UPDATE_RULE AS CHAR) \
+         FROM information_schema.KEY_COLUMN_USAGE k \
+         JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+           ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
+          AND r.TABLE_NAME = k.TABLE_NAME \
+         WHERE k.TABLE_SCHEMA = DATABASE() AND k.TABLE_NAME = ? \
+           AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
+         ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| {
+        Error::db(
+            Side::Source,
+            format!("reading the foreign keys of {table:?}"),
+            &e,
+        )
+    })?;
+    let mut out: Vec<ForeignKeyInfo> = Vec::new();
+    for (name, col, parent, parent_col, on_delete, on_update) in rows {
+        match out.last_mut() {
+            Some(fk) if fk.name == name => {
+                fk.columns.push(col);
+                fk.parent_columns.push(parent_col);
+            }
+            _ => out.push(ForeignKeyInfo {
+                name,
+                columns: vec![col],
+                parent,
+                parent_columns: vec![parent_col],
+                on_delete,
+                on_update,
+            }),
+        }
+    }
+    Ok(out)
+}
+
 /// Per-table choices that change the mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapOptions {
