@@ -9,6 +9,8 @@
 #   benches/latency.sh [SECONDS] [RATE...]     (defaults: 20 s at 1000 rows/s, then 5000 rows/s)
 #   GENERATORS=4 benches/latency.sh 15 40000   (the rate split over 4 generator processes: one
 #                                               inserts at most ~20,000 rows/s here)
+#   CAPTURE=binlog benches/latency.sh          (binlog capture instead of polling; lag is then
+#                                               commit on the source to visible on the target)
 #
 # Needs the local servers (scripts/services.sh); builds sluice in release mode.
 set -euo pipefail
@@ -20,16 +22,16 @@ RATES=("${@:-1000}")
 [ $# -gt 0 ] || RATES=(1000 5000)
 DB=sluice_latency
 GENERATORS=${GENERATORS:-1}
-MY=(mariadb -h127.0.0.1 -uroot)
-PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
-export PGOPTIONS='-c client_min_messages=warning'
-
-bash scripts/services.sh >/dev/null
-command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null
-cargo build --release --locked --bin sluice 2>&1 | tail -1
-BIN=target/release/sluice
-export SLUICE_SOURCE_URL="mysql://root@127.0.0.1:3306/$DB"
-export SLUICE_TARGET_URL="postgres://postgres@127.0.0.1:5432/$DB"
+CAPTURE=${CAPTURE:-poll}
+source benches/lib.sh
+bench_setup "$DB"
+CONFIG=$(mktemp --suffix .toml)
+trap 'rm -f "$CONFIG"' EXIT
+case "$CAPTURE" in
+    poll) printf '[[tables]]\nname = "orders"\ncursor = "created"\n' >"$CONFIG" ;;
+    binlog) printf '[source]\ncapture = "binlog"\n[[tables]]\nname = "orders"\n' >"$CONFIG" ;;
+    *) echo "CAPTURE must be poll or binlog" >&2; exit 2 ;;
+esac
 
 for RATE in "${RATES[@]}"; do
     "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
@@ -42,7 +44,7 @@ for RATE in "${RATES[@]}"; do
       CREATE TRIGGER note_arrival AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION public.note_arrival();"
     TOTAL=$((RATE * SECONDS_PER_RATE))
     RSS_FILE=$(mktemp)
-    ( RUST_LOG=warn /usr/bin/time -f "%M" -o "$RSS_FILE" "$BIN" run >/dev/null ) &
+    ( RUST_LOG=warn /usr/bin/time -f "%M" -o "$RSS_FILE" "$BIN" --config "$CONFIG" run >/dev/null ) &
     RUN_PID=$!
     sleep 1
     GEN_START=$(date +%s.%N)
@@ -61,9 +63,9 @@ for RATE in "${RATES[@]}"; do
         [ "$got" -ge "$TOTAL" ] && break
         sleep 0.1
     done
-    kill -TERM "$(pgrep -P $RUN_PID -f 'sluice run' || echo $RUN_PID)" 2>/dev/null || true
+    kill -TERM "$(pgrep -P $RUN_PID -f 'sluice.* run' || echo $RUN_PID)" 2>/dev/null || true
     wait $RUN_PID || true
-    echo "rate $RATE rows/s for ${SECONDS_PER_RATE}s ($GENERATORS generator(s), reached $REACHED rows/s): $got of $TOTAL rows arrived; peak RSS $(( $(cat "$RSS_FILE" 2>/dev/null || echo 0) / 1024 )) MiB"
+    echo "$CAPTURE: rate $RATE rows/s for ${SECONDS_PER_RATE}s ($GENERATORS generator(s), reached $REACHED rows/s): $got of $TOTAL rows arrived; peak RSS $(( $(cat "$RSS_FILE" 2>/dev/null || echo 0) / 1024 )) MiB"
     "${PG[@]}" -d "$DB" -c "
       SELECT round(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p50_ms,
              round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1) AS p95_ms,

@@ -19,16 +19,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROWS=${1:-1000000}
 ROUNDS=${2:-2}
 DB=sluice_bench
-MY=(mariadb -h127.0.0.1 -uroot)
-PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
-export PGOPTIONS='-c client_min_messages=warning'
-
-bash scripts/services.sh >/dev/null
-command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null
-cargo build --release --locked --bin sluice 2>&1 | tail -1
-BIN=target/release/sluice
-export SLUICE_SOURCE_URL="mysql://root@127.0.0.1:3306/$DB"
-export SLUICE_TARGET_URL="postgres://postgres@127.0.0.1:5432/$DB"
+source benches/lib.sh
+bench_setup "$DB"
 
 echo "seeding $ROWS orders into MariaDB database $DB"
 "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
@@ -48,7 +40,6 @@ fresh_target() {
     "${PG[@]}" -d "$DB" -c "CHECKPOINT"
 }
 
-now() { date +%s.%N; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 
 run_sluice() {
@@ -109,7 +100,6 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 S=$(median "${SLUICE_RATES[@]}"); P=$(median "${PIPE_RATES[@]}"); A=$(median "${AFTER_RATES[@]}")
 echo
 echo "rows: $ROWS, rounds: $ROUNDS (medians)"

@@ -21,18 +21,8 @@ ROWS=${1:-2000}
 ROW_KIB=${2:-512}
 ROUNDS=${3:-2}
 DB=sluice_wide
-MY=(mariadb -h127.0.0.1 -uroot)
-PG=(psql -h127.0.0.1 -Upostgres -v ON_ERROR_STOP=1 -q)
-export PGOPTIONS='-c client_min_messages=warning'
-
-bash scripts/services.sh >/dev/null
-command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null
-if [ -z "${SLUICE_BIN:-}" ]; then
-    cargo build --release --locked --bin sluice 2>&1 | tail -1
-fi
-BIN=${SLUICE_BIN:-target/release/sluice}
-export SLUICE_SOURCE_URL="mysql://root@127.0.0.1:3306/$DB"
-export SLUICE_TARGET_URL="postgres://postgres@127.0.0.1:5432/$DB"
+source benches/lib.sh
+bench_setup "$DB"
 export SLUICE_HTTP_ADDR=127.0.0.1:0
 CFG=$(mktemp --suffix .toml); RSS=$(mktemp); LOG=$(mktemp)
 trap 'rm -f "$CFG" "$RSS" "$LOG"' EXIT
@@ -61,7 +51,6 @@ fresh_target() {
       CREATE TABLE public.blobs (id integer PRIMARY KEY, at timestamp(6), data bytea NOT NULL)" -c "CHECKPOINT"
 }
 
-now() { date +%s.%N; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 check() {
     local got
@@ -100,7 +89,6 @@ for round in $(seq 1 "$ROUNDS"); do
     run_pipe;   echo "round $round  raw pipe           $(rate "$ROWS" "${PIPE_SECS[-1]}") rows/s, $(rate "$MIB" "${PIPE_SECS[-1]}") MiB/s"
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 S=$(median "${SLUICE_SECS[@]}"); P=$(median "${PIPE_SECS[@]}")
 echo
 echo "rows: $ROWS of $ROW_KIB KiB ($MIB MiB), rounds: $ROUNDS (medians)"

@@ -17,6 +17,7 @@ export SLUICE_TEST_PG_URL="${SLUICE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5
 if command -v docker-compose >/dev/null 2>&1; then
     echo "[test] checking docker-compose.yml"
     docker-compose -f docker-compose.yml config -q
+    docker-compose -f docker-compose.yml -f deploy/mysql8.compose.yml config -q
 else
     echo "[test] docker-compose not installed; skipping docker-compose.yml check"
 fi

@@ -162,7 +162,14 @@ pub async fn prepare(
         )
         .await?;
         if let Some(p) = &start {
-            plan.check_position(p)?;
+            plan.check_position(p).map_err(|e| match e {
+                Error::Schema(m) => Error::Schema(format!(
+                    "{m}. The table's row: DELETE FROM sluice.replication_state WHERE pipeline = {} AND table_name = {}",
+                    sql_literal(&key.pipeline),
+                    sql_literal(&key.table)
+                )),
+                e => e,
+            })?;
         }
         if start.is_none() && deferred_key.is_none() && settings.pipeline.defer_key {
             deferred_key = initial_load::defer_key(
@@ -368,4 +375,9 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
             None => Ok(()),
         }
     })
+}
+
+/// A string as an SQL literal, for statements sluice prints for the user to run.
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }

@@ -216,11 +216,12 @@ impl Change {
 
     /// Heap and inline bytes this change holds (see [`crate::value::row_bytes`]).
     pub fn bytes(&self) -> usize {
-        crate::value::row_bytes(&self.row)
+        crate::value::row_bytes(&self.row) + std::mem::size_of::<Change>()
+            - std::mem::size_of::<Row>()
             + self
                 .old_key
-                .as_ref()
-                .map_or(0, |k| k.iter().map(Value::bytes).sum())
+                .as_deref()
+                .map_or(0, crate::value::values_bytes)
     }
 }
 
@@ -253,6 +254,8 @@ pub struct ChangeSet {
 pub struct Batch {
     pub parts: Vec<ChangeSet>,
     pub commit: bool,
+    /// Whole source transactions the batch completes (binlog capture; 0 when polling).
+    pub transactions: u64,
 }
 
 impl Default for Batch {
@@ -260,6 +263,7 @@ impl Default for Batch {
         Batch {
             parts: Vec::new(),
             commit: true,
+            transactions: 0,
         }
     }
 }

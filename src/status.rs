@@ -43,6 +43,10 @@ pub struct TableStatus {
     pub owner_epoch: i64,
     /// Binlog capture: bytes of binary log the source holds past the position.
     pub bytes_behind: Option<u64>,
+    /// Binlog capture: `"running"` while the table's snapshot is being copied (the binlog
+    /// follows from the position it is consistent with), `"done"` once it is; `null` when
+    /// polling.
+    pub snapshot: Option<&'static str>,
     /// Keyset columns and values in keyset order, for [`describe`].
     #[serde(skip)]
     keyset: Vec<(String, Value)>,
@@ -166,7 +170,7 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
         out.tables.push(TableStatus {
             table: r.table_name.clone(),
             rows_replicated: r.rows_replicated,
-            watermark: position.as_ref().map(|_| {
+            watermark: position.as_ref().filter(|_| stored.is_none()).map(|_| {
                 keyset
                     .iter()
                     .map(|(k, v)| (k.clone(), json_of(v)))
@@ -180,6 +184,13 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
             owner: r.owner.clone(),
             owner_epoch: r.owner_epoch,
             bytes_behind,
+            snapshot: stored.as_ref().map(|s| {
+                if s.snapshot.is_some() {
+                    "running"
+                } else {
+                    "done"
+                }
+            }),
             keyset,
         });
     }

@@ -89,12 +89,12 @@ impl OpCounts {
     }
 }
 
-/// Source transactions read (binlog capture), whole ones only.
+/// Source transactions applied (binlog capture).
 static TRANSACTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A whole source transaction was read.
-pub fn transaction_read() {
-    TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
+/// `n` whole source transactions were committed on the target.
+pub fn transactions_applied(n: u64) {
+    TRANSACTIONS.fetch_add(n, Ordering::Relaxed);
 }
 
 const BATCH_ROWS_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1000.0, 10_000.0, 50_000.0, 100_000.0];

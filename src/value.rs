@@ -57,18 +57,40 @@ impl Value {
 
     /// Bytes the value takes in memory: its inline size and what it holds on the heap.
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Value>()
-            + match self {
-                Value::Text(s) => s.capacity(),
-                Value::Bytes(b) => b.capacity(),
-                _ => 0,
-            }
+        std::mem::size_of::<Value>() + self.heap_bytes()
+    }
+
+    /// What the value holds on the heap, as the allocator counts it.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Text(s) => allocation(s.capacity()),
+            Value::Bytes(b) => allocation(b.capacity()),
+            _ => 0,
+        }
+    }
+}
+
+/// What an allocation of `n` bytes takes from the allocator: glibc's malloc adds an 8-byte
+/// header, rounds up to 16 and hands out 32 bytes at least. A row of short strings holds
+/// as much in this overhead as in its characters, so the memory bound counts it.
+pub fn allocation(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        ((n + 8).div_ceil(16) * 16).max(32)
     }
 }
 
 /// Bytes a row takes in memory: what batches, pages and channels are bounded by.
 pub fn row_bytes(row: &Row) -> usize {
-    std::mem::size_of::<Row>() + row.iter().map(Value::bytes).sum::<usize>()
+    std::mem::size_of::<Row>()
+        + allocation(row.capacity() * std::mem::size_of::<Value>())
+        + row.iter().map(Value::heap_bytes).sum::<usize>()
+}
+
+/// Bytes a boxed run of values (an old key) takes in memory.
+pub fn values_bytes(values: &[Value]) -> usize {
+    allocation(std::mem::size_of_val(values)) + values.iter().map(Value::heap_bytes).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -98,5 +120,12 @@ mod tests {
         let big = vec![Value::Bytes(vec![0; 1 << 20])];
         assert!(row_bytes(&small) < 100);
         assert!(row_bytes(&big) > 1 << 20);
+        // glibc's chunks: an 8-byte header, rounded up to 16, 32 at least.
+        assert_eq!(
+            (allocation(0), allocation(1), allocation(24), allocation(36)),
+            (0, 32, 32, 48)
+        );
+        let uuid = vec![Value::Text("0".repeat(36)), Value::Int(1)];
+        assert_eq!(row_bytes(&uuid), 24 + allocation(64) + 48);
     }
 }

@@ -130,6 +130,13 @@ fn every_kind_of_change_ends_as_on_the_source() {
     wait_equal(&db, "notes", "id, body", &log);
     let status = db.ok(&["--config", cfg.to_str().unwrap(), "status"]);
     assert!(status.contains("position binlog mysql-bin."), "{status}");
+    let json = db.ok(&["--config", cfg.to_str().unwrap(), "status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let items = &json["tables"][0];
+    assert_eq!(items["table"], "items", "{json}");
+    assert_eq!(items["snapshot"], "done", "{json}");
+    assert!(items["bytes_behind"].is_u64(), "{json}");
+    assert!(items["position"]["binlog"]["file"].is_string(), "{json}");
     signal(&run.child, "TERM");
     let (status, _) = run.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{}", run.log());
@@ -151,7 +158,12 @@ fn source_transactions_land_whole() {
          INSERT INTO ledger (account, amount) SELECT seq, 1000 FROM seq_1_to_{ACCOUNTS}"
     ));
     let cfg = config(&db, &["accounts", "ledger"], "");
-    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = db.spawn_logged(
+        &["--config", cfg.to_str().unwrap(), "run"],
+        &[("SLUICE_HTTP_ADDR", &addr)],
+    );
     wait_until("the snapshot", Duration::from_secs(60), || {
         db.pg_rows("SELECT to_regclass('public.ledger')::text")[0][0].is_some()
             && db.pg_i64("SELECT COUNT(*) FROM public.ledger") == ACCOUNTS
@@ -211,6 +223,34 @@ fn source_transactions_land_whole() {
     );
     wait_equal(&db, "ledger", "id, account, amount", &|| run.log());
     wait_equal(&db, "accounts", "id, balance", &|| run.log());
+    // The metrics count what was applied: 1,200 transfers, each two updates and two inserts
+    // (and the snapshot's 20 ledger rows, inserts too).
+    let (code, metrics) = common::get(port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+    };
+    assert_eq!(metric("sluice_source_transactions_total"), 1200.0);
+    assert_eq!(
+        metric("sluice_changes_total{table=\"accounts\",op=\"update\"}"),
+        2400.0
+    );
+    assert_eq!(
+        metric("sluice_changes_total{table=\"ledger\",op=\"insert\"}"),
+        2420.0
+    );
+    // Bytes behind the server's binlog: measured every 5 s.
+    wait_until(
+        "binlog bytes behind in the metrics",
+        Duration::from_secs(20),
+        || {
+            common::get(port, "/metrics")
+                .is_some_and(|(_, m)| m.contains("sluice_binlog_bytes_behind{table=\"ledger\"}"))
+        },
+    );
     signal(&run.child, "TERM");
     assert!(run.wait_exit(Duration::from_secs(30)).0.success());
 }
@@ -364,19 +404,56 @@ fn missing_replication_privileges_are_named() {
 }
 
 #[test]
-fn a_polled_table_does_not_switch_to_binlog_capture_silently() {
+fn a_polled_table_moves_to_binlog_capture_and_no_stale_row_stays() {
     let db = TestDb::new();
-    db.ok(&["migrate"]);
-    db.ok(&["generate", "--rate", "1000000", "--total", "100"]);
-    db.ok(&["run", "--once"]);
-    let cfg = config(&db, &["orders"], "");
-    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    db.mysql(
+        "CREATE TABLE items (id INT NOT NULL PRIMARY KEY, v VARCHAR(20), \
+           at DATETIME(6) NOT NULL); \
+         INSERT INTO items SELECT seq, CONCAT('v', seq), '2026-01-01' + INTERVAL seq SECOND \
+           FROM seq_1_to_200",
+    );
+    let poll = db.config("[[tables]]\nname = \"items\"\ncursor = \"at\"\n");
+    let poll = poll.to_str().unwrap();
+    db.ok(&["--config", poll, "run", "--once"]);
+    // What polling cannot see: deletes, and an update that leaves the cursor alone.
+    db.mysql("DELETE FROM items WHERE id <= 20; UPDATE items SET v = 'unseen' WHERE id = 100");
+    db.ok(&["--config", poll, "run", "--once"]);
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.items"), 200);
+
+    // Binlog capture refuses to start from a polling position, and says how to move.
+    let bin = config(&db, &["items"], "");
+    let bin = bin.to_str().unwrap();
+    let out = db.run(&["--config", bin, "run", "--once"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("was not written by binlog capture") && err.contains("snapshotted again"),
+        err.contains("was not written by binlog capture")
+            && err.contains("snapshotted again")
+            && err.contains("verify --table items --repair")
+            && err.contains("DELETE FROM sluice.replication_state WHERE pipeline = '")
+            && err.contains("AND table_name = 'items'"),
         "{err}"
     );
+
+    // The way that keeps the target readable: a snapshot over the rows, then a repair.
+    db.pg("DELETE FROM sluice.replication_state WHERE table_name = 'items'");
+    db.ok(&["--config", bin, "run", "--once"]);
+    assert_eq!(
+        db.pg_rows("SELECT v FROM public.items WHERE id = 100")[0][0].as_deref(),
+        Some("unseen")
+    );
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.items"), 200);
+    let repaired = db.ok(&["--config", bin, "verify", "--table", "items", "--repair"]);
+    assert!(repaired.contains("now equal"), "{repaired}");
+    let (s, t) = both(&db, "items", "id, v, @at");
+    assert_eq!(s, t);
+
+    // From here the binlog carries every change.
+    db.mysql("DELETE FROM items WHERE id = 50; UPDATE items SET v = 'seen' WHERE id = 60");
+    db.ok(&["--config", bin, "run", "--once"]);
+    let (s, t) = both(&db, "items", "id, v, @at");
+    assert_eq!(s, t);
+    assert_eq!(t.len(), 179);
 }
 
 /// Peak resident memory of a process so far (VmHWM), in KiB.

@@ -50,6 +50,7 @@ fn batch(changes: Vec<Change>, pos: i64) -> Batch {
             source_time: None,
         }],
         commit: true,
+        transactions: 1,
     }
 }
 

@@ -42,6 +42,8 @@ struct TxnPending {
     lease: Lease,
     rows: usize,
     bytes: usize,
+    /// Whole source transactions held (not counting position-only updates).
+    transactions: u64,
     since: Instant,
     /// The last source transaction is not complete yet.
     open: bool,
@@ -98,6 +100,7 @@ impl Inner {
                 Batch {
                     parts: vec![p.set],
                     commit: true,
+                    transactions: 0,
                 },
                 p.lease,
             ),
@@ -179,13 +182,21 @@ impl Inner {
                 lease: Lease::default(),
                 rows: 0,
                 bytes: 0,
+                transactions: 0,
                 since: Instant::now(),
                 open,
             });
         }
         send(
             &self.cfg.out,
-            BatchMsg::Batch(Batch { parts, commit }, t.lease),
+            BatchMsg::Batch(
+                Batch {
+                    parts,
+                    commit,
+                    transactions: t.transactions,
+                },
+                t.lease,
+            ),
             &self.cfg.shutdown,
         )
     }
@@ -196,17 +207,23 @@ impl Inner {
         if !held.into_iter().all(|t| self.flush(t)) {
             return false;
         }
+        // A source transaction, not a position-only update: it changed rows, here or in
+        // chunks before.
+        let continues = self.txn.as_ref().is_some_and(|t| t.open);
+        let real = continues || txn.parts.iter().any(|p| !p.changes.is_empty());
         let t = self.txn.get_or_insert_with(|| TxnPending {
             parts: Vec::new(),
             index: HashMap::new(),
             lease: Lease::default(),
             rows: 0,
             bytes: 0,
+            transactions: 0,
             since: Instant::now(),
             open: false,
         });
         t.lease.merge(lease);
         t.open = !txn.complete;
+        t.transactions += u64::from(txn.complete && real);
         for part in txn.parts {
             self.cfg.handles[part.table].rows_batched(part.changes.len());
             t.rows += part.changes.len();

@@ -175,9 +175,6 @@ impl Inner {
         for p in &txn.parts {
             cfg.handles[p.table].rows_read(p.changes.len(), false);
         }
-        if txn.complete {
-            crate::telemetry::transaction_read();
-        }
         if send(&cfg.out, ReadMsg::Txn(txn, lease), &cfg.shutdown) {
             Next::Go
         } else {

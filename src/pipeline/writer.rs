@@ -191,6 +191,7 @@ impl Inner {
                     return;
                 }
                 crate::failpoint::hit("after_commit");
+                crate::telemetry::transactions_applied(batch.transactions);
                 for (table, c) in std::mem::take(&mut self.applied) {
                     debug!(table = %self.cfg.handles[table].name, rows = c.rows, merged = c.merged, ms = took.as_millis() as u64, "batch committed");
                     self.cfg.handles[table].committed(c);

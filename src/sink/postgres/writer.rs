@@ -411,14 +411,15 @@ impl TableWriter {
         changes: &[Change],
         buf: &mut Vec<u8>,
     ) -> Result<(bool, usize)> {
-        let last = final_states(&self.model, changes);
+        let primary_key = self.model.primary_key.clone();
+        let last = final_states(&primary_key, changes);
         let deferred = self.deferred_key.is_some();
         // Keyed: delete the keys that end deleted (the rest is upserted). Deferred: delete
         // every copy of every key touched, then insert the survivors.
         let doomed: Vec<Row> = last
             .iter()
             .filter(|(_, r)| deferred || r.is_none())
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_row())
             .collect();
         let rows: Vec<&Row> = last.iter().filter_map(|(_, r)| *r).collect();
         if !doomed.is_empty() {
@@ -604,15 +605,6 @@ fn is_data_error(e: &sqlx::Error) -> bool {
     }
 }
 
-/// A primary key as bytes that compare equal exactly when the keys are equal.
-fn key_bytes(values: impl Iterator<Item = Value>, out: &mut Vec<u8>) {
-    out.clear();
-    for v in values {
-        copy::write_text(&v, out);
-        out.push(0);
-    }
-}
-
 /// The rows of a part in primary-key order. Order inside a batch does not matter for
 /// correctness (it commits as a whole), but PostgreSQL inserts into the primary-key index
 /// far faster in key order than in cursor order, where keys (random UUIDs, say) are spread
@@ -633,35 +625,99 @@ fn sorted_by_key<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<&'a Row> {
     keyed.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Each key's final state after the changes, in order: the row it ends with, or `None`
-/// when it ends deleted. Keys are given as their values in primary-key order.
-fn final_states<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<(Row, Option<&'a Row>)> {
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(changes.len());
-    let mut out: Vec<(Row, Option<&'a Row>)> = Vec::with_capacity(changes.len());
-    let mut buf = Vec::new();
-    let mut set = |key: Row, state: Option<&'a Row>, buf: &mut Vec<u8>| {
-        key_bytes(key.iter().cloned(), buf);
-        match index.get(buf.as_slice()) {
-            Some(&i) => out[i].1 = state,
-            None => {
-                index.insert(buf.clone(), out.len());
-                out.push((key, state));
+/// A primary key inside a part, borrowed: the key columns of a row, or an update's old key.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    values: &'a [Value],
+    /// The key columns' places in `values`; `None`: `values` is the key itself.
+    cols: Option<&'a [usize]>,
+}
+
+impl<'a> Key<'a> {
+    fn of(primary_key: &'a [usize], row: &'a Row) -> Self {
+        Key {
+            values: row,
+            cols: Some(primary_key),
+        }
+    }
+
+    fn old(key: &'a [Value]) -> Self {
+        Key {
+            values: key,
+            cols: None,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a Value> + '_ {
+        let n = self.cols.map_or(self.values.len(), <[usize]>::len);
+        (0..n).map(move |i| &self.values[self.cols.map_or(i, |c| c[i])])
+    }
+
+    fn to_row(self) -> Row {
+        self.iter().cloned().collect()
+    }
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+// Key values come from primary keys, which hold no NaN.
+impl Eq for Key<'_> {}
+
+impl std::hash::Hash for Key<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for v in self.iter() {
+            std::mem::discriminant(v).hash(h);
+            match v {
+                Value::Null => {}
+                Value::Bool(b) => b.hash(h),
+                Value::Int(i) => i.hash(h),
+                Value::UInt(u) => u.hash(h),
+                Value::Float(f) => f.to_bits().hash(h),
+                Value::Text(s) => s.hash(h),
+                Value::Bytes(b) => b.hash(h),
+                Value::Date(d) => d.hash(h),
+                Value::DateTime(d) => d.hash(h),
+                Value::Timestamp(d) => d.hash(h),
             }
+        }
+    }
+}
+
+/// Each key's final state after the changes, in order: the row it ends with, or `None`
+/// when it ends deleted. Keys are borrowed from the changes: a batch's keys are never
+/// copied (a batch of updates would otherwise take twice its memory here).
+/// `primary_key`: the key columns' places in a row.
+fn final_states<'a>(
+    primary_key: &'a [usize],
+    changes: &'a [Change],
+) -> Vec<(Key<'a>, Option<&'a Row>)> {
+    let mut index: HashMap<Key<'a>, usize> = HashMap::with_capacity(changes.len());
+    let mut out: Vec<(Key<'a>, Option<&'a Row>)> = Vec::with_capacity(changes.len());
+    let mut set = |key: Key<'a>, state: Option<&'a Row>| match index.get(&key) {
+        Some(&i) => out[i].1 = state,
+        None => {
+            index.insert(key, out.len());
+            out.push((key, state));
         }
     };
     for c in changes {
         match c.op {
             // Handled before: a part's changes start after its last TRUNCATE.
             Op::Truncate => {}
-            Op::Delete => set(t.key_of(&c.row), None, &mut buf),
+            Op::Delete => set(Key::of(primary_key, &c.row), None),
             Op::Insert | Op::Upsert | Op::Update => {
-                let key = t.key_of(&c.row);
+                let key = Key::of(primary_key, &c.row);
                 if let Some(old) = &c.old_key {
-                    if old.as_ref() != key.as_slice() {
-                        set(old.to_vec(), None, &mut buf);
+                    let old = Key::old(old);
+                    if old != key {
+                        set(old, None);
                     }
                 }
-                set(key, Some(&c.row), &mut buf);
+                set(key, Some(&c.row));
             }
         }
     }
@@ -707,9 +763,9 @@ mod tests {
             Change::delete(row(5, 0)),
             Change::insert(row(5, 9)),
         ];
-        let got: Vec<(Row, Option<Row>)> = final_states(&t, &changes)
+        let got: Vec<(Row, Option<Row>)> = final_states(&t.primary_key, &changes)
             .into_iter()
-            .map(|(k, r)| (k, r.cloned()))
+            .map(|(k, r)| (k.to_row(), r.cloned()))
             .collect();
         assert_eq!(
             got,

@@ -102,8 +102,8 @@ impl Stored {
     pub fn decode(t: &TableModel, p: &Position) -> Result<Stored> {
         serde_json::from_value(p.0.clone()).map_err(|_| {
             Error::Schema(format!(
-                "table {:?}: its stored position ({}) was not written by binlog capture. To move a polled table to binlog capture, delete its row from sluice.replication_state and empty (or drop) its target table: it is snapshotted again, so rows deleted while polling could not see them go too",
-                t.name, p.0
+                "table {:?}: its stored position ({}) was not written by binlog capture, and starting from it would keep the rows deleted on the source while polling could not see them. To move the table to binlog capture, either delete its row from sluice.replication_state and empty its target table (TRUNCATE): it is snapshotted again; or, to keep the target readable meanwhile, delete only that row, then run `sluice run --once` (a snapshot over the existing rows), `sluice verify --table {} --repair` (it removes the stale rows) and `sluice run` (README: Binlog capture, Switching from polling)",
+                t.name, p.0, t.name
             ))
         })
     }
