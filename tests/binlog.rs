@@ -552,3 +552,38 @@ fn foreign_key_cascades_the_binlog_does_not_carry_apply_on_the_target() {
     signal(&run.child, "TERM");
     assert!(run.wait_exit(Duration::from_secs(30)).0.success());
 }
+
+#[test]
+fn the_demo_runs_in_binlog_mode_with_lag_in_milliseconds() {
+    let db = TestDb::new();
+    let cfg = config(&db, &["orders"], "");
+    let demo = db.spawn(&["--config", cfg.to_str().unwrap(), "demo", "--rate", "200"]);
+    wait_until(
+        "the demo to replicate some rows",
+        Duration::from_secs(30),
+        || {
+            db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'orders'") == 1
+                && db.pg_i64("SELECT COUNT(*) FROM public.orders") >= 600
+        },
+    );
+    signal(&demo, "INT");
+    let out = common::wait_output(demo, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo exited {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db.assert_orders_equal();
+    // Lag is read from commit times the binlog gives in whole seconds: within the second,
+    // the moment sluice read the event stands for it, so lag is milliseconds, not the
+    // fraction of a second the generator happens to write at.
+    let lags: Vec<i64> = stdout
+        .lines()
+        .filter_map(|l| l.split("lag ").nth(1)?.strip_suffix(" ms")?.parse().ok())
+        .collect();
+    assert!(!lags.is_empty(), "{stdout}");
+    let small = lags.iter().filter(|&&l| l < 100).count();
+    assert!(small * 2 > lags.len(), "{stdout}");
+}

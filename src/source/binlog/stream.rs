@@ -542,6 +542,16 @@ impl Stream {
     }
 }
 
+/// A transaction's commit time, for lag: the binlog stamps events in whole seconds, so
+/// within the event's second the moment sluice read it stands for it (exact to a few
+/// milliseconds when the stream is caught up); an event read later than its second (a
+/// backlog) is taken at the end of that second.
+fn commit_time(ts: u32, read_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let start = DateTime::from_timestamp(i64::from(ts), 0)?;
+    let end = start + chrono::Duration::microseconds(999_999);
+    Some(read_at.clamp(start, end))
+}
+
 /// Sets the positions (the transaction's end) and commit time of a transaction's parts.
 fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32, _tables: &[BTable]) -> Txn {
     let position = Stored {
@@ -549,7 +559,7 @@ fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32, _tables: &[BTable
         snapshot: None,
     }
     .position();
-    let at: Option<DateTime<Utc>> = DateTime::from_timestamp(i64::from(ts), 0);
+    let at = commit_time(ts, Utc::now());
     for p in &mut parts {
         p.position = position.clone();
         p.source_time = at;
@@ -674,6 +684,27 @@ fn ident(s: &str) -> Option<(String, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commit_times_are_read_times_within_the_event_second() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let ts = at("2026-11-25T10:00:00Z").timestamp() as u32;
+        // Read during its second: the read time.
+        assert_eq!(
+            commit_time(ts, at("2026-11-25T10:00:00.250Z")),
+            Some(at("2026-11-25T10:00:00.250Z"))
+        );
+        // Read later (a backlog): the end of its second.
+        assert_eq!(
+            commit_time(ts, at("2026-11-25T10:05:00Z")),
+            Some(at("2026-11-25T10:00:00.999999Z"))
+        );
+        // A clock behind the server's: the event's second.
+        assert_eq!(
+            commit_time(ts, at("2026-11-25T09:59:59Z")),
+            Some(at("2026-11-25T10:00:00Z"))
+        );
+    }
 
     #[test]
     fn truncate_statements_name_their_table() {
