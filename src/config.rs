@@ -346,6 +346,11 @@ impl Settings {
                 .or(parsed.http.addr)
                 .unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
         };
+        if parsed.source.server_id == Some(0) {
+            return Err(Error::Config(
+                "[source] server_id must be 1..4294967295 (0 is no replica id), unique among the source's replicas; leave it out to derive one from the pipeline name".into(),
+            ));
+        }
         settings.validate()?;
         settings.pipeline_name = match &settings.pipeline.name {
             Some(n) => n.clone(),
@@ -701,6 +706,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.capture, s.server_id), (Capture::Binlog, 4242));
+        let zero =
+            load_str("[source]\ncapture = \"binlog\"\nserver_id = 0\n[[tables]]\nname = \"a\"\n");
+        assert!(zero
+            .unwrap_err()
+            .to_string()
+            .contains("server_id must be 1..4294967295"));
         let err = load_str("[[tables]]\nname = \"a\"\n").unwrap_err();
         assert!(err.to_string().contains("tables[0].cursor"), "{err}");
         let s = Settings::load(None, &Overrides::default()).unwrap();
