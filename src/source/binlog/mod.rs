@@ -32,7 +32,7 @@ use sea_orm::sqlx::{self, MySqlConnection, Row as _};
 use serde::{Deserialize, Serialize};
 
 use self::decode::ColumnDecoder;
-use super::mysql::{self, MapOptions, ReadSpec};
+use super::mysql::{self, ReadSpec};
 use super::poll::keyset::Keyset;
 use crate::config::{Settings, TableSettings};
 use crate::error::{Error, Result, Side};
@@ -146,16 +146,7 @@ pub async fn plan(
     settings: &Settings,
     t: &TableSettings,
 ) -> Result<BinlogPlan> {
-    let source = mysql::introspect(
-        conn,
-        &t.name,
-        MapOptions {
-            tinyint1_as_boolean: t.tinyint1_as_boolean,
-        },
-    )
-    .await?;
-    let configured = t.primary_key.as_ref().map(|p| p.to_vec());
-    let key = source.resolve_key(configured.as_deref())?;
+    let (source, key) = mysql::introspect_keyed(conn, t).await?;
     let names: Vec<String> = key
         .iter()
         .map(|&i| source.columns[i].name.clone())

@@ -8,15 +8,14 @@
 //! replay a few transactions the snapshot already holds, which converges (row images are
 //! whole).
 
-use futures::StreamExt;
 use sea_orm::sqlx::{self, AssertSqlSafe, MySqlConnection, Row as _};
 
 use super::BinlogPos;
 use crate::error::{Error, Result, Side};
-use crate::source::mysql::read::bind_value;
+use crate::source::mysql::read::{bind_value, read_page};
 use crate::source::mysql::{self, quote, Flavor, ReadSpec};
 use crate::source::poll::keyset::{self, Keyset};
-use crate::value::{row_bytes, Row, Value};
+use crate::value::{Row, Value};
 
 /// A consistent snapshot, open on its own connection.
 pub(super) struct Snapshot {
@@ -121,7 +120,7 @@ impl Snapshot {
         page_bytes: usize,
         page_rows: usize,
     ) -> Result<(Vec<Row>, bool)> {
-        let mut q = match after {
+        let q = match after {
             None => sqlx::query(AssertSqlSafe(copy.first.as_str())),
             Some(key) => {
                 let mut q = sqlx::query(AssertSqlSafe(copy.after.as_str()));
@@ -131,35 +130,19 @@ impl Snapshot {
                 q
             }
         };
-        let limit = copy.limit;
-        q = q.bind(limit as u64);
-        let mut rows = Vec::with_capacity(limit.min(16_384));
-        let (mut bytes, mut widest, mut seen, mut cut) = (0usize, 0usize, 0usize, false);
-        let mut stream = q.fetch(&mut self.conn);
-        while let Some(r) = stream.next().await {
-            let r = r.map_err(|e| {
+        let page = read_page(q, &mut self.conn, spec, copy.limit, page_bytes, page_rows)
+            .await?
+            .map_err(|e| {
                 Error::db(
                     Side::Source,
                     format!("reading table {:?} for its snapshot", spec.model.name),
                     &e,
                 )
             })?;
-            seen += 1;
-            if cut {
-                continue;
-            }
-            let row = spec.decode_row(&r)?;
-            let b = row_bytes(&row);
-            bytes += b;
-            widest = widest.max(b);
-            rows.push(row);
-            cut = bytes >= page_bytes;
+        if let Some(next) = page.next_limit {
+            copy.limit = next;
         }
-        drop(stream);
-        if let Some(fit) = page_bytes.checked_div(widest) {
-            copy.limit = fit.clamp(1, page_rows);
-        }
-        Ok((rows, !cut && seen < limit))
+        Ok((page.rows, !page.full))
     }
 
     /// Ends the snapshot's transaction.

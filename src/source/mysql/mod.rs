@@ -130,6 +130,25 @@ pub async fn estimate_rows(conn: &mut MySqlConnection, table: &str) -> Result<u6
     Ok(table_stats(conn, table).await?.rows)
 }
 
+/// A configured table's columns and primary key (the `primary_key` setting, or the
+/// table's own; refused without either).
+pub async fn introspect_keyed(
+    conn: &mut MySqlConnection,
+    t: &crate::config::TableSettings,
+) -> Result<(SourceTable, Vec<usize>)> {
+    let source = introspect(
+        conn,
+        &t.name,
+        MapOptions {
+            tinyint1_as_boolean: t.tinyint1_as_boolean,
+        },
+    )
+    .await?;
+    let configured = t.primary_key.as_ref().map(|p| p.to_vec());
+    let key = source.resolve_key(configured.as_deref())?;
+    Ok((source, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,7 +187,59 @@ impl ReadSpec {
     }
 }
 
-type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+pub type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+
+/// One page of a `… LIMIT ?` query, bounded in bytes.
+pub struct Page {
+    pub rows: Vec<Row>,
+    /// Full: the row limit was reached, or the bytes ran out before it.
+    pub full: bool,
+    /// The next page's row limit: what `page_bytes` holds of rows as wide as this page's
+    /// widest, within `1..=page_rows` (`None` for an empty page).
+    pub next_limit: Option<usize>,
+}
+
+/// Runs a page query whose last parameter is the row limit (bound here) and decodes its
+/// rows as they arrive, while the server is still sending the page; once `page_bytes` of
+/// rows are kept, the rest of the result is read past. The outer error is a row sluice
+/// cannot decode; the inner one is the query's.
+pub async fn read_page(
+    q: Query<'_>,
+    conn: &mut sqlx::MySqlConnection,
+    spec: &ReadSpec,
+    limit: usize,
+    page_bytes: usize,
+    page_rows: usize,
+) -> Result<std::result::Result<Page, sqlx::Error>> {
+    use futures::StreamExt;
+    let q = q.bind(limit as u64);
+    let mut rows = Vec::with_capacity(limit.min(16_384));
+    let (mut bytes, mut widest, mut seen, mut cut) = (0usize, 0usize, 0usize, false);
+    let mut stream = q.fetch(conn);
+    while let Some(r) = stream.next().await {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        seen += 1;
+        if cut {
+            continue;
+        }
+        let row = spec.decode_row(&r)?;
+        let b = crate::value::row_bytes(&row);
+        bytes += b;
+        widest = widest.max(b);
+        rows.push(row);
+        cut = bytes >= page_bytes;
+    }
+    Ok(Ok(Page {
+        rows,
+        full: cut || seen >= limit,
+        next_limit: page_bytes
+            .checked_div(widest)
+            .map(|fit| fit.clamp(1, page_rows)),
+    }))
+}
 
 /// Binds one value as the MySQL type that compares correctly with its column.
 pub fn bind_value<'q>(q: Query<'q>, v: &Value) -> Query<'q> {

@@ -17,7 +17,7 @@ use sea_orm::sqlx::{self, MySqlConnection};
 
 use self::keyset::Keyset;
 use self::table::{Outcome, TableReader};
-use super::mysql::{self, Flavor, MapOptions, ReadSpec};
+use super::mysql::{self, Flavor, ReadSpec};
 use super::{After, OpenTable, Read, Source, Step, TablePlan};
 use crate::config::{Settings, TableSettings};
 use crate::error::{Error, Result, Side};
@@ -43,16 +43,7 @@ pub async fn plan(
     settings: &Settings,
     t: &TableSettings,
 ) -> Result<PollPlan> {
-    let source = mysql::introspect(
-        conn,
-        &t.name,
-        MapOptions {
-            tinyint1_as_boolean: t.tinyint1_as_boolean,
-        },
-    )
-    .await?;
-    let configured = t.primary_key.as_ref().map(|p| p.to_vec());
-    let key = source.resolve_key(configured.as_deref())?;
+    let (source, key) = mysql::introspect_keyed(conn, t).await?;
     let cursor = t.cursor.as_ref().map(|c| c.to_vec()).ok_or_else(|| {
         Error::Config(format!(
             "table {:?} has no cursor; polling needs one (see [[tables]] cursor)",

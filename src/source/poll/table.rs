@@ -19,17 +19,16 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use sea_orm::sqlx::{self, AssertSqlSafe, MySqlConnection};
 use tracing::debug;
 
 use super::keyset::{self, Keyset};
 use crate::error::{Error, Result, Side};
 use crate::model::{Kind, TableId};
-use crate::source::mysql::read::bind_value;
+use crate::source::mysql::read::{bind_value, read_page};
 use crate::source::mysql::{quote, Flavor, ReadSpec};
 use crate::telemetry::TableHandle;
-use crate::value::{row_bytes, Row, Value};
+use crate::value::{Row, Value};
 
 /// How one read ended.
 pub(super) enum Outcome {
@@ -299,38 +298,17 @@ impl TableReader {
                 q = bind_value(q, &upper[i]);
             }
         }
-        let limit = self.limit;
-        q = q.bind(limit as u64);
-        // Rows are decoded as they arrive, while the server is still sending the page.
-        let mut rows = Vec::with_capacity(limit.min(16_384));
-        let (mut bytes, mut widest, mut seen, mut cut) = (0usize, 0usize, 0usize, false);
-        let mut stream = q.fetch(&mut *conn);
-        while let Some(r) = stream.next().await {
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
-            seen += 1;
-            if cut {
-                // Past the page's bytes: read past the rest of the result, keep nothing.
-                continue;
-            }
-            let row = self.spec.decode_row(&r)?;
-            let b = row_bytes(&row);
-            bytes += b;
-            widest = widest.max(b);
-            rows.push(row);
-            cut = bytes >= page_bytes;
-        }
-        drop(stream);
-        if let Some(fit) = page_bytes.checked_div(widest) {
-            let next = fit.clamp(1, page_rows);
+        let page = match read_page(q, conn, &self.spec, self.limit, page_bytes, page_rows).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(next) = page.next_limit {
             if next != self.limit {
-                debug!(table = %self.name(), rows = next, row_bytes = widest, "page size follows the row width");
+                debug!(table = %self.name(), rows = next, "page size follows the row width");
             }
             self.limit = next;
         }
-        Ok(Ok((rows, cut || seen >= limit)))
+        Ok(Ok((page.rows, page.full)))
     }
 
     fn read_error(&self, what: &str, e: &sqlx::Error) -> Error {
