@@ -11,10 +11,11 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::config::{host_port, redact, Settings};
+use crate::config::{host_port, Settings};
 use crate::error::{Error, Result, Side};
 use crate::pipeline::generator::{Generator, GeneratorReport, StopGenerator};
 use crate::pipeline::supervisor::{PlannedTable, RunOutcome, Supervisor};
+use crate::redact::redact;
 use crate::retry::{retry, Retrier};
 use crate::shutdown::Shutdown;
 use crate::sink::postgres::{self, ddl, initial_load};

@@ -7,12 +7,14 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::redact::redact;
 
 pub const DEFAULT_SOURCE_URL: &str = "mysql://root@127.0.0.1:3306/test";
 pub const DEFAULT_TARGET_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Everything `sluice` needs to know, fully resolved.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything `sluice` needs to know, fully resolved. The URLs hold the passwords given
+/// apart from them (password files, `SLUICE_*_PASSWORD`); `Debug` shows them redacted.
+#[derive(Clone, PartialEq)]
 pub struct Settings {
     pub source_url: String,
     pub target_url: String,
@@ -37,6 +39,25 @@ pub struct Settings {
     /// `[http] addr` / `SLUICE_HTTP_ADDR`: where `run` and `demo` serve /metrics, /healthz,
     /// /readyz and /status. Port 0 picks a free port (logged).
     pub http_addr: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("source_url", &redact(&self.source_url))
+            .field("target_url", &redact(&self.target_url))
+            .field("target_schema", &self.target_schema)
+            .field("safety_lag_ms", &self.safety_lag_ms)
+            .field("zero_dates", &self.zero_dates)
+            .field("capture", &self.capture)
+            .field("server_id", &self.server_id)
+            .field("pipeline", &self.pipeline)
+            .field("pipeline_name", &self.pipeline_name)
+            .field("retry", &self.retry)
+            .field("tables", &self.tables)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
 }
 
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9731";
@@ -284,6 +305,7 @@ struct FileHttp {
 #[serde(deny_unknown_fields)]
 struct FileSource {
     url: Option<String>,
+    password_file: Option<std::path::PathBuf>,
     safety_lag_ms: Option<u64>,
     zero_dates: Option<ZeroDates>,
     capture: Option<Capture>,
@@ -294,6 +316,7 @@ struct FileSource {
 #[serde(deny_unknown_fields)]
 struct FileTarget {
     url: Option<String>,
+    password_file: Option<std::path::PathBuf>,
     schema: Option<String>,
 }
 
@@ -317,6 +340,23 @@ impl Settings {
             }
             None => File::default(),
         };
+        // Every password is known to the redaction before anything can print it.
+        for url in [
+            &overrides.source_url,
+            &parsed.source.url,
+            &overrides.target_url,
+            &parsed.target.url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::redact::register_url(url);
+        }
+        if let Ok(pw) = std::env::var("PGPASSWORD") {
+            crate::redact::register(&pw);
+        }
+        let source_password = password_apart("source", parsed.source.password_file.as_deref())?;
+        let target_password = password_apart("target", parsed.target.password_file.as_deref())?;
         let mut settings = Settings {
             pipeline_name: String::new(),
             source_url: overrides
@@ -352,6 +392,12 @@ impl Settings {
             ));
         }
         settings.validate()?;
+        if let Some((pw, from)) = source_password {
+            settings.source_url = with_password(&settings.source_url, &pw, "source", &from)?;
+        }
+        if let Some((pw, from)) = target_password {
+            settings.target_url = with_password(&settings.target_url, &pw, "target", &from)?;
+        }
         settings.pipeline_name = match &settings.pipeline.name {
             Some(n) => n.clone(),
             None => format!(
@@ -496,6 +542,71 @@ impl Settings {
     }
 }
 
+/// The password a side is given apart from its URL, and where it came from: the
+/// environment (`SLUICE_SOURCE_PASSWORD`, `SLUICE_SOURCE_PASSWORD_FILE`) or the file's
+/// `[source] password_file` (and the same for `target`). At most one of them.
+fn password_apart(side: &str, file: Option<&Path>) -> Result<Option<(String, String)>> {
+    let upper = side.to_ascii_uppercase();
+    let env_pw = format!("SLUICE_{upper}_PASSWORD");
+    let env_file = format!("SLUICE_{upper}_PASSWORD_FILE");
+    let mut given: Vec<(String, String)> = Vec::new();
+    if let Ok(pw) = std::env::var(&env_pw) {
+        crate::redact::register(&pw);
+        given.push((pw, env_pw.clone()));
+    }
+    let env_path = std::env::var_os(&env_file).map(std::path::PathBuf::from);
+    for (path, from) in [
+        (env_path.as_deref(), env_file.clone()),
+        (file, format!("[{side}] password_file")),
+    ] {
+        let Some(path) = path else { continue };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "{from}: cannot read the password file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let pw = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text)
+            .to_string();
+        crate::redact::register(&pw);
+        if pw.is_empty() {
+            return Err(Error::Config(format!(
+                "{from}: the password file {} is empty",
+                path.display()
+            )));
+        }
+        given.push((pw, format!("{from} ({})", path.display())));
+    }
+    if given.len() > 1 {
+        let names: Vec<&str> = given.iter().map(|(_, from)| from.as_str()).collect();
+        return Err(Error::Config(format!(
+            "the {side} password is given {} ways ({}); keep one",
+            given.len(),
+            names.join(", ")
+        )));
+    }
+    Ok(given.pop())
+}
+
+/// `raw` with `password` set as its password; refused when the URL holds one already.
+fn with_password(raw: &str, password: &str, side: &str, from: &str) -> Result<String> {
+    let mut url = url::Url::parse(raw)
+        .map_err(|e| Error::Config(format!("{side} URL {} is not valid: {e}", redact(raw))))?;
+    if url.password().is_some() {
+        return Err(Error::Config(format!(
+            "the {side} password is given twice: in the URL {} and by {from}; keep one (a password file keeps it out of the URL)",
+            redact(raw)
+        )));
+    }
+    url.set_password(Some(password)).map_err(|()| {
+        Error::Config(format!("{side} URL {} cannot hold a password", redact(raw)))
+    })?;
+    Ok(url.to_string())
+}
+
 fn check_url(key: &str, raw: &str, schemes: &[&str]) -> Result<()> {
     let url = url::Url::parse(raw)
         .map_err(|e| Error::Config(format!("{key}: {:?} is not a URL ({e})", redact(raw))))?;
@@ -522,23 +633,6 @@ fn check_url(key: &str, raw: &str, schemes: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The URL with its password replaced by `***`, for logs and errors.
-pub fn redact(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        // Not a URL: it might still hold a secret, so show only its scheme-like prefix.
-        Err(_) => match raw.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://…"),
-            None => "<unparseable URL>".into(),
-        },
-    }
-}
-
 /// The replica id binlog capture announces when `[source] server_id` is not set: stable for
 /// a pipeline, and unlikely to meet another replica's (which would cut one of the two off).
 pub fn default_server_id(pipeline: &str) -> u32 {
@@ -556,46 +650,6 @@ pub fn database_of(raw: &str) -> String {
         .ok()
         .map(|u| u.path().trim_start_matches('/').to_string())
         .unwrap_or_default()
-}
-
-/// Any text (an error message, a log line) with the passwords of URLs in it masked:
-/// `scheme://user:secret@host` → `scheme://user:***@host`, and `password=secret` → `password=***`.
-pub fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    // `://user:secret@`
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon + 1]);
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    // `password=secret` (URL parameters).
-    let mut masked = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(i) = rest.to_ascii_lowercase().find("password=") {
-        let (head, tail) = rest.split_at(i + "password=".len());
-        masked.push_str(head);
-        let end = tail
-            .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        masked.push_str("***");
-        rest = &tail[end..];
-    }
-    masked.push_str(rest);
-    masked
 }
 
 /// `host:port` of a URL, for "cannot reach" messages.
@@ -748,22 +802,7 @@ mod tests {
     }
 
     #[test]
-    fn redact_text_hides_passwords_anywhere_in_a_message() {
-        assert_eq!(
-            redact_text("cannot connect to mysql://u:s3cret@h:1/db (mysql://x@y/z)"),
-            "cannot connect to mysql://u:***@h:1/db (mysql://x@y/z)"
-        );
-        assert_eq!(
-            redact_text("postgres://h/db?sslmode=require&password=s3cret&x=1"),
-            "postgres://h/db?sslmode=require&password=***&x=1"
-        );
-        assert_eq!(redact_text("no secrets here"), "no secrets here");
-    }
-
-    #[test]
-    fn redact_hides_passwords() {
-        assert_eq!(redact("mysql://u:pw@h:3306/db"), "mysql://u:***@h:3306/db");
-        assert_eq!(redact("mysql://u@h:3306/db"), "mysql://u@h:3306/db");
+    fn host_port_names_the_server() {
         assert_eq!(
             host_port("postgres://u:pw@db.example:6543/x"),
             "db.example:6543"

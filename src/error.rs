@@ -104,7 +104,12 @@ impl Error {
         Error::Database {
             side,
             context: context.into(),
-            message: describe(err),
+            message: if is_tls_failure(err) {
+                // A TLS failure says what to fix (the CA, the mode, the host name).
+                format!("{}; {}", describe(err), crate::tls::hint(side))
+            } else {
+                describe(err)
+            },
             code: match err {
                 sea_orm::sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
                 _ => None,
@@ -168,10 +173,28 @@ fn describe(err: &sea_orm::sqlx::Error) -> String {
     }
 }
 
-fn is_transient(err: &sea_orm::sqlx::Error) -> bool {
+/// An untrusted certificate, a name that does not match, a server without TLS: sqlx
+/// reports the first two as I/O errors carrying rustls's.
+fn is_tls_failure(err: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error as E;
     match err {
-        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
+        E::Tls(e) => e.downcast_ref::<std::io::Error>().is_none(),
+        E::Io(e) => e
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    }
+}
+
+fn is_transient(err: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error as E;
+    if is_tls_failure(err) {
+        return false;
+    }
+    match err {
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        // A connection cut during the handshake.
+        E::Tls(_) => true,
         E::Protocol(msg) => msg.contains("connection") || msg.contains("closed"),
         E::Database(db) => {
             let code = db.code().unwrap_or_default();

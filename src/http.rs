@@ -14,8 +14,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use sea_orm::sqlx;
 use tracing::info;
 
-use crate::config::{redact, Settings};
+use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::redact::redact;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

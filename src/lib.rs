@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`main`](../sluice/index.html): thin binary (command line, logging, signals, exit code).
 //! - [`cli`]: the command line (clap).
-//! - [`config`]: typed settings from file, environment and flags; validation; redaction.
+//! - [`config`]: typed settings from file, environment and flags; validation; passwords.
+//! - [`redact`]: secrets masked in everything printed (the log writer, errors).
 //! - [`error`]: the error type, retryable or not, its exit code.
 //! - [`retry`]: the one retry policy (backoff with jitter, deadlines, shutdown-aware).
 //! - [`shutdown`]: the shutdown handle blocking threads and async tasks share.
@@ -26,6 +27,7 @@
 //! - [`status`]: per-table stored state and lag, for `status` and `/status`.
 //! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
 //! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
+//! - [`tls`]: whether connections are encrypted (warned when not, to another host); TLS hints.
 //! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`), each taking
 //!   its shutdown as a future.
@@ -39,6 +41,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod redact;
 pub mod retry;
 pub mod shutdown;
 pub mod sink;
@@ -46,5 +49,6 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod value;
 pub mod verify;

@@ -21,7 +21,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            // The message may quote a URL or a configuration line: masked like the logs.
+            eprintln!("error: {}", sluice::redact::redact_text(&e.to_string()));
             ExitCode::from(e.exit_code() as u8)
         }
     }
@@ -33,7 +34,8 @@ fn init_tracing(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Every line, the libraries' own included, with its secrets masked.
+        .with_writer(sluice::redact::Stderr)
         // Colours only on a terminal: log files and pipes get plain text.
         .with_ansi(std::io::stderr().is_terminal());
     match format {

@@ -185,6 +185,8 @@ fn source_transactions_land_whole() {
                 if n >= 600 {
                     return None;
                 }
+                // Paced, so that the target is seen moving even on a loaded machine.
+                std::thread::sleep(Duration::from_millis(1));
                 seed = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
@@ -206,7 +208,17 @@ fn source_transactions_land_whole() {
                  (SELECT count(*) FROM public.ledger)::text";
     let mut samples = 0;
     let mut seen_ledger = std::collections::BTreeSet::new();
-    while workers.iter().any(|w| !w.is_finished()) || samples < 20 {
+    let started = Instant::now();
+    // Until the target has every transfer, so that a slow start still shows it moving.
+    while workers.iter().any(|w| !w.is_finished())
+        || samples < 20
+        || !seen_ledger.contains(&(ACCOUNTS + 2400))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the transfers did not all land within 90 s; sluice's log:\n{}",
+            run.log()
+        );
         let r = &db.pg_rows(check)[0];
         assert_eq!(
             r[0].as_deref(),

@@ -27,9 +27,10 @@ use sea_orm::sqlx::{self, ConnectOptions};
 
 use self::writer::TableWriter;
 use super::{CaughtUp, PartApplied, Sink};
-use crate::config::{host_port, redact, CopyFormat, OnBadRow};
+use crate::config::{host_port, CopyFormat, OnBadRow};
 use crate::error::{Error, Result, Side};
 use crate::model::{Batch, TableId, TableModel};
+use crate::redact::redact;
 use crate::state::{self, StateKey};
 
 /// Opens one connection to the target, named `sluice <role>` in `pg_stat_activity`.
@@ -37,7 +38,7 @@ pub async fn connect(url: &str, role: &str) -> Result<PgConnection> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("target URL {} is not valid: {e}", redact(url))))?
         .application_name(&format!("sluice {role}"));
-    opts.connect().await.map_err(|e| {
+    let mut conn = opts.connect().await.map_err(|e| {
         let mut err = Error::db(
             Side::Target,
             format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
@@ -49,7 +50,14 @@ pub async fn connect(url: &str, role: &str) -> Result<PgConnection> {
             );
         }
         err
-    })
+    })?;
+    let encrypted: Option<bool> =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(|e| Error::db(Side::Target, "reading the session's TLS state", &e))?;
+    crate::tls::note(Side::Target, url, role, encrypted.unwrap_or(false));
+    Ok(conn)
 }
 
 /// One table a sink writes.

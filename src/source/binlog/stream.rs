@@ -92,7 +92,11 @@ fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
 fn source_err(context: &str, e: mysql_async::Error) -> Error {
     use mysql_async::Error as E;
     let transient = match &e {
-        E::Io(_) | E::Driver(_) => true,
+        // An untrusted certificate, or TLS asked of a server without it: not fixed by waiting.
+        E::Io(mysql_async::IoError::Io(_)) => true,
+        E::Io(_) => false,
+        E::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => false,
+        E::Driver(_) => true,
         E::Server(s) => {
             // 1236: the binlog file is gone (purged): never fixed by waiting.
             s.code != 1236
@@ -103,7 +107,15 @@ fn source_err(context: &str, e: mysql_async::Error) -> Error {
     Error::Database {
         side: Side::Source,
         context: context.to_string(),
-        message: crate::config::redact_text(&e.to_string()),
+        message: match &e {
+            E::Io(mysql_async::IoError::Io(_)) => crate::redact::redact_text(&e.to_string()),
+            E::Io(_) | E::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => format!(
+                "{}; {}",
+                crate::redact::redact_text(&e.to_string()),
+                crate::tls::hint(Side::Source)
+            ),
+            _ => crate::redact::redact_text(&e.to_string()),
+        },
         code: match &e {
             E::Server(s) => Some(s.state.clone()),
             _ => None,
@@ -151,15 +163,26 @@ impl Stream {
     }
 
     async fn connect(&mut self, url: &str, server_id: u32) -> Result<()> {
-        let opts = mysql_async::Opts::from_url(url).map_err(|e| {
-            Error::Config(format!(
-                "source URL: {}",
-                crate::config::redact_text(&e.to_string())
-            ))
-        })?;
-        let mut conn = mysql_async::Conn::new(opts)
-            .await
-            .map_err(|e| source_err("connecting for the binlog stream", e))?;
+        let (opts, plaintext) = crate::source::mysql::binlog_opts(url)?;
+        let no_tls = |e: &mysql_async::Error| {
+            matches!(
+                e,
+                mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
+            )
+        };
+        let encrypted = opts.ssl_opts().is_some();
+        let mut conn = match (mysql_async::Conn::new(opts).await, plaintext) {
+            // ssl-mode=PREFERRED and a server without TLS: plaintext, as sqlx does.
+            (Err(e), Some(plain)) if no_tls(&e) => {
+                mysql_async::Conn::new(plain).await.map(|c| (c, false))
+            }
+            (r, _) => r.map(|c| (c, encrypted)),
+        }
+        .map(|(c, encrypted)| {
+            crate::tls::note(Side::Source, url, "binlog stream", encrypted);
+            c
+        })
+        .map_err(|e| source_err("connecting for the binlog stream", e))?;
         // The file to start from must still be on the server: never skip what was purged.
         let logs: Vec<mysql_async::Row> = conn
             .query("SHOW BINARY LOGS")

@@ -9,8 +9,9 @@ use std::str::FromStr;
 use sea_orm::sqlx::mysql::MySqlConnectOptions;
 use sea_orm::sqlx::{self, ConnectOptions, MySqlConnection};
 
-use crate::config::{host_port, redact};
+use crate::config::host_port;
 use crate::error::{Error, Result, Side};
+use crate::redact::redact;
 
 pub use introspect::{introspect, MapOptions, SourceTable};
 pub use read::ReadSpec;
@@ -20,7 +21,7 @@ pub use read::ReadSpec;
 pub async fn connect(url: &str) -> Result<MySqlConnection> {
     let opts = MySqlConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("source URL {} is not valid: {e}", redact(url))))?;
-    opts.connect().await.map_err(|e| {
+    let mut conn = opts.connect().await.map_err(|e| {
         let mut err = Error::db(
             Side::Source,
             format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
@@ -32,8 +33,106 @@ pub async fn connect(url: &str) -> Result<MySqlConnection> {
             );
         }
         err
-    })
+    })?;
+    let cipher: Option<(String, String)> = sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|e| Error::db(Side::Source, "reading the session's TLS state", &e))?;
+    let encrypted = cipher.is_some_and(|(_, c)| !c.is_empty());
+    crate::tls::note(Side::Source, url, "reader", encrypted);
+    Ok(conn)
 }
+
+/// The options of the binlog stream's connection (mysql_async) from the source URL as sqlx
+/// reads it: host, port or `socket=`, user, password, and TLS as `ssl-mode=` asks
+/// (`DISABLED`, `PREFERRED` (the default), `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`), with
+/// `ssl-ca=`, `ssl-cert=` and `ssl-key=`. Certificates are checked against the system's
+/// store (or `ssl-ca=` alone), as sqlx does. The second options, for `PREFERRED`, are
+/// plaintext: what to use when the server offers no TLS.
+pub fn binlog_opts(url: &str) -> Result<(mysql_async::Opts, Option<mysql_async::Opts>)> {
+    use mysql_async::{ClientIdentity, OptsBuilder, SslOpts};
+    let bad = |what: String| Error::Config(format!("source URL {}: {what}", redact(url)));
+    let u = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let host = u
+        .host_str()
+        .unwrap_or("127.0.0.1")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let mut b = OptsBuilder::default()
+        .ip_or_hostname(decode(host))
+        .tcp_port(u.port().unwrap_or(3306))
+        .user(Some(decode(u.username())))
+        .pass(u.password().map(decode))
+        .db_name(Some(decode(u.path().trim_start_matches('/'))));
+    let (mut mode, mut ca, mut cert, mut key) = ("preferred".to_string(), None, None, None);
+    for (k, v) in u.query_pairs() {
+        match &*k {
+            "sslmode" | "ssl-mode" => mode = v.to_ascii_lowercase(),
+            "sslca" | "ssl-ca" => ca = Some(std::path::PathBuf::from(&*v)),
+            "sslcert" | "ssl-cert" => cert = Some(std::path::PathBuf::from(&*v)),
+            "sslkey" | "ssl-key" => key = Some(std::path::PathBuf::from(&*v)),
+            "socket" => b = b.socket(Some(v.into_owned())),
+            _ => {}
+        }
+    }
+    let plain = b.clone();
+    let mut ssl = SslOpts::default();
+    match &ca {
+        Some(ca) => {
+            ssl = ssl
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true)
+        }
+        None => {
+            if let Some(store) = SYSTEM_CA_BUNDLES
+                .iter()
+                .map(std::path::Path::new)
+                .find(|p| p.exists())
+            {
+                ssl = ssl
+                    .with_root_certs(vec![store.to_path_buf().into()])
+                    .with_disable_built_in_roots(true);
+            }
+        }
+    }
+    match (cert, key) {
+        (Some(c), Some(k)) => {
+            ssl = ssl.with_client_identity(Some(ClientIdentity::new(c.into(), k.into())))
+        }
+        (None, None) => {}
+        _ => return Err(bad("ssl-cert and ssl-key go together".into())),
+    }
+    let ssl = match mode.as_str() {
+        "disabled" => return Ok((plain.into(), None)),
+        "preferred" => {
+            return Ok((
+                b.ssl_opts(Some(ssl.with_danger_accept_invalid_certs(true))).into(),
+                Some(plain.into()),
+            ))
+        }
+        "required" => ssl.with_danger_accept_invalid_certs(true),
+        "verify_ca" => ssl.with_danger_skip_domain_validation(true),
+        "verify_identity" => ssl,
+        other => {
+            return Err(bad(format!(
+                "ssl-mode={other:?} is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"
+            )))
+        }
+    };
+    Ok((b.ssl_opts(Some(ssl)).into(), None))
+}
+
+/// Where Linux distributions keep the system's trusted CAs, as one file.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// Which server sluice talks to: the SQL it may use depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
