@@ -2,20 +2,28 @@
 //! `kill -9` would (no destructor, no flush, no rollback), the `n`th time (default: first)
 //! it reaches the named point. Unset, a failpoint costs one relaxed atomic load.
 //!
+//! Only in builds with the `failpoints` cargo feature, which the tests turn on (the package
+//! is its own dev-dependency with it); a release build ignores `SLUICE_FAILPOINT` and says
+//! so at start.
+//!
 //! Points: `after_read` (a page was read, nothing sent on), `before_commit` (a batch and its
 //! watermark were written, the transaction is not committed), `after_commit` (committed, not
 //! yet reported), `before_key_commit` (an initial load's deferred primary key is built, the
 //! transaction is not committed).
 
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
 
+#[cfg(feature = "failpoints")]
 struct Armed {
     name: String,
     nth: u64,
     hits: AtomicU64,
 }
 
+#[cfg(feature = "failpoints")]
 fn armed() -> Option<&'static Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED
@@ -35,11 +43,24 @@ fn armed() -> Option<&'static Armed> {
 }
 
 /// Aborts the process if `name` is the armed failpoint and this is its `n`th hit.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if let Some(a) = armed() {
         if a.name == name && a.hits.fetch_add(1, Ordering::Relaxed) + 1 == a.nth {
             eprintln!("failpoint {name} hit: aborting");
             std::process::abort();
         }
+    }
+}
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
+/// Warns when `SLUICE_FAILPOINT` is set in a build that ignores it.
+pub fn warn_if_ignored() {
+    if cfg!(not(feature = "failpoints")) && std::env::var_os("SLUICE_FAILPOINT").is_some() {
+        tracing::warn!("SLUICE_FAILPOINT is ignored: this build has no failpoints (the `failpoints` cargo feature, for tests)");
     }
 }

@@ -5,10 +5,15 @@
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 when both databases answer `SELECT 1` within 2 s and every table's
 //!   pipeline is running; 503 otherwise. The JSON body says which check failed.
-//! - `GET /status`: what `sluice status --json` prints.
+//! - `GET /status`: what `sluice status --json` prints; 503 with `{"error": …}` when the
+//!   target cannot be read.
+//!
+//! `/readyz` and `/status` answer from a copy at most [`CACHE_FOR`] old, and ask the
+//! databases through the process's helper connections ([`crate::helpers`]): probing them
+//! often costs the servers nothing more.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use sea_orm::sqlx;
@@ -16,17 +21,48 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::helpers::HELPERS;
 use crate::redact::redact;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Held while a helper (a readiness probe, `/status`, the progress estimate, recording a
-/// table's error) talks to the databases: at most one helper connection to each side at a
-/// time, the one `[pipeline] max_*_connections` keeps for them.
-pub static HELPERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How long an answer of `/readyz` or `/status` is served again before the databases are
+/// asked anew.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
 
 struct State {
     settings: Settings,
+    readyz: Cached,
+    status: Cached,
+}
+
+/// The last answer of an endpoint and when it was made.
+#[derive(Default)]
+struct Cached(tokio::sync::Mutex<Option<(Instant, bool, serde_json::Value)>>);
+
+impl Cached {
+    /// The answer at most [`CACHE_FOR`] old, or a new one from `make` (`ok`, body). One
+    /// request at a time makes it; the others wait and share it.
+    async fn get<F, Fut>(&self, make: F) -> HttpResponse
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = (bool, serde_json::Value)>,
+    {
+        let mut last = self.0.lock().await;
+        let (ok, body) = match &*last {
+            Some((at, ok, body)) if at.elapsed() < CACHE_FOR => (*ok, body.clone()),
+            _ => {
+                let (ok, body) = make().await;
+                *last = Some((Instant::now(), ok, body.clone()));
+                (ok, body)
+            }
+        };
+        if ok {
+            HttpResponse::Ok().json(body)
+        } else {
+            HttpResponse::ServiceUnavailable().json(body)
+        }
+    }
 }
 
 /// Binds and starts serving on the current actix System; returns the bound address.
@@ -34,6 +70,8 @@ struct State {
 pub fn start(settings: &Settings) -> Result<SocketAddr> {
     let state = web::Data::new(State {
         settings: settings.clone(),
+        readyz: Cached::default(),
+        status: Cached::default(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -88,26 +126,33 @@ where
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let s = &state.settings;
-    let _helper = HELPERS.lock().await;
+    state.readyz.get(|| ready(&state.settings)).await
+}
+
+async fn ready(s: &Settings) -> (bool, serde_json::Value) {
+    let mut helpers = HELPERS.lock().await;
+    let (my, pg) = helpers.both(&s.source_url, &s.target_url).await;
     let (source, target) = tokio::join!(
         probe(|| async {
-            let mut c = crate::source::mysql::connect(&s.source_url).await?;
             sqlx::query("SELECT 1")
-                .execute(&mut c)
+                .execute(my?)
                 .await
                 .map_err(|e| Error::db(crate::error::Side::Source, "SELECT 1", &e))?;
             Ok(())
         }),
         probe(|| async {
-            let mut c = crate::sink::postgres::connect(&s.target_url, "status").await?;
             sqlx::query("SELECT 1")
-                .execute(&mut c)
+                .execute(pg?)
                 .await
                 .map_err(|e| Error::db(crate::error::Side::Target, "SELECT 1", &e))?;
             Ok(())
         }),
     );
+    if source != "ok" || target != "ok" {
+        // A connection cut mid-probe is not used again.
+        helpers.reset();
+    }
+    drop(helpers);
     let tables = crate::telemetry::snapshot();
     let table_states: serde_json::Map<String, serde_json::Value> = tables
         .iter()
@@ -132,19 +177,21 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
         "target": target.replace(&s.target_url, &redact(&s.target_url)),
         "tables": table_states,
     });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    (ready, body)
 }
 
 async fn status(state: web::Data<State>) -> HttpResponse {
-    let _helper = HELPERS.lock().await;
-    match crate::status::collect(&state.settings).await {
-        Ok(s) => HttpResponse::Ok().json(s),
-        Err(e) => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
-        }
-    }
+    state
+        .status
+        .get(|| async {
+            let mut helpers = HELPERS.lock().await;
+            match crate::status::collect(&state.settings, &mut helpers).await {
+                Ok(s) => (true, serde_json::to_value(s).unwrap_or_default()),
+                Err(e) => {
+                    helpers.reset();
+                    (false, serde_json::json!({"error": e.to_string()}))
+                }
+            }
+        })
+        .await
 }

@@ -23,6 +23,7 @@
 //! - [`pipeline`]: the actors (poller, batcher, writer, supervisor, generator) and their
 //!   messages, and the byte budget.
 //! - [`telemetry`]: the per-table stats store and metric names; Prometheus rendering.
+//! - [`helpers`]: the one cached connection to each side that probes, status and progress share.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
 //! - [`status`]: per-table stored state and lag, for `status` and `/status`.
 //! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod helpers;
 pub mod http;
 pub mod model;
 pub mod pipeline;

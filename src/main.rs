@@ -14,6 +14,7 @@ use sluice::error::Error;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    sluice::failpoint::warn_if_ignored();
     match execute(cli) {
         Ok(code) => code,
         Err(Error::Shutdown) => {
@@ -170,7 +171,10 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Other(e.to_string()))?;
-            let status = rt.block_on(sluice::status::collect(&settings))?;
+            let status = rt.block_on(sluice::status::collect(
+                &settings,
+                &mut sluice::helpers::Helpers::new(),
+            ))?;
             if json {
                 println!(
                     "{}",

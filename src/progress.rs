@@ -51,15 +51,16 @@ const COUNT_BELOW: i64 = 100_000;
 
 /// Rows still to replicate per table, estimated (`None` when a count failed).
 async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
-    let _helper = crate::http::HELPERS.lock().await;
+    let mut helpers = crate::helpers::HELPERS.lock().await;
     let mut out = BTreeMap::new();
-    let my = crate::source::mysql::connect(&settings.source_url).await;
-    let pg = crate::sink::postgres::connect(&settings.target_url, "status").await;
-    let (Ok(mut my), Ok(mut pg)) = (my, pg) else {
+    let (Ok(my), Ok(pg)) = helpers
+        .both(&settings.source_url, &settings.target_url)
+        .await
+    else {
         return out;
     };
     for t in tables {
-        let estimate = crate::source::mysql::estimate_rows(&mut my, t)
+        let estimate = crate::source::mysql::estimate_rows(my, t)
             .await
             .map_or(0, |n| n as i64);
         let src = if estimate >= COUNT_BELOW {
@@ -69,7 +70,7 @@ async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, O
                 "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
                 quote_mysql(t)
             )))
-            .fetch_one(&mut my)
+            .fetch_one(&mut *my)
             .await
             .ok()
             .and_then(|r| r.try_get::<i64, _>(0).ok())
@@ -79,14 +80,14 @@ async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, O
             "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
         )
         .bind(&target)
-        .fetch_one(&mut pg)
+        .fetch_one(&mut *pg)
         .await
         .unwrap_or(0);
         let tgt = if estimate >= COUNT_BELOW {
             Some(estimate)
         } else {
             sqlx::query(AssertSqlSafe(format!("SELECT count(*) FROM {target}")))
-                .fetch_one(&mut pg)
+                .fetch_one(&mut *pg)
                 .await
                 .ok()
                 .and_then(|r| r.try_get::<i64, _>(0).ok())

@@ -10,11 +10,12 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use entities::replication_state as rs;
 use sea_orm::sqlx::{self, AssertSqlSafe, Row as _};
-use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+use sea_orm::FromQueryResult;
 use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{Error, Result, Side};
+use crate::helpers::Helpers;
 use crate::model::Position;
 use crate::source::binlog;
 use crate::source::mysql;
@@ -64,27 +65,39 @@ pub struct Status {
 
 /// Reads the configured tables' rows of `sluice.replication_state` and, for the lag, the
 /// newest cursor value per table.
-pub async fn collect(settings: &Settings) -> Result<Status> {
-    let mut opts = sea_orm::ConnectOptions::new(settings.target_url.clone());
-    opts.max_connections(1).sqlx_logging(false);
-    let db = Database::connect(opts).await.map_err(|e| {
-        Error::orm(
-            Side::Target,
-            format!(
-                "cannot connect to {}",
-                crate::config::host_port(&settings.target_url)
-            ),
-            e,
-        )
-    })?;
+/// `helpers`: the connections to use (the process's helper connections under `run`).
+pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Status> {
     let names: Vec<&str> = settings.tables.iter().map(|t| t.name.as_str()).collect();
-    let rows = rs::Entity::find()
-        .filter(rs::Column::Pipeline.eq(settings.pipeline_name.as_str()))
-        .filter(rs::Column::TableName.is_in(names.iter().copied()))
-        .all(&db)
-        .await
+    let (my, pg) = helpers
+        .both(&settings.source_url, &settings.target_url)
+        .await;
+    let pg = pg?;
+    // The entity's columns, read through the helper connection.
+    let rows: Vec<rs::Model> = sqlx::query(
+        "SELECT * FROM sluice.replication_state WHERE pipeline = $1 AND table_name = ANY($2)",
+    )
+    .bind(settings.pipeline_name.as_str())
+    .bind(&names)
+    .fetch_all(&mut *pg)
+    .await
+    .map_err(|e| Error::db(Side::Target, "reading sluice.replication_state", &e))
+    .and_then(|rows| {
+        rows.into_iter()
+            .map(|r| {
+                // A column missing: an older sluice's state table (see below).
+                rs::Model::from_query_result(&sea_orm::QueryResult::from(r), "").map_err(|e| {
+                    Error::Database {
+                        side: Side::Target,
+                        context: "reading sluice.replication_state".into(),
+                        message: e.to_string(),
+                        code: Some("42703".into()),
+                        transient: false,
+                    }
+                })
+            })
+            .collect()
+    })
         .map_err(|e| {
-            let e = Error::orm(Side::Target, "reading sluice.replication_state", e);
             match e.sqlstate() {
                 Some(crate::error::PG_UNDEFINED_TABLE) | Some(crate::error::PG_UNDEFINED_SCHEMA) => Error::Schema(
                     "the target has no sluice.replication_state table yet; run `sluice migrate` or `sluice run` first".into(),
@@ -96,10 +109,7 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
                 _ => e,
             }
         })?;
-    db.close().await.ok();
-    let mut my = mysql::connect(&settings.source_url)
-        .await
-        .map_err(|e| e.to_string());
+    let mut my = my.map_err(|e| e.to_string());
     let logs = match my.as_mut() {
         Ok(conn) if settings.capture == crate::config::Capture::Binlog => {
             binlog::binary_logs(conn).await.ok()
@@ -152,12 +162,12 @@ pub async fn collect(settings: &Settings) -> Result<Status> {
                 let q = sqlx::query(AssertSqlSafe(sql));
                 let newest: Option<DateTime<Utc>> = match first {
                     Value::Timestamp(_) => q
-                        .fetch_one(&mut *conn)
+                        .fetch_one(&mut **conn)
                         .await
                         .ok()
                         .and_then(|r| r.try_get::<Option<DateTime<Utc>>, _>(0).ok().flatten()),
                     _ => q
-                        .fetch_one(&mut *conn)
+                        .fetch_one(&mut **conn)
                         .await
                         .ok()
                         .and_then(|r| r.try_get::<Option<NaiveDateTime>, _>(0).ok().flatten())

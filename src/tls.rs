@@ -21,14 +21,17 @@ pub fn is_local(url: &str) -> bool {
     if u.query_pairs().any(|(k, _)| k == "socket") {
         return true;
     }
-    match u.host() {
-        None => true,
-        Some(url::Host::Domain(d)) => {
-            let d = percent_encoding::percent_decode_str(d).decode_utf8_lossy();
-            d.eq_ignore_ascii_case("localhost") || d.starts_with('/')
+    // mysql:// and postgres:// are not "special" schemes: their hosts are opaque strings.
+    let Some(host) = u.host_str() else {
+        return true;
+    };
+    let host = percent_encoding::percent_decode_str(host).decode_utf8_lossy();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            host.eq_ignore_ascii_case("localhost") || host.starts_with('/') || host.is_empty()
         }
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
     }
 }
 

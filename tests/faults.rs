@@ -333,9 +333,17 @@ fn server_settings_binlog_capture_cannot_use_are_refused() {
     let db = TestDb::new();
     db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY)");
     let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n");
+    /// Puts the server's setting back even when the test fails half-way.
+    struct Restore<'a>(&'a TestDb);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.mysql("SET GLOBAL binlog_row_metadata = 'FULL'");
+        }
+    }
     db.mysql("SET GLOBAL binlog_row_metadata = 'MINIMAL'");
+    let restore = Restore(&db);
     let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
-    db.mysql("SET GLOBAL binlog_row_metadata = 'FULL'");
+    drop(restore);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

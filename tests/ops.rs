@@ -199,6 +199,47 @@ fn http_metrics_health_readiness_and_status_during_a_run() {
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(h["tables"][0]["rows_replicated"], 500);
 
+    // Probes and scrapers reuse the process's helper connections, and repeated requests
+    // within a second are answered from the last answer: no new connections to either side.
+    let sources = || {
+        let mut ids: Vec<String> = db
+            .mysql_rows(&format!(
+                "SELECT CAST(ID AS CHAR) FROM information_schema.PROCESSLIST WHERE DB = '{}' AND ID <> CONNECTION_ID()",
+                db.name
+            ))
+            .into_iter()
+            .filter_map(|r| r[0].clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let helpers = || {
+        db.pg_rows(&format!(
+            "SELECT pid::text FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'sluice status'",
+            db.name
+        ))
+    };
+    let (before_source, before_helper) = (sources(), helpers());
+    assert_eq!(
+        before_helper.len(),
+        1,
+        "one helper connection: {before_helper:?}"
+    );
+    let start = std::time::Instant::now();
+    let mut requests = 0;
+    while requests < 60 || start.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
+        assert_eq!(get(port, "/status").map(|r| r.0), Some(200));
+        requests += 2;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(helpers(), before_helper, "the helper connection was reused");
+    let after_source = sources();
+    assert!(
+        after_source.iter().all(|id| before_source.contains(id)),
+        "no new source connection for {requests} requests: {before_source:?} -> {after_source:?}"
+    );
+
     // The target database goes away (only this test's database): not ready, then back.
     pg_admin(&format!(
         "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",

@@ -266,9 +266,9 @@ impl Supervisor {
         let (epoch, url, message) = (t.epoch, self.settings.target_url.clone(), error.to_string());
         self.recording += 1;
         let fut = async move {
-            let _helper = crate::http::HELPERS.lock().await;
-            let mut conn = crate::sink::postgres::connect(&url, "status").await?;
-            crate::state::record_error(&mut conn, &key, epoch, &message).await
+            let mut helpers = crate::helpers::HELPERS.lock().await;
+            let conn = helpers.target(&url).await?;
+            crate::state::record_error(conn, &key, epoch, &message).await
         };
         ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
             if let Err(e) = r {
@@ -289,9 +289,9 @@ async fn watch_binlog_distance(url: String, handles: Arc<[Arc<TableHandle>]>, sh
             return;
         }
         let logs = {
-            let _helper = crate::http::HELPERS.lock().await;
-            match crate::source::mysql::connect(&url).await {
-                Ok(mut conn) => binary_logs(&mut conn).await.ok(),
+            let mut helpers = crate::helpers::HELPERS.lock().await;
+            match helpers.source(&url).await {
+                Ok(conn) => binary_logs(conn).await.ok(),
                 Err(_) => None,
             }
         };
@@ -345,11 +345,11 @@ impl Supervisor {
             let load_once = || {
                 let (keys, url) = (keys.clone(), settings.target_url.clone());
                 async move {
-                    let _helper = crate::http::HELPERS.lock().await;
-                    let mut conn = crate::sink::postgres::connect(&url, "status").await?;
+                    let mut helpers = crate::helpers::HELPERS.lock().await;
+                    let conn = helpers.target(&url).await?;
                     let mut out = Vec::with_capacity(keys.len());
                     for (id, key, epoch) in keys {
-                        let stored = crate::state::load(&mut conn, &key).await?;
+                        let stored = crate::state::load(conn, &key).await?;
                         out.push((id, epoch, stored));
                     }
                     Ok::<_, Error>(out)
