@@ -83,13 +83,11 @@ async fn apply_state_schema(settings: &Settings, shutdown: &Shutdown) -> Result<
 
 /// `migrate`: the demo table on both sides and the state table on the target.
 pub async fn migrate(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
-    use migration::MigratorTraitSelf;
     let source = connect_retrying(settings, shutdown, || {
         orm_connect(&settings.source_url, Side::Source)
     })
     .await?;
-    migration::SourceDemo
-        .up(&source, None)
+    migration::create_source_demo(&source)
         .await
         .map_err(|e| Error::orm(Side::Source, "creating the demo orders table", e))?;
     source.close().await.ok();

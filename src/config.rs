@@ -480,9 +480,13 @@ impl Settings {
             1,
             1024,
         )?;
-        if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
+        // IP:port, or a host name and port (resolved when bound: localhost:9731).
+        let host_and_port = self.http_addr.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !h.contains(['/', ' ']) && p.parse::<u16>().is_ok()
+        });
+        if self.http_addr.parse::<std::net::SocketAddr>().is_err() && !host_and_port {
             return Err(Error::Config(format!(
-                "http.addr / SLUICE_HTTP_ADDR {:?} is not an address like 127.0.0.1:9731",
+                "http.addr / SLUICE_HTTP_ADDR {:?} is not an address like 127.0.0.1:9731 or localhost:9731",
                 self.http_addr
             )));
         }
@@ -682,6 +686,55 @@ mod tests {
         let r = Settings::load(Some(&dir), &Overrides::default());
         std::fs::remove_file(&dir).unwrap();
         r
+    }
+
+    #[test]
+    fn http_addr_is_an_ip_or_a_host_name_with_a_port() {
+        for ok in [
+            "127.0.0.1:9731",
+            "localhost:9731",
+            "[::1]:0",
+            "0.0.0.0:80",
+            "sluice.local:1",
+        ] {
+            let s = load_str(&format!("[http]\naddr = \"{ok}\"\n"));
+            assert!(s.is_ok(), "{ok}: {s:?}");
+        }
+        for bad in [
+            "9731",
+            "localhost",
+            "http://localhost:9731",
+            ":9731",
+            "h:99999",
+        ] {
+            let e = load_str(&format!("[http]\naddr = \"{bad}\"\n")).unwrap_err();
+            assert!(e.to_string().contains("localhost:9731"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_password_file_fills_the_url_and_debug_never_shows_it() {
+        let pw = std::env::temp_dir().join(format!("sluice-pw-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&pw, "Fi1e-pw/@x\n").unwrap();
+        let text = format!(
+            "[source]\nurl = \"mysql://u@h:3306/db\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        let s = load_str(&text).unwrap();
+        assert_eq!(
+            url::Url::parse(&s.source_url).unwrap().password(),
+            Some("Fi1e-pw%2F%40x")
+        );
+        assert!(!format!("{s:?}").contains("Fi1e-pw"), "{s:?}");
+        // And given twice, refused.
+        let twice = text.replace("mysql://u@", "mysql://u:other@");
+        let e = load_str(&twice).unwrap_err().to_string();
+        assert!(
+            e.contains("given twice") && e.contains("password_file"),
+            "{e}"
+        );
+        assert!(!e.contains("other"), "{e}");
+        std::fs::remove_file(&pw).unwrap();
     }
 
     #[test]

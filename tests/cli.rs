@@ -88,6 +88,12 @@ fn unreachable_source_is_retried_then_named_without_the_password() {
 fn status_reports_each_table() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
+    // The source gets the demo table and nothing of sluice's own.
+    assert_eq!(
+        db.mysql_rows("SHOW TABLES"),
+        vec![vec![Some("orders".to_string())]]
+    );
+    db.ok(&["migrate"]);
     db.ok(&["generate", "--rate", "1000000", "--total", "10"]);
     db.ok(&["run", "--once"]);
     let out = db.ok(&["status"]);

@@ -12,16 +12,17 @@ enum Orders {
 }
 
 /// Creates `orders (order_id VARCHAR(36) PRIMARY KEY, created DATETIME(6) NOT NULL)` with an
-/// index on `created` on the source.
-pub struct SourceDemo;
-
-impl MigratorTraitSelf for SourceDemo {
-    fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOrders::new(None))]
+/// index on `created` on the source, if they do not exist. Untracked: sluice keeps no table
+/// of its own in the source database.
+pub async fn create_source_demo(
+    db: &sea_orm_migration::sea_orm::DatabaseConnection,
+) -> Result<(), DbErr> {
+    let manager = SchemaManager::new(db);
+    // MySQL has no CREATE INDEX IF NOT EXISTS: a table already there is left as it is.
+    if manager.has_table("orders").await? {
+        return Ok(());
     }
-    fn migration_table_name(&self) -> DynIden {
-        "sluice_migrations".into_iden()
-    }
+    CreateOrders::new(None).up(&manager).await
 }
 
 /// Creates `<schema>.orders (order_id text PRIMARY KEY, created timestamp(6) NOT NULL)` on

@@ -1,8 +1,8 @@
 //! Schema that sluice owns, as sea-orm migrations.
 //!
 //! Three migrators, because the tables live in two databases and one of them is optional:
-//! - [`SourceDemo`]: the demo `orders` table on the source (MySQL/MariaDB). Tracked in
-//!   `sluice_migrations` in the source database.
+//! - [`create_source_demo`]: the demo `orders` table on the source (MySQL/MariaDB),
+//!   untracked: nothing of sluice's own is kept in the source database.
 //! - [`TargetDemo`]: the demo `orders` table on the target (PostgreSQL), in the configured
 //!   target schema. It mirrors the source's columns and has nothing extra.
 //! - [`State`]: the `sluice` schema and its `replication_state` table on the target. `run`
@@ -17,7 +17,7 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseConnection, Transactio
 mod demo;
 mod state;
 
-pub use demo::{SourceDemo, TargetDemo};
+pub use demo::{create_source_demo, TargetDemo};
 pub use sea_orm_migration::MigratorTraitSelf;
 pub use state::State;
 
