@@ -170,7 +170,11 @@ pub async fn prepare(
                 e => e,
             })?;
         }
-        if start.is_none() && deferred_key.is_none() && settings.pipeline.defer_key {
+        if start.is_none()
+            && deferred_key.is_none()
+            && settings.pipeline.defer_key
+            && plan.estimated_rows() >= settings.pipeline.defer_key_min_rows
+        {
             deferred_key = initial_load::defer_key(
                 &mut tgt,
                 &key,
@@ -178,7 +182,7 @@ pub async fn prepare(
                 &settings.target_schema,
                 &model,
                 plan.estimated_rows(),
-                settings.pipeline.defer_key_min_rows,
+                settings.lock_wait(),
             )
             .await?;
         }

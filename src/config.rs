@@ -20,6 +20,12 @@ pub struct Settings {
     pub target_url: String,
     /// PostgreSQL schema that receives the replicated tables.
     pub target_schema: String,
+    /// `[target] lock_timeout_ms`: the longest one DDL statement waits for its lock on a
+    /// replicated table (its readers wait behind it as long); then it is retried.
+    pub lock_timeout_ms: u64,
+    /// `[target] ddl_wait_ms`: how long DDL keeps retrying before `status` says what it
+    /// waits for (the initial load's key drop falls back to a keyed load instead).
+    pub ddl_wait_ms: u64,
     /// How far behind the source's clock reads stay on a DATETIME/TIMESTAMP cursor (see
     /// README, Guarantees).
     pub safety_lag_ms: u64,
@@ -47,6 +53,8 @@ impl std::fmt::Debug for Settings {
             .field("source_url", &redact(&self.source_url))
             .field("target_url", &redact(&self.target_url))
             .field("target_schema", &self.target_schema)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .field("ddl_wait_ms", &self.ddl_wait_ms)
             .field("safety_lag_ms", &self.safety_lag_ms)
             .field("zero_dates", &self.zero_dates)
             .field("capture", &self.capture)
@@ -317,6 +325,8 @@ struct FileSource {
 struct FileTarget {
     url: Option<String>,
     password_file: Option<std::path::PathBuf>,
+    lock_timeout_ms: Option<u64>,
+    ddl_wait_ms: Option<u64>,
     schema: Option<String>,
 }
 
@@ -370,6 +380,8 @@ impl Settings {
                 .or(parsed.target.url)
                 .unwrap_or_else(|| DEFAULT_TARGET_URL.into()),
             target_schema: parsed.target.schema.unwrap_or_else(|| "public".into()),
+            lock_timeout_ms: parsed.target.lock_timeout_ms.unwrap_or(1000),
+            ddl_wait_ms: parsed.target.ddl_wait_ms.unwrap_or(60_000),
             safety_lag_ms: parsed.source.safety_lag_ms.unwrap_or(DEFAULT_SAFETY_LAG_MS),
             zero_dates: parsed.source.zero_dates.unwrap_or_default(),
             capture: parsed.source.capture.unwrap_or_default(),
@@ -491,6 +503,8 @@ impl Settings {
             )));
         }
         in_range("source.safety_lag_ms", self.safety_lag_ms, 0, 86_400_000)?;
+        in_range("target.lock_timeout_ms", self.lock_timeout_ms, 10, 600_000)?;
+        in_range("target.ddl_wait_ms", self.ddl_wait_ms, 0, 86_400_000)?;
         let r = &self.retry;
         in_range(
             "retry.connect_timeout_ms",
@@ -674,6 +688,16 @@ pub fn host_port(raw: &str) -> String {
             )
         })
         .unwrap_or_else(|| "<unparseable URL>".into())
+}
+
+impl Settings {
+    /// How DDL on the target waits for its locks.
+    pub fn lock_wait(&self) -> crate::sink::postgres::lock::LockWait {
+        crate::sink::postgres::lock::LockWait {
+            lock_timeout: std::time::Duration::from_millis(self.lock_timeout_ms),
+            patience: std::time::Duration::from_millis(self.ddl_wait_ms),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub mod names {
     pub const CHANGES: &str = "sluice_changes_total";
     pub const TRANSACTIONS: &str = "sluice_source_transactions_total";
     pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
+    pub const DDL_LOCK_WAITS: &str = "sluice_ddl_lock_waits_total";
 }
 
 /// Changes applied, by operation.
@@ -168,6 +169,8 @@ pub struct TableMetrics {
     pub position: Option<crate::model::Position>,
     /// Binlog capture: bytes of binlog between the position and the server's end.
     pub bytes_behind: Option<u64>,
+    /// DDL attempts whose lock was not granted within `[target] lock_timeout_ms`.
+    pub ddl_lock_waits: u64,
 }
 
 impl Default for TableMetrics {
@@ -179,6 +182,7 @@ impl Default for TableMetrics {
             merged_batches: 0,
             retries: BTreeMap::new(),
             bad_rows: 0,
+            ddl_lock_waits: 0,
             dead_lettered: 0,
             failures: 0,
             batch_rows: Histogram::new(BATCH_ROWS_BUCKETS),
@@ -299,6 +303,11 @@ impl TableHandle {
         self.update(|m| m.position.clone())
     }
 
+    /// A DDL statement's lock was not granted in time (it is retried).
+    pub fn ddl_lock_wait(&self) {
+        self.update(|m| m.ddl_lock_waits += 1);
+    }
+
     /// A transient error of `stage` is being retried.
     pub fn retrying(&self, stage: &'static str, error: &Error) {
         self.update(|m| {
@@ -335,6 +344,15 @@ static REGISTRY: LazyLock<Mutex<BTreeMap<String, Arc<TableHandle>>>> =
     LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 /// A table's pipeline starts: a fresh handle, registered for metrics.
+/// The handle of a table registered by [`register`].
+pub fn handle(table: &str) -> Option<Arc<TableHandle>> {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(table)
+        .cloned()
+}
+
 pub fn register(table: &str) -> Arc<TableHandle> {
     let h = Arc::new(TableHandle {
         name: table.to_string(),
@@ -381,7 +399,7 @@ pub fn render(now: DateTime<Utc>) -> String {
         samples(&mut out);
     };
     type Get = fn(&TableMetrics) -> f64;
-    let simple: [(&str, &str, &str, Get); 9] = [
+    let simple: [(&str, &str, &str, Get); 10] = [
         (
             names::ROWS_READ,
             "counter",
@@ -411,6 +429,12 @@ pub fn render(now: DateTime<Utc>) -> String {
             "counter",
             "Rows refused because a value cannot be carried to the target.",
             |m| m.bad_rows as f64,
+        ),
+        (
+            names::DDL_LOCK_WAITS,
+            "counter",
+            "DDL statements on the target whose lock was not granted within [target] lock_timeout_ms (each is retried).",
+            |m| m.ddl_lock_waits as f64,
         ),
         (
             names::FAILURES,

@@ -100,6 +100,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             on_bad_row: OnBadRow::Stop,
             copy_format: CopyFormat::Auto,
             role: "test".into(),
+            lock_wait: Default::default(),
         },
         vec![SinkTable {
             id: 0,
@@ -214,7 +215,7 @@ fn deletes_while_the_key_is_deferred_remove_every_copy() {
             "public",
             &model,
             1,
-            0,
+            Default::default(),
         ))
         .unwrap();
     assert_eq!(constraint.as_deref(), Some("items_pkey"));

@@ -184,6 +184,7 @@ impl Supervisor {
                 on_bad_row: p.on_bad_row,
                 copy_format: p.copy_format,
                 role: format!("writer {lane}"),
+                lock_wait: self.settings.lock_wait(),
             },
             sink_tables,
         );

@@ -156,7 +156,9 @@ pub async fn set_deferred_key(
     constraint: Option<&str>,
 ) -> Result<()> {
     let n = sqlx::query(
-        "UPDATE sluice.replication_state SET deferred_key = $4 \
+        // Clearing it ends the load: a wait `status` showed for the key build is over too.
+        "UPDATE sluice.replication_state SET deferred_key = $4, \
+             last_error = CASE WHEN $4 IS NULL THEN NULL ELSE last_error END \
          WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
     )
     .bind(&key.pipeline)
@@ -175,15 +177,12 @@ pub async fn set_deferred_key(
     Ok(())
 }
 
-/// The deferred key still recorded, read with a row lock in `tx` (so a retry after a lost
-/// COMMIT sees whether the key was built).
-pub async fn deferred_key_for_update(
-    tx: &mut PgConnection,
-    key: &StateKey,
-) -> Result<Option<String>> {
+/// The deferred key still recorded, read in `tx` (so a retry after a lost COMMIT sees
+/// whether the key was built).
+pub async fn deferred_key(tx: &mut PgConnection, key: &StateKey) -> Result<Option<String>> {
     let name: Option<Option<String>> = sqlx::query_scalar(
         "SELECT deferred_key FROM sluice.replication_state \
-         WHERE pipeline = $1 AND table_name = $2 FOR UPDATE",
+         WHERE pipeline = $1 AND table_name = $2",
     )
     .bind(&key.pipeline)
     .bind(&key.table)

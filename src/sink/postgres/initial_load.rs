@@ -15,6 +15,7 @@
 
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 
+use super::lock::{self, Ddl, LockWait};
 use super::types::{qualified, quote};
 use super::writer::TableWriter;
 use crate::error::{on_target as tgt, Error, Result, Side};
@@ -25,8 +26,8 @@ use crate::state::{self, StateKey};
 const UNIQUE_VIOLATION: &str = "23505";
 
 /// Starts an initial load with the primary key deferred, when it applies: the table has no
-/// position (checked by the caller), its target table is empty, its primary key is a
-/// constraint no foreign key depends on, and the source holds at least `min_rows` rows.
+/// position and the source holds enough rows (both checked by the caller), its target
+/// table is empty, and its primary key is a constraint no foreign key depends on.
 /// Drops the key and records its name, in one transaction that checks ownership (`epoch`);
 /// returns the name.
 pub async fn defer_key(
@@ -36,11 +37,8 @@ pub async fn defer_key(
     target_schema: &str,
     t: &TableModel,
     source_rows: u64,
-    min_rows: u64,
+    wait: LockWait,
 ) -> Result<Option<String>> {
-    if source_rows < min_rows {
-        return Ok(None);
-    }
     let name = qualified(target_schema, &t.name);
     let mut tx = conn
         .begin()
@@ -81,15 +79,26 @@ pub async fn defer_key(
         }
         None => return Ok(None),
     };
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "ALTER TABLE {name} DROP CONSTRAINT {}",
-        quote(&constraint)
-    )))
-    .execute(&mut *tx)
-    .await
-    .map_err(tgt(format!(
-        "dropping the primary key of {name} for the initial load"
-    )))?;
+    // An ACCESS EXCLUSIVE lock: tried briefly, without queueing the table's readers; a
+    // table someone keeps reading gets the keyed load instead.
+    let brief = LockWait {
+        lock_timeout: wait.lock_timeout,
+        patience: wait.patience.min(wait.lock_timeout * 3),
+    };
+    let drop = format!("ALTER TABLE {name} DROP CONSTRAINT {}", quote(&constraint));
+    if let Ddl::Waited(holders) = lock::ddl(
+        &mut tx,
+        &name,
+        &drop,
+        "dropping the primary key for the initial load",
+        brief,
+    )
+    .await?
+    {
+        let who: Vec<String> = holders.iter().map(ToString::to_string).collect();
+        tracing::info!(table = %t.name, held_by = %who.join("; "), "other sessions hold the target table: the initial load keeps its primary key rather than wait for them");
+        return Ok(None);
+    }
     state::set_deferred_key(&mut tx, key, epoch, Some(&constraint)).await?;
     tx.commit()
         .await
@@ -153,11 +162,10 @@ impl TableWriter {
             .begin()
             .await
             .map_err(tgt(format!("beginning the key build of {:?}", key.table)))?;
-        // A retry after a COMMIT whose outcome was lost finds the key already built.
-        if state::deferred_key_for_update(&mut tx, &key)
-            .await?
-            .is_none()
-        {
+        // A retry after a COMMIT whose outcome was lost finds the key already built. (No
+        // row lock: status may record a lock wait on the row meanwhile; ownership is
+        // checked when the row is updated.)
+        if state::deferred_key(&mut tx, &key).await?.is_none() {
             self.deferred_key = None;
             return Ok(Some(0));
         }
@@ -194,12 +202,14 @@ impl TableWriter {
                 .await
                 .map_err(tgt(format!("building the primary key of {target}")))?;
         }
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {target} ADD CONSTRAINT {index} PRIMARY KEY USING INDEX {index}"
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(tgt(format!("making {index} the primary key of {target}")))?;
+        // The index is built (a SHARE lock: readers go on); making it the key takes an
+        // ACCESS EXCLUSIVE lock for an instant, waited for without queueing readers.
+        self.ddl(
+            &mut tx,
+            &format!("ALTER TABLE {target} ADD CONSTRAINT {index} PRIMARY KEY USING INDEX {index}"),
+            "making the index the primary key",
+        )
+        .await?;
         state::set_deferred_key(&mut tx, &key, epoch, None).await?;
         crate::failpoint::hit("before_key_commit");
         tx.commit()

@@ -14,6 +14,7 @@ pub mod copy;
 pub mod ddl;
 pub mod foreign_keys;
 pub mod initial_load;
+pub mod lock;
 pub mod types;
 mod writer;
 
@@ -89,6 +90,8 @@ pub struct SinkOptions {
     pub copy_format: CopyFormat,
     /// Appears in `pg_stat_activity` as `sluice <role>`.
     pub role: String,
+    /// How DDL on the tables (TRUNCATE, the deferred key) waits for its locks.
+    pub lock_wait: lock::LockWait,
 }
 
 /// Writes batches of a set of tables into PostgreSQL.

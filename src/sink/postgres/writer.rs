@@ -25,6 +25,7 @@ use tracing::warn;
 
 use super::copy::{self, copy_rows, BinType, Format};
 use super::ddl::conflict_action;
+use super::lock::{self, LockWait};
 use super::types::{pg_type, qualified, quote};
 use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow};
@@ -84,9 +85,48 @@ pub(super) struct TableWriter {
     /// learnt from the target before the first write.
     binary: Option<(Vec<BinType>, Vec<BinType>)>,
     format_known: bool,
+    lock_wait: LockWait,
+    /// The target's URL, for recording in `status` what DDL waits for.
+    url: String,
 }
 
 impl TableWriter {
+    /// Runs a DDL statement on the table in `tx` without making its readers wait (see
+    /// [`lock`](super::lock)), retrying until its lock is granted; after `[target]
+    /// ddl_wait_ms`, `status` says what it waits for (cleared by the next commit).
+    pub(super) async fn ddl(&self, tx: &mut PgConnection, sql: &str, what: &str) -> Result<()> {
+        let since = chrono::Utc::now();
+        let mut said = false;
+        loop {
+            match lock::ddl(tx, &self.target, sql, what, self.lock_wait).await? {
+                lock::Ddl::Done => return Ok(()),
+                lock::Ddl::Waited(holders) if !said => {
+                    said = true;
+                    let who: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+                    let message = format!(
+                        "waiting since {} for a lock on {} ({what}), held by {}; retried with a {} ms lock timeout so its readers are not blocked: end those sessions, or wait",
+                        since.format("%Y-%m-%d %H:%M:%S UTC"),
+                        self.target,
+                        if who.is_empty() { "sessions that have since let go".to_string() } else { who.join("; ") },
+                        self.lock_wait.lock_timeout.as_millis()
+                    );
+                    warn!(table = %self.model.name, "{message}");
+                    let mut helpers = crate::helpers::HELPERS.lock().await;
+                    let recorded = match helpers.target(&self.url).await {
+                        Ok(conn) => {
+                            crate::state::record_error(conn, &self.key, self.epoch, &message).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = recorded {
+                        warn!(error = %e, "could not record the wait in sluice.replication_state");
+                    }
+                }
+                lock::Ddl::Waited(_) => {}
+            }
+        }
+    }
+
     pub fn new(opts: &SinkOptions, key: StateKey, t: SinkTable) -> Self {
         let model = t.model;
         let target = qualified(&opts.schema, &model.name);
@@ -169,6 +209,8 @@ impl TableWriter {
             copy_format: opts.copy_format,
             binary: None,
             format_known: false,
+            lock_wait: opts.lock_wait,
+            url: opts.url.clone(),
         }
     }
 
@@ -265,10 +307,8 @@ impl TableWriter {
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
         let changes = match part.changes.iter().rposition(|c| c.op == Op::Truncate) {
             Some(i) => {
-                sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", self.target)))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(tgt(format!("truncating {}", self.target)))?;
+                let sql = format!("TRUNCATE {}", self.target);
+                self.ddl(tx, &sql, "TRUNCATE").await?;
                 &part.changes[i + 1..]
             }
             None => &part.changes[..],
