@@ -121,6 +121,9 @@ pub async fn plan(settings: &Settings, shutdown: &Shutdown) -> Result<Vec<TableP
         connect_retrying(settings, shutdown, || mysql::connect(&settings.source_url)).await?;
     if settings.capture == crate::config::Capture::Binlog {
         crate::source::binlog::checks::check_server(&mut src).await?;
+    } else {
+        // A zone for DATETIME cursors the server cannot convert to stops here (exit 2).
+        mysql::resolve_zone(&mut src, settings.datetime_zone.as_deref()).await?;
     }
     let mut plans = Vec::with_capacity(settings.tables.len());
     for t in &settings.tables {

@@ -31,6 +31,9 @@ pub struct Settings {
     pub safety_lag_ms: u64,
     /// What a zero date (`0000-00-00`, or a zero month or day) in the source becomes.
     pub zero_dates: ZeroDates,
+    /// `[source] datetime_zone`: the time zone DATETIME cursors are written in; `None`: the
+    /// server's global time zone (`SYSTEM` included).
+    pub datetime_zone: Option<String>,
     /// `[source] capture`: how changes are read.
     pub capture: Capture,
     /// `[source] server_id`: the replica id binlog capture announces to the source.
@@ -57,6 +60,7 @@ impl std::fmt::Debug for Settings {
             .field("ddl_wait_ms", &self.ddl_wait_ms)
             .field("safety_lag_ms", &self.safety_lag_ms)
             .field("zero_dates", &self.zero_dates)
+            .field("datetime_zone", &self.datetime_zone)
             .field("capture", &self.capture)
             .field("server_id", &self.server_id)
             .field("pipeline", &self.pipeline)
@@ -316,6 +320,7 @@ struct FileSource {
     password_file: Option<std::path::PathBuf>,
     safety_lag_ms: Option<u64>,
     zero_dates: Option<ZeroDates>,
+    datetime_zone: Option<String>,
     capture: Option<Capture>,
     server_id: Option<u32>,
 }
@@ -384,6 +389,7 @@ impl Settings {
             ddl_wait_ms: parsed.target.ddl_wait_ms.unwrap_or(60_000),
             safety_lag_ms: parsed.source.safety_lag_ms.unwrap_or(DEFAULT_SAFETY_LAG_MS),
             zero_dates: parsed.source.zero_dates.unwrap_or_default(),
+            datetime_zone: parsed.source.datetime_zone,
             capture: parsed.source.capture.unwrap_or_default(),
             server_id: parsed.source.server_id.unwrap_or(0),
             pipeline: parsed.pipeline,
@@ -504,6 +510,17 @@ impl Settings {
         }
         in_range("source.safety_lag_ms", self.safety_lag_ms, 0, 86_400_000)?;
         in_range("target.lock_timeout_ms", self.lock_timeout_ms, 10, 600_000)?;
+        if let Some(z) = &self.datetime_zone {
+            let ok = !z.is_empty()
+                && z.len() <= 64
+                && z.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-:/_".contains(c));
+            if !ok {
+                return Err(Error::Config(format!(
+                    "source.datetime_zone = {z:?} is not a time zone: use an offset like \"+02:00\", \"SYSTEM\", or a name like \"Europe/Berlin\" (with the server's time zone tables loaded)"
+                )));
+            }
+        }
         in_range("target.ddl_wait_ms", self.ddl_wait_ms, 0, 86_400_000)?;
         let r = &self.retry;
         in_range(

@@ -48,6 +48,10 @@ pub struct TableStatus {
     /// follows from the position it is consistent with), `"done"` once it is; `null` when
     /// polling.
     pub snapshot: Option<&'static str>,
+    /// Polling: how far the newest cursor value is ahead of the source's clock, when it is
+    /// by more than 5 s: such rows wait until the clock reaches them (a DATETIME cursor
+    /// written in another zone than the server's: see `[source] datetime_zone`).
+    pub cursor_ahead_seconds: Option<i64>,
     /// Keyset columns and values in keyset order, for [`describe`].
     #[serde(skip)]
     keyset: Vec<(String, Value)>,
@@ -121,6 +125,15 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
         tables: Vec::new(),
         source_error: my.as_ref().err().cloned(),
     };
+    // The zone DATETIME cursors are compared in (polling).
+    let zone = match my.as_mut() {
+        Ok(conn) if settings.capture == crate::config::Capture::Poll => {
+            mysql::resolve_zone(conn, settings.datetime_zone.as_deref())
+                .await
+                .ok()
+        }
+        _ => None,
+    };
     // In the configuration's order.
     for name in names {
         let Some(r) = rows.iter().find(|r| r.table_name == name) else {
@@ -177,6 +190,33 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                     .map(|n| ((n - at).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0));
             }
         }
+        let mut cursor_ahead_seconds = None;
+        let cursor = settings
+            .tables
+            .iter()
+            .find(|t| t.name == r.table_name)
+            .and_then(|t| t.cursor.as_ref())
+            .and_then(|c| c.to_vec().into_iter().next());
+        if let (Ok(conn), Some(zone), Some(col)) = (my.as_mut(), zone.as_ref(), cursor) {
+            let kind: Option<String> = sqlx::query_scalar(
+                "SELECT CAST(DATA_TYPE AS CHAR) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+            )
+            .bind(&r.table_name)
+            .bind(&col)
+            .fetch_optional(&mut **conn)
+            .await
+            .ok()
+            .flatten();
+            if let Some(kind) = kind.filter(|k| k == "datetime" || k == "timestamp") {
+                cursor_ahead_seconds =
+                    mysql::cursor_ahead_s(conn, &r.table_name, &col, kind == "datetime", zone)
+                        .await
+                        .ok()
+                        .flatten()
+                        .filter(|&s| s > 5);
+            }
+        }
         out.tables.push(TableStatus {
             table: r.table_name.clone(),
             rows_replicated: r.rows_replicated,
@@ -194,6 +234,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             owner: r.owner.clone(),
             owner_epoch: r.owner_epoch,
             bytes_behind,
+            cursor_ahead_seconds,
             snapshot: stored.as_ref().map(|s| {
                 if s.snapshot.is_some() {
                     "running"
@@ -238,9 +279,14 @@ pub fn describe(t: &TableStatus) -> String {
                 .join(", ")
         ),
     };
-    let behind = t
+    let mut behind = t
         .bytes_behind
         .map_or(String::new(), |b| format!(" ({b} bytes of binlog behind)"));
+    if let Some(s) = t.cursor_ahead_seconds {
+        behind.push_str(&format!(
+            " (newest cursor value {s} s ahead of the source's clock: those rows wait for it; if the application writes another time zone, set [source] datetime_zone)"
+        ));
+    }
     format!(
         "{}: {} rows replicated{}, {} {wm}{behind}, lag {}, last commit {}, last error {}",
         t.table,

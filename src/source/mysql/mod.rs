@@ -7,7 +7,7 @@ pub mod read;
 use std::str::FromStr;
 
 use sea_orm::sqlx::mysql::MySqlConnectOptions;
-use sea_orm::sqlx::{self, ConnectOptions, MySqlConnection};
+use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, MySqlConnection};
 
 use crate::config::host_port;
 use crate::error::{Error, Result, Side};
@@ -125,6 +125,91 @@ pub fn binlog_opts(url: &str) -> Result<(mysql_async::Opts, Option<mysql_async::
         }
     };
     Ok((b.ssl_opts(Some(ssl)).into(), None))
+}
+
+/// The zone DATETIME cursors are written in, and its offset from UTC now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// As the server's `CONVERT_TZ` takes it: `SYSTEM`, `+02:00`, `Europe/Berlin`.
+    pub name: String,
+    /// Local time minus UTC, now, in microseconds.
+    pub offset_us: i64,
+}
+
+impl Zone {
+    pub const UTC: &str = "+00:00";
+
+    /// SQL for the current time in this zone, to compare a DATETIME cursor with.
+    pub fn now_sql(&self) -> String {
+        format!("CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '{}')", self.name)
+    }
+
+    /// A local time in this zone as UTC, by the current offset.
+    pub fn to_utc(&self, local: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+        (local - chrono::Duration::microseconds(self.offset_us)).and_utc()
+    }
+}
+
+/// The zone DATETIME cursors are compared in: `configured` (`[source] datetime_zone`), else
+/// the server's global time zone. A zone the server cannot convert to (a name without the
+/// time zone tables) is a configuration error saying what to do.
+pub async fn resolve_zone(conn: &mut MySqlConnection, configured: Option<&str>) -> Result<Zone> {
+    let name = match configured {
+        Some(z) => z.to_string(),
+        None => sqlx::query_scalar::<_, String>("SELECT CAST(@@global.time_zone AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::db(Side::Source, "reading the server's time zone", &e))?,
+    };
+    // Names reach SQL as literals: only the characters zones are made of.
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "+-:/_".contains(c))
+    {
+        return Err(Error::Config(format!(
+            "the source's time zone {name:?} is not one sluice can use; set [source] datetime_zone"
+        )));
+    }
+    let offset: Option<i64> = sqlx::query_scalar(
+        "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, t, CONVERT_TZ(t, '+00:00', ?)) AS SIGNED) \
+         FROM (SELECT UTC_TIMESTAMP(6) AS t) n",
+    )
+    .bind(&name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::db(Side::Source, "reading the time zone's offset", &e))?;
+    let offset_us = offset.ok_or_else(|| {
+        Error::Config(format!(
+            "time zone {name:?} ({}) is unknown to the source server: CONVERT_TZ gives NULL without its time zone tables; load them (mysql_tzinfo_to_sql /usr/share/zoneinfo | mariadb mysql) or set [source] datetime_zone to an offset such as \"+02:00\"",
+            if configured.is_some() { "[source] datetime_zone" } else { "the server's @@global.time_zone" }
+        ))
+    })?;
+    Ok(Zone { name, offset_us })
+}
+
+/// How far, in seconds, the newest value of the time column `column` of `table` is ahead
+/// of the clock it is compared with: the clock in `zone` for a DATETIME (`local`), UTC for
+/// a TIMESTAMP. `None` for an empty table.
+pub async fn cursor_ahead_s(
+    conn: &mut MySqlConnection,
+    table: &str,
+    column: &str,
+    local: bool,
+    zone: &Zone,
+) -> std::result::Result<Option<i64>, sqlx::Error> {
+    let now = if local {
+        zone.now_sql()
+    } else {
+        "UTC_TIMESTAMP(6)".into()
+    };
+    let sql = format!(
+        "SELECT CAST(TIMESTAMPDIFF(SECOND, {now}, MAX({})) AS SIGNED) FROM {}",
+        quote(column),
+        quote(table)
+    );
+    sqlx::query_scalar::<_, Option<i64>>(AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await
 }
 
 /// Where Linux distributions keep the system's trusted CAs, as one file.

@@ -17,12 +17,13 @@ use sea_orm::sqlx::{self, MySqlConnection};
 
 use self::keyset::Keyset;
 use self::table::{Outcome, TableReader};
-use super::mysql::{self, Flavor, ReadSpec};
+use super::mysql::{self, Flavor, ReadSpec, Zone};
 use super::{After, OpenTable, Read, Source, Step, TablePlan};
 use crate::config::{Settings, TableSettings};
 use crate::error::{Error, Result, Side};
 use crate::model::{Change, ChangeSet};
-use crate::value::row_bytes;
+use crate::value::{row_bytes, Value};
+use tracing::{info, warn};
 
 /// Largest keyset page read at once, in rows.
 pub const MAX_PAGE_ROWS: usize = 10_000;
@@ -71,6 +72,8 @@ pub struct PollOptions {
     pub page_bytes: usize,
     pub poll_interval: Duration,
     pub safety_lag: Duration,
+    /// `[source] datetime_zone`; `None`: the server's global time zone.
+    pub datetime_zone: Option<String>,
 }
 
 impl PollOptions {
@@ -83,6 +86,7 @@ impl PollOptions {
             page_bytes: p.page_bytes(),
             poll_interval: Duration::from_millis(p.poll_interval_ms),
             safety_lag: Duration::from_millis(settings.safety_lag_ms),
+            datetime_zone: settings.datetime_zone.clone(),
         }
     }
 }
@@ -97,7 +101,16 @@ pub struct PollSource {
     turn: usize,
     /// Reads below the horizon are possible (cleared when PROCESS is missing).
     free_reads: bool,
+    /// The zone DATETIME cursors are written in, and when it was last looked at.
+    zone: Option<(Zone, Instant)>,
 }
+
+/// How often the zone's offset is looked at (a daylight-saving change, a new global zone).
+const ZONE_EVERY: Duration = Duration::from_secs(1);
+/// How often a caught-up table's newest cursor value is compared with the clock.
+const AHEAD_EVERY: Duration = Duration::from_secs(60);
+/// A newest cursor value this far past the clock is reported.
+const AHEAD_REPORTED_S: i64 = 5;
 
 impl PollSource {
     pub fn new(settings: &Settings, once: bool, tables: Vec<OpenTable>) -> Result<Self> {
@@ -136,7 +149,60 @@ impl PollSource {
             tables,
             turn: 0,
             free_reads: true,
+            zone: None,
         })
+    }
+
+    /// Resolves the zone DATETIME cursors are compared in, and follows it: when the zone
+    /// or its offset changes, every table's SQL is rebuilt, and when its clock goes back
+    /// (the autumn change), positions on local-time cursors move back as far.
+    async fn follow_zone(
+        conn: &mut MySqlConnection,
+        zone: &mut Option<(Zone, Instant)>,
+        tables: &mut [TableReader],
+        configured: Option<&str>,
+    ) -> Result<()> {
+        if zone
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < ZONE_EVERY)
+        {
+            return Ok(());
+        }
+        if !tables.iter().any(TableReader::local_time_cursor) {
+            if zone.is_none() {
+                *zone = Some((
+                    Zone {
+                        name: Zone::UTC.into(),
+                        offset_us: 0,
+                    },
+                    Instant::now(),
+                ));
+            }
+            if let Some((_, at)) = zone.as_mut() {
+                *at = Instant::now();
+            }
+            return Ok(());
+        }
+        let now = mysql::resolve_zone(conn, configured).await?;
+        if let Some((before, _)) = zone.as_ref() {
+            if before != &now {
+                let back = before.offset_us - now.offset_us;
+                // Whole minutes only: a zone's offset never moves by less.
+                if back >= 60_000_000 {
+                    warn!(from = %before.name, to = %now.name, back_s = back / 1_000_000, "the source's clock for DATETIME cursors went back (a daylight-saving change or a new zone): positions move back as far, so the rows of the repeated time are read (those read before are applied again, harmlessly)");
+                    for t in tables.iter_mut() {
+                        t.rewind(back);
+                    }
+                } else if before.name != now.name || back.abs() >= 60_000_000 {
+                    info!(from = %before.name, to = %now.name, "the source's zone for DATETIME cursors changed");
+                }
+                for t in tables.iter_mut() {
+                    t.rebuild();
+                }
+            }
+        }
+        *zone = Some((now, Instant::now()));
+        Ok(())
     }
 
     async fn connect(url: &str) -> Result<(MySqlConnection, Flavor)> {
@@ -185,10 +251,18 @@ impl PollSource {
             self.conn = Some(Self::connect(&self.url).await?);
         }
         let (conn, flavor) = self.conn.as_mut().expect("connected above");
+        Self::follow_zone(
+            conn,
+            &mut self.zone,
+            &mut self.tables,
+            self.opts.datetime_zone.as_deref(),
+        )
+        .await?;
+        let zone = &self.zone.as_ref().expect("resolved above").0;
         let t = &mut self.tables[i];
         let id = t.id;
         let outcome = match t
-            .read(conn, *flavor, &self.opts, &mut self.free_reads)
+            .read(conn, *flavor, zone, &self.opts, &mut self.free_reads)
             .await
         {
             Ok(o) => o,
@@ -208,10 +282,12 @@ impl PollSource {
                 let set = (!rows.is_empty()).then(|| {
                     let model = &t.spec.model;
                     let last = t.position.clone().expect("moved to the last row");
-                    let source_time = if t.keyset.time_cursor(model) {
-                        last.first().and_then(|v| v.as_utc())
-                    } else {
-                        None
+                    let source_time = match last.first() {
+                        Some(Value::DateTime(local)) if t.keyset.time_cursor(model) => {
+                            Some(zone.to_utc(*local))
+                        }
+                        Some(v) if t.keyset.time_cursor(model) => v.as_utc(),
+                        _ => None,
                     };
                     let bytes = rows.iter().map(row_bytes).sum();
                     ChangeSet {
@@ -228,6 +304,26 @@ impl PollSource {
         match after {
             After::More => t.due = now,
             After::CaughtUp | After::Held => t.due = now + self.opts.poll_interval,
+        }
+        // Caught up with rows held back by the clock: say so, rather than look idle.
+        if after == After::CaughtUp && t.ahead_checked.is_none_or(|at| at.elapsed() >= AHEAD_EVERY)
+        {
+            t.ahead_checked = Some(now);
+            if let Some(s) = t
+                .ahead_s(conn, zone)
+                .await?
+                .filter(|&s| s > AHEAD_REPORTED_S)
+            {
+                if !t.ahead_warned {
+                    t.ahead_warned = true;
+                    warn!(
+                        table = %t.handle.name,
+                        ahead_s = s,
+                        zone = %zone.name,
+                        "the newest cursor value is ahead of the source's clock: rows past the clock wait until it reaches them. A DATETIME cursor is compared with the clock in the server's time zone (@@global.time_zone); if the application writes its times in another zone, set [source] datetime_zone to it"
+                    );
+                }
+            }
         }
         if after == After::CaughtUp && self.opts.once {
             t.done = true;

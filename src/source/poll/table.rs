@@ -26,7 +26,7 @@ use super::keyset::{self, Keyset};
 use crate::error::{Error, Result, Side};
 use crate::model::{Kind, TableId};
 use crate::source::mysql::read::{bind_value, read_page};
-use crate::source::mysql::{quote, Flavor, ReadSpec};
+use crate::source::mysql::{quote, Flavor, ReadSpec, Zone};
 use crate::telemetry::TableHandle;
 use crate::value::{Row, Value};
 
@@ -73,6 +73,10 @@ pub(super) struct TableReader {
     pub due: Instant,
     /// `--once`: caught up with the end as of start; or stopped.
     pub done: bool,
+    /// When the newest cursor value was last compared with the clock, and whether it was
+    /// reported ahead.
+    pub ahead_checked: Option<Instant>,
+    pub ahead_warned: bool,
 }
 
 impl TableReader {
@@ -97,6 +101,8 @@ impl TableReader {
             limit: first_limit.max(1),
             due: Instant::now(),
             done: false,
+            ahead_checked: None,
+            ahead_warned: false,
         }
     }
 
@@ -105,7 +111,7 @@ impl TableReader {
     }
 
     /// Builds the table's SQL for the server's flavour.
-    fn build(&self, flavor: Flavor, once: bool, safety_lag: Duration) -> Sql {
+    fn build(&self, flavor: Flavor, once: bool, safety_lag: Duration, zone: &Zone) -> Sql {
         let t = &self.spec.model;
         let cols: Vec<String> = self
             .keyset
@@ -143,11 +149,19 @@ impl TableReader {
         let time_cursor = self.keyset.time_cursor(t);
         let first_cursor = quote(&t.columns[self.keyset.cursor[0]].name);
         let lag_us = safety_lag.as_micros() as u64;
+        // The clock in the cursor's zone: a DATETIME holds local time in the zone it is
+        // written in (`zone`); a TIMESTAMP is read in UTC (the session's zone).
+        let local = matches!(t.columns[self.keyset.cursor[0]].kind, Kind::DateTime { .. });
+        let (now, zone_name) = if local {
+            (zone.now_sql(), zone.name.as_str())
+        } else {
+            ("UTC_TIMESTAMP(6)".to_string(), Zone::UTC)
+        };
         if time_cursor {
             // Server-set times are taken as a statement starts, a moment before its row is
             // in the index; the safety lag covers that moment (and client clocks, if raised).
             common.push(format!(
-                "{first_cursor} < NOW(6) - INTERVAL {lag_us} MICROSECOND"
+                "{first_cursor} < {now} - INTERVAL {lag_us} MICROSECOND"
             ));
         }
         let where_of = |mut conds: Vec<String>| {
@@ -160,8 +174,9 @@ impl TableReader {
         };
         let lock = flavor.share_nowait();
         let free = time_cursor.then(|| {
+            // `trx_started` is in the server's system zone.
             let horizon = format!(
-                "{first_cursor} < (SELECT LEAST(NOW(6), COALESCE(MIN(trx_started), NOW(6)) - INTERVAL 1 SECOND) \
+                "{first_cursor} < (SELECT LEAST({now}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone_name}'), {now}) - INTERVAL 1 SECOND) \
                  - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX)"
             );
             (
@@ -198,11 +213,12 @@ impl TableReader {
         &mut self,
         conn: &mut MySqlConnection,
         flavor: Flavor,
+        zone: &Zone,
         opts: &super::PollOptions,
         free_reads: &mut bool,
     ) -> Result<Outcome> {
         if self.sql.is_none() {
-            self.sql = Some(self.build(flavor, opts.once, opts.safety_lag));
+            self.sql = Some(self.build(flavor, opts.once, opts.safety_lag, zone));
         }
         if opts.once && self.upper.is_none() {
             let sql = self.sql.as_ref().expect("built above").last_row.clone();
@@ -257,6 +273,46 @@ impl TableReader {
             }
             Err(e) => Err(self.read_error("reading", &e)),
         }
+    }
+
+    /// The cursor is a DATETIME: local time in the source's zone.
+    pub fn local_time_cursor(&self) -> bool {
+        matches!(
+            self.spec.model.columns[self.keyset.cursor[0]].kind,
+            Kind::DateTime { .. }
+        )
+    }
+
+    /// The zone's clock went back by `by_us` (a daylight-saving change, or a new zone):
+    /// rows written since carry cursor values up to that much behind the position, so the
+    /// position moves back as far. Rows read again are applied again, harmlessly.
+    pub fn rewind(&mut self, by_us: i64) {
+        if !self.local_time_cursor() {
+            return;
+        }
+        if let Some(Some(Value::DateTime(t))) = self.position.as_mut().map(|p| p.first_mut()) {
+            *t -= chrono::Duration::microseconds(by_us + 1);
+            self.last_full = true;
+            self.due = Instant::now();
+        }
+    }
+
+    /// Forgets the SQL (built for a zone that changed).
+    pub fn rebuild(&mut self) {
+        self.sql = None;
+    }
+
+    /// How far, in seconds, the newest cursor value is ahead of the clock it is compared
+    /// with (`None`: not a time cursor, or an empty table).
+    pub async fn ahead_s(&self, conn: &mut MySqlConnection, zone: &Zone) -> Result<Option<i64>> {
+        let t = &self.spec.model;
+        if !self.keyset.time_cursor(t) {
+            return Ok(None);
+        }
+        let c = &t.columns[self.keyset.cursor[0]].name;
+        crate::source::mysql::cursor_ahead_s(conn, &t.name, c, self.local_time_cursor(), zone)
+            .await
+            .map_err(|e| self.read_error("reading the newest cursor value of", &e))
     }
 
     /// Moves the position to the last row handed out.
@@ -357,11 +413,21 @@ mod tests {
     #[test]
     fn each_flavour_gets_its_own_locking_clause() {
         let r = reader();
-        let mysql = r.build(Flavor::parse("8.4.3"), true, Duration::from_millis(20));
+        let zone = Zone {
+            name: "+02:00".into(),
+            offset_us: 7_200_000_000,
+        };
+        let mysql = r.build(
+            Flavor::parse("8.4.3"),
+            true,
+            Duration::from_millis(20),
+            &zone,
+        );
         let mariadb = r.build(
             Flavor::parse("10.11.9-MariaDB-0+deb12u1"),
             true,
             Duration::from_millis(20),
+            &zone,
         );
         for sql in [&mysql.first, &mysql.after] {
             assert!(sql.ends_with("LIMIT ? FOR SHARE NOWAIT"), "{sql}");
@@ -375,7 +441,7 @@ mod tests {
             "SELECT `order_id`, `created`, CASE WHEN YEAR(`created`) = 0 OR MONTH(`created`) = 0 OR DAYOFMONTH(`created`) = 0 THEN 1 ELSE 0 END \
              FROM `orders` WHERE `created` >= ? AND (`created` > ? OR (`created` = ? AND `order_id` > ?)) \
              AND `created` <= ? AND (`created` < ? OR (`created` = ? AND `order_id` <= ?)) \
-             AND `created` < NOW(6) - INTERVAL 20000 MICROSECOND \
+             AND `created` < CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '+02:00') - INTERVAL 20000 MICROSECOND \
              ORDER BY `created`, `order_id` LIMIT ? FOR SHARE NOWAIT"
         );
         // Reads below the horizon take no lock on either server.
