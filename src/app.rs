@@ -125,13 +125,34 @@ pub async fn plan(settings: &Settings, shutdown: &Shutdown) -> Result<Vec<TableP
         // A zone for DATETIME cursors the server cannot convert to stops here (exit 2).
         mysql::resolve_zone(&mut src, settings.datetime_zone.as_deref()).await?;
     }
+    // Every table is checked, and every definition problem reported at once, each with its
+    // fix: one round trip for a schema with several.
     let mut plans = Vec::with_capacity(settings.tables.len());
+    let mut problems = Vec::new();
     for t in &settings.tables {
-        let plan = crate::source::plan_table(&mut src, settings, t).await?;
-        ddl::check_names(plan.model())?;
-        plans.push(plan);
+        let planned = match crate::source::plan_table(&mut src, settings, t).await {
+            Ok(plan) => ddl::check_names(plan.model()).map(|()| plan),
+            Err(e) => Err(e),
+        };
+        match planned {
+            Ok(plan) => plans.push(plan),
+            Err(e @ (Error::Schema(_) | Error::Config(_))) => problems.push(e),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(plans)
+    match problems.len() {
+        0 => Ok(plans),
+        1 => Err(problems.remove(0)),
+        n => Err(Error::Schema(format!(
+            "{n} of the {} tables cannot be replicated as configured:\n  - {}",
+            settings.tables.len(),
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  - ")
+        ))),
+    }
 }
 
 /// Loads each planned table's state and readies its target table: everything `run` must

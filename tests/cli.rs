@@ -102,3 +102,33 @@ fn status_reports_each_table() {
         "{out}"
     );
 }
+
+#[test]
+fn every_table_problem_is_reported_at_once_each_with_its_fix() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE good (id INT NOT NULL PRIMARY KEY, at DATETIME(6) NOT NULL); \
+         CREATE TABLE nullable_cursor (id INT NOT NULL PRIMARY KEY, at DATETIME(6) NULL); \
+         CREATE TABLE no_key (id INT NOT NULL, at DATETIME(6) NOT NULL); \
+         CREATE TABLE bad_cursor (id INT NOT NULL PRIMARY KEY, at DATETIME(6) NOT NULL)",
+    );
+    let cfg = db.config(
+        "[[tables]]\nname = \"good\"\ncursor = \"at\"\n\
+         [[tables]]\nname = \"nullable_cursor\"\ncursor = \"at\"\n\
+         [[tables]]\nname = \"missing_cursor\"\ncursor = \"at\"\n\
+         [[tables]]\nname = \"no_key\"\ncursor = \"at\"\n\
+         [[tables]]\nname = \"bad_cursor\"\ncursor = \"no_such_column\"\n",
+    );
+    let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("4 of the 5 tables cannot be replicated"), "{err}");
+    for needle in ["nullable_cursor", "missing_cursor", "no_key", "no_such_column"] {
+        assert!(err.contains(needle), "{needle} is reported: {err}");
+    }
+    // Nothing was written anywhere.
+    assert_eq!(
+        db.pg_rows("SELECT to_regclass('public.good')::text")[0][0],
+        None
+    );
+}
