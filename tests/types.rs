@@ -784,3 +784,37 @@ fn negative_times_with_fractions_round_trip_through_the_binlog() {
         .collect();
     assert_eq!(assert_same(&db, "times", &["id"], &checks), 4);
 }
+
+#[test]
+fn decimals_go_through_copy_binary_and_keep_every_digit() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE money (id INT NOT NULL PRIMARY KEY, small DECIMAL(5,2), d30 DECIMAL(30,10), \
+           d65 DECIMAL(65,30), d0 DECIMAL(20,0) UNSIGNED, whole DECIMAL(12,0), bu BIGINT UNSIGNED); \
+         INSERT INTO money VALUES \
+           (1, 0, 0, 0, 0, 0, 0), \
+           (2, -0.5, -0.0000000001, -1.000000000000000000000000000001, 1, -1, 1), \
+           (3, 999.99, 99999999999999999999.9999999999, 99999999999999999999999999999999999.999999999999999999999999999999, 99999999999999999999, 999999999999, 18446744073709551615), \
+           (4, -999.99, 10000.0001, 0.000000000000000000000000000001, 10000, 100000000, 9223372036854775808), \
+           (5, 1.01, 12345678.0000000010, -12345678901234567890.123456789012345678901234567890, 100020003, -10000, 10000), \
+           (6, NULL, NULL, NULL, NULL, NULL, NULL)",
+    );
+    let cfg = db.config("[[tables]]\nname = \"money\"\ncursor = \"id\"\n");
+    let out = db
+        .sluice()
+        .env("RUST_LOG", "sluice=debug")
+        .args(["--config", cfg.to_str().unwrap(), "run", "--once"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("COPY format chosen table=money format=\"binary\""),
+        "a table of numerics goes through COPY binary: {log}"
+    );
+    let checks: Vec<Check> = ["small", "d30", "d65", "d0", "whole", "bu"]
+        .into_iter()
+        .map(|c| check(c, INT_TEXT.0, INT_TEXT.1, Cmp::Text))
+        .collect();
+    assert_eq!(assert_same(&db, "money", &["id"], &checks), 6);
+}

@@ -179,6 +179,8 @@ pub enum BinType {
     Date,
     Timestamp,
     Timestamptz,
+    /// `numeric`: DECIMAL digits (and integers), in base-10000 digit groups.
+    Numeric,
 }
 
 impl BinType {
@@ -202,6 +204,7 @@ impl BinType {
             "timestamp with time zone" => BinType::Timestamptz,
             "timestamp" if zone == "without time zone" => BinType::Timestamp,
             "timestamp" if zone == "with time zone" => BinType::Timestamptz,
+            "numeric" => BinType::Numeric,
             _ => return None,
         })
     }
@@ -233,7 +236,67 @@ fn fits(v: &Value, t: BinType) -> bool {
         (BinType::Date, Value::Date(_)) => true,
         (BinType::Timestamp, Value::DateTime(_)) => true,
         (BinType::Timestamptz, Value::Timestamp(_)) => true,
+        (BinType::Numeric, Value::Int(_) | Value::UInt(_)) => true,
+        (BinType::Numeric, Value::Text(s)) => decimal_parts(s).is_some(),
         _ => false,
+    }
+}
+
+/// `[-]digits[.digits]` split into (negative, integer digits, fraction digits); `None` for
+/// anything else (an exponent, `NaN`, stray characters), which goes through COPY text.
+fn decimal_parts(s: &str) -> Option<(bool, &str, &str)> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() && frac.is_empty() || !digits(int) || !digits(frac) || frac.len() > 16383 {
+        return None;
+    }
+    Some((neg, int, frac))
+}
+
+/// PostgreSQL's binary `numeric`: digit count, weight (of the first base-10000 digit),
+/// sign, display scale, then the base-10000 digits without leading or trailing zero groups.
+fn write_numeric(neg: bool, int: &str, frac: &str, out: &mut Vec<u8>) {
+    let group = |s: &[u8]| s.iter().fold(0i16, |a, &b| a * 10 + i16::from(b - b'0'));
+    let int = int.trim_start_matches('0').as_bytes();
+    let mut digits: Vec<i16> = Vec::with_capacity(int.len() / 4 + frac.len() / 4 + 2);
+    // Integer digits in groups of four from the right; the first group may be short.
+    let head = int.len() % 4;
+    if head > 0 {
+        digits.push(group(&int[..head]));
+    }
+    for chunk in int[head..].chunks(4) {
+        digits.push(group(chunk));
+    }
+    let mut weight = digits.len() as i16 - 1;
+    // Fraction digits in groups of four from the left, the last padded with zeros.
+    for chunk in frac.as_bytes().chunks(4) {
+        let mut g = group(chunk);
+        for _ in chunk.len()..4 {
+            g *= 10;
+        }
+        digits.push(g);
+    }
+    let lead = digits.iter().take_while(|&&d| d == 0).count();
+    digits.drain(..lead);
+    weight -= lead as i16;
+    while digits.last() == Some(&0) {
+        digits.pop();
+    }
+    if digits.is_empty() {
+        weight = 0;
+    }
+    let sign: u16 = if neg && !digits.is_empty() { 0x4000 } else { 0 };
+    out.extend_from_slice(&((8 + 2 * digits.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&(frac.len() as i16).to_be_bytes());
+    for d in digits {
+        out.extend_from_slice(&d.to_be_bytes());
     }
 }
 
@@ -277,6 +340,16 @@ fn write_binary_field(v: &Value, t: BinType, out: &mut Vec<u8>) {
             out,
             &(t.timestamp_micros() - PG_EPOCH_UNIX_MICROS).to_be_bytes(),
         ),
+        (BinType::Numeric, Value::Int(i)) => {
+            let text = i.to_string();
+            let (neg, int) = text.strip_prefix('-').map_or((false, text.as_str()), |t| (true, t));
+            write_numeric(neg, int, "", out);
+        }
+        (BinType::Numeric, Value::UInt(u)) => write_numeric(false, &u.to_string(), "", out),
+        (BinType::Numeric, Value::Text(s)) => match decimal_parts(s) {
+            Some((neg, int, frac)) => write_numeric(neg, int, frac, out),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        },
         _ => out.extend_from_slice(&(-1i32).to_be_bytes()),
     }
 }
@@ -415,6 +488,42 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The numeric's header (ndigits, weight, sign, dscale) and digits.
+    fn numeric(v: Value) -> (Vec<i16>, Vec<i16>) {
+        let mut out = Vec::new();
+        write_binary_field(&v, BinType::Numeric, &mut out);
+        let words: Vec<i16> = out[4..]
+            .chunks(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        let len = i32::from_be_bytes([out[0], out[1], out[2], out[3]]);
+        assert_eq!(len as usize, out.len() - 4);
+        (words[..4].to_vec(), words[4..].to_vec())
+    }
+
+    #[test]
+    fn numeric_binary_form_is_postgres_base_10000() {
+        let t = |s: &str| numeric(Value::Text(s.into()));
+        assert_eq!(t("123.45"), (vec![2, 0, 0, 2], vec![123, 4500]));
+        assert_eq!(t("0.0001"), (vec![1, -1, 0, 4], vec![1]));
+        assert_eq!(t("-10000"), (vec![1, 1, 0x4000, 0], vec![1]));
+        assert_eq!(t("0.00"), (vec![0, 0, 0, 2], vec![]));
+        assert_eq!(t("-0.50"), (vec![1, -1, 0x4000, 2], vec![5000]));
+        assert_eq!(
+            t("12345678.000000001"),
+            (vec![5, 1, 0, 9], vec![1234, 5678, 0, 0, 1000])
+        );
+        assert_eq!(numeric(Value::Int(-42)), (vec![1, 0, 0x4000, 0], vec![42]));
+        assert_eq!(
+            numeric(Value::UInt(18446744073709551615)),
+            (vec![5, 4, 0, 0], vec![1844, 6744, 737, 955, 1615])
+        );
+        // Not a plain decimal: COPY text instead.
+        for bad in ["1e5", "NaN", "", ".", "1.2.3", "--1"] {
+            assert!(!fits(&Value::Text(bad.into()), BinType::Numeric), "{bad}");
+        }
+    }
+
     #[test]
     fn copy_text_escapes_what_would_break_a_row() {
         assert_eq!(
@@ -469,7 +578,7 @@ mod tests {
         );
         assert_eq!(BinType::of("character varying(36)"), Some(BinType::Text));
         assert_eq!(BinType::of("jsonb"), Some(BinType::Jsonb));
-        assert_eq!(BinType::of("numeric(20,0)"), None);
+        assert_eq!(BinType::of("numeric(20,0)"), Some(BinType::Numeric));
         assert_eq!(BinType::of("interval"), None);
         assert_eq!(BinType::of("bit(1)"), None);
         assert_eq!(BinType::of("character(10)"), None);
