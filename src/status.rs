@@ -52,6 +52,8 @@ pub struct TableStatus {
     /// by more than 5 s: such rows wait until the clock reaches them (a DATETIME cursor
     /// written in another zone than the server's: see `[source] datetime_zone`).
     pub cursor_ahead_seconds: Option<i64>,
+    /// Polling with a time cursor: rows whose cursor value is ahead of the source's clock.
+    pub rows_future_cursor: Option<u64>,
     /// Keyset columns and values in keyset order, for [`describe`].
     #[serde(skip)]
     keyset: Vec<(String, Value)>,
@@ -191,6 +193,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             }
         }
         let mut cursor_ahead_seconds = None;
+        let mut rows_future_cursor = None;
         let cursor = settings
             .tables
             .iter()
@@ -209,12 +212,12 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             .ok()
             .flatten();
             if let Some(kind) = kind.filter(|k| k == "datetime" || k == "timestamp") {
-                cursor_ahead_seconds =
-                    mysql::cursor_ahead_s(conn, &r.table_name, &col, kind == "datetime", zone)
-                        .await
-                        .ok()
-                        .flatten()
-                        .filter(|&s| s > 5);
+                if let Ok(a) =
+                    mysql::cursor_ahead(conn, &r.table_name, &col, kind == "datetime", zone).await
+                {
+                    rows_future_cursor = Some(a.rows);
+                    cursor_ahead_seconds = Some(a.newest_s).filter(|&s| s > 5);
+                }
             }
         }
         out.tables.push(TableStatus {
@@ -235,6 +238,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             owner_epoch: r.owner_epoch,
             bytes_behind,
             cursor_ahead_seconds,
+            rows_future_cursor,
             snapshot: stored.as_ref().map(|s| {
                 if s.snapshot.is_some() {
                     "running"
@@ -284,7 +288,8 @@ pub fn describe(t: &TableStatus) -> String {
         .map_or(String::new(), |b| format!(" ({b} bytes of binlog behind)"));
     if let Some(s) = t.cursor_ahead_seconds {
         behind.push_str(&format!(
-            " (newest cursor value {s} s ahead of the source's clock: those rows wait for it; if the application writes another time zone, set [source] datetime_zone)"
+            " ({} rows, the newest {s} s, ahead of the source's clock: they wait for it; if the application writes another time zone, set [source] datetime_zone)",
+            t.rows_future_cursor.unwrap_or(0)
         ));
     }
     format!(

@@ -43,6 +43,7 @@ pub mod names {
     pub const TRANSACTIONS: &str = "sluice_source_transactions_total";
     pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
     pub const DDL_LOCK_WAITS: &str = "sluice_ddl_lock_waits_total";
+    pub const ROWS_FUTURE: &str = "sluice_rows_future_cursor";
 }
 
 /// Changes applied, by operation.
@@ -171,6 +172,9 @@ pub struct TableMetrics {
     pub bytes_behind: Option<u64>,
     /// DDL attempts whose lock was not granted within `[target] lock_timeout_ms`.
     pub ddl_lock_waits: u64,
+    /// Polling, time cursors: rows whose cursor value is ahead of the source's clock, as
+    /// last counted (every minute while caught up).
+    pub rows_future: Option<u64>,
 }
 
 impl Default for TableMetrics {
@@ -183,6 +187,7 @@ impl Default for TableMetrics {
             retries: BTreeMap::new(),
             bad_rows: 0,
             ddl_lock_waits: 0,
+            rows_future: None,
             dead_lettered: 0,
             failures: 0,
             batch_rows: Histogram::new(BATCH_ROWS_BUCKETS),
@@ -301,6 +306,11 @@ impl TableHandle {
     /// The position of the last commit.
     pub fn position(&self) -> Option<crate::model::Position> {
         self.update(|m| m.position.clone())
+    }
+
+    /// Rows whose time cursor is ahead of the source's clock.
+    pub fn set_rows_future(&self, rows: u64) {
+        self.update(|m| m.rows_future = Some(rows));
     }
 
     /// A DDL statement's lock was not granted in time (it is retried).
@@ -539,6 +549,18 @@ pub fn render(now: DateTime<Utc>) -> String {
                 names::TRANSACTIONS,
                 TRANSACTIONS.load(Ordering::Relaxed)
             );
+        },
+    );
+    family(
+        names::ROWS_FUTURE,
+        "gauge",
+        "Polling with a time cursor: rows whose cursor value is ahead of the source's clock (they wait for it), counted every minute while caught up.",
+        &mut |o| {
+            for (t, m) in &tables {
+                if let Some(n) = m.rows_future {
+                    let _ = writeln!(o, "{}{{table=\"{}\"}} {n}", names::ROWS_FUTURE, label(t));
+                }
+            }
         },
     );
     family(

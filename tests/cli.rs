@@ -122,8 +122,16 @@ fn every_table_problem_is_reported_at_once_each_with_its_fix() {
     let out = db.run(&["--config", cfg.to_str().unwrap(), "run", "--once"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("4 of the 5 tables cannot be replicated"), "{err}");
-    for needle in ["nullable_cursor", "missing_cursor", "no_key", "no_such_column"] {
+    assert!(
+        err.contains("4 of the 5 tables cannot be replicated"),
+        "{err}"
+    );
+    for needle in [
+        "nullable_cursor",
+        "missing_cursor",
+        "no_key",
+        "no_such_column",
+    ] {
         assert!(err.contains(needle), "{needle} is reported: {err}");
     }
     // Nothing was written anywhere.

@@ -94,9 +94,14 @@ fn a_zone_the_application_writes_is_set_with_datetime_zone_and_a_mismatch_is_rep
     assert_eq!(db.pg_i64("SELECT count(*) FROM public.events"), 0);
     let status = db.ok(&["--config", cfg, "status"]);
     assert!(
-        status.contains("s ahead of the source's clock") && status.contains("datetime_zone"),
+        status.contains("50 rows, the newest")
+            && status.contains("ahead of the source's clock")
+            && status.contains("datetime_zone"),
         "{status}"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&db.ok(&["--config", cfg, "status", "--json"])).unwrap();
+    assert_eq!(json["tables"][0]["rows_future_cursor"], 50, "{json}");
     // Told the zone, sluice copies them.
     let fixed = db.config(&format!("[source]\ndatetime_zone = \"+03:00\"\n{TABLE}"));
     let fixed = fixed.to_str().unwrap();
@@ -156,4 +161,40 @@ fn when_the_clock_goes_back_an_hour_no_row_is_lost() {
         100,
         "each row once"
     );
+}
+
+#[test]
+fn rows_stamped_in_the_future_are_counted_and_reported_not_silent() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    setup(&db);
+    // A client clock running a day fast, or scheduled dates: three rows wait for the clock.
+    db.mysql(
+        "INSERT INTO events SELECT seq, UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE FROM seq_1_to_5; \
+         INSERT INTO events SELECT seq, UTC_TIMESTAMP(6) + INTERVAL 1 DAY FROM seq_6_to_8",
+    );
+    let _zone = GlobalZone::set(&db, "+00:00");
+    let cfg = db.config(TABLE);
+    let port = common::free_port();
+    let mut run = db.spawn_logged(
+        &["--config", cfg.to_str().unwrap(), "run"],
+        &[("SLUICE_HTTP_ADDR", &format!("127.0.0.1:{port}"))],
+    );
+    wait_until("the metric", Duration::from_secs(60), || {
+        common::get(port, "/metrics")
+            .is_some_and(|(_, m)| m.contains("sluice_rows_future_cursor{table=\"events\"} 3"))
+    });
+    assert_eq!(db.pg_i64("SELECT count(*) FROM public.events"), 5);
+    run.wait_for("ahead of the source's clock", Duration::from_secs(10));
+    let json: serde_json::Value =
+        serde_json::from_str(&db.ok(&["--config", cfg.to_str().unwrap(), "status", "--json"]))
+            .unwrap();
+    assert_eq!(json["tables"][0]["rows_future_cursor"], 3, "{json}");
+    assert!(
+        json["tables"][0]["cursor_ahead_seconds"].as_i64().unwrap() > 86_000,
+        "{json}"
+    );
+    common::signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
 }

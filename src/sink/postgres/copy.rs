@@ -342,7 +342,9 @@ fn write_binary_field(v: &Value, t: BinType, out: &mut Vec<u8>) {
         ),
         (BinType::Numeric, Value::Int(i)) => {
             let text = i.to_string();
-            let (neg, int) = text.strip_prefix('-').map_or((false, text.as_str()), |t| (true, t));
+            let (neg, int) = text
+                .strip_prefix('-')
+                .map_or((false, text.as_str()), |t| (true, t));
             write_numeric(neg, int, "", out);
         }
         (BinType::Numeric, Value::UInt(u)) => write_numeric(false, &u.to_string(), "", out),

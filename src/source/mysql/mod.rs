@@ -187,29 +187,43 @@ pub async fn resolve_zone(conn: &mut MySqlConnection, configured: Option<&str>) 
     Ok(Zone { name, offset_us })
 }
 
-/// How far, in seconds, the newest value of the time column `column` of `table` is ahead
-/// of the clock it is compared with: the clock in `zone` for a DATETIME (`local`), UTC for
-/// a TIMESTAMP. `None` for an empty table.
-pub async fn cursor_ahead_s(
+/// Rows of a table whose time cursor is ahead of the clock it is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ahead {
+    /// How many rows have a cursor value past the clock (they wait for it).
+    pub rows: u64,
+    /// How far the newest of them is ahead, in seconds (0 when none).
+    pub newest_s: i64,
+}
+
+/// The rows of `table` whose time column `column` is ahead of the clock it is compared
+/// with: the clock in `zone` for a DATETIME (`local`), UTC for a TIMESTAMP. One range read
+/// of the column's index.
+pub async fn cursor_ahead(
     conn: &mut MySqlConnection,
     table: &str,
     column: &str,
     local: bool,
     zone: &Zone,
-) -> std::result::Result<Option<i64>, sqlx::Error> {
+) -> std::result::Result<Ahead, sqlx::Error> {
     let now = if local {
         zone.now_sql()
     } else {
         "UTC_TIMESTAMP(6)".into()
     };
+    let c = quote(column);
     let sql = format!(
-        "SELECT CAST(TIMESTAMPDIFF(SECOND, {now}, MAX({})) AS SIGNED) FROM {}",
-        quote(column),
+        "SELECT CAST(COUNT(*) AS SIGNED), CAST(COALESCE(TIMESTAMPDIFF(SECOND, {now}, MAX({c})), 0) AS SIGNED) \
+         FROM {} WHERE {c} > {now}",
         quote(table)
     );
-    sqlx::query_scalar::<_, Option<i64>>(AssertSqlSafe(sql))
+    let (rows, newest_s): (i64, i64) = sqlx::query_as(AssertSqlSafe(sql))
         .fetch_one(&mut *conn)
-        .await
+        .await?;
+    Ok(Ahead {
+        rows: rows.max(0) as u64,
+        newest_s,
+    })
 }
 
 /// Where Linux distributions keep the system's trusted CAs, as one file.

@@ -309,16 +309,17 @@ impl PollSource {
         if after == After::CaughtUp && t.ahead_checked.is_none_or(|at| at.elapsed() >= AHEAD_EVERY)
         {
             t.ahead_checked = Some(now);
-            if let Some(s) = t
-                .ahead_s(conn, zone)
-                .await?
-                .filter(|&s| s > AHEAD_REPORTED_S)
-            {
+            let ahead = t.ahead(conn, zone).await?;
+            if let Some(a) = ahead {
+                t.handle.set_rows_future(a.rows);
+            }
+            if let Some(a) = ahead.filter(|a| a.newest_s > AHEAD_REPORTED_S) {
                 if !t.ahead_warned {
                     t.ahead_warned = true;
                     warn!(
                         table = %t.handle.name,
-                        ahead_s = s,
+                        rows = a.rows,
+                        ahead_s = a.newest_s,
                         zone = %zone.name,
                         "the newest cursor value is ahead of the source's clock: rows past the clock wait until it reaches them. A DATETIME cursor is compared with the clock in the server's time zone (@@global.time_zone); if the application writes its times in another zone, set [source] datetime_zone to it"
                     );

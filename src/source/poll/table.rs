@@ -302,17 +302,22 @@ impl TableReader {
         self.sql = None;
     }
 
-    /// How far, in seconds, the newest cursor value is ahead of the clock it is compared
-    /// with (`None`: not a time cursor, or an empty table).
-    pub async fn ahead_s(&self, conn: &mut MySqlConnection, zone: &Zone) -> Result<Option<i64>> {
+    /// The rows whose cursor value is ahead of the clock it is compared with (`None`: not
+    /// a time cursor).
+    pub async fn ahead(
+        &self,
+        conn: &mut MySqlConnection,
+        zone: &Zone,
+    ) -> Result<Option<crate::source::mysql::Ahead>> {
         let t = &self.spec.model;
         if !self.keyset.time_cursor(t) {
             return Ok(None);
         }
         let c = &t.columns[self.keyset.cursor[0]].name;
-        crate::source::mysql::cursor_ahead_s(conn, &t.name, c, self.local_time_cursor(), zone)
+        crate::source::mysql::cursor_ahead(conn, &t.name, c, self.local_time_cursor(), zone)
             .await
-            .map_err(|e| self.read_error("reading the newest cursor value of", &e))
+            .map(Some)
+            .map_err(|e| self.read_error("reading the newest cursor values of", &e))
     }
 
     /// Moves the position to the last row handed out.
