@@ -118,6 +118,12 @@ pub struct Pipeline {
     /// Batches that may wait between the batcher and the writer (the row channel between
     /// poller and batcher holds one page of rows).
     pub channel_capacity: usize,
+    /// Polling with a time cursor: a table without a position is read first in primary-key
+    /// order (a scan of the clustered index, as a dump reads it), then by its cursor from the
+    /// horizon measured when that load started.
+    pub key_order_load: bool,
+    /// ... when the source holds at least this many rows (InnoDB's estimate).
+    pub key_order_load_min_rows: u64,
     /// Initial load with the key deferred: when a table has no watermark yet, its target
     /// table is empty and the source holds at least `defer_key_min_rows` rows (InnoDB's
     /// estimate), the target's primary key is dropped, the backlog is copied without index
@@ -191,6 +197,8 @@ impl Default for Pipeline {
             linger_ms: 20,
             poll_interval_ms: 25,
             channel_capacity: 1,
+            key_order_load: true,
+            key_order_load_min_rows: 100_000,
             on_bad_row: OnBadRow::Stop,
             defer_key: true,
             defer_key_min_rows: 100_000,

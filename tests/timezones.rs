@@ -184,7 +184,10 @@ fn rows_stamped_in_the_future_are_counted_and_reported_not_silent() {
         common::get(port, "/metrics")
             .is_some_and(|(_, m)| m.contains("sluice_rows_future_cursor{table=\"events\"} 3"))
     });
-    assert_eq!(db.pg_i64("SELECT count(*) FROM public.events"), 5);
+    // The rows behind the clock arrive; the three ahead of it wait.
+    wait_until("the five rows", Duration::from_secs(30), || {
+        db.pg_i64("SELECT count(*) FROM public.events") == 5
+    });
     run.wait_for("ahead of the source's clock", Duration::from_secs(10));
     let json: serde_json::Value =
         serde_json::from_str(&db.ok(&["--config", cfg.to_str().unwrap(), "status", "--json"]))

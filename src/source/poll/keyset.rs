@@ -93,9 +93,40 @@ impl Keyset {
                     columns: self.names(t),
                     values,
                 },
+                load: None,
             })
             .expect("keyset values serialise"),
         )
+    }
+
+    /// The position of a load in primary-key order: `values` is where the cursor takes
+    /// over, `after` the key of the last row read, `until` the horizon it started at.
+    pub fn load_position(
+        &self,
+        t: &TableModel,
+        values: Vec<Value>,
+        after: Vec<Value>,
+        until: Value,
+    ) -> Position {
+        Position(
+            serde_json::to_value(Stored {
+                keyset: StoredKeyset {
+                    columns: self.names(t),
+                    values,
+                },
+                load: Some(StoredLoad { after, until }),
+            })
+            .expect("keyset values serialise"),
+        )
+    }
+
+    /// The load in primary-key order a stored position is in the middle of: the key of the
+    /// last row read and the horizon it started at.
+    pub fn decode_load(p: &Position) -> Option<(Vec<Value>, Value)> {
+        serde_json::from_value::<Stored>(p.0.clone())
+            .ok()
+            .and_then(|s| s.load)
+            .map(|l| (l.after, l.until))
     }
 
     /// The keyset values of a stored position. Refuses a position stored for other keyset
@@ -131,6 +162,16 @@ impl Keyset {
 #[derive(Serialize, Deserialize)]
 struct Stored {
     keyset: StoredKeyset,
+    /// An initial load read in primary-key order, under way: the key of the last row read
+    /// and the cursor horizon it started at. `keyset` is then where the cursor takes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    load: Option<StoredLoad>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredLoad {
+    after: Vec<Value>,
+    until: Value,
 }
 
 #[derive(Serialize, Deserialize)]

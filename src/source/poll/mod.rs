@@ -74,6 +74,8 @@ pub struct PollOptions {
     pub safety_lag: Duration,
     /// `[source] datetime_zone`; `None`: the server's global time zone.
     pub datetime_zone: Option<String>,
+    /// `[pipeline] key_order_load`.
+    pub key_order_load: bool,
 }
 
 impl PollOptions {
@@ -87,6 +89,7 @@ impl PollOptions {
             poll_interval: Duration::from_millis(p.poll_interval_ms),
             safety_lag: Duration::from_millis(settings.safety_lag_ms),
             datetime_zone: settings.datetime_zone.clone(),
+            key_order_load: p.key_order_load,
         }
     }
 }
@@ -132,14 +135,22 @@ impl PollSource {
                 // A first page sized by InnoDB's average row length (rows in memory take
                 // about twice their size on disk); later pages follow the rows seen.
                 let first = opts.page_bytes / (plan.avg_row_bytes as usize * 2).max(64);
-                Ok(TableReader::new(
+                let mut reader = TableReader::new(
                     t.id,
                     plan.spec.clone(),
                     plan.keyset.clone(),
                     t.handle,
                     start,
                     first.clamp(1, opts.page_rows),
-                ))
+                );
+                if let Some((after, until)) = t.start.as_ref().and_then(Keyset::decode_load) {
+                    reader.resume_load(after, until);
+                } else if !opts.key_order_load
+                    || plan.estimated_rows < settings.pipeline.key_order_load_min_rows
+                {
+                    reader.no_key_order_load();
+                }
+                Ok(reader)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(PollSource {
@@ -292,7 +303,7 @@ impl PollSource {
                     let bytes = rows.iter().map(row_bytes).sum();
                     ChangeSet {
                         table: id,
-                        position: t.keyset.position(model, last),
+                        position: t.stored_position().expect("moved to the last row"),
                         changes: rows.into_iter().map(Change::upsert).collect(),
                         bytes,
                         source_time,

@@ -24,7 +24,7 @@ use tracing::debug;
 
 use super::keyset::{self, Keyset};
 use crate::error::{Error, Result, Side};
-use crate::model::{Kind, TableId};
+use crate::model::{Kind, TableId, TableModel};
 use crate::source::mysql::read::{bind_value, read_page};
 use crate::source::mysql::{quote, Flavor, ReadSpec, Zone};
 use crate::telemetry::TableHandle;
@@ -77,6 +77,23 @@ pub(super) struct TableReader {
     /// reported ahead.
     pub ahead_checked: Option<Instant>,
     pub ahead_warned: bool,
+    /// An initial load read in primary-key order, while it runs.
+    load: Option<KeyLoad>,
+    /// Whether a load in key order was considered (it is, once, before the first read).
+    load_decided: bool,
+}
+
+/// An initial load read in primary-key order. Every row whose cursor is below `until` (the
+/// read horizon when the load started: below the oldest open transaction, less a second
+/// and the safety lag) was committed when it started, so one scan in key order sees them
+/// all; rows inserted or updated since carry a cursor value at or past `until`, and the
+/// cursor reads them from there once the scan ends. Rows of that tail the scan also saw are
+/// applied twice, harmlessly (by key).
+#[derive(Debug, Clone)]
+struct KeyLoad {
+    /// Primary-key values of the last row read; `None` before the first.
+    after: Option<Vec<Value>>,
+    until: Value,
 }
 
 impl TableReader {
@@ -103,6 +120,8 @@ impl TableReader {
             done: false,
             ahead_checked: None,
             ahead_warned: false,
+            load: None,
+            load_decided: false,
         }
     }
 
@@ -127,19 +146,7 @@ impl TableReader {
             .map(|c| format!("{c} DESC"))
             .collect::<Vec<_>>()
             .join(", ");
-        // A DECIMAL keyset value travels as text; compared with text MySQL would use
-        // doubles, so it is cast back to the column's exact type.
-        let phs: Vec<String> = self
-            .keyset
-            .columns
-            .iter()
-            .map(|&i| match t.columns[i].kind {
-                Kind::Decimal { precision, scale } => {
-                    format!("CAST(? AS DECIMAL({precision},{scale}))")
-                }
-                _ => "?".to_string(),
-            })
-            .collect();
+        let phs = placeholders(t, &self.keyset.columns);
         let (upper_cond, binds_upper) = keyset::condition(&cols, &phs, false, false);
         let (after_cond, binds_after) = keyset::condition(&cols, &phs, true, true);
         let mut common = Vec::new();
@@ -234,6 +241,12 @@ impl TableReader {
         if matches!(self.upper, Some(None)) {
             return Ok(Outcome::Exhausted);
         }
+        if !self.load_decided {
+            self.consider_load(conn, zone, opts, *free_reads).await?;
+        }
+        if self.load.is_some() {
+            return self.read_load(conn, opts).await;
+        }
         let (page_bytes, page_rows) = (opts.page_bytes, opts.page_rows);
         let has_free = self.sql.as_ref().is_some_and(|s| s.free.is_some());
         // In a backlog, first read below the horizon without locks; at the horizon (an
@@ -273,6 +286,147 @@ impl TableReader {
             }
             Err(e) => Err(self.read_error("reading", &e)),
         }
+    }
+
+    /// Resumes a load in primary-key order from a stored position.
+    pub fn resume_load(&mut self, after: Vec<Value>, until: Value) {
+        self.load = Some(KeyLoad {
+            after: Some(after),
+            until,
+        });
+        self.load_decided = true;
+    }
+
+    /// Reads by the cursor from the start (a small table, or `key_order_load = false`).
+    pub fn no_key_order_load(&mut self) {
+        self.load_decided = true;
+    }
+
+    /// The position to store after the rows handed out last.
+    pub fn stored_position(&self) -> Option<crate::model::Position> {
+        let t = &self.spec.model;
+        let values = self.position.clone()?;
+        Some(match &self.load {
+            Some(KeyLoad {
+                after: Some(after),
+                until,
+            }) => self
+                .keyset
+                .load_position(t, values, after.clone(), until.clone()),
+            _ => self.keyset.position(t, values),
+        })
+    }
+
+    /// Starts a load in primary-key order when it applies: no position yet, a time cursor,
+    /// and the oldest open transaction visible (the PROCESS privilege).
+    async fn consider_load(
+        &mut self,
+        conn: &mut MySqlConnection,
+        zone: &Zone,
+        opts: &super::PollOptions,
+        free_reads: bool,
+    ) -> Result<()> {
+        self.load_decided = true;
+        let t = &self.spec.model;
+        if !opts.key_order_load
+            || !free_reads
+            || self.position.is_some()
+            || !self.keyset.time_cursor(t)
+        {
+            return Ok(());
+        }
+        let local = self.local_time_cursor();
+        let (now, zone_name) = if local {
+            (zone.now_sql(), zone.name.as_str())
+        } else {
+            ("UTC_TIMESTAMP(6)".to_string(), Zone::UTC)
+        };
+        let lag_us = opts.safety_lag.as_micros() as u64;
+        let sql = format!(
+            "SELECT LEAST({now}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone_name}'), {now}) - INTERVAL 1 SECOND) \
+             - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX"
+        );
+        let until: chrono::NaiveDateTime = match sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if is_process_privilege_error(&e) => return Ok(()),
+            Err(e) => return Err(self.read_error("reading the horizon for", &e)),
+        };
+        let until = if local {
+            Value::DateTime(until)
+        } else {
+            Value::Timestamp(until.and_utc())
+        };
+        tracing::info!(table = %self.name(), until = %until.display(), "initial load: reading in primary-key order, then following the cursor from the horizon measured now");
+        self.load = Some(KeyLoad { after: None, until });
+        Ok(())
+    }
+
+    /// One page of the load in primary-key order. Moves the position to where the cursor
+    /// takes over, after this page's last row; the load ends with the table's last row.
+    async fn read_load(
+        &mut self,
+        conn: &mut MySqlConnection,
+        opts: &super::PollOptions,
+    ) -> Result<Outcome> {
+        let t = &self.spec.model;
+        let load = self.load.clone().expect("a load under way");
+        let pk: Vec<String> = t
+            .primary_key
+            .iter()
+            .map(|&i| quote(&t.columns[i].name))
+            .collect();
+        let phs = placeholders(t, &t.primary_key);
+        let (select, from, order) = (self.spec.select_list(), quote(&t.name), pk.join(", "));
+        let q = match &load.after {
+            None => sqlx::query(AssertSqlSafe(format!(
+                "SELECT {select} FROM {from} ORDER BY {order} LIMIT ?"
+            ))),
+            Some(after) => {
+                let (cond, binds) = keyset::condition(&pk, &phs, true, true);
+                let mut q = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {select} FROM {from} WHERE {cond} ORDER BY {order} LIMIT ?"
+                )));
+                for i in binds {
+                    q = bind_value(q, &after[i]);
+                }
+                q
+            }
+        };
+        let page = read_page(
+            q,
+            conn,
+            &self.spec,
+            self.limit,
+            opts.page_bytes,
+            opts.page_rows,
+        )
+        .await?
+        .map_err(|e| self.read_error("reading (in primary-key order)", &e))?;
+        if let Some(next) = page.next_limit {
+            self.limit = next;
+        }
+        if let Some(last) = page.rows.last() {
+            let mut values = self.keyset.of(last);
+            values[0] = just_before(&load.until);
+            self.position = Some(values);
+            self.load = Some(KeyLoad {
+                after: Some(t.primary_key.iter().map(|&i| last[i].clone()).collect()),
+                until: load.until.clone(),
+            });
+        }
+        if !page.full {
+            // The whole table in key order: the cursor takes over from the horizon.
+            tracing::info!(table = %self.name(), from = %load.until.display(), "initial load in primary-key order done: following the cursor");
+            self.load = None;
+        }
+        self.last_full = true;
+        Ok(Outcome::Rows {
+            rows: page.rows,
+            full: true,
+        })
     }
 
     /// The cursor is a DATETIME: local time in the source's zone.
@@ -387,6 +541,29 @@ fn is_process_privilege_error(e: &sqlx::Error) -> bool {
 fn is_nowait_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "HY000" || c == "40001")
         && (db.message().contains("Lock wait timeout") || db.message().contains("NOWAIT")))
+}
+
+/// The placeholders binding the values of columns `cols`. A DECIMAL value travels as text;
+/// compared with text MySQL would use doubles, so it is cast back to the column's exact type.
+fn placeholders(t: &TableModel, cols: &[usize]) -> Vec<String> {
+    cols.iter()
+        .map(|&i| match t.columns[i].kind {
+            Kind::Decimal { precision, scale } => {
+                format!("CAST(? AS DECIMAL({precision},{scale}))")
+            }
+            _ => "?".to_string(),
+        })
+        .collect()
+}
+
+/// The time cursor value one microsecond before `v`: the cursor reads from `v` on.
+fn just_before(v: &Value) -> Value {
+    let us = chrono::Duration::microseconds(1);
+    match v {
+        Value::DateTime(t) => Value::DateTime(*t - us),
+        Value::Timestamp(t) => Value::Timestamp(*t - us),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]
