@@ -144,6 +144,29 @@ impl Zone {
         format!("CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '{}')", self.name)
     }
 
+    /// The clock a time cursor is compared with, as SQL, and the zone it is in: this zone's
+    /// for a DATETIME (`local`: local time as written), UTC for a TIMESTAMP (read in the
+    /// session's zone, UTC).
+    pub fn clock_sql(&self, local: bool) -> (String, &str) {
+        if local {
+            (self.now_sql(), self.name.as_str())
+        } else {
+            ("UTC_TIMESTAMP(6)".to_string(), Zone::UTC)
+        }
+    }
+
+    /// The read horizon, as SQL: the clock (see [`Zone::clock_sql`]), or the start of the
+    /// oldest open InnoDB transaction less a second (`trx_started` holds whole seconds, in
+    /// the server's system zone), whichever is earlier, less `lag_us`. Needs the PROCESS
+    /// privilege.
+    pub fn horizon_sql(&self, local: bool, lag_us: u64) -> String {
+        let (now, zone) = self.clock_sql(local);
+        format!(
+            "(SELECT LEAST({now}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone}'), {now}) - INTERVAL 1 SECOND) \
+             - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX)"
+        )
+    }
+
     /// A local time in this zone as UTC, by the current offset.
     pub fn to_utc(&self, local: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
         (local - chrono::Duration::microseconds(self.offset_us)).and_utc()
@@ -154,13 +177,16 @@ impl Zone {
 /// the server's global time zone. A zone the server cannot convert to (a name without the
 /// time zone tables) is a configuration error saying what to do.
 pub async fn resolve_zone(conn: &mut MySqlConnection, configured: Option<&str>) -> Result<Zone> {
-    let name = match configured {
-        Some(z) => z.to_string(),
-        None => sqlx::query_scalar::<_, String>("SELECT CAST(@@global.time_zone AS CHAR)")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| Error::db(Side::Source, "reading the server's time zone", &e))?,
-    };
+    // One query, looked at every second by a poller: the zone (the configured one, or the
+    // server's global one) and its offset now.
+    let (name, offset): (String, Option<i64>) = sqlx::query_as(
+        "SELECT z, CAST(TIMESTAMPDIFF(MICROSECOND, t, CONVERT_TZ(t, '+00:00', z)) AS SIGNED) \
+         FROM (SELECT CAST(COALESCE(?, @@global.time_zone) AS CHAR) AS z, UTC_TIMESTAMP(6) AS t) n",
+    )
+    .bind(configured)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::db(Side::Source, "reading the time zone and its offset", &e))?;
     // Names reach SQL as literals: only the characters zones are made of.
     if !name
         .chars()
@@ -170,14 +196,6 @@ pub async fn resolve_zone(conn: &mut MySqlConnection, configured: Option<&str>) 
             "the source's time zone {name:?} is not one sluice can use; set [source] datetime_zone"
         )));
     }
-    let offset: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, t, CONVERT_TZ(t, '+00:00', ?)) AS SIGNED) \
-         FROM (SELECT UTC_TIMESTAMP(6) AS t) n",
-    )
-    .bind(&name)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| Error::db(Side::Source, "reading the time zone's offset", &e))?;
     let offset_us = offset.ok_or_else(|| {
         Error::Config(format!(
             "time zone {name:?} ({}) is unknown to the source server: CONVERT_TZ gives NULL without its time zone tables; load them (mysql_tzinfo_to_sql /usr/share/zoneinfo | mariadb mysql) or set [source] datetime_zone to an offset such as \"+02:00\"",
@@ -206,11 +224,7 @@ pub async fn cursor_ahead(
     local: bool,
     zone: &Zone,
 ) -> std::result::Result<Ahead, sqlx::Error> {
-    let now = if local {
-        zone.now_sql()
-    } else {
-        "UTC_TIMESTAMP(6)".into()
-    };
+    let (now, _) = zone.clock_sql(local);
     let c = quote(column);
     let sql = format!(
         "SELECT CAST(COUNT(*) AS SIGNED), CAST(COALESCE(TIMESTAMPDIFF(SECOND, {now}, MAX({c})), 0) AS SIGNED) \

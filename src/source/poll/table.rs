@@ -158,12 +158,8 @@ impl TableReader {
         let lag_us = safety_lag.as_micros() as u64;
         // The clock in the cursor's zone: a DATETIME holds local time in the zone it is
         // written in (`zone`); a TIMESTAMP is read in UTC (the session's zone).
-        let local = matches!(t.columns[self.keyset.cursor[0]].kind, Kind::DateTime { .. });
-        let (now, zone_name) = if local {
-            (zone.now_sql(), zone.name.as_str())
-        } else {
-            ("UTC_TIMESTAMP(6)".to_string(), Zone::UTC)
-        };
+        let local = self.local_time_cursor();
+        let (now, _) = zone.clock_sql(local);
         if time_cursor {
             // Server-set times are taken as a statement starts, a moment before its row is
             // in the index; the safety lag covers that moment (and client clocks, if raised).
@@ -181,11 +177,7 @@ impl TableReader {
         };
         let lock = flavor.share_nowait();
         let free = time_cursor.then(|| {
-            // `trx_started` is in the server's system zone.
-            let horizon = format!(
-                "{first_cursor} < (SELECT LEAST({now}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone_name}'), {now}) - INTERVAL 1 SECOND) \
-                 - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX)"
-            );
+            let horizon = format!("{first_cursor} < {}", zone.horizon_sql(local, lag_us));
             (
                 format!(
                     "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ?",
@@ -336,15 +328,10 @@ impl TableReader {
             return Ok(());
         }
         let local = self.local_time_cursor();
-        let (now, zone_name) = if local {
-            (zone.now_sql(), zone.name.as_str())
-        } else {
-            ("UTC_TIMESTAMP(6)".to_string(), Zone::UTC)
-        };
-        let lag_us = opts.safety_lag.as_micros() as u64;
+        // The same horizon the reads below it use.
         let sql = format!(
-            "SELECT LEAST({now}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone_name}'), {now}) - INTERVAL 1 SECOND) \
-             - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX"
+            "SELECT {}",
+            zone.horizon_sql(local, opts.safety_lag.as_micros() as u64)
         );
         let until: chrono::NaiveDateTime = match sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&mut *conn)
