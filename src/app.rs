@@ -169,21 +169,63 @@ pub async fn prepare(
     })
     .await?;
     let mut planned = Vec::with_capacity(plans.len());
-    for (i, plan) in plans.into_iter().enumerate() {
-        let model = plan.model().clone();
-        let key = StateKey::new(&settings.pipeline_name, &model.name);
+    for (i, mut plan) in plans.into_iter().enumerate() {
+        let name = plan.model().name.clone();
+        let key = StateKey::new(&settings.pipeline_name, &name);
         let epoch = ownership.epoch(i);
         let (start, mut deferred_key) = match state::load(&mut tgt, &key).await? {
             Some(s) => (s.position, s.deferred_key),
             None => (None, None),
         };
-        ddl::ensure_table(
+        let recorded = state::latest_shape(&mut tgt, &key).await?;
+        let on_drop = settings
+            .tables
+            .get(i)
+            .and_then(|t| t.on_drop_column)
+            .unwrap_or(settings.pipeline.on_drop_column);
+        // The shape the target is brought to now. Polling reads the table as it is, so the
+        // target follows any change made while sluice was stopped at once; the binlog is
+        // read from the stored position, where the table had the recorded shape, and the
+        // changes since arrive in order with the stream.
+        let mut follow_later = false;
+        if let (TablePlan::Binlog(b), Some(rec), Some(_)) = (&mut plan, &recorded, &start) {
+            if !rec.same_shape(&b.spec.model) {
+                follow_later = true;
+                info!(table = %name, version = rec.version, "the table changed on the source since its stored position; the binlog stream starts in the shape recorded there and follows the changes in order");
+                b.start_in(rec, settings.zero_dates)?;
+            }
+        }
+        let version = match &recorded {
+            Some(rec) if rec.same_shape(plan.model()) => rec.version,
+            Some(rec) => rec.version + 1,
+            None => 1,
+        };
+        plan.set_version(version);
+        let model = plan.model().clone();
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut tgt)
+            .await
+            .map_err(|e| Error::db(Side::Target, "BEGIN", &e))?;
+        let ran = ddl::ensure_table(
             &mut tgt,
             &settings.target_schema,
             &model,
             deferred_key.is_some(),
+            ddl::Follow {
+                old: recorded.as_ref(),
+                on_drop,
+                wait: settings.lock_wait(),
+                later: follow_later,
+            },
         )
         .await?;
+        if recorded.as_ref().is_none_or(|r| r.version != version) {
+            state::record_shape(&mut tgt, &key, &model, start.as_ref(), &ran).await?;
+        }
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut tgt)
+            .await
+            .map_err(|e| Error::db(Side::Target, "COMMIT", &e))?;
         if let Some(p) = &start {
             plan.check_position(p).map_err(|e| match e {
                 Error::Schema(m) => Error::Schema(format!(

@@ -115,6 +115,9 @@ pub struct Pipeline {
     pub poll_interval_ms: u64,
     /// What a row PostgreSQL refuses does: stop the table, or go to `sluice.dead_letters`.
     pub on_bad_row: OnBadRow,
+    /// A column dropped on the source: the target keeps it (nullable, NULL in rows written
+    /// from then on) or drops it too. Per table in `[[tables]] on_drop_column`.
+    pub on_drop_column: OnDropColumn,
     /// Batches that may wait between the batcher and the writer (the row channel between
     /// poller and batcher holds one page of rows).
     pub channel_capacity: usize,
@@ -200,6 +203,7 @@ impl Default for Pipeline {
             key_order_load: true,
             key_order_load_min_rows: 100_000,
             on_bad_row: OnBadRow::Stop,
+            on_drop_column: OnDropColumn::Keep,
             defer_key: true,
             defer_key_min_rows: 100_000,
             copy_format: CopyFormat::Auto,
@@ -245,6 +249,17 @@ pub enum OnBadRow {
     DeadLetter,
 }
 
+/// `[pipeline] on_drop_column` / `[[tables]] on_drop_column`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDropColumn {
+    /// The target column stays, allows NULL from then on and receives NULL.
+    #[default]
+    Keep,
+    /// The target column is dropped too (with its values).
+    Drop,
+}
+
 /// One `[[tables]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +277,9 @@ pub struct TableSettings {
     /// value other than 0 or 1 stops the table rather than turning into `true`.
     #[serde(default = "yes")]
     pub tinyint1_as_boolean: bool,
+    /// Overrides `[pipeline] on_drop_column` for this table.
+    #[serde(default)]
+    pub on_drop_column: Option<OnDropColumn>,
 }
 
 fn yes() -> bool {
@@ -293,6 +311,7 @@ impl TableSettings {
             cursor: Some(OneOrMany::One("created".into())),
             primary_key: None,
             tinyint1_as_boolean: true,
+            on_drop_column: None,
         }
     }
 }

@@ -16,7 +16,8 @@ pub type TableId = usize;
 
 /// What kind of values a column holds, independent of either database. The source reads
 /// every column into the [`Value`] its kind names; the sink maps each kind to a target type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// `Value::Bool`.
     Bool,
@@ -65,7 +66,7 @@ impl Kind {
 }
 
 /// One column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
     /// The source's own type, as it names it (e.g. `int(10) unsigned`), for messages.
@@ -76,9 +77,30 @@ pub struct Column {
     /// A zero date (which the target cannot hold) arrives as NULL (`zero_dates = "null"`),
     /// so a column the source keeps NOT NULL may still bring one.
     pub null_on_zero_date: bool,
+    /// The source's default, as a SQL literal the way MariaDB's `information_schema` writes
+    /// it (`'text'`, `42`, `NULL`) or an expression (`current_timestamp()`); `None` without
+    /// one. What rows that existed before the column was added hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Set on the first shape after a rename: the column's name until then.
+    #[serde(skip)]
+    pub renamed_from: Option<String>,
 }
 
 impl Column {
+    /// A nullable column without a default.
+    pub fn new(name: &str, source_type: &str, kind: Kind) -> Self {
+        Column {
+            name: name.into(),
+            source_type: source_type.into(),
+            kind,
+            nullable: true,
+            null_on_zero_date: false,
+            default: None,
+            renamed_from: None,
+        }
+    }
+
     /// Whether NULL can arrive in this column, one way or the other.
     pub fn may_be_null(&self) -> bool {
         self.nullable || self.null_on_zero_date
@@ -86,15 +108,54 @@ impl Column {
 }
 
 /// A replicated table: its columns and its primary key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableModel {
     pub name: String,
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the primary-key columns, in key order.
     pub primary_key: Vec<usize>,
+    /// The table's shape version: 1 as first seen, one more at each schema change followed
+    /// (`sluice.schema_history`).
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 impl TableModel {
+    /// Whether two models describe the same columns and key (versions and the source's
+    /// spelling of types aside): a change between them needs nothing of the target.
+    pub fn same_shape(&self, other: &TableModel) -> bool {
+        self.primary_key == other.primary_key
+            && self.columns.len() == other.columns.len()
+            && self.columns.iter().zip(&other.columns).all(|(a, b)| {
+                a.name == b.name
+                    && a.kind == b.kind
+                    && a.nullable == b.nullable
+                    && a.null_on_zero_date == b.null_on_zero_date
+            })
+    }
+
+    /// Marks the columns of `self` (a table's new shape) that `old` had under another name:
+    /// a column gone from `old` whose place (same position, same kind, same number of
+    /// columns) a new name took. Polling sees only the shapes; binlog capture calls this too
+    /// after taking the renames its ALTER statements name.
+    pub fn infer_renames(&mut self, old: &TableModel) {
+        if self.columns.len() != old.columns.len() {
+            return;
+        }
+        let names: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
+        for (c, o) in self.columns.iter_mut().zip(&old.columns) {
+            let new_name = old.column(&c.name).is_none();
+            let gone = !names.contains(&o.name);
+            if c.renamed_from.is_none() && new_name && gone && o.kind == c.kind {
+                c.renamed_from = Some(o.name.clone());
+            }
+        }
+    }
+
     /// The index of the column named `name`.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
@@ -243,6 +304,10 @@ pub struct ChangeSet {
     /// When the newest change happened on the source, when the source knows it (the cursor
     /// time of a polled row, a binlog event's timestamp): what lag is measured from.
     pub source_time: Option<DateTime<Utc>>,
+    /// The table's shape changed on the source before these changes: the target follows
+    /// (in the same transaction) before they are applied, and they are rows of this model.
+    /// `None`: the shape the sink has.
+    pub shape: Option<std::sync::Arc<TableModel>>,
 }
 
 /// What the sink applies in one transaction: one or more tables' change sets.

@@ -54,6 +54,9 @@ pub struct TableStatus {
     pub cursor_ahead_seconds: Option<i64>,
     /// Polling with a time cursor: rows whose cursor value is ahead of the source's clock.
     pub rows_future_cursor: Option<u64>,
+    /// The shape version the target table is in (`sluice.schema_history`): 1 as first
+    /// replicated, one more for each schema change followed.
+    pub shape_version: Option<u32>,
     /// Keyset columns and values in keyset order, for [`describe`].
     #[serde(skip)]
     keyset: Vec<(String, Value)>,
@@ -115,6 +118,14 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                 _ => e,
             }
         })?;
+    // Shape versions; none before sluice recorded any (an older state schema).
+    let versions: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT table_name, max(version) FROM sluice.schema_history WHERE pipeline = $1 GROUP BY table_name",
+    )
+    .bind(settings.pipeline_name.as_str())
+    .fetch_all(&mut *pg)
+    .await
+    .unwrap_or_default();
     let mut my = my.map_err(|e| e.to_string());
     let logs = match my.as_mut() {
         Ok(conn) if settings.capture == crate::config::Capture::Binlog => {
@@ -239,6 +250,10 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             bytes_behind,
             cursor_ahead_seconds,
             rows_future_cursor,
+            shape_version: versions
+                .iter()
+                .find(|(n, _)| *n == r.table_name)
+                .map(|(_, v)| *v as u32),
             snapshot: stored.as_ref().map(|s| {
                 if s.snapshot.is_some() {
                     "running"

@@ -25,6 +25,8 @@ fn model() -> Arc<TableModel> {
         kind,
         nullable,
         null_on_zero_date: false,
+        default: None,
+        renamed_from: None,
     };
     Arc::new(TableModel {
         name: "items".into(),
@@ -33,6 +35,7 @@ fn model() -> Arc<TableModel> {
             col("v", Kind::Text, true),
         ],
         primary_key: vec![0],
+        version: 1,
     })
 }
 
@@ -48,6 +51,7 @@ fn batch(changes: Vec<Change>, pos: i64) -> Batch {
             position: Position(serde_json::json!({ "test": pos })),
             bytes: 0,
             source_time: None,
+            shape: None,
         }],
         commit: true,
         transactions: 1,
@@ -75,7 +79,7 @@ fn fixture(db: &TestDb) -> Fixture {
             .await
             .unwrap();
         let mut conn = postgres::connect(&url, "test").await.unwrap();
-        ddl::ensure_table(&mut conn, "public", &model(), false)
+        ddl::ensure_table(&mut conn, "public", &model(), false, Default::default())
             .await
             .unwrap();
         let key = StateKey::new(PIPELINE, "items");
@@ -110,6 +114,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             version_columns: vec![],
             foreign_keys: vec![],
             loading: false,
+            on_drop_column: Default::default(),
         }],
     )
 }

@@ -467,16 +467,22 @@ fn tinyint1_is_boolean_only_while_it_holds_0_or_1() {
         "{err}"
     );
     assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.flags"), 0);
-    // The target was created with boolean; switching the mapping is refused until the
-    // target column is changed, naming both types.
+    // The target was created with boolean; switching the mapping is a widening the target
+    // follows at the next start (boolean to smallint, true as 1), recorded as a new shape.
     let smallint = format!("{table}tinyint1_as_boolean = false\n");
-    let err = fails(&db, &smallint, 2);
-    assert!(
-        err.contains("\"f\"") && err.contains("boolean") && err.contains("smallint"),
-        "{err}"
-    );
-    db.pg("ALTER TABLE public.flags ALTER COLUMN f TYPE smallint USING f::int");
     run_once(&db, &smallint);
+    assert_eq!(
+        db.pg_rows(
+            "SELECT data_type::text FROM information_schema.columns WHERE table_name = 'flags' AND column_name = 'f'"
+        ),
+        vec![vec![Some("smallint".to_string())]]
+    );
+    assert_eq!(
+        db.pg_i64(
+            "SELECT max(version)::bigint FROM sluice.schema_history WHERE table_name = 'flags'"
+        ),
+        2
+    );
     let checks = [check("f", "CAST({} AS CHAR)", "{}::text", Cmp::Text)];
     assert_eq!(assert_same(&db, "flags", &["id"], &checks), 5);
 }

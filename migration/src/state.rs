@@ -17,6 +17,7 @@ impl MigratorTraitSelf for State {
             Box::new(ADD_DEFERRED_KEY),
             Box::new(PipelinesAndOwners),
             Box::new(ADD_SOURCE_TIME),
+            Box::new(CreateSchemaHistory),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -219,6 +220,51 @@ impl MigrationTrait for AddColumn {
             self.column
         );
         manager.get_connection().execute_unprepared(&sql).await?;
+        Ok(())
+    }
+}
+
+/// `sluice.schema_history`: each shape of each replicated table, as sluice followed it. One
+/// row per (pipeline, table, version): the table model (`model`, the columns and key the
+/// target's rows are in from then on), the source position of the first change in that shape,
+/// the statements run on the target (`ddl`, empty for the first shape and for changes that
+/// needed none) and when. Written in the transaction that applies the change, so it never
+/// says more than the target holds; the newest row is where a restart resumes the table's
+/// shape.
+struct CreateSchemaHistory;
+
+impl MigrationName for CreateSchemaHistory {
+    fn name(&self) -> &str {
+        "m20261126_000007_create_schema_history"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSchemaHistory {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS sluice.schema_history (
+                    pipeline    text NOT NULL,
+                    table_name  text NOT NULL,
+                    version     integer NOT NULL,
+                    position    jsonb,
+                    model       jsonb NOT NULL,
+                    ddl         text[] NOT NULL DEFAULT '{}',
+                    applied_at  timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (pipeline, table_name, version)
+                )",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE IF EXISTS sluice.schema_history")
+            .await?;
         Ok(())
     }
 }

@@ -115,7 +115,13 @@ impl Inner {
         let fits = |p: &Pending| {
             p.set.changes.len() + set.changes.len() <= rows && p.set.bytes + set.bytes <= bytes
         };
-        if self.pending.get(&t).is_some_and(|p| !fits(p)) && !self.flush(t) {
+        // Rows of a new shape never share a batch part with rows of the old one.
+        if self
+            .pending
+            .get(&t)
+            .is_some_and(|p| !fits(p) || set.shape.is_some())
+            && !self.flush(t)
+        {
             return false;
         }
         match self.pending.get_mut(&t) {
@@ -210,6 +216,18 @@ impl Inner {
         // A source transaction, not a position-only update: it changed rows, here or in
         // chunks before.
         let continues = self.txn.as_ref().is_some_and(|t| t.open);
+        // Rows of a new shape never share a batch part with rows of the old one (a schema
+        // change is a transaction of its own on the source: never inside an open one).
+        let reshaped = self.txn.as_ref().is_some_and(|t| {
+            !t.open
+                && txn
+                    .parts
+                    .iter()
+                    .any(|p| p.shape.is_some() && t.index.contains_key(&p.table))
+        });
+        if reshaped && !self.flush_txn(true) {
+            return false;
+        }
         let real = continues || txn.parts.iter().any(|p| !p.changes.is_empty());
         let t = self.txn.get_or_insert_with(|| TxnPending {
             parts: Vec::new(),

@@ -173,6 +173,12 @@ impl Supervisor {
                     version_columns: t.plan.version_columns(),
                     foreign_keys: t.plan.foreign_keys(&names),
                     loading: t.plan.will_load(t.start.as_ref()),
+                    on_drop_column: self
+                        .settings
+                        .tables
+                        .get(id)
+                        .and_then(|c| c.on_drop_column)
+                        .unwrap_or(p.on_drop_column),
                 }
             })
             .collect();

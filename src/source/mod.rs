@@ -122,6 +122,15 @@ impl TablePlan {
         }
     }
 
+    /// Sets the shape version of the table's model.
+    pub fn set_version(&mut self, version: u32) {
+        let spec = match self {
+            TablePlan::Poll(p) => &mut p.spec,
+            TablePlan::Binlog(p) => &mut p.spec,
+        };
+        Arc::make_mut(&mut spec.model).version = version;
+    }
+
     /// Estimated rows in the source table.
     pub fn estimated_rows(&self) -> u64 {
         match self {

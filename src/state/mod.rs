@@ -237,3 +237,64 @@ pub async fn dead_letter(
     .map_err(tgt("writing to sluice.dead_letters"))?;
     Ok(())
 }
+
+/// Records a table's new shape in `sluice.schema_history` (in the caller's transaction, the
+/// one that applies it): the model, the source position of its first change (`None` at
+/// start), and the statements run on the target.
+pub async fn record_shape(
+    tx: &mut PgConnection,
+    key: &StateKey,
+    model: &crate::model::TableModel,
+    position: Option<&Position>,
+    ddl: &[String],
+) -> Result<()> {
+    let json = serde_json::to_value(model)
+        .map_err(|e| Error::Other(format!("the table model does not serialise: {e}")))?;
+    sqlx::query(
+        "INSERT INTO sluice.schema_history (pipeline, table_name, version, position, model, ddl) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (pipeline, table_name, version) DO UPDATE \
+           SET position = EXCLUDED.position, model = EXCLUDED.model, ddl = EXCLUDED.ddl, applied_at = now()",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(model.version as i32)
+    .bind(position.map(|p| &p.0))
+    .bind(json)
+    .bind(ddl)
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt(format!(
+        "recording the shape of {:?} in sluice.schema_history",
+        key.table
+    )))?;
+    Ok(())
+}
+
+/// The newest shape recorded for a table: the one its target rows are in.
+pub async fn latest_shape(
+    conn: &mut PgConnection,
+    key: &StateKey,
+) -> Result<Option<crate::model::TableModel>> {
+    let row: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT model FROM sluice.schema_history WHERE pipeline = $1 AND table_name = $2 \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(tgt(format!(
+        "reading the shape of {:?} from sluice.schema_history",
+        key.table
+    )))?;
+    row.map(|m| {
+        serde_json::from_value(m).map_err(|e| {
+            Error::Other(format!(
+                "the shape of {:?} in sluice.schema_history cannot be read: {e}",
+                key.table
+            ))
+        })
+    })
+    .transpose()
+}

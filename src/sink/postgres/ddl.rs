@@ -21,32 +21,45 @@ pub fn check_names(t: &TableModel) -> Result<()> {
     Ok(())
 }
 
-/// Creates the target table from the source schema when it is missing; when it exists,
-/// checks it has the same columns in the same order, types that hold every source value
-/// ([`target_type_accepts`]), no NOT NULL where the source allows NULL, and a unique key on
-/// the primary key (unless `key_deferred`: an initial load dropped it, see [`defer_key`]).
+/// How [`ensure_table`] follows changes of the source table on an existing target table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Follow<'a> {
+    /// The shape recorded for the table (`sluice.schema_history`), `None` when there is none.
+    pub old: Option<&'a TableModel>,
+    pub on_drop: crate::config::OnDropColumn,
+    pub wait: super::lock::LockWait,
+    /// The model is a shape recorded earlier that the source's stream starts in: an existing
+    /// table is left as it is (the stream brings the changes since, in order).
+    pub later: bool,
+}
+
+/// Creates the target table from the source schema when it is missing. When it exists,
+/// brings it to `t` as a schema change would (see [`reshape`](super::reshape) and [`Follow`]) and checks it: every column present
+/// with a type that holds every source value ([`target_type_accepts`]), no NOT NULL where the
+/// source allows NULL, columns of its own only when they can be left out of inserts, and a
+/// unique key on the primary key (unless `key_deferred`: an initial load dropped it, see
+/// [`defer_key`](super::initial_load::defer_key)). Runs in the caller's transaction; returns
+/// the statements it ran (none, or the creation, or the change).
 pub async fn ensure_table(
     conn: &mut PgConnection,
     target_schema: &str,
     t: &TableModel,
     key_deferred: bool,
-) -> Result<()> {
-    let existing: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
-         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-         ORDER BY a.attnum",
-    )
-    .bind(target_schema)
-    .bind(&t.name)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(tgt(format!(
-        "reading the columns of target table {target_schema}.{}",
-        t.name
-    )))?;
+    follow: Follow<'_>,
+) -> Result<Vec<String>> {
+    let Follow {
+        old,
+        on_drop,
+        wait,
+        later: follow_later,
+    } = follow;
+    let existing = super::reshape::target_columns(conn, target_schema, &t.name).await?;
     let name = qualified(target_schema, &t.name);
+    if follow_later && !existing.is_empty() {
+        // The source's changes since `t` arrive in order with the stream, and the target
+        // follows them then (someone may have changed it ahead, as a stop told them to).
+        return Ok(Vec::new());
+    }
     if existing.is_empty() {
         let mut cols: Vec<String> = t
             .columns
@@ -73,7 +86,7 @@ pub async fn ensure_table(
             quote(target_schema),
             cols.join(", ")
         );
-        sqlx::raw_sql(AssertSqlSafe(sql))
+        sqlx::raw_sql(AssertSqlSafe(sql.clone()))
             .execute(&mut *conn)
             .await
             .map_err(tgt(format!(
@@ -81,33 +94,33 @@ pub async fn ensure_table(
                 t.name
             )))?;
         tracing::info!(table = %t.name, target = %format!("{target_schema}.{}", t.name), "created target table");
-        return Ok(());
+        return Ok(vec![sql]);
     }
-    let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-    let have: Vec<&str> = existing.iter().map(|(n, _, _)| n.as_str()).collect();
-    if want != have {
-        return Err(Error::Schema(format!(
-            "target table {target_schema}.{} has columns ({}) but source table {:?} has ({}); they must match in name and order. Drop or rename the target table to let sluice create it, or fix its columns",
-            t.name,
-            have.join(", "),
-            t.name,
-            want.join(", ")
-        )));
+    let change = super::reshape::plan(&name, &existing, old, t, on_drop)?;
+    for note in &change.notes {
+        tracing::warn!(table = %t.name, "{note}");
     }
-    for (c, (_, have_type, not_null)) in t.columns.iter().zip(&existing) {
-        if !target_type_accepts(c, have_type) {
-            return Err(Error::Schema(format!(
-                "target table {target_schema}.{}: column {:?} has type {have_type}, which cannot hold every value of source column {:?} ({}); it needs {} (or a documented wider type). Fix it with ALTER TABLE {name} ALTER COLUMN {} TYPE {}, or drop the target table to let sluice create it",
-                t.name,
-                c.name,
-                c.name,
-                c.source_type,
-                pg_type(c),
-                quote(&c.name),
-                pg_type(c)
-            )));
+    for sql in &change.statements {
+        loop {
+            match super::lock::ddl(conn, &name, sql, "a schema change", wait).await? {
+                super::lock::Ddl::Done => break,
+                super::lock::Ddl::Waited(_) => {}
+            }
         }
-        if *not_null && c.nullable {
+    }
+    if !change.statements.is_empty() {
+        tracing::info!(table = %t.name, statements = ?change.statements, "the source table changed shape while sluice was stopped; the target follows");
+    }
+    let existing = super::reshape::target_columns(conn, target_schema, &t.name).await?;
+    for c in &t.columns {
+        let Some(have) = existing.iter().find(|h| h.name == c.name) else {
+            return Err(Error::Schema(format!(
+                "target table {target_schema}.{} has no column {:?}, which source table {:?} has; add it (ALTER TABLE {name} ADD COLUMN {} {}), or drop the target table to let sluice create it",
+                t.name, c.name, t.name, quote(&c.name), pg_type(c)
+            )));
+        };
+        let (have_type, not_null) = (&have.ty, have.not_null);
+        if not_null && c.nullable {
             return Err(Error::Schema(format!(
                 "target table {target_schema}.{}: column {:?} is NOT NULL but source column {:?} ({}) allows NULL; fix it with ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL",
                 t.name,
@@ -117,7 +130,7 @@ pub async fn ensure_table(
                 quote(&c.name)
             )));
         }
-        if *not_null && c.null_on_zero_date {
+        if not_null && c.null_on_zero_date {
             tracing::warn!(
                 table = %t.name,
                 column = %c.name,
@@ -125,9 +138,19 @@ pub async fn ensure_table(
                 quote(&c.name)
             );
         }
+        debug_assert!(target_type_accepts(c, have_type));
     }
+    for h in existing.iter().filter(|h| t.column(&h.name).is_none()) {
+        if h.not_null && !h.has_default {
+            return Err(Error::Schema(format!(
+                "target table {target_schema}.{} has column {:?}, which source table {:?} does not have, and it is NOT NULL without a default, so no row sluice writes could go in; drop it, or ALTER TABLE {name} ALTER COLUMN {} DROP NOT NULL",
+                t.name, h.name, t.name, quote(&h.name)
+            )));
+        }
+    }
+    let statements = change.statements;
     if key_deferred {
-        return Ok(());
+        return Ok(statements);
     }
     let pk: Vec<String> = t
         .primary_key
@@ -157,7 +180,7 @@ pub async fn ensure_table(
             pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
         )));
     }
-    Ok(())
+    Ok(statements)
 }
 
 /// `ON CONFLICT (pk)` action of an upsert: every non-key column takes the new value (or

@@ -15,6 +15,7 @@ pub mod ddl;
 pub mod foreign_keys;
 pub mod initial_load;
 pub mod lock;
+pub mod reshape;
 pub mod types;
 mod writer;
 
@@ -78,6 +79,8 @@ pub struct SinkTable {
     pub foreign_keys: Vec<crate::model::ForeignKey>,
     /// The table is being loaded (snapshotted): its foreign keys wait until it is done.
     pub loading: bool,
+    /// What a column dropped on the source does to the target's.
+    pub on_drop_column: crate::config::OnDropColumn,
 }
 
 /// How the sink writes.

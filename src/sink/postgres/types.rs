@@ -150,6 +150,8 @@ mod tests {
             kind,
             nullable: false,
             null_on_zero_date: false,
+            default: None,
+            renamed_from: None,
         }
     }
 

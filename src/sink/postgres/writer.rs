@@ -21,16 +21,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::copy::{self, copy_rows, BinType, Format};
 use super::ddl::conflict_action;
 use super::lock::{self, LockWait};
+use super::reshape;
 use super::types::{pg_type, qualified, quote};
 use super::{SinkOptions, SinkTable};
-use crate::config::{CopyFormat, OnBadRow};
+use crate::config::{CopyFormat, OnBadRow, OnDropColumn};
 use crate::error::{on_target as tgt, Error, Result, Side};
-use crate::model::{Change, ChangeSet, Op, TableModel};
+use crate::model::{Change, ChangeSet, Op, TableId, TableModel};
 use crate::sink::PartApplied;
 use crate::state::{self, StateKey};
 use crate::value::{Row, Value};
@@ -62,7 +63,13 @@ struct Statements {
 /// Writes one table.
 pub(super) struct TableWriter {
     key: StateKey,
+    id: TableId,
+    /// The shape rows are written in: `committed`, or a newer one a schema change in the
+    /// transaction under way brought.
     model: Arc<TableModel>,
+    committed_model: Arc<TableModel>,
+    schema: String,
+    on_drop: OnDropColumn,
     epoch: i64,
     /// The constraint an initial load dropped, while it is not built again.
     pub(super) deferred_key: Option<String>,
@@ -130,6 +137,37 @@ impl TableWriter {
     pub fn new(opts: &SinkOptions, key: StateKey, t: SinkTable) -> Self {
         let model = t.model;
         let target = qualified(&opts.schema, &model.name);
+        let sql = Statements::build(t.id, &target, &model);
+        TableWriter {
+            key,
+            id: t.id,
+            committed_model: model.clone(),
+            model,
+            schema: opts.schema.clone(),
+            on_drop: t.on_drop_column,
+            epoch: t.epoch,
+            deferred_key: t.deferred_key,
+            version_columns: t.version_columns,
+            target,
+            sql,
+            stage_ready: false,
+            keys_ready: false,
+            stage_created: false,
+            keys_created: false,
+            stage_used: false,
+            cooldown: 0,
+            on_bad_row: opts.on_bad_row,
+            copy_format: opts.copy_format,
+            binary: None,
+            format_known: false,
+            lock_wait: opts.lock_wait,
+            url: opts.url.clone(),
+        }
+    }
+}
+
+impl Statements {
+    fn build(id: TableId, target: &str, model: &TableModel) -> Statements {
         let cols: Vec<String> = model.columns.iter().map(|c| quote(&c.name)).collect();
         let col_list = cols.join(", ");
         let pk: Vec<String> = model
@@ -138,31 +176,31 @@ impl TableWriter {
             .map(|&i| quote(&model.columns[i].name))
             .collect();
         let pk_list = pk.join(", ");
-        let stage = format!("pg_temp.sluice_stage_{}", t.id);
-        let keys = format!("pg_temp.sluice_keys_{}", t.id);
+        let stage = format!("pg_temp.sluice_stage_{}", id);
+        let keys = format!("pg_temp.sluice_keys_{}", id);
         let same_key = pk
             .iter()
             .map(|c| format!("t.{c} = k.{c}"))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let sql = Statements {
+        Statements {
             copy_target: format!("COPY {target} ({col_list}) FROM STDIN"),
             copy_stage: format!("COPY {stage} ({col_list}) FROM STDIN"),
             // The stage mirrors the target's columns and types; it lives as long as the
             // connection and empties itself at every commit.
             create_stage: format!(
                 "CREATE TEMP TABLE IF NOT EXISTS sluice_stage_{} (LIKE {target}) ON COMMIT DELETE ROWS",
-                t.id
+                id
             ),
             truncate_stage: format!("TRUNCATE {stage}"),
             merge: format!(
                 "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} ON CONFLICT ({pk_list}) {}",
-                conflict_action(&model)
+                conflict_action(model)
             ),
             insert_stage: format!("INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}"),
             create_keys: format!(
                 "CREATE TEMP TABLE IF NOT EXISTS sluice_keys_{} ON COMMIT DELETE ROWS AS SELECT {pk_list} FROM {target} WITH NO DATA",
-                t.id
+                id
             ),
             copy_keys: format!("COPY {keys} ({pk_list}) FROM STDIN"),
             delete_keys: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
@@ -190,30 +228,11 @@ impl TableWriter {
                     wheres.join(" AND ")
                 )
             },
-        };
-        TableWriter {
-            key,
-            model,
-            epoch: t.epoch,
-            deferred_key: t.deferred_key,
-            version_columns: t.version_columns,
-            target,
-            sql,
-            stage_ready: false,
-            keys_ready: false,
-            stage_created: false,
-            keys_created: false,
-            stage_used: false,
-            cooldown: 0,
-            on_bad_row: opts.on_bad_row,
-            copy_format: opts.copy_format,
-            binary: None,
-            format_known: false,
-            lock_wait: opts.lock_wait,
-            url: opts.url.clone(),
         }
     }
+}
 
+impl TableWriter {
     pub fn key(&self) -> &StateKey {
         &self.key
     }
@@ -234,8 +253,14 @@ impl TableWriter {
         &self.version_columns
     }
 
-    /// A new connection: its temporary tables are gone.
+    /// A new connection: its temporary tables are gone, and so is what an uncommitted
+    /// transaction did (a schema change among it).
     pub fn reconnected(&mut self) {
+        if !Arc::ptr_eq(&self.model, &self.committed_model) {
+            self.model = self.committed_model.clone();
+            self.sql = Statements::build(self.id, &self.target, &self.model);
+            self.format_known = false;
+        }
         self.stage_ready = false;
         self.keys_ready = false;
         self.stage_created = false;
@@ -245,6 +270,7 @@ impl TableWriter {
 
     /// The batch committed: temporary tables created in it now exist.
     pub fn committed(&mut self) {
+        self.committed_model = self.model.clone();
         self.stage_ready |= self.stage_created;
         self.keys_ready |= self.keys_created;
         self.stage_created = false;
@@ -261,19 +287,33 @@ impl TableWriter {
         if self.format_known {
             return Ok(());
         }
-        let types: Vec<String> = sqlx::query_scalar(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
-             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
+        self.learn_format(conn).await
+    }
+
+    /// Reads the target columns' types (by name: a column added later sits at the end of
+    /// the target table, wherever it is on the source) and decides between COPY binary and
+    /// text.
+    async fn learn_format(&mut self, conn: &mut PgConnection) -> Result<()> {
+        let types: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
         )
         .bind(&self.target)
         .fetch_all(&mut *conn)
         .await
         .map_err(tgt(format!("reading the column types of {}", self.target)))?;
         let all: Option<Vec<BinType>> = match self.copy_format {
-            CopyFormat::Auto if types.len() == self.model.columns.len() => {
-                types.iter().map(|t| BinType::of(t)).collect()
-            }
+            CopyFormat::Auto => self
+                .model
+                .columns
+                .iter()
+                .map(|c| {
+                    types
+                        .iter()
+                        .find(|(n, _)| *n == c.name)
+                        .and_then(|(_, t)| BinType::of(t))
+                })
+                .collect(),
             _ => None,
         };
         self.binary = all.map(|all| {
@@ -285,6 +325,56 @@ impl TableWriter {
             table = %self.model.name,
             format = if self.binary.is_some() { "binary" } else { "text" },
             "COPY format chosen"
+        );
+        Ok(())
+    }
+
+    /// The source table changed shape: brings the target table to `new` in `tx` (see
+    /// [`reshape`](super::reshape)), records it in `sluice.schema_history`, and writes in
+    /// the new shape from here on.
+    async fn reshape(
+        &mut self,
+        tx: &mut PgConnection,
+        new: &Arc<TableModel>,
+        position: &crate::model::Position,
+    ) -> Result<()> {
+        let have = reshape::target_columns(tx, &self.schema, &new.name).await?;
+        let r = reshape::plan(
+            &self.target,
+            &have,
+            Some(&self.committed_model),
+            new,
+            self.on_drop,
+        )?;
+        for note in &r.notes {
+            warn!(table = %new.name, "{note}");
+        }
+        for sql in &r.statements {
+            self.ddl(tx, sql, "a schema change").await?;
+        }
+        crate::state::record_shape(tx, &self.key, new, Some(position), &r.statements).await?;
+        // The temporary tables mirror the old columns.
+        let drop = format!(
+            "DROP TABLE IF EXISTS pg_temp.sluice_stage_{0}; DROP TABLE IF EXISTS pg_temp.sluice_keys_{0}",
+            self.id
+        );
+        sqlx::raw_sql(AssertSqlSafe(drop))
+            .execute(&mut *tx)
+            .await
+            .map_err(tgt("dropping the staging tables of the old shape"))?;
+        self.stage_ready = false;
+        self.keys_ready = false;
+        self.stage_created = false;
+        self.keys_created = false;
+        self.stage_used = false;
+        self.model = new.clone();
+        self.sql = Statements::build(self.id, &self.target, &self.model);
+        self.learn_format(tx).await?;
+        info!(
+            table = %new.name,
+            version = new.version,
+            statements = ?r.statements,
+            "the source table changed shape; the target follows"
         );
         Ok(())
     }
@@ -304,6 +394,9 @@ impl TableWriter {
         part: &ChangeSet,
         buf: &mut Vec<u8>,
     ) -> Result<PartApplied> {
+        if let Some(shape) = &part.shape {
+            self.reshape(tx, shape, &part.position).await?;
+        }
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
         let changes = match part.changes.iter().rposition(|c| c.op == Op::Truncate) {
             Some(i) => {
@@ -776,11 +869,14 @@ mod tests {
             kind: Kind::Int { bytes: 4 },
             nullable: false,
             null_on_zero_date: false,
+            default: None,
+            renamed_from: None,
         };
         TableModel {
             name: "t".into(),
             columns: vec![col("id"), col("v")],
             primary_key: vec![0],
+            version: 1,
         }
     }
 

@@ -20,6 +20,70 @@ use mysql_async::Value as My;
 use crate::model::{Column, Kind};
 use crate::value::Value;
 
+/// Whether a column of `kind` is what a table map describes: its type, metadata (DECIMAL
+/// digits, fractional seconds, BIT width), sign and character set (63: binary). Tells, after
+/// a schema change, which columns kept their type.
+pub fn fits(
+    kind: Kind,
+    ty: mysql_async::consts::ColumnType,
+    meta: &[u8],
+    unsigned: bool,
+    charset: u16,
+) -> bool {
+    use mysql_async::consts::ColumnType as T;
+    let fsp = |want: u8, v2: T, v1: T| {
+        (ty == v2 && meta.first().copied().unwrap_or(0) == want) || (ty == v1 && want == 0)
+    };
+    let binary = charset == 63;
+    let stringy = matches!(
+        ty,
+        T::MYSQL_TYPE_VARCHAR
+            | T::MYSQL_TYPE_VAR_STRING
+            | T::MYSQL_TYPE_STRING
+            | T::MYSQL_TYPE_BLOB
+            | T::MYSQL_TYPE_TINY_BLOB
+            | T::MYSQL_TYPE_MEDIUM_BLOB
+            | T::MYSQL_TYPE_LONG_BLOB
+    );
+    match kind {
+        Kind::Bool => ty == T::MYSQL_TYPE_TINY && !unsigned,
+        Kind::Int { bytes } | Kind::UInt { bytes } => {
+            let want = match bytes {
+                1 => T::MYSQL_TYPE_TINY,
+                2 => T::MYSQL_TYPE_SHORT,
+                3 => T::MYSQL_TYPE_INT24,
+                4 => T::MYSQL_TYPE_LONG,
+                _ => T::MYSQL_TYPE_LONGLONG,
+            };
+            ty == want && unsigned == matches!(kind, Kind::UInt { .. })
+        }
+        Kind::Decimal { precision, scale } => {
+            ty == T::MYSQL_TYPE_NEWDECIMAL
+                && meta.first().map(|&p| u32::from(p)) == Some(precision)
+                && meta.get(1).map(|&s| u32::from(s)) == Some(scale)
+        }
+        Kind::Float32 => ty == T::MYSQL_TYPE_FLOAT,
+        Kind::Float64 => ty == T::MYSQL_TYPE_DOUBLE,
+        Kind::Text => stringy && !binary,
+        Kind::Json => ty == T::MYSQL_TYPE_JSON || (stringy && !binary),
+        Kind::Bytes => stringy && binary,
+        Kind::Enum => ty == T::MYSQL_TYPE_ENUM,
+        Kind::Set => ty == T::MYSQL_TYPE_SET,
+        Kind::Date => matches!(ty, T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE),
+        Kind::DateTime { fsp: f } => fsp(f, T::MYSQL_TYPE_DATETIME2, T::MYSQL_TYPE_DATETIME),
+        Kind::Timestamp { fsp: f } => fsp(f, T::MYSQL_TYPE_TIMESTAMP2, T::MYSQL_TYPE_TIMESTAMP),
+        Kind::Time { fsp: f } => fsp(f, T::MYSQL_TYPE_TIME2, T::MYSQL_TYPE_TIME),
+        Kind::Year => ty == T::MYSQL_TYPE_YEAR,
+        Kind::Bits(n) => {
+            ty == T::MYSQL_TYPE_BIT
+                && match meta {
+                    [bits, bytes, ..] => u32::from(*bytes) * 8 + u32::from(*bits) == n,
+                    _ => false,
+                }
+        }
+    }
+}
+
 /// How one column's binlog values become [`Value`]s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnDecoder {
@@ -78,7 +142,7 @@ impl ColumnDecoder {
         Ok(match (self.kind, v) {
             (Kind::Bool, My::Int(i @ (0 | 1))) => Value::Bool(*i == 1),
             (Kind::Bool, My::Int(i)) => return Err(format!(
-                "TINYINT(1) holds {i}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint (an existing target column must then be changed to smallint)"
+                "TINYINT(1) holds {i}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint; sluice changes an existing target column to smallint at the next start"
             )),
             // mysql_common reads a signed MEDIUMINT without extending its sign bit.
             (Kind::Int { bytes: 3 }, My::Int(i)) if *i >= 1 << 23 => Value::Int(*i - (1 << 24)),
@@ -197,7 +261,7 @@ fn time_text(neg: bool, hours: u32, m: u8, s: u8, us: u32, fsp: u8) -> String {
 }
 
 /// The labels of `enum('a','b''c')` / `set(...)`, quotes undone.
-fn parse_labels(column_type: &str) -> Vec<String> {
+pub(crate) fn parse_labels(column_type: &str) -> Vec<String> {
     let Some(open) = column_type.find('(') else {
         return Vec::new();
     };
@@ -234,16 +298,7 @@ mod tests {
     use super::*;
 
     fn col(kind: Kind, source_type: &str) -> ColumnDecoder {
-        ColumnDecoder::new(
-            &Column {
-                name: "c".into(),
-                source_type: source_type.into(),
-                kind,
-                nullable: true,
-                null_on_zero_date: false,
-            },
-            true,
-        )
+        ColumnDecoder::new(&Column::new("c", source_type, kind), true)
     }
 
     fn v(x: My) -> BinlogValue<'static> {

@@ -147,19 +147,7 @@ pub async fn plan(
     t: &TableSettings,
 ) -> Result<BinlogPlan> {
     let (source, key) = mysql::introspect_keyed(conn, t).await?;
-    let names: Vec<String> = key
-        .iter()
-        .map(|&i| source.columns[i].name.clone())
-        .collect();
-    let keyset = Keyset::resolve(&source, &names, &key)?;
-    let spec = ReadSpec::new(&source, key.clone(), settings.zero_dates, &key);
-    let decoders = spec
-        .model
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| ColumnDecoder::new(c, spec.zero_date_to_null(i)))
-        .collect();
+    let (spec, keyset, decoders) = shape(&source, key, settings.zero_dates, 1)?;
     let stats = mysql::table_stats(conn, &t.name).await?;
     let foreign_keys = mysql::introspect::foreign_keys(conn, &t.name).await?;
     Ok(BinlogPlan {
@@ -170,6 +158,53 @@ pub async fn plan(
         avg_row_bytes: stats.avg_row_bytes,
         foreign_keys,
     })
+}
+
+/// How a table of this shape is read: its spec (snapshot reads), its key as a keyset, and a
+/// decoder per column (row images). `version`: the shape's.
+pub(crate) fn shape(
+    source: &mysql::introspect::SourceTable,
+    key: Vec<usize>,
+    zero_dates: crate::config::ZeroDates,
+    version: u32,
+) -> Result<(ReadSpec, Keyset, Vec<ColumnDecoder>)> {
+    let names: Vec<String> = key
+        .iter()
+        .map(|&i| source.columns[i].name.clone())
+        .collect();
+    let keyset = Keyset::resolve(source, &names, &key)?;
+    let mut spec = ReadSpec::new(source, key.clone(), zero_dates, &key);
+    std::sync::Arc::make_mut(&mut spec.model).version = version;
+    let decoders = spec
+        .model
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ColumnDecoder::new(c, spec.zero_date_to_null(i)))
+        .collect();
+    Ok((spec, keyset, decoders))
+}
+
+impl BinlogPlan {
+    /// Reads in `model`, a shape recorded earlier: the target's rows are in it, and the
+    /// stream (which may start before the source's later changes) follows on from it.
+    pub fn start_in(
+        &mut self,
+        model: &TableModel,
+        zero_dates: crate::config::ZeroDates,
+    ) -> Result<()> {
+        let source = mysql::introspect::SourceTable::from_model(model);
+        let (spec, keyset, decoders) = shape(
+            &source,
+            model.primary_key.clone(),
+            zero_dates,
+            model.version,
+        )?;
+        self.spec = spec;
+        self.keyset = keyset;
+        self.decoders = decoders;
+        Ok(())
+    }
 }
 
 /// The server's current binlog position (`SHOW MASTER STATUS`; `SHOW BINARY LOG STATUS` on

@@ -41,6 +41,15 @@ pub(super) struct BTable {
     reported: Option<BinlogPos>,
     /// Stopped (a failure).
     pub done: bool,
+    /// Its `[[tables]]` entry (a schema change is introspected again).
+    pub config: crate::config::TableSettings,
+    /// The table map the model was matched against (its column types, metadata and names),
+    /// to notice a schema change at the next one that differs.
+    pub table_map: Option<Vec<u8>>,
+    /// A new shape the table's next changes carry, for the target to follow first.
+    pub pending_shape: Option<Arc<crate::model::TableModel>>,
+    /// Columns ALTER statements renamed since the table's shape last changed.
+    pub renames: Vec<(String, String)>,
 }
 
 enum Phase {
@@ -54,6 +63,7 @@ pub struct BinlogSource {
     url: String,
     server_id: u32,
     database: String,
+    zero_dates: crate::config::ZeroDates,
     opts: PollOptions,
     tables: Vec<BTable>,
     phase: Phase,
@@ -95,6 +105,12 @@ impl BinlogSource {
                     snapshot,
                     copy: TableCopy::new(&plan.spec, &plan.keyset, first.clamp(1, opts.page_rows)),
                     done: false,
+                    config: settings.tables.get(t.id).cloned().ok_or_else(|| {
+                        Error::Other(format!("table #{} has no [[tables]] entry", t.id))
+                    })?,
+                    table_map: None,
+                    pending_shape: None,
+                    renames: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -102,6 +118,7 @@ impl BinlogSource {
             url: settings.source_url.clone(),
             server_id: settings.server_id,
             database: crate::config::database_of(&settings.source_url),
+            zero_dates: settings.zero_dates,
             opts,
             tables,
             phase: Phase::Start,
@@ -125,7 +142,11 @@ impl BinlogSource {
         self.phase = match from {
             Some(from) => {
                 info!(from = %from, "reading the binlog");
-                Phase::Stream(Box::new(Stream::new(from, self.database.clone())))
+                Phase::Stream(Box::new(Stream::new(
+                    from,
+                    self.database.clone(),
+                    self.zero_dates,
+                )))
             }
             None => Phase::Done,
         };
@@ -211,6 +232,7 @@ impl BinlogSource {
                         position: stored.position(),
                         bytes,
                         source_time: None,
+                        shape: None,
                     };
                     crate::failpoint::hit("after_read");
                     return Ok(Step::Read(Read {
@@ -290,6 +312,7 @@ impl BinlogSource {
                     position: position.clone(),
                     bytes: 0,
                     source_time: None,
+                    shape: None,
                 });
             }
         }

@@ -16,7 +16,7 @@ use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::source::BTable;
 use super::{BinlogPos, Stored};
@@ -78,6 +78,9 @@ pub(super) struct Stream {
     warned_ddl: std::collections::HashSet<String>,
     /// The connection's format description arrived (checksums are known from then on).
     described: bool,
+    zero_dates: crate::config::ZeroDates,
+    /// A connection to read a changed table's definition.
+    meta: Option<sea_orm::sqlx::MySqlConnection>,
 }
 
 /// The binlog file sluice needs is gone: a permanent stop, saying how to start over.
@@ -125,7 +128,7 @@ fn source_err(context: &str, e: mysql_async::Error) -> Error {
 }
 
 impl Stream {
-    pub fn new(resume: BinlogPos, database: String) -> Self {
+    pub fn new(resume: BinlogPos, database: String, zero_dates: crate::config::ZeroDates) -> Self {
         Stream {
             stream: None,
             file: resume.file.clone(),
@@ -138,6 +141,8 @@ impl Stream {
             last_event: Instant::now(),
             warned_ddl: Default::default(),
             described: false,
+            zero_dates,
+            meta: None,
         }
     }
 
@@ -160,6 +165,7 @@ impl Stream {
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
         self.maps.clear();
+        self.meta = None;
     }
 
     async fn connect(&mut self, url: &str, server_id: u32) -> Result<()> {
@@ -353,6 +359,9 @@ impl Stream {
                     }
                 }
                 Some(EventData::RowsEvent(rows)) => {
+                    if let Some(failed) = self.follow_shape(url, &rows, tables).await? {
+                        return Ok(failed);
+                    }
                     if let Some(failed) = self.rows(&rows, tables)? {
                         return Ok(failed);
                     }
@@ -380,6 +389,184 @@ impl Stream {
                 return Ok(o);
             }
         }
+    }
+
+    /// At the first rows event after a table map: when the map differs from the one the
+    /// table's model was matched against (or, for the first map, names other columns), the
+    /// table changed shape at this point of the binlog. Its new model is built from the map
+    /// (names, types, order) with each column's definition taken from the source's
+    /// `information_schema` when it matches the map, else from the model so far; the changes
+    /// from here on are decoded in it and carry it, so the target follows in the same
+    /// transaction as the first of them. A column whose type here neither matches stops the
+    /// table (it changed again since this point, and its type here is unknown).
+    async fn follow_shape(
+        &mut self,
+        url: &str,
+        ev: &RowsEventData<'_>,
+        tables: &mut [BTable],
+    ) -> Result<Option<Out>> {
+        let id = ev.table_id();
+        let Some(Some(mapping)) = self.maps.get(&id) else {
+            return Ok(None);
+        };
+        if !mapping.cols.is_empty() {
+            return Ok(None);
+        }
+        let ti = mapping.table;
+        let t = &mut tables[ti];
+        if t.done || t.handle.stopped() {
+            return Ok(None);
+        }
+        let Some(tme) = self.stream.as_ref().and_then(|s| s.get_tme(id)) else {
+            return Ok(None);
+        };
+        let mut sig = Vec::new();
+        mysql_common::proto::MySerialize::serialize(tme, &mut sig);
+        // Past the table id (6 bytes) and flags (2): a table reopened gets a new id.
+        let sig = sig.split_off(8.min(sig.len()));
+        if t.table_map.as_ref() == Some(&sig) {
+            return Ok(None);
+        }
+        let Some(first) = ev.rows(tme).next() else {
+            return Ok(None);
+        };
+        let image = match first {
+            Ok((b, a)) => a.or(b),
+            Err(_) => None,
+        };
+        let Some(image) = image else {
+            return Ok(None);
+        };
+        let cols = image.columns_ref();
+        let names: Vec<String> = cols.iter().map(|c| c.name_str().into_owned()).collect();
+        if names.first().is_some_and(|n| n.starts_with('@')) {
+            // No column names (binlog_row_metadata is not FULL): map_columns says so.
+            return Ok(None);
+        }
+        let model = t.spec.model.clone();
+        let fits = |kind: crate::model::Kind, i: usize| {
+            let c = &cols[i];
+            let ty = tme
+                .get_column_type(i)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| c.column_type());
+            let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+            super::decode::fits(
+                kind,
+                ty,
+                meta,
+                c.flags()
+                    .contains(mysql_async::consts::ColumnFlags::UNSIGNED_FLAG),
+                c.character_set(),
+            )
+        };
+        let same = names.len() == model.columns.len()
+            && model
+                .columns
+                .iter()
+                .enumerate()
+                .all(|(i, c)| names[i] == c.name && fits(c.kind, i));
+        if same {
+            t.table_map = Some(sig);
+            return Ok(None);
+        }
+        // The table changed: its definition now, matched against the map.
+        if self.meta.is_none() {
+            self.meta = Some(crate::source::mysql::connect(url).await?);
+        }
+        let conn = self.meta.as_mut().expect("connected above");
+        let (now, key) = match crate::source::mysql::introspect_keyed(conn, &t.config).await {
+            Ok(x) => x,
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(Error::Schema(m)) if m.contains("does not exist") => {
+                return Ok(Some(Out::Failed {
+                    table: t.id,
+                    error: crate::source::mysql::table_gone(&model.name),
+                }))
+            }
+            Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
+        };
+        let mut columns = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let current = now
+                .columns
+                .iter()
+                .find(|c| &c.name == name && fits(c.kind, i));
+            let before = model
+                .columns
+                .iter()
+                .find(|c| &c.name == name && fits(c.kind, i))
+                .map(|c| crate::source::mysql::introspect::SourceColumn {
+                    name: c.name.clone(),
+                    column_type: c.source_type.clone(),
+                    kind: c.kind,
+                    nullable: c.nullable,
+                    default: c.default.clone(),
+                });
+            match current.cloned().or(before) {
+                Some(c) => columns.push(c),
+                None => {
+                    return Ok(Some(Out::Failed {
+                        table: t.id,
+                        error: Error::Schema(format!(
+                            "table {:?} changed shape at binlog position {}:{} and again since: column {name:?} there matches neither its definition now nor the one sluice had, so its values there cannot be read. Restart sluice once the table's definition no longer changes; if this repeats, copy the table again (delete its row from sluice.replication_state and empty the target table)",
+                            model.name, self.file, self.last_end
+                        )),
+                    }))
+                }
+            }
+        }
+        let key_names: Vec<String> = key.iter().map(|&i| now.columns[i].name.clone()).collect();
+        let key: Vec<usize> = if key_names.iter().all(|k| names.contains(k)) {
+            key_names
+                .iter()
+                .filter_map(|k| names.iter().position(|n| n == k))
+                .collect()
+        } else {
+            model
+                .primary_key
+                .iter()
+                .filter_map(|&i| names.iter().position(|n| *n == model.columns[i].name))
+                .collect()
+        };
+        let source = crate::source::mysql::introspect::SourceTable {
+            name: model.name.clone(),
+            columns,
+            primary_key: key.iter().map(|&i| names[i].clone()).collect(),
+        };
+        let (mut spec, keyset, decoders) =
+            match super::shape(&source, key, self.zero_dates, model.version + 1) {
+                Ok(x) => x,
+                Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
+            };
+        t.table_map = Some(sig);
+        if spec.model.same_shape(&model) {
+            return Ok(None);
+        }
+        let new = std::sync::Arc::make_mut(&mut spec.model);
+        // Renames the ALTER statements named, then those their places tell.
+        for (from, to) in std::mem::take(&mut t.renames) {
+            let had = model.column(&from).is_some() && new.column(&from).is_none();
+            if let Some(c) = new.columns.iter_mut().find(|c| c.name == to) {
+                if had && model.column(&to).is_none() {
+                    c.renamed_from = Some(from);
+                }
+            }
+        }
+        new.infer_renames(&model);
+        tracing::info!(
+            table = %model.name,
+            version = new.version,
+            at = %format!("{}:{}", self.file, self.last_end),
+            columns = %new.columns.iter().map(|c| format!("{} {}", c.name, c.source_type)).collect::<Vec<_>>().join(", "),
+            "the source table changed shape at this point of the binlog; its changes from here on are in the new shape"
+        );
+        t.pending_shape = Some(spec.model.clone());
+        t.spec = spec;
+        t.keyset = keyset;
+        t.decoders = decoders;
+        Ok(None)
     }
 
     /// Decodes a rows event of a replicated table into the open transaction. Returns a table
@@ -471,6 +658,7 @@ impl Stream {
                     position: Position(serde_json::Value::Null),
                     bytes: 0,
                     source_time: None,
+                    shape: t.pending_shape.take(),
                 });
                 txn.parts.len() - 1
             }
@@ -515,6 +703,7 @@ impl Stream {
                     position: Position(serde_json::Value::Null),
                     bytes: 0,
                     source_time: None,
+                    shape: None,
                 });
             }
         }
@@ -549,16 +738,43 @@ impl Stream {
                         position: Position(serde_json::Value::Null),
                         bytes: 0,
                         source_time: None,
+                        shape: None,
                     };
                     return Some(Out::Txn(finish(vec![part], &pos, ts, tables)));
                 }
             }
             return None;
         }
+        // A replicated table dropped or renamed away (not swapped for another of the same
+        // name, as online schema change tools do): it stops, saying so.
+        for (db, name) in tables_gone(sql) {
+            let db = db.unwrap_or_else(|| schema.to_string());
+            if db != self.database {
+                continue;
+            }
+            if let Some(t) = tables.iter().find(|t| t.spec.model.name == name) {
+                if t.done || t.handle.stopped() || t.from.as_ref().is_some_and(|f| pos <= *f) {
+                    continue;
+                }
+                return Some(Out::Failed {
+                    table: t.id,
+                    error: crate::source::mysql::table_gone(&name),
+                });
+            }
+        }
+        // Columns an ALTER renames: the next shape change of the table uses them.
+        if let Some(((db, name), renames)) = column_renames(sql) {
+            let db = db.unwrap_or_else(|| schema.to_string());
+            if db == self.database {
+                if let Some(t) = tables.iter_mut().find(|t| t.spec.model.name == name) {
+                    t.renames.extend(renames);
+                }
+            }
+        }
         for t in tables.iter() {
             let name = &t.spec.model.name;
             if sql.contains(name.as_str()) && self.warned_ddl.insert(name.clone()) {
-                warn!(table = %name, statement = %sql.chars().take(200).collect::<String>(), "a statement on a replicated table that sluice does not follow yet (schema changes); if it changed the table's columns, the table stops at its next change, saying so");
+                tracing::info!(table = %name, statement = %sql.chars().take(200).collect::<String>(), "a statement on a replicated table; if it changed the table's columns, the target follows with the table's next change");
             }
         }
         None
@@ -657,6 +873,143 @@ fn decode_row(t: &BTable, cols: &[usize], image: &BinlogRow) -> Result<Row> {
     Ok(row)
 }
 
+/// A table's name in a statement, with its database when the statement names one.
+type QualifiedName = (Option<String>, String);
+
+/// The tables a `DROP TABLE [IF EXISTS] a, b`, `RENAME TABLE a TO b, …` or `ALTER TABLE a
+/// RENAME [TO|AS] b` statement takes away (a table renamed away and another renamed to its
+/// name in the same statement, a swap, is not gone).
+fn tables_gone(sql: &str) -> Vec<QualifiedName> {
+    fn name(s: &str) -> Option<(QualifiedName, &str)> {
+        let (first, rest) = ident(s.trim_start())?;
+        match rest.trim_start().strip_prefix('.') {
+            Some(r) => {
+                let (second, rest) = ident(r.trim_start())?;
+                Some(((Some(first), second), rest))
+            }
+            None => Some(((None, first), rest)),
+        }
+    }
+    let mut gone = Vec::new();
+    let mut arrived = Vec::new();
+    if let Some(rest) = strip_word(sql, "DROP")
+        .and_then(|r| strip_word(r, "TEMPORARY").or(Some(r)))
+        .and_then(|r| strip_word(r, "TABLE"))
+    {
+        let mut rest = strip_word(rest, "IF")
+            .and_then(|r| strip_word(r, "EXISTS"))
+            .unwrap_or(rest);
+        while let Some((n, r)) = name(rest) {
+            gone.push(n);
+            match r.trim_start().strip_prefix(',') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+    } else if let Some(mut rest) = strip_word(sql, "RENAME").and_then(|r| strip_word(r, "TABLE")) {
+        while let Some((from, r)) = name(rest) {
+            let Some(r) = strip_word(r, "TO") else { break };
+            let Some((to, r)) = name(r) else { break };
+            gone.push(from);
+            arrived.push(to);
+            match r.trim_start().strip_prefix(',') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+    } else if let Some(rest) = strip_word(sql, "ALTER").and_then(|r| strip_word(r, "TABLE")) {
+        if let Some((from, r)) = name(rest) {
+            let renamed = strip_word(r, "RENAME").filter(|r| {
+                strip_word(r, "COLUMN").is_none()
+                    && strip_word(r, "INDEX").is_none()
+                    && strip_word(r, "KEY").is_none()
+            });
+            if let Some(r) = renamed {
+                let r = strip_word(r, "TO")
+                    .or_else(|| strip_word(r, "AS"))
+                    .unwrap_or(r);
+                if let Some((to, _)) = name(r) {
+                    gone.push(from);
+                    arrived.push(to);
+                }
+            }
+        }
+    }
+    gone.retain(|(_, n)| !arrived.iter().any(|(_, a)| a == n));
+    gone
+}
+
+/// The table an `ALTER TABLE` statement changes and the columns it renames (`RENAME COLUMN
+/// a TO b`, `CHANGE [COLUMN] a b …`).
+fn column_renames(sql: &str) -> Option<(QualifiedName, Vec<(String, String)>)> {
+    let rest = strip_word(sql, "ALTER")?;
+    let rest = strip_word(rest, "ONLINE").unwrap_or(rest);
+    let rest = strip_word(rest, "IGNORE").unwrap_or(rest);
+    let rest = strip_word(rest, "TABLE")?;
+    let rest = strip_word(rest, "IF")
+        .and_then(|r| strip_word(r, "EXISTS"))
+        .unwrap_or(rest)
+        .trim_start();
+    let (first, mut rest) = ident(rest)?;
+    let table = match rest.trim_start().strip_prefix('.') {
+        Some(r) => {
+            let (second, r) = ident(r.trim_start())?;
+            rest = r;
+            (Some(first), second)
+        }
+        None => (None, first),
+    };
+    // The clauses, split at commas outside quotes and parentheses.
+    let mut clauses = Vec::new();
+    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0);
+    for (i, c) in rest.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '`' | '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                clauses.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    clauses.push(&rest[start..]);
+    let mut renames = Vec::new();
+    for clause in clauses {
+        if let Some(r) = strip_word(clause, "RENAME").and_then(|r| strip_word(r, "COLUMN")) {
+            let r = strip_word(r, "IF")
+                .and_then(|r| strip_word(r, "EXISTS"))
+                .unwrap_or(r);
+            let Some((from, r)) = ident(r.trim_start()) else {
+                continue;
+            };
+            let Some(r) = strip_word(r, "TO") else {
+                continue;
+            };
+            if let Some((to, _)) = ident(r.trim_start()) {
+                renames.push((from, to));
+            }
+        } else if let Some(r) = strip_word(clause, "CHANGE") {
+            let r = strip_word(r, "COLUMN").unwrap_or(r);
+            let r = strip_word(r, "IF")
+                .and_then(|r| strip_word(r, "EXISTS"))
+                .unwrap_or(r);
+            let Some((from, r)) = ident(r.trim_start()) else {
+                continue;
+            };
+            if let Some((to, _)) = ident(r.trim_start()) {
+                if from != to {
+                    renames.push((from, to));
+                }
+            }
+        }
+    }
+    Some((table, renames))
+}
+
 /// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
 fn truncated_table(sql: &str) -> Option<(Option<String>, String)> {
     let rest = strip_word(sql, "TRUNCATE")?;
@@ -744,6 +1097,25 @@ mod tests {
             Some((Some("shop".into()), "t1".into()))
         );
         assert_eq!(truncated_table("TRUNCATED x"), None);
+        let names =
+            |sql: &str| -> Vec<String> { tables_gone(sql).into_iter().map(|(_, n)| n).collect() };
+        assert_eq!(names("DROP TABLE IF EXISTS `a`, shop.b"), vec!["a", "b"]);
+        assert_eq!(names("RENAME TABLE a TO a_old"), vec!["a"]);
+        // A swap (gh-ost, pt-online-schema-change): `a` is still there.
+        assert!(names("RENAME TABLE a TO _a_del, _a_gho TO a").contains(&"_a_gho".to_string()));
+        assert!(!names("RENAME TABLE a TO _a_del, _a_gho TO a").contains(&"a".to_string()));
+        assert_eq!(names("ALTER TABLE a RENAME TO b"), vec!["a"]);
+        assert!(names("ALTER TABLE a RENAME COLUMN x TO y").is_empty());
+        assert!(names("ALTER TABLE a ADD COLUMN b INT").is_empty());
+        let (table, renames) = column_renames(
+            "ALTER TABLE shop.`items` ADD COLUMN x DECIMAL(10,2), RENAME COLUMN `a` TO b, CHANGE COLUMN c `d e` INT, CHANGE f f BIGINT",
+        )
+        .unwrap();
+        assert_eq!(table, (Some("shop".into()), "items".into()));
+        assert_eq!(
+            renames,
+            vec![("a".into(), "b".into()), ("c".into(), "d e".into())]
+        );
         assert_eq!(truncated_table("DROP TABLE x"), None);
     }
 }

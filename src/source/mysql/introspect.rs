@@ -34,6 +34,9 @@ pub struct SourceColumn {
     pub kind: Kind,
     /// The source column allows NULL.
     pub nullable: bool,
+    /// Its default, as MariaDB writes it in `COLUMN_DEFAULT` (a literal quoted, an expression
+    /// bare; see [`crate::model::Column::default`]).
+    pub default: Option<String>,
 }
 
 /// A source table as introspected.
@@ -130,6 +133,8 @@ pub struct ColumnInfo {
     pub datetime_precision: Option<u64>,
     /// MariaDB's JSON is `longtext` with a `json_valid(col)` CHECK constraint.
     pub json_check: bool,
+    /// `COLUMN_DEFAULT`, normalised to MariaDB's form.
+    pub default: Option<String>,
 }
 
 /// Reads a table's columns and primary key from `information_schema`.
@@ -142,7 +147,8 @@ pub async fn introspect(
     let rows = sqlx::query(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR), \
                 IS_NULLABLE = 'YES', CAST(NUMERIC_PRECISION AS UNSIGNED), \
-                CAST(NUMERIC_SCALE AS UNSIGNED), CAST(DATETIME_PRECISION AS UNSIGNED) \
+                CAST(NUMERIC_SCALE AS UNSIGNED), CAST(DATETIME_PRECISION AS UNSIGNED), \
+                CAST(COLUMN_DEFAULT AS CHAR), CAST(EXTRA AS CHAR) \
          FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
     )
@@ -160,6 +166,10 @@ pub async fn introspect(
             db.unwrap_or_default()
         )));
     }
+    // MariaDB (10.2.7 on) writes COLUMN_DEFAULT as SQL: literals quoted, NULL as `NULL`,
+    // expressions bare. MySQL writes the bare value and marks expressions DEFAULT_GENERATED
+    // in EXTRA: its literals are quoted here, so both read the same.
+    let mariadb = super::Flavor::detect(conn).await?.mariadb;
     let mut infos: Vec<ColumnInfo> = Vec::with_capacity(rows.len());
     for r in &rows {
         let get_s = |i: usize| -> Result<String> {
@@ -182,6 +192,22 @@ pub async fn introspect(
             numeric_scale: get_u(5)?,
             datetime_precision: get_u(6)?,
             json_check: false,
+            default: {
+                let raw: Option<String> = r
+                    .try_get(7)
+                    .map_err(|e| Error::db(Side::Source, ctx("decode"), &e))?;
+                let extra: String = r
+                    .try_get::<Option<String>, _>(8)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                match raw {
+                    Some(d) if mariadb => Some(d),
+                    Some(d) if extra.to_ascii_uppercase().contains("DEFAULT_GENERATED") => Some(d),
+                    Some(d) => Some(format!("'{}'", d.replace('\'', "''"))),
+                    None => None,
+                }
+            },
         });
     }
     // MariaDB's JSON is an alias of LONGTEXT plus a `json_valid(`col`)` CHECK constraint
@@ -190,7 +216,7 @@ pub async fn introspect(
     if infos
         .iter()
         .any(|c| c.data_type.eq_ignore_ascii_case("longtext"))
-        && super::Flavor::detect(conn).await?.mariadb
+        && mariadb
     {
         let checks: Vec<String> = sqlx::query_scalar(
             "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
@@ -213,6 +239,7 @@ pub async fn introspect(
                 column_type: i.column_type.clone(),
                 kind: map_column(table, i, opts)?,
                 nullable: i.nullable,
+                default: i.default.clone(),
             })
         })
         .collect::<Result<_>>()?;
@@ -233,6 +260,29 @@ pub async fn introspect(
 }
 
 impl SourceTable {
+    /// A table of `model`'s shape, as if introspected.
+    pub fn from_model(model: &crate::model::TableModel) -> SourceTable {
+        SourceTable {
+            name: model.name.clone(),
+            columns: model
+                .columns
+                .iter()
+                .map(|c| SourceColumn {
+                    name: c.name.clone(),
+                    column_type: c.source_type.clone(),
+                    kind: c.kind,
+                    nullable: c.nullable,
+                    default: c.default.clone(),
+                })
+                .collect(),
+            primary_key: model
+                .primary_key
+                .iter()
+                .map(|&i| model.columns[i].name.clone())
+                .collect(),
+        }
+    }
+
     /// The index of the column named `name`, or an error naming the table's columns and
     /// the configuration key to fix (`role`: "cursor", "primary-key").
     pub fn find(&self, col: &str, role: &str, key: &str) -> Result<usize> {
@@ -346,6 +396,7 @@ mod tests {
             numeric_scale: Some(0),
             datetime_precision: Some(6),
             json_check: false,
+            default: None,
         }
     }
 
@@ -410,6 +461,7 @@ mod tests {
                     column_type: "int(11)".into(),
                     kind: Kind::Int { bytes: 4 },
                     nullable: *nullable,
+                    default: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),

@@ -315,6 +315,40 @@ pub struct TableStats {
     pub avg_row_bytes: u64,
 }
 
+/// A table's definition as one string (columns with their types, nullability and defaults,
+/// then the primary key), to notice a schema change with one cheap query; `None` when the
+/// table no longer exists.
+pub async fn shape_fingerprint(conn: &mut MySqlConnection, table: &str) -> Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT CAST(CONCAT( \
+           (SELECT GROUP_CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, ' ', IS_NULLABLE, ' ', \
+                   IFNULL(COLUMN_DEFAULT, '-') ORDER BY ORDINAL_POSITION SEPARATOR '\n') \
+              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?), \
+           '\nkey ', \
+           IFNULL((SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) \
+              FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() \
+               AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'), '')) AS CHAR)",
+    )
+    .bind(table)
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| {
+        Error::db(
+            Side::Source,
+            format!("reading the definition of table {table:?}"),
+            &e,
+        )
+    })
+}
+
+/// The error a table that disappeared from the source stops with.
+pub fn table_gone(table: &str) -> Error {
+    Error::Schema(format!(
+        "table {table:?} no longer exists on the source (dropped or renamed); it stops, the other tables go on. If it was renamed, put its new name in its [[tables]] entry and restart (the target table is then copied again under the new name); if it was dropped, remove its [[tables]] entry"
+    ))
+}
+
 pub async fn table_stats(conn: &mut MySqlConnection, table: &str) -> Result<TableStats> {
     let row: Option<(Option<u64>, Option<u64>)> = sqlx::query_as(
         "SELECT CAST(TABLE_ROWS AS UNSIGNED), CAST(AVG_ROW_LENGTH AS UNSIGNED) \

@@ -54,6 +54,8 @@ impl ReadSpec {
                 kind: c.kind,
                 nullable: c.nullable,
                 null_on_zero_date: c.kind.is_date() && !strict[i],
+                default: c.default.clone(),
+                renamed_from: None,
             })
             .collect();
         let flagged: Vec<usize> = (0..n)
@@ -63,6 +65,7 @@ impl ReadSpec {
             name: source.name.clone(),
             columns,
             primary_key: key,
+            version: 1,
         });
         let mut spec = ReadSpec {
             model,
@@ -273,7 +276,7 @@ fn decode(kind: Kind, row: &MySqlRow, i: usize) -> std::result::Result<Value, St
             Ok(Some(v @ (0 | 1))) => Ok(Value::Bool(v == 1)),
             Ok(Some(v)) => {
                 return Err(format!(
-                    "TINYINT(1) holds {v}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint (an existing target column must then be changed to smallint)"
+                    "TINYINT(1) holds {v}, which is neither 0 nor 1, so it is not a boolean; set `tinyint1_as_boolean = false` in the table's [[tables]] entry to replicate TINYINT(1) as smallint; sluice changes an existing target column to smallint at the next start"
                 ))
             }
             Ok(None) => Ok(Value::Null),
@@ -314,6 +317,7 @@ mod tests {
             column_type: "x".into(),
             kind,
             nullable: false,
+            default: None,
         };
         let t = SourceTable {
             name: "t".into(),

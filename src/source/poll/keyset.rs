@@ -262,6 +262,7 @@ mod tests {
             column_type: "x".into(),
             kind,
             nullable,
+            default: None,
         };
         SourceTable {
             name: "t".into(),

@@ -97,6 +97,9 @@ impl PollOptions {
 /// Polls a set of tables over one source connection, one page per turn.
 pub struct PollSource {
     url: String,
+    /// Each table's `[[tables]]` entry, by table id (a schema change is introspected again).
+    configs: Vec<TableSettings>,
+    zero_dates: crate::config::ZeroDates,
     opts: PollOptions,
     conn: Option<(MySqlConnection, Flavor)>,
     tables: Vec<TableReader>,
@@ -155,6 +158,8 @@ impl PollSource {
             .collect::<Result<Vec<_>>>()?;
         Ok(PollSource {
             url: settings.source_url.clone(),
+            configs: settings.tables.clone(),
+            zero_dates: settings.zero_dates,
             opts,
             conn: None,
             tables,
@@ -272,17 +277,60 @@ impl PollSource {
         let zone = &self.zone.as_ref().expect("resolved above").0;
         let t = &mut self.tables[i];
         let id = t.id;
+        let Some(config) = self.configs.get(id) else {
+            return Err(Error::Other(format!("table #{id} has no [[tables]] entry")));
+        };
+        let before = t.mark();
         let outcome = match t
             .read(conn, *flavor, zone, &self.opts, &mut self.free_reads)
             .await
         {
             Ok(o) => o,
             Err(e) if e.is_retryable() => return Err(e),
+            // A column it reads went (or the table did): look at the table again now.
+            Err(error) if matches!(error.sqlstate(), Some("42S22" | "42S02")) => {
+                match t.follow_shape(conn, config, self.zero_dates, before).await {
+                    Ok(true) => {
+                        return Ok(Step::Read(Read {
+                            table: id,
+                            changes: None,
+                            after: After::More,
+                        }))
+                    }
+                    Ok(false) => {
+                        t.done = true;
+                        return Ok(Step::Failed { table: id, error });
+                    }
+                    Err(e) if e.is_retryable() => return Err(e),
+                    Err(error) => {
+                        t.done = true;
+                        return Ok(Step::Failed { table: id, error });
+                    }
+                }
+            }
             Err(error) => {
                 t.done = true;
                 return Ok(Step::Failed { table: id, error });
             }
         };
+        // A schema change: rows read across it are read again, in the new shape.
+        if matches!(&outcome, Outcome::Rows { rows, .. } if !rows.is_empty()) {
+            match t.follow_shape(conn, config, self.zero_dates, before).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Ok(Step::Read(Read {
+                        table: id,
+                        changes: None,
+                        after: After::More,
+                    }))
+                }
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(error) => {
+                    t.done = true;
+                    return Ok(Step::Failed { table: id, error });
+                }
+            }
+        }
         crate::failpoint::hit("after_read");
         let now = Instant::now();
         let (changes, after) = match outcome {
@@ -307,6 +355,7 @@ impl PollSource {
                         changes: rows.into_iter().map(Change::upsert).collect(),
                         bytes,
                         source_time,
+                        shape: t.pending_shape.take(),
                     }
                 });
                 (set, after)

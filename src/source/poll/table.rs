@@ -81,7 +81,14 @@ pub(super) struct TableReader {
     load: Option<KeyLoad>,
     /// Whether a load in key order was considered (it is, once, before the first read).
     load_decided: bool,
+    /// The table's definition as last seen ([`crate::source::mysql::shape_fingerprint`]).
+    fingerprint: Option<String>,
+    /// A new shape the next rows handed out carry, for the target to follow first.
+    pub pending_shape: Option<std::sync::Arc<crate::model::TableModel>>,
 }
+
+/// Where reading was (see [`TableReader::mark`]).
+pub(super) struct Mark(Option<Vec<Value>>, Option<KeyLoad>);
 
 /// An initial load read in primary-key order. Every row whose cursor is below `until` (the
 /// read horizon when the load started: below the oldest open transaction, less a second
@@ -122,7 +129,69 @@ impl TableReader {
             ahead_warned: false,
             load: None,
             load_decided: false,
+            fingerprint: None,
+            pending_shape: None,
         }
+    }
+
+    /// Where reading is, to go back to.
+    pub fn mark(&self) -> Mark {
+        Mark(self.position.clone(), self.load.clone())
+    }
+
+    /// Looks at the table's definition after rows were read from `before` (or after a read
+    /// failed on a column), and follows a change: the rows just read may be in either shape,
+    /// so they are dropped and read again, in the new shape, from `before`; the next rows
+    /// handed out carry the new model. Returns whether it changed. A definition unchanged
+    /// after the read was the one the read saw: its rows are in the shape they were read in.
+    /// A table that is gone, or whose cursor or key went, fails.
+    pub async fn follow_shape(
+        &mut self,
+        conn: &mut MySqlConnection,
+        config: &crate::config::TableSettings,
+        zero_dates: crate::config::ZeroDates,
+        before: Mark,
+    ) -> Result<bool> {
+        let name = self.spec.model.name.clone();
+        let fp = crate::source::mysql::shape_fingerprint(conn, &name)
+            .await?
+            .ok_or_else(|| crate::source::mysql::table_gone(&name))?;
+        if self.fingerprint.as_deref() == Some(fp.as_str()) {
+            return Ok(false);
+        }
+        let (source, key) = crate::source::mysql::introspect_keyed(conn, config).await?;
+        let old = self.spec.model.clone();
+        let cursor: Vec<String> = self
+            .keyset
+            .cursor
+            .iter()
+            .map(|&i| old.columns[i].name.clone())
+            .collect();
+        let keyset = Keyset::resolve(&source, &cursor, &key)?;
+        let mut spec = ReadSpec::new(&source, key, zero_dates, &keyset.columns);
+        self.fingerprint = Some(fp);
+        if spec.model.same_shape(&old) {
+            return Ok(false);
+        }
+        let model = std::sync::Arc::make_mut(&mut spec.model);
+        model.version = old.version + 1;
+        model.infer_renames(&old);
+        let Mark(position, load) = before;
+        self.position = position;
+        self.load = load;
+        tracing::info!(
+            table = %name,
+            version = model.version,
+            columns = %model.columns.iter().map(|c| format!("{} {}", c.name, c.source_type)).collect::<Vec<_>>().join(", "),
+            "the source table changed shape; reading it in the new shape"
+        );
+        self.pending_shape = Some(spec.model.clone());
+        self.spec = spec;
+        self.keyset = keyset;
+        self.sql = None;
+        self.last_full = true;
+        self.due = Instant::now();
+        Ok(true)
     }
 
     pub fn name(&self) -> &str {
@@ -564,6 +633,7 @@ mod tests {
             column_type: "x".into(),
             kind,
             nullable: false,
+            default: None,
         };
         let t = SourceTable {
             name: "orders".into(),

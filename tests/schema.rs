@@ -1,0 +1,412 @@
+//! Schema changes on the source while `run` goes on, in both capture modes, against real
+//! MariaDB and PostgreSQL: additive and widening changes are followed at their place in the
+//! stream, under a continuous load, with values equal before and after; changes that could
+//! lose data stop only their table, saying how to go on; a crash right after a change was
+//! applied resumes cleanly.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{signal, wait_until, Logged, Rows, TestDb};
+use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Poll,
+    Binlog,
+}
+
+fn config(db: &TestDb, mode: Mode, tables: &str, extra: &str) -> String {
+    let head = match mode {
+        Mode::Poll => String::new(),
+        Mode::Binlog => {
+            let on = db.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
+            assert_eq!(
+                on[0][0].as_deref(),
+                Some("1ROW"),
+                "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
+            );
+            "[source]\ncapture = \"binlog\"\n".to_string()
+        }
+    };
+    let path = db.config(&format!("{head}{extra}{tables}"));
+    path.to_str().unwrap().to_string()
+}
+
+fn table_entry(mode: Mode, name: &str) -> String {
+    match mode {
+        Mode::Poll => format!("[[tables]]\nname = \"{name}\"\ncursor = \"updated\"\n"),
+        Mode::Binlog => format!("[[tables]]\nname = \"{name}\"\n"),
+    }
+}
+
+/// Inserts a row into `items` every few milliseconds from a thread of its own (filling
+/// whichever columns the table has then), until stopped.
+fn load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "INSERT INTO items (id) VALUES ({})",
+                    1_000_000 + n
+                )))
+                .execute(&mut c)
+                .await
+                .unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    })
+}
+
+/// Both sides' rows of `items`, the columns as text.
+fn both(db: &TestDb, cols: &[&str]) -> (Rows, Rows) {
+    let src = db.mysql_rows(&format!(
+        "SELECT {} FROM items ORDER BY id",
+        cols.iter()
+            .map(|c| format!("CAST({c} AS CHAR)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let tgt = db.pg_rows(&format!(
+        "SELECT {} FROM public.items ORDER BY items.id",
+        cols.iter()
+            .map(|c| format!("{c}::text"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    (src, tgt)
+}
+
+fn wait_equal(db: &TestDb, cols: &[&str], run: &Logged) {
+    let start = Instant::now();
+    loop {
+        let (s, t) = if db
+            .pg_rows(&format!(
+                "SELECT count(*)::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'items' AND column_name IN ({})",
+                cols.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
+            ))[0][0]
+            .as_deref()
+            == Some(&cols.len().to_string())
+        {
+            both(db, cols)
+        } else {
+            (vec![], vec![vec![]])
+        };
+        if s == t {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "items differs after 60 s on ({}):\nsource {} rows, target {} rows; first difference: {:?}\nlog:\n{}",
+            cols.join(", "),
+            s.len(),
+            t.len(),
+            s.iter().zip(&t).find(|(a, b)| a != b),
+            run.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A time cursor every test table has (polling reads by it; binlog capture ignores it).
+const UPDATED: &str =
+    "updated DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated)";
+
+/// Stops `run` and checks `verify` finds both sides equal.
+fn stop_and_verify(db: &TestDb, mut run: Logged, cfg: &str) {
+    signal(&run.child, "TERM");
+    run.wait_exit(Duration::from_secs(30));
+    let out = db.run(&["--config", cfg, "verify"]);
+    assert!(
+        out.status.success(),
+        "verify: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn target_columns(db: &TestDb) -> Vec<Vec<Option<String>>> {
+    db.pg_rows(
+        "SELECT column_name::text, data_type::text, is_nullable::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name = 'items' ORDER BY ordinal_position",
+    )
+}
+
+/// ADD COLUMN (with and without a default, in the middle), INT → BIGINT with a value past
+/// 2^31 right after, VARCHAR(10) → VARCHAR(200) with a long value, RENAME COLUMN, DROP
+/// COLUMN (kept), CREATE INDEX: all under a continuous load, each followed without a restart,
+/// values equal after each, `verify` equal at the end, the history recorded.
+fn follows_additive_and_widening_changes(mode: Mode) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, n INT NOT NULL DEFAULT 1, \
+           name VARCHAR(10) NOT NULL DEFAULT 'x', \
+           {UPDATED}); \
+         INSERT INTO items (id, n, name) SELECT seq, seq, CONCAT('n', seq) FROM seq_1_to_200"
+    ));
+    let cfg = config(&db, mode, &table_entry(mode, "items"), "");
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, &["id", "n", "name"], &run);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(db.source_url.clone(), stop.clone());
+
+    // ADD COLUMN with a default, in the middle: old rows get the default, as on the source.
+    db.mysql("ALTER TABLE items ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'none' AFTER id");
+    db.mysql("UPDATE items SET note = 'after', n = n + 1 WHERE id <= 10");
+    wait_equal(&db, &["id", "n", "name", "note"], &run);
+    // ... and without one (NULL for old rows).
+    db.mysql("ALTER TABLE items ADD COLUMN extra INT");
+    db.mysql("UPDATE items SET extra = id WHERE id BETWEEN 11 AND 20");
+    wait_equal(&db, &["id", "n", "name", "note", "extra"], &run);
+    // INT → BIGINT, and a value past 2^31 right after.
+    db.mysql("ALTER TABLE items MODIFY n BIGINT NOT NULL DEFAULT 1");
+    db.mysql("UPDATE items SET n = 3000000000 WHERE id = 21");
+    wait_equal(&db, &["id", "n", "name", "note", "extra"], &run);
+    // VARCHAR(10) → VARCHAR(200), and a long value.
+    db.mysql("ALTER TABLE items MODIFY name VARCHAR(200) NOT NULL DEFAULT 'x'");
+    let long = "l".repeat(150);
+    db.mysql(&format!("UPDATE items SET name = '{long}' WHERE id = 22"));
+    wait_equal(&db, &["id", "n", "name", "note", "extra"], &run);
+    // RENAME COLUMN: the values stay with the column.
+    db.mysql("ALTER TABLE items RENAME COLUMN name TO title");
+    db.mysql("UPDATE items SET title = 'renamed' WHERE id = 23");
+    wait_equal(&db, &["id", "n", "title", "note", "extra"], &run);
+    // An index: nothing to do, nothing breaks.
+    db.mysql("CREATE INDEX items_n ON items (n)");
+    // DROP COLUMN, kept (the default): the target column stays, takes NULL from then on.
+    db.mysql("ALTER TABLE items DROP COLUMN extra");
+    db.mysql("INSERT INTO items (id, title) VALUES (500, 'after the drop')");
+    wait_equal(&db, &["id", "n", "title", "note"], &run);
+    stop.store(true, Ordering::Relaxed);
+    let loaded = loader.join().unwrap();
+    assert!(loaded > 20, "the load ran throughout ({loaded} rows)");
+    wait_equal(&db, &["id", "n", "title", "note"], &run);
+    assert_eq!(
+        db.pg_rows("SELECT extra::text FROM public.items WHERE id IN (15, 500) ORDER BY id"),
+        vec![vec![Some("15".into())], vec![None]],
+        "the kept column holds what it had, and NULL in rows written since"
+    );
+    let cols = target_columns(&db);
+    assert!(
+        cols.contains(&vec![
+            Some("n".into()),
+            Some("bigint".into()),
+            Some("NO".into())
+        ]) && cols.contains(&vec![
+            Some("extra".into()),
+            Some("integer".into()),
+            Some("YES".into())
+        ]) && cols.iter().any(|c| c[0].as_deref() == Some("title"))
+            && !cols.iter().any(|c| c[0].as_deref() == Some("name")),
+        "{cols:?}"
+    );
+    let versions = db.pg_rows(
+        "SELECT version::text, array_length(ddl, 1)::text FROM sluice.schema_history \
+         WHERE table_name = 'items' ORDER BY version",
+    );
+    // Created; ADD note; ADD extra; INT -> BIGINT; RENAME; DROP extra (kept: it allowed
+    // NULL already, so no statement). VARCHAR(10) -> VARCHAR(200) and the index change
+    // nothing on the target (text either way): no version.
+    let counts: Vec<Option<&str>> = versions.iter().map(|v| v[1].as_deref()).collect();
+    assert_eq!(
+        counts,
+        vec![Some("1"), Some("1"), Some("1"), Some("1"), Some("1"), None],
+        "every change recorded once: {versions:?}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&db.ok(&["--config", &cfg, "status", "--json"])).unwrap();
+    assert_eq!(
+        json["tables"][0]["shape_version"].as_u64(),
+        versions.last().unwrap()[0]
+            .as_deref()
+            .unwrap()
+            .parse::<u64>()
+            .ok(),
+        "{json}"
+    );
+    stop_and_verify(&db, run, &cfg);
+}
+
+#[test]
+fn poll_follows_additive_and_widening_changes() {
+    follows_additive_and_widening_changes(Mode::Poll);
+}
+
+#[test]
+fn binlog_follows_additive_and_widening_changes() {
+    follows_additive_and_widening_changes(Mode::Binlog);
+}
+
+/// A narrowing change stops its table only, naming the change and the fix; once the target
+/// column is changed as told, a restart goes on. DROP COLUMN under `on_drop_column = "drop"`
+/// drops the target's too.
+fn narrowing_stops_only_its_table(mode: Mode) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL, gone INT, \
+           {UPDATED}); \
+         CREATE TABLE other (id BIGINT NOT NULL PRIMARY KEY, v INT, \
+           {UPDATED}); \
+         INSERT INTO items (id, n, gone) SELECT seq, seq, seq FROM seq_1_to_50; \
+         INSERT INTO other (id, v) SELECT seq, seq FROM seq_1_to_50"
+    ));
+    let tables = format!(
+        "{}on_drop_column = \"drop\"\n{}",
+        table_entry(mode, "items"),
+        table_entry(mode, "other")
+    );
+    let cfg = config(&db, mode, &tables, "");
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, &["id", "n", "gone"], &run);
+    db.mysql("ALTER TABLE items DROP COLUMN gone");
+    db.mysql("UPDATE items SET n = n + 1 WHERE id = 1");
+    wait_equal(&db, &["id", "n"], &run);
+    wait_until(
+        "the dropped column gone from the target too",
+        Duration::from_secs(30),
+        || {
+            !target_columns(&db)
+                .iter()
+                .any(|c| c[0].as_deref() == Some("gone"))
+        },
+    );
+    db.mysql("ALTER TABLE items MODIFY n INT NOT NULL");
+    db.mysql("UPDATE items SET n = 7 WHERE id = 2");
+    run.wait_for(
+        "changed on the source from bigint(20) to int(11)",
+        Duration::from_secs(30),
+    );
+    let log = run.log();
+    assert!(
+        log.contains("ALTER TABLE \"public\".\"items\" ALTER COLUMN \"n\" TYPE integer"),
+        "the message says how to go on: {log}"
+    );
+    // The other table goes on.
+    db.mysql("UPDATE other SET v = -1 WHERE id = 3");
+    wait_until("the other table goes on", Duration::from_secs(30), || {
+        db.pg_i64("SELECT v::bigint FROM public.other WHERE id = 3") == -1
+    });
+    let status = db.ok(&["--config", &cfg, "status"]);
+    assert!(
+        status.contains("int(11)"),
+        "status shows why items stopped: {status}"
+    );
+    signal(&run.child, "TERM");
+    let mut run = run;
+    run.wait_exit(Duration::from_secs(30));
+    // As the message says: change the target column, restart.
+    db.pg("ALTER TABLE public.items ALTER COLUMN n TYPE integer");
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, t) = both(&db, &["id", "n"]);
+    assert_eq!(s, t);
+    assert_eq!(
+        db.pg_i64("SELECT n::bigint FROM public.items WHERE id = 2"),
+        7
+    );
+}
+
+#[test]
+fn poll_narrowing_stops_only_its_table() {
+    narrowing_stops_only_its_table(Mode::Poll);
+}
+
+#[test]
+fn binlog_narrowing_stops_only_its_table() {
+    narrowing_stops_only_its_table(Mode::Binlog);
+}
+
+/// Killed right after a schema change was applied, before the next batch: the restart
+/// resumes cleanly in the new shape (nothing applied twice wrongly, nothing lost).
+fn a_crash_right_after_a_change_resumes(mode: Mode) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, n INT NOT NULL DEFAULT 0, \
+           {UPDATED}); \
+         INSERT INTO items (id, n) SELECT seq, seq FROM seq_1_to_100"
+    ));
+    let cfg = config(&db, mode, &table_entry(mode, "items"), "");
+    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, &["id", "n"], &run);
+    db.mysql("ALTER TABLE items ADD COLUMN tag VARCHAR(8) NOT NULL DEFAULT 'old'");
+    db.mysql("INSERT INTO items (id, n, tag) VALUES (101, 101, 'new')");
+    wait_equal(&db, &["id", "n", "tag"], &run);
+    signal(&run.child, "KILL");
+    run.wait_exit(Duration::from_secs(10));
+    db.mysql("INSERT INTO items (id, n, tag) VALUES (102, 102, 'newer'); UPDATE items SET tag = 'upd' WHERE id = 1");
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, &["id", "n", "tag"], &run);
+    assert_eq!(
+        db.pg_i64("SELECT count(*) FROM sluice.schema_history WHERE table_name = 'items'"),
+        2,
+        "the change is recorded once"
+    );
+    signal(&run.child, "TERM");
+    let mut run = run;
+    run.wait_exit(Duration::from_secs(30));
+    let out = db.run(&["--config", &cfg, "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn poll_a_crash_right_after_a_change_resumes() {
+    a_crash_right_after_a_change_resumes(Mode::Poll);
+}
+
+#[test]
+fn binlog_a_crash_right_after_a_change_resumes() {
+    a_crash_right_after_a_change_resumes(Mode::Binlog);
+}
+
+/// Binlog capture reads renames from the ALTER statement itself: a rename together with
+/// other changes in one statement keeps its values.
+#[test]
+fn binlog_renames_named_by_the_statement_keep_their_values() {
+    let mode = Mode::Binlog;
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, a INT, \
+           {UPDATED}); \
+         INSERT INTO items (id, a) SELECT seq, seq * 10 FROM seq_1_to_50"
+    ));
+    let cfg = config(&db, mode, &table_entry(mode, "items"), "");
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, &["id", "a"], &run);
+    db.mysql("ALTER TABLE items RENAME COLUMN a TO b, ADD COLUMN c INT NOT NULL DEFAULT 5 FIRST");
+    db.mysql("UPDATE items SET b = -1, c = 6 WHERE id = 1");
+    wait_equal(&db, &["id", "b", "c"], &run);
+    assert!(
+        !target_columns(&db)
+            .iter()
+            .any(|c| c[0].as_deref() == Some("a")),
+        "{:?}",
+        target_columns(&db)
+    );
+    assert_eq!(
+        db.pg_i64("SELECT b::bigint FROM public.items WHERE id = 2"),
+        20
+    );
+    signal(&run.child, "TERM");
+    let mut run = run;
+    run.wait_exit(Duration::from_secs(30));
+}
