@@ -18,7 +18,7 @@ use crate::pipeline::supervisor::{PlannedTable, RunOutcome, Supervisor};
 use crate::redact::redact;
 use crate::retry::{retry, Retrier};
 use crate::shutdown::Shutdown;
-use crate::sink::postgres::{self, ddl, initial_load};
+use crate::sink::postgres::{self, ddl, initial_load, reshape};
 use crate::source::{mysql, TablePlan};
 use crate::state::ownership::Ownership;
 use crate::state::{self, StateKey};
@@ -196,7 +196,9 @@ pub async fn prepare(
             }
         }
         let version = match &recorded {
-            Some(rec) if rec.same_shape(plan.model()) => rec.version,
+            Some(rec) if rec.same_shape(plan.model()) && rec.indexes == plan.model().indexes => {
+                rec.version
+            }
             Some(rec) => rec.version + 1,
             None => 1,
         };
@@ -219,6 +221,27 @@ pub async fn prepare(
             },
         )
         .await?;
+        // A table already replicated gets the source's indexes now (one whose load is still
+        // to come gets them once it is loaded; one whose stream starts in an older shape, as
+        // the stream reaches the source's present).
+        let mut ran = ran;
+        if settings.pipeline.indexes
+            && start.is_some()
+            && !plan.will_load(start.as_ref())
+            && deferred_key.is_none()
+            && !follow_later
+        {
+            ran.extend(
+                reshape::sync_indexes(
+                    &mut tgt,
+                    &settings.target_schema,
+                    &model,
+                    settings.capture == crate::config::Capture::Binlog,
+                    settings.lock_wait(),
+                )
+                .await?,
+            );
+        }
         if recorded.as_ref().is_none_or(|r| r.version != version) {
             state::record_shape(&mut tgt, &key, &model, start.as_ref(), &ran).await?;
         }

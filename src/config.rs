@@ -118,6 +118,9 @@ pub struct Pipeline {
     /// A column dropped on the source: the target keeps it (nullable, NULL in rows written
     /// from then on) or drops it too. Per table in `[[tables]] on_drop_column`.
     pub on_drop_column: OnDropColumn,
+    /// Give target tables the source's secondary indexes (built once a table's initial load
+    /// is over, and followed when the source adds or drops one).
+    pub indexes: bool,
     /// Batches that may wait between the batcher and the writer (the row channel between
     /// poller and batcher holds one page of rows).
     pub channel_capacity: usize,
@@ -204,6 +207,7 @@ impl Default for Pipeline {
             key_order_load_min_rows: 100_000,
             on_bad_row: OnBadRow::Stop,
             on_drop_column: OnDropColumn::Keep,
+            indexes: true,
             defer_key: true,
             defer_key_min_rows: 100_000,
             copy_format: CopyFormat::Auto,

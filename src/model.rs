@@ -107,6 +107,16 @@ impl Column {
     }
 }
 
+/// A secondary index of a source table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// The source's name for it.
+    pub name: String,
+    pub unique: bool,
+    /// Column names, in index order.
+    pub columns: Vec<String>,
+}
+
 /// A replicated table: its columns and its primary key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableModel {
@@ -114,6 +124,9 @@ pub struct TableModel {
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the primary-key columns, in key order.
     pub primary_key: Vec<usize>,
+    /// The source's secondary indexes (not the primary key), for the target to have too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<Index>,
     /// The table's shape version: 1 as first seen, one more at each schema change followed
     /// (`sluice.schema_history`).
     #[serde(default = "first_version")]

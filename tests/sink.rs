@@ -35,6 +35,7 @@ fn model() -> Arc<TableModel> {
             col("v", Kind::Text, true),
         ],
         primary_key: vec![0],
+        indexes: vec![],
         version: 1,
     })
 }
@@ -105,6 +106,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             copy_format: CopyFormat::Auto,
             role: "test".into(),
             lock_wait: Default::default(),
+            indexes: None,
         },
         vec![SinkTable {
             id: 0,

@@ -191,6 +191,9 @@ impl Supervisor {
                 copy_format: p.copy_format,
                 role: format!("writer {lane}"),
                 lock_wait: self.settings.lock_wait(),
+                indexes: p
+                    .indexes
+                    .then_some(self.settings.capture == crate::config::Capture::Binlog),
             },
             sink_tables,
         );

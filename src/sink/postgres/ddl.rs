@@ -101,12 +101,7 @@ pub async fn ensure_table(
         tracing::warn!(table = %t.name, "{note}");
     }
     for sql in &change.statements {
-        loop {
-            match super::lock::ddl(conn, &name, sql, "a schema change", wait).await? {
-                super::lock::Ddl::Done => break,
-                super::lock::Ddl::Waited(_) => {}
-            }
-        }
+        super::lock::ddl_until_done(conn, &name, sql, "a schema change", wait).await?;
     }
     if !change.statements.is_empty() {
         tracing::info!(table = %t.name, statements = ?change.statements, "the source table changed shape while sluice was stopped; the target follows");

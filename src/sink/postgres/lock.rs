@@ -69,6 +69,19 @@ pub enum Ddl {
     Waited(Vec<Holder>),
 }
 
+/// [`ddl`] until its lock is granted, however long that takes (a statement that must run,
+/// at start-up or on a table whose writer this is).
+pub async fn ddl_until_done(
+    tx: &mut PgConnection,
+    table: &str,
+    sql: &str,
+    what: &str,
+    wait: LockWait,
+) -> Result<()> {
+    while let Ddl::Waited(_) = ddl(tx, table, sql, what, wait).await? {}
+    Ok(())
+}
+
 /// Runs the DDL statement `sql` on `table` (a qualified name) in the open transaction
 /// `tx`, waiting for its lock as the module says. `what` names it in the log.
 pub async fn ddl(

@@ -95,6 +95,10 @@ pub struct SinkOptions {
     pub role: String,
     /// How DDL on the tables (TRUNCATE, the deferred key) waits for its locks.
     pub lock_wait: lock::LockWait,
+    /// Mirror the source's secondary indexes (`[pipeline] indexes`): `None` no; `Some(true)`
+    /// with unique ones as unique constraints checked at commit (binlog capture, whose
+    /// batches end at source transactions); `Some(false)` all as plain indexes (polling).
+    pub indexes: Option<bool>,
 }
 
 /// Writes batches of a set of tables into PostgreSQL.
@@ -198,8 +202,9 @@ impl PgSink {
         }
         let mut out = Vec::with_capacity(batch.parts.len());
         for part in &batch.parts {
+            let loading = self.loading.contains(&part.table);
             let w = Self::writer(&mut self.tables, part.table)?;
-            out.push(w.apply(conn, part, &mut self.buf).await?);
+            out.push(w.apply(conn, part, &mut self.buf, loading).await?);
         }
         if !batch.commit {
             // A chunk of a larger source transaction: the next chunks go in this one.
@@ -238,6 +243,19 @@ impl PgSink {
         let conn = self.conn.as_mut().expect("connected above");
         let w = Self::writer(&mut self.tables, table)?;
         let key_built = w.build_key(conn).await?;
+        if let Some(unique) = self.opts.indexes {
+            // The load is over: the source's indexes, built once rather than row by row.
+            raw(conn, "BEGIN").await?;
+            reshape::sync_indexes(
+                conn,
+                &self.opts.schema,
+                w.model(),
+                unique,
+                self.opts.lock_wait,
+            )
+            .await?;
+            raw(conn, "COMMIT").await?;
+        }
         self.loading.remove(&table);
         self.mirror_foreign_keys().await?;
         Ok(CaughtUp { key_built })

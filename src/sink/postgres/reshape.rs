@@ -388,6 +388,148 @@ pub fn plan(
     Ok(out)
 }
 
+/// The target's name for source index `index` of `table`: `<table>_<index>`, shortened with
+/// a hash of the whole past PostgreSQL's 63 bytes.
+pub fn index_name(table: &str, index: &str) -> String {
+    let full = format!("{table}_{index}");
+    if full.len() <= 63 {
+        return full;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut cut = 54;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{:08x}", &full[..cut], hash as u32)
+}
+
+/// How an index sluice made is marked (`COMMENT ON INDEX`): what it mirrors, so that a
+/// changed source index is rebuilt and sluice never touches indexes of the target's own.
+fn index_comment(i: &crate::model::Index, unique: bool) -> String {
+    format!(
+        "sluice: source index {}{} ({})",
+        i.name,
+        if unique { " UNIQUE" } else { "" },
+        i.columns.join(", ")
+    )
+}
+
+/// Gives target table `table` (in `schema`) the source's secondary indexes of `model`, and
+/// drops those sluice made for source indexes that are gone; indexes of the target's own are
+/// left alone. `unique`: a unique source index becomes a unique constraint checked at commit
+/// (`DEFERRABLE INITIALLY DEFERRED`), so a source transaction that swaps unique values
+/// between rows applies; else (polling, whose reads are not transactions of the source)
+/// every index is a plain one. A unique index the target's rows do not satisfy becomes a
+/// plain one, said at warn. Runs in the caller's transaction; returns the statements run.
+pub async fn sync_indexes(
+    tx: &mut PgConnection,
+    schema: &str,
+    model: &TableModel,
+    unique: bool,
+    wait: super::lock::LockWait,
+) -> Result<Vec<String>> {
+    let target = super::types::qualified(schema, &model.name);
+    let have: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, obj_description(c.oid, 'pg_class') FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = $1 AND t.relname = $2 \
+           AND obj_description(c.oid, 'pg_class') LIKE 'sluice: source index %'",
+    )
+    .bind(schema)
+    .bind(&model.name)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(tgt(format!("reading the indexes of {target}")))?;
+    let mut ran = Vec::new();
+    let drop = |name: &str| {
+        format!(
+            "ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {q}; DROP INDEX IF EXISTS {}.{q}",
+            quote(schema),
+            q = quote(name)
+        )
+    };
+    let wanted: Vec<(String, &crate::model::Index)> = model
+        .indexes
+        .iter()
+        .map(|i| (index_name(&model.name, &i.name), i))
+        .collect();
+    for (name, comment) in &have {
+        let keep = wanted.iter().any(|(n, i)| {
+            n == name
+                && (*comment == index_comment(i, unique && i.unique)
+                    || *comment == index_comment(i, false))
+        });
+        if !keep {
+            let sql = drop(name);
+            super::lock::ddl_until_done(tx, &target, &sql, "dropping an index", wait).await?;
+            ran.push(sql);
+        }
+    }
+    for (name, i) in wanted {
+        let exists = have.iter().any(|(n, c)| {
+            *n == name
+                && (*c == index_comment(i, unique && i.unique) || *c == index_comment(i, false))
+        });
+        if exists {
+            continue;
+        }
+        let cols = i
+            .columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let q = quote(&name);
+        let plain = format!("CREATE INDEX {q} ON {target} ({cols})");
+        let mut made_unique = false;
+        if unique && i.unique {
+            let sql = format!(
+                "CREATE UNIQUE INDEX {q} ON {target} ({cols}); \
+                 ALTER TABLE {target} ADD CONSTRAINT {q} UNIQUE USING INDEX {q} DEFERRABLE INITIALLY DEFERRED"
+            );
+            raw(tx, "SAVEPOINT sluice_index").await?;
+            match super::lock::ddl_until_done(tx, &target, &sql, "creating an index", wait).await {
+                Ok(()) => {
+                    raw(tx, "RELEASE SAVEPOINT sluice_index").await?;
+                    ran.push(sql);
+                    made_unique = true;
+                }
+                Err(e) if e.sqlstate() == Some("23505") => {
+                    raw(tx, "ROLLBACK TO SAVEPOINT sluice_index").await?;
+                    tracing::warn!(table = %model.name, index = %i.name, error = %e, "the target's rows do not satisfy the source's unique index, so it is mirrored as a plain index; `sluice verify --table {} --repair` finds the rows that differ", model.name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !made_unique {
+            super::lock::ddl_until_done(tx, &target, &plain, "creating an index", wait).await?;
+            ran.push(plain);
+        }
+        let comment = format!(
+            "COMMENT ON INDEX {}.{q} IS '{}'",
+            quote(schema),
+            index_comment(i, made_unique).replace('\'', "''")
+        );
+        raw(tx, &comment).await?;
+    }
+    if !ran.is_empty() {
+        tracing::info!(table = %model.name, statements = ?ran, "the target's indexes follow the source's");
+    }
+    Ok(ran)
+}
+
+async fn raw(tx: &mut PgConnection, sql: &str) -> Result<()> {
+    sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map(|_| ())
+        .map_err(tgt(format!("{sql} on the target")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +543,7 @@ mod tests {
             name: "t".into(),
             columns,
             primary_key: vec![0],
+            indexes: vec![],
             version: 1,
         }
     }
@@ -562,5 +705,13 @@ mod tests {
             }
         ));
         assert!(!is_widening(Kind::Text, Kind::Int { bytes: 8 }));
+    }
+
+    #[test]
+    fn index_names_fit_postgres() {
+        assert_eq!(index_name("orders", "by_created"), "orders_by_created");
+        let long = index_name(&"t".repeat(40), &"i".repeat(40));
+        assert!(long.len() <= 63 && long.starts_with("tttt"), "{long}");
+        assert_ne!(long, index_name(&"t".repeat(40), &"j".repeat(40)));
     }
 }

@@ -70,6 +70,7 @@ pub(super) struct TableWriter {
     committed_model: Arc<TableModel>,
     schema: String,
     on_drop: OnDropColumn,
+    indexes: Option<bool>,
     epoch: i64,
     /// The constraint an initial load dropped, while it is not built again.
     pub(super) deferred_key: Option<String>,
@@ -145,6 +146,7 @@ impl TableWriter {
             model,
             schema: opts.schema.clone(),
             on_drop: t.on_drop_column,
+            indexes: opts.indexes,
             epoch: t.epoch,
             deferred_key: t.deferred_key,
             version_columns: t.version_columns,
@@ -337,6 +339,7 @@ impl TableWriter {
         tx: &mut PgConnection,
         new: &Arc<TableModel>,
         position: &crate::model::Position,
+        loading: bool,
     ) -> Result<()> {
         let have = reshape::target_columns(tx, &self.schema, &new.name).await?;
         let r = reshape::plan(
@@ -349,10 +352,15 @@ impl TableWriter {
         for note in &r.notes {
             warn!(table = %new.name, "{note}");
         }
+        let mut ran = r.statements.clone();
         for sql in &r.statements {
             self.ddl(tx, sql, "a schema change").await?;
         }
-        crate::state::record_shape(tx, &self.key, new, Some(position), &r.statements).await?;
+        // Indexes wait for the end of an initial load (then built at once).
+        if let (Some(unique), false) = (self.indexes, loading || self.deferred_key.is_some()) {
+            ran.extend(reshape::sync_indexes(tx, &self.schema, new, unique, self.lock_wait).await?);
+        }
+        crate::state::record_shape(tx, &self.key, new, Some(position), &ran).await?;
         // The temporary tables mirror the old columns.
         let drop = format!(
             "DROP TABLE IF EXISTS pg_temp.sluice_stage_{0}; DROP TABLE IF EXISTS pg_temp.sluice_keys_{0}",
@@ -373,7 +381,7 @@ impl TableWriter {
         info!(
             table = %new.name,
             version = new.version,
-            statements = ?r.statements,
+            statements = ?ran,
             "the source table changed shape; the target follows"
         );
         Ok(())
@@ -393,9 +401,10 @@ impl TableWriter {
         tx: &mut PgConnection,
         part: &ChangeSet,
         buf: &mut Vec<u8>,
+        loading: bool,
     ) -> Result<PartApplied> {
         if let Some(shape) = &part.shape {
-            self.reshape(tx, shape, &part.position).await?;
+            self.reshape(tx, shape, &part.position, loading).await?;
         }
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
         let changes = match part.changes.iter().rposition(|c| c.op == Op::Truncate) {
@@ -876,6 +885,7 @@ mod tests {
             name: "t".into(),
             columns: vec![col("id"), col("v")],
             primary_key: vec![0],
+            indexes: vec![],
             version: 1,
         }
     }

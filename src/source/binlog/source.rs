@@ -50,6 +50,8 @@ pub(super) struct BTable {
     pub pending_shape: Option<Arc<crate::model::TableModel>>,
     /// Columns ALTER statements renamed since the table's shape last changed.
     pub renames: Vec<(String, String)>,
+    /// A statement may have changed the table's indexes: read them again at its next change.
+    pub indexes_stale: bool,
 }
 
 enum Phase {
@@ -111,6 +113,7 @@ impl BinlogSource {
                     table_map: None,
                     pending_shape: None,
                     renames: Vec::new(),
+                    indexes_stale: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -425,6 +425,33 @@ impl Stream {
         // Past the table id (6 bytes) and flags (2): a table reopened gets a new id.
         let sig = sig.split_off(8.min(sig.len()));
         if t.table_map.as_ref() == Some(&sig) {
+            if t.indexes_stale {
+                t.indexes_stale = false;
+                if self.meta.is_none() {
+                    self.meta = Some(crate::source::mysql::connect(url).await?);
+                }
+                let conn = self.meta.as_mut().expect("connected above");
+                let now =
+                    crate::source::mysql::introspect::indexes(conn, &t.spec.model.name).await?;
+                let names: Vec<&str> = t
+                    .spec
+                    .model
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let now: Vec<crate::model::Index> = now
+                    .into_iter()
+                    .filter(|i| i.columns.iter().all(|c| names.contains(&c.as_str())))
+                    .collect();
+                if now != t.spec.model.indexes {
+                    let model = std::sync::Arc::make_mut(&mut t.spec.model);
+                    model.indexes = now;
+                    model.version += 1;
+                    tracing::info!(table = %model.name, "the source table's indexes changed; the target's follow");
+                    t.pending_shape = Some(t.spec.model.clone());
+                }
+            }
             return Ok(None);
         }
         let Some(first) = ev.rows(tme).next() else {
@@ -534,6 +561,13 @@ impl Stream {
             name: model.name.clone(),
             columns,
             primary_key: key.iter().map(|&i| names[i].clone()).collect(),
+            // The indexes now whose columns the table has at this point.
+            indexes: now
+                .indexes
+                .iter()
+                .filter(|i| i.columns.iter().all(|c| names.contains(c)))
+                .cloned()
+                .collect(),
         };
         let (mut spec, keyset, decoders) =
             match super::shape(&source, key, self.zero_dates, model.version + 1) {
@@ -762,12 +796,15 @@ impl Stream {
                 });
             }
         }
-        // Columns an ALTER renames: the next shape change of the table uses them.
-        if let Some(((db, name), renames)) = column_renames(sql) {
+        // Columns an ALTER renames: the next shape change of the table uses them; and any
+        // ALTER, CREATE INDEX or DROP INDEX may change its indexes.
+        let altered = column_renames(sql).or_else(|| index_statement(sql).map(|t| (t, Vec::new())));
+        if let Some(((db, name), renames)) = altered {
             let db = db.unwrap_or_else(|| schema.to_string());
             if db == self.database {
                 if let Some(t) = tables.iter_mut().find(|t| t.spec.model.name == name) {
                     t.renames.extend(renames);
+                    t.indexes_stale = true;
                 }
             }
         }
@@ -939,6 +976,40 @@ fn tables_gone(sql: &str) -> Vec<QualifiedName> {
     gone
 }
 
+/// The table a `CREATE [UNIQUE] INDEX … ON t` or `DROP INDEX … ON t` statement changes.
+fn index_statement(sql: &str) -> Option<QualifiedName> {
+    let rest = strip_word(sql, "CREATE")
+        .map(|r| {
+            let r = strip_word(r, "OR")
+                .and_then(|r| strip_word(r, "REPLACE"))
+                .unwrap_or(r);
+            strip_word(r, "UNIQUE").unwrap_or(r)
+        })
+        .or_else(|| strip_word(sql, "DROP"))?;
+    let rest = strip_word(rest, "INDEX")?;
+    // The index name, then ON and the table.
+    let (_, mut rest) = ident(
+        strip_word(rest, "IF")
+            .map(|r| strip_word(r, "NOT").unwrap_or(r))
+            .and_then(|r| strip_word(r, "EXISTS"))
+            .unwrap_or(rest)
+            .trim_start(),
+    )?;
+    loop {
+        if let Some(r) = strip_word(rest, "ON") {
+            let (first, r) = ident(r.trim_start())?;
+            return Some(match r.trim_start().strip_prefix('.') {
+                Some(r) => (Some(first), ident(r.trim_start())?.0),
+                None => (None, first),
+            });
+        }
+        // Skip a word (USING BTREE, ALGORITHM=…) until ON.
+        let r = rest.trim_start();
+        let next = r.find(char::is_whitespace)?;
+        rest = &r[next..];
+    }
+}
+
 /// The table an `ALTER TABLE` statement changes and the columns it renames (`RENAME COLUMN
 /// a TO b`, `CHANGE [COLUMN] a b …`).
 fn column_renames(sql: &str) -> Option<(QualifiedName, Vec<(String, String)>)> {
@@ -1107,6 +1178,15 @@ mod tests {
         assert_eq!(names("ALTER TABLE a RENAME TO b"), vec!["a"]);
         assert!(names("ALTER TABLE a RENAME COLUMN x TO y").is_empty());
         assert!(names("ALTER TABLE a ADD COLUMN b INT").is_empty());
+        assert_eq!(
+            index_statement("CREATE UNIQUE INDEX `i` USING BTREE ON shop.t (a)"),
+            Some((Some("shop".into()), "t".into()))
+        );
+        assert_eq!(
+            index_statement("DROP INDEX IF EXISTS i ON `t`"),
+            Some((None, "t".into()))
+        );
+        assert_eq!(index_statement("DROP TABLE t"), None);
         let (table, renames) = column_renames(
             "ALTER TABLE shop.`items` ADD COLUMN x DECIMAL(10,2), RENAME COLUMN `a` TO b, CHANGE COLUMN c `d e` INT, CHANGE f f BIGINT",
         )

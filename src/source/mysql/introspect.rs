@@ -46,6 +46,8 @@ pub struct SourceTable {
     pub columns: Vec<SourceColumn>,
     /// The primary key's column names, in key order (empty without one).
     pub primary_key: Vec<String>,
+    /// Secondary indexes a PostgreSQL btree can mirror (full columns, BTREE/HASH).
+    pub indexes: Vec<crate::model::Index>,
 }
 
 /// A foreign key of a source table, as `information_schema` has it.
@@ -252,11 +254,58 @@ pub async fn introspect(
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| Error::db(Side::Source, ctx("primary key"), &e))?;
+    let indexes = indexes(conn, table).await?;
     Ok(SourceTable {
         name: table.to_string(),
         columns,
         primary_key,
+        indexes,
     })
+}
+
+/// A table's secondary indexes that a PostgreSQL btree index can mirror: FULLTEXT and
+/// SPATIAL indexes, and indexes on a prefix of a column, are left out (logged once, at debug).
+pub async fn indexes(conn: &mut MySqlConnection, table: &str) -> Result<Vec<crate::model::Index>> {
+    let rows: Vec<(String, i64, String, Option<i64>, String)> = sqlx::query_as(
+        "SELECT CAST(INDEX_NAME AS CHAR), CAST(NON_UNIQUE AS SIGNED), CAST(COLUMN_NAME AS CHAR), \
+                CAST(SUB_PART AS SIGNED), CAST(INDEX_TYPE AS CHAR) \
+         FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME <> 'PRIMARY' \
+         ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| {
+        Error::db(
+            Side::Source,
+            format!("reading the indexes of {table:?}"),
+            &e,
+        )
+    })?;
+    let mut out: Vec<crate::model::Index> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for (name, non_unique, column, sub_part, kind) in rows {
+        let mirrorable =
+            sub_part.is_none() && matches!(kind.to_ascii_uppercase().as_str(), "BTREE" | "HASH");
+        if !mirrorable || skipped.contains(&name) {
+            if !skipped.contains(&name) {
+                tracing::debug!(table, index = %name, "a source index a btree on the target cannot mirror (FULLTEXT, SPATIAL or on a column prefix) is left out");
+                skipped.push(name.clone());
+            }
+            out.retain(|i| i.name != name);
+            continue;
+        }
+        match out.last_mut() {
+            Some(i) if i.name == name => i.columns.push(column),
+            _ => out.push(crate::model::Index {
+                name,
+                unique: non_unique == 0,
+                columns: vec![column],
+            }),
+        }
+    }
+    Ok(out)
 }
 
 impl SourceTable {
@@ -280,6 +329,7 @@ impl SourceTable {
                 .iter()
                 .map(|&i| model.columns[i].name.clone())
                 .collect(),
+            indexes: model.indexes.clone(),
         }
     }
 
@@ -465,6 +515,7 @@ mod tests {
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            indexes: Vec::new(),
         }
     }
 

@@ -316,7 +316,7 @@ pub struct TableStats {
 }
 
 /// A table's definition as one string (columns with their types, nullability and defaults,
-/// then the primary key), to notice a schema change with one cheap query; `None` when the
+/// then its indexes, the primary key among them), to notice a schema change with one cheap query; `None` when the
 /// table no longer exists.
 pub async fn shape_fingerprint(conn: &mut MySqlConnection, table: &str) -> Result<Option<String>> {
     sqlx::query_scalar(
@@ -325,9 +325,10 @@ pub async fn shape_fingerprint(conn: &mut MySqlConnection, table: &str) -> Resul
                    IFNULL(COLUMN_DEFAULT, '-') ORDER BY ORDINAL_POSITION SEPARATOR '\n') \
               FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?), \
            '\nkey ', \
-           IFNULL((SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) \
-              FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() \
-               AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'), '')) AS CHAR)",
+           IFNULL((SELECT GROUP_CONCAT(INDEX_NAME, ' ', NON_UNIQUE, ' ', COLUMN_NAME, ' ', \
+                   IFNULL(SUB_PART, '-') ORDER BY INDEX_NAME, SEQ_IN_INDEX) \
+              FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+               AND TABLE_NAME = ?), '')) AS CHAR)",
     )
     .bind(table)
     .bind(table)

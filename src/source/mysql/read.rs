@@ -65,6 +65,7 @@ impl ReadSpec {
             name: source.name.clone(),
             columns,
             primary_key: key,
+            indexes: source.indexes.clone(),
             version: 1,
         });
         let mut spec = ReadSpec {
@@ -333,6 +334,7 @@ mod tests {
                 ),
             ],
             primary_key: vec![],
+            indexes: vec![],
         };
         let s = ReadSpec::new(&t, vec![0], ZeroDates::Null, &[0]);
         assert!(!s.model.columns[0].may_be_null() && s.model.columns[1].may_be_null());

@@ -273,6 +273,7 @@ mod tests {
                 col("maybe", Kind::DateTime { fsp: 6 }, true),
             ],
             primary_key: vec!["id".into()],
+            indexes: vec![],
         }
     }
 

@@ -171,6 +171,13 @@ impl TableReader {
         let mut spec = ReadSpec::new(&source, key, zero_dates, &keyset.columns);
         self.fingerprint = Some(fp);
         if spec.model.same_shape(&old) {
+            if spec.model.indexes != old.indexes {
+                // Rows are unchanged: only the target's indexes follow.
+                std::sync::Arc::make_mut(&mut spec.model).version = old.version + 1;
+                tracing::info!(table = %name, "the source table's indexes changed; the target's follow");
+                self.pending_shape = Some(spec.model.clone());
+                self.spec = spec;
+            }
             return Ok(false);
         }
         let model = std::sync::Arc::make_mut(&mut spec.model);
@@ -642,6 +649,7 @@ mod tests {
                 col("created", Kind::DateTime { fsp: 6 }),
             ],
             primary_key: vec!["order_id".into()],
+            indexes: vec![],
         };
         let keyset = Keyset::resolve(&t, &["created".into()], &[0]).unwrap();
         let spec = ReadSpec::new(&t, vec![0], Default::default(), &keyset.columns);
