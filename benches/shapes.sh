@@ -14,6 +14,8 @@
 #   wide    ascending BIGINT key, a 2 KB TEXT column, DATETIME(6) cursor (rows: ROWS / 10)
 #
 # SLUICE_EXTRA: more configuration for sluice's runs, e.g. SLUICE_EXTRA=$'[pipeline]\ncopy_format = "text"'
+# INDEXES=0: no run builds the secondary index on the cursor (by default every run ends with it,
+# as a replica with the source's indexes: see [pipeline] indexes)
 #
 # Needs the local servers (scripts/services.sh) and builds sluice in release mode.
 set -euo pipefail
@@ -84,8 +86,16 @@ pipe_select() {
 key_of() { case $1 in orders) echo order_id ;; *) echo id ;; esac; }
 cursor_of() { case $1 in sbtest) echo updated ;; *) echo created ;; esac; }
 
+# The source's secondary index (on the cursor) is on the target at the end of every run:
+# sluice builds it once its load is over ([pipeline] indexes, the default), the keyed pipe has
+# it from the start, the key-after pipe builds it after the rows. INDEXES=0: nobody builds it.
+INDEXES=${INDEXES:-1}
+index_ddl() { echo "CREATE INDEX $1_$(cursor_of "$1") ON public.$1 ($(cursor_of "$1"))"; }
+
+# $2: with the secondary index (the keyed pipe).
 fresh_target() {
     "${PG[@]}" -d "$DB" -c "DROP TABLE IF EXISTS public.$1; DROP SCHEMA IF EXISTS sluice CASCADE; $(target_ddl "$1")" -c "CHECKPOINT"
+    if [ "${2:-}" = index ] && [ "$INDEXES" = 1 ]; then "${PG[@]}" -d "$DB" -c "$(index_ddl "$1")"; fi
 }
 
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{print b-a}'; }
@@ -101,7 +111,7 @@ run_sluice() {
     n=$(rows_of "$shape")
     fresh_target "$shape"
     cfg=$(mktemp --suffix .toml)
-    printf '%s\n[[tables]]\nname = "%s"\ncursor = "%s"\n' "${SLUICE_EXTRA:-}" "$shape" "$(cursor_of "$shape")" > "$cfg"
+    printf '%s\n[[tables]]\nname = "%s"\ncursor = "%s"\n' "$([ "$INDEXES" = 1 ] || printf '[pipeline]\nindexes = false\n')${SLUICE_EXTRA:-}" "$shape" "$(cursor_of "$shape")" > "$cfg"
     t0=$(now)
     rss=$( { /usr/bin/time -f '%M' env RUST_LOG=warn "$BIN" --config "$cfg" run --once >/dev/null; } 2>&1 | tail -1 )
     t1=$(now)
@@ -113,12 +123,13 @@ run_sluice() {
 run_pipe() {
     local shape=$1 after=$2 n t0 t1
     n=$(rows_of "$shape")
-    fresh_target "$shape"
+    if [ "$after" = yes ]; then fresh_target "$shape"; else fresh_target "$shape" index; fi
     [ "$after" = yes ] && "${PG[@]}" -d "$DB" -c "ALTER TABLE public.$shape DROP CONSTRAINT ${shape}_pkey"
     t0=$(now)
     "${MY[@]}" --quick -N --batch "$DB" -e "$(pipe_select "$shape")" |
         "${PG[@]}" -d "$DB" -c "\\copy public.$shape from stdin"
     [ "$after" = yes ] && "${PG[@]}" -d "$DB" -c "ALTER TABLE public.$shape ADD PRIMARY KEY ($(key_of "$shape"))"
+    if [ "$after" = yes ] && [ "$INDEXES" = 1 ]; then "${PG[@]}" -d "$DB" -c "$(index_ddl "$shape")"; fi
     t1=$(now)
     check_rows "$shape" "$n" "the pipe"
     if [ "$after" = yes ]; then R_AFTER+=("$(rate "$n" "$(elapsed "$t0" "$t1")")"); else R_PIPE+=("$(rate "$n" "$(elapsed "$t0" "$t1")")"); fi

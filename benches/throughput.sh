@@ -3,7 +3,8 @@
 #   mariadb --quick … | psql -c '\copy … from stdin'
 # (and pgloader when installed) on the same N-row demo backlog, A/B/A/B, each into a fresh,
 # empty target table with its primary key. Prints rows/s of each run, the ratios, and
-# sluice's peak RSS. Every run ends with the same table: all rows, primary key in place.
+# sluice's peak RSS. Every run ends with the same table: all rows, primary key and the source's
+# secondary index (on created) in place (INDEXES=0: without the secondary index).
 #
 # sluice, on an empty target, defers the primary key ([pipeline] defer_key: it drops the key,
 # copies the backlog and builds the key once caught up), as pgloader does. So the raw pipe
@@ -34,9 +35,22 @@ RUST_LOG=warn "$BIN" migrate >/dev/null
   ORDER BY h"  # in primary-key order, so InnoDB's pages end up full, as after a table rebuild
 "${MY[@]}" "$DB" -e "ANALYZE TABLE orders" >/dev/null
 
+# The source's secondary index (orders.created) is on the target at the end of every run:
+# sluice builds it once its load is over ([pipeline] indexes, the default), the keyed pipe has it
+# from the start, the key-after pipe builds it after the rows, pgloader builds its own.
+# INDEXES=0: nobody builds it (sluice with indexes = false).
+INDEXES=${INDEXES:-1}
+CONFIG=$(mktemp --suffix .toml)
+trap 'rm -f "$CONFIG"' EXIT
+[ "$INDEXES" = 1 ] || printf '[pipeline]\nindexes = false\n' > "$CONFIG"
+
+# $1: with the secondary index (the pipes) or without (sluice makes its own).
 fresh_target() {
     "${PG[@]}" -d "$DB" -c "DROP TABLE IF EXISTS public.orders; DROP SCHEMA IF EXISTS sluice CASCADE;
       CREATE TABLE public.orders (order_id text PRIMARY KEY, created timestamp(6) NOT NULL)"
+    if [ "${1:-}" = index ] && [ "$INDEXES" = 1 ]; then
+        "${PG[@]}" -d "$DB" -c "CREATE INDEX orders_created ON public.orders (created)"
+    fi
     "${PG[@]}" -d "$DB" -c "CHECKPOINT"
 }
 
@@ -46,7 +60,7 @@ run_sluice() {
     fresh_target
     local t0 t1 rss
     t0=$(now)
-    rss=$( { /usr/bin/time -f '%M' env RUST_LOG=warn "$BIN" run --once >/dev/null; } 2>&1 | tail -1 )
+    rss=$( { /usr/bin/time -f '%M' env RUST_LOG=warn "$BIN" --config "$CONFIG" run --once >/dev/null; } 2>&1 | tail -1 )
     t1=$(now)
     local got
     got=$("${PG[@]}" -d "$DB" -At -c "SELECT count(*) FROM public.orders")
@@ -56,7 +70,7 @@ run_sluice() {
 }
 
 run_pipe() {
-    fresh_target
+    fresh_target index
     local t0 t1
     t0=$(now)
     "${MY[@]}" --quick -N --batch "$DB" -e "SELECT order_id, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM orders" |
@@ -73,6 +87,7 @@ run_pipe_key_after() {
     "${MY[@]}" --quick -N --batch "$DB" -e "SELECT order_id, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM orders" |
         "${PG[@]}" -d "$DB" -c '\copy public.orders (order_id, created) from stdin'
     "${PG[@]}" -d "$DB" -c "ALTER TABLE public.orders ADD PRIMARY KEY (order_id)"
+    [ "$INDEXES" = 1 ] && "${PG[@]}" -d "$DB" -c "CREATE INDEX orders_created ON public.orders (created)"
     t1=$(now)
     AFTER_RATES+=("$(rate "$ROWS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")")
 }

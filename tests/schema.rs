@@ -508,3 +508,46 @@ fn poll_indexes_follow_the_source() {
 fn binlog_indexes_follow_the_source() {
     indexes_follow_the_source(Mode::Binlog);
 }
+
+/// An index of the target's own on the same columns serves: sluice adds none beside it, and
+/// never drops it.
+#[test]
+fn an_index_of_the_targets_own_serves_and_stays() {
+    let mode = Mode::Poll;
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, n INT, KEY by_n (n), {UPDATED}); \
+         INSERT INTO items (id, n) SELECT seq, seq FROM seq_1_to_100"
+    ));
+    db.pg(
+        "CREATE TABLE public.items (id bigint PRIMARY KEY, n integer, updated timestamp(6) NOT NULL); \
+         CREATE INDEX mine ON public.items (n)",
+    );
+    let cfg = config(&db, mode, &table_entry(mode, "items"), "");
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = db.pg_rows(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'items' ORDER BY 1",
+    );
+    assert_eq!(
+        all,
+        vec![
+            vec![Some("items_pkey".to_string())],
+            vec![Some("items_updated".to_string())],
+            vec![Some("mine".to_string())],
+        ]
+    );
+    // Run again: still the same.
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    assert!(out.status.success());
+    assert_eq!(
+        db.pg_i64(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'items'"
+        ),
+        3
+    );
+}

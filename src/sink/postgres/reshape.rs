@@ -444,6 +444,23 @@ pub async fn sync_indexes(
     .fetch_all(&mut *tx)
     .await
     .map_err(tgt(format!("reading the indexes of {target}")))?;
+    // Indexes of the target's own (not sluice's), as column lists: one on the same columns
+    // already serves (nothing is added beside it).
+    let own: Vec<(Vec<String>, bool)> = sqlx::query_as(
+        "SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(n, o) \
+                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o), \
+                i.indisunique \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = $1 AND t.relname = $2 AND i.indexprs IS NULL AND i.indpred IS NULL \
+           AND NOT i.indisprimary \
+           AND COALESCE(obj_description(c.oid, 'pg_class'), '') NOT LIKE 'sluice: source index %'",
+    )
+    .bind(schema)
+    .bind(&model.name)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(tgt(format!("reading the indexes of {target}")))?;
     let mut ran = Vec::new();
     let drop = |name: &str| {
         format!(
@@ -474,7 +491,10 @@ pub async fn sync_indexes(
             *n == name
                 && (*c == index_comment(i, unique && i.unique) || *c == index_comment(i, false))
         });
-        if exists {
+        let served = own
+            .iter()
+            .any(|(cols, u)| *cols == i.columns && (*u || !(unique && i.unique)));
+        if exists || served {
             continue;
         }
         let cols = i
