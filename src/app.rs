@@ -114,11 +114,38 @@ pub async fn migrate(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
     Ok(())
 }
 
+/// What [`plan`] found.
+pub struct Planned {
+    /// The settings with one `[[tables]]` entry per table to replicate.
+    pub settings: Settings,
+    pub plans: Vec<TablePlan>,
+    /// Every table a pattern took, replicated or left out.
+    pub taken: Vec<String>,
+}
+
 /// Introspects every configured table on the source for the configured capture mode:
 /// bad definitions fail here, before anything is written anywhere.
-pub async fn plan(settings: &Settings, shutdown: &Shutdown) -> Result<Vec<TablePlan>> {
+///
+/// `[[tables]]` patterns are expanded here against the source's tables: the settings come
+/// back with one entry per table to replicate, and a table a pattern took that cannot be
+/// replicated (no primary key, a type without a mapping) is left out with a warning naming
+/// why, where a table named on its own fails the start.
+pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
     let mut src =
-        connect_retrying(settings, shutdown, || mysql::connect(&settings.source_url)).await?;
+        connect_retrying(&settings, shutdown, || mysql::connect(&settings.source_url)).await?;
+    let (mut settings, patterned) = if settings.tables.iter().any(|t| t.is_pattern()) {
+        let existing = mysql::base_tables(&mut src).await?;
+        for t in settings.tables.iter().filter(|t| t.is_pattern()) {
+            if !existing.iter().any(|e| t.takes(e)) {
+                warn!(pattern = %t.name, "no source table matches this [[tables]] pattern yet");
+            }
+        }
+        let (tables, from) = mysql::expand_tables(&settings.tables, &existing);
+        (Settings { tables, ..settings }, from)
+    } else {
+        (settings, Vec::new())
+    };
+    let settings_ref = &settings;
     if settings.capture == crate::config::Capture::Binlog {
         crate::source::binlog::checks::check_server(&mut src).await?;
     } else {
@@ -128,24 +155,41 @@ pub async fn plan(settings: &Settings, shutdown: &Shutdown) -> Result<Vec<TableP
     // Every table is checked, and every definition problem reported at once, each with its
     // fix: one round trip for a schema with several.
     let mut plans = Vec::with_capacity(settings.tables.len());
+    let mut kept = Vec::with_capacity(settings.tables.len());
     let mut problems = Vec::new();
-    for t in &settings.tables {
-        let planned = match crate::source::plan_table(&mut src, settings, t).await {
+    for t in &settings_ref.tables {
+        let planned = match crate::source::plan_table(&mut src, settings_ref, t).await {
             Ok(plan) => ddl::check_names(plan.model()).map(|()| plan),
             Err(e) => Err(e),
         };
         match planned {
-            Ok(plan) => plans.push(plan),
+            Ok(plan) => {
+                plans.push(plan);
+                kept.push(t.clone());
+            }
+            Err(e @ (Error::Schema(_) | Error::Config(_))) if patterned.contains(&t.name) => {
+                warn!(table = %t.name, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
+            }
             Err(e @ (Error::Schema(_) | Error::Config(_))) => problems.push(e),
             Err(e) => return Err(e),
         }
     }
+    let listed = settings.tables.len();
+    settings.tables = kept;
+    if problems.is_empty() && settings.tables.is_empty() {
+        return Err(Error::Config(
+            "no table to replicate: the [[tables]] patterns take no source table that can be replicated (see the warnings above)".into(),
+        ));
+    }
     match problems.len() {
-        0 => Ok(plans),
+        0 => Ok(Planned {
+            settings,
+            plans,
+            taken: patterned,
+        }),
         1 => Err(problems.remove(0)),
         n => Err(Error::Schema(format!(
-            "{n} of the {} tables cannot be replicated as configured:\n  - {}",
-            settings.tables.len(),
+            "{n} of the {listed} tables cannot be replicated as configured:\n  - {}",
             problems
                 .iter()
                 .map(ToString::to_string)
@@ -309,29 +353,107 @@ pub fn run(
         let shutdown = Shutdown::new();
         shutdown_on(stop, &shutdown, "stopping: finishing the batches in flight");
         crate::http::start(&settings)?;
-        let plans = plan(&settings, &shutdown).await?;
-        apply_state_schema(&settings, &shutdown).await?;
-        let names: Vec<String> = settings.tables.iter().map(|t| t.name.clone()).collect();
-        let ownership = Ownership::claim(&settings, &names, !once, &shutdown).await?;
-        let planned = prepare(&settings, plans, &ownership, &shutdown).await?;
-        info!(pipeline = %settings.pipeline_name, tables = planned.len(), "replicating");
-        let progress = crate::progress::start(&settings, names);
-        let (done_tx, done_rx) = oneshot::channel();
-        Supervisor::new(settings, once, planned, ownership, shutdown, done_tx).start();
-        let outcome = done_rx
-            .await
-            .map_err(|_| Error::Other("the supervisor stopped without a report".into()))?;
-        progress.finish();
-        let secs = started.elapsed().as_secs_f64();
-        let total = outcome.rows_written();
-        info!(
-            rows = total,
-            seconds = format!("{secs:.2}"),
-            rows_per_second = (total as f64 / secs.max(1e-9)) as u64,
-            "replication stopped"
-        );
-        Ok(outcome)
+        // With patterns, a table created on the source that one takes is picked up: the
+        // round in progress ends as a shutdown would (batches in flight committed), and the
+        // next starts with it, every table resuming from its committed position.
+        let discover = !once && settings.tables.iter().any(|t| t.is_pattern());
+        let mut state_schema = false;
+        loop {
+            let round = Shutdown::new();
+            {
+                let (all, round) = (shutdown.clone(), round.clone());
+                actix::spawn(async move {
+                    all.requested_async().await;
+                    round.request();
+                });
+            }
+            let Planned {
+                settings: expanded,
+                plans,
+                taken,
+            } = plan(settings.clone(), &shutdown).await?;
+            if !state_schema {
+                apply_state_schema(&expanded, &shutdown).await?;
+                state_schema = true;
+            }
+            let names: Vec<String> = expanded.tables.iter().map(|t| t.name.clone()).collect();
+            let ownership = Ownership::claim(&expanded, &names, !once, &shutdown).await?;
+            let planned = prepare(&expanded, plans, &ownership, &shutdown).await?;
+            info!(pipeline = %expanded.pipeline_name, tables = planned.len(), "replicating");
+            let progress = crate::progress::start(&expanded, names);
+            let (done_tx, done_rx) = oneshot::channel();
+            let found = Arc::new(std::sync::Mutex::new(Vec::new()));
+            if discover {
+                actix::spawn(discover_tables(
+                    settings.clone(),
+                    taken,
+                    round.clone(),
+                    found.clone(),
+                ));
+            }
+            Supervisor::new(expanded, once, planned, ownership, round, done_tx).start();
+            let outcome = done_rx
+                .await
+                .map_err(|_| Error::Other("the supervisor stopped without a report".into()))?;
+            progress.finish();
+            let found = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
+            if !found.is_empty() && !shutdown.requested() && outcome.failures().next().is_none() {
+                info!(tables = %found.join(", "), "new tables on the source that a [[tables]] pattern takes: replicating them too, the others resuming from their committed positions");
+                continue;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let total = outcome.rows_written();
+            info!(
+                rows = total,
+                seconds = format!("{secs:.2}"),
+                rows_per_second = (total as f64 / secs.max(1e-9)) as u64,
+                "replication stopped"
+            );
+            return Ok(outcome);
+        }
     })
+}
+
+/// How often the source's table list is looked at for new tables a pattern takes.
+const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+
+/// Looks at the source's tables every [`DISCOVER_EVERY`] until `round` ends; when a pattern
+/// takes a table not among `taken`, records it in `found` and ends the round.
+async fn discover_tables(
+    settings: Settings,
+    taken: Vec<String>,
+    round: Shutdown,
+    found: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut conn = None;
+    let mut warned = false;
+    while !round.sleep(DISCOVER_EVERY).await {
+        if conn.is_none() {
+            conn = mysql::connect(&settings.source_url).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let existing = match mysql::base_tables(c).await {
+            Ok(e) => e,
+            Err(e) => {
+                if !warned {
+                    warn!(error = %e, "cannot list the source's tables to find new ones; retrying");
+                    warned = true;
+                }
+                conn = None;
+                continue;
+            }
+        };
+        let (_, from_pattern) = mysql::expand_tables(&settings.tables, &existing);
+        let new: Vec<String> = from_pattern
+            .into_iter()
+            .filter(|t| !taken.contains(t))
+            .collect();
+        if !new.is_empty() {
+            *found.lock().unwrap_or_else(|p| p.into_inner()) = new;
+            round.request();
+            return;
+        }
+    }
 }
 
 /// `generate`: insert demo orders at `rate` rows/s until `total` or `stop`.
@@ -396,7 +518,9 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         );
         migrate(&settings, &shutdown).await?;
         crate::http::start(&settings)?;
-        let plans = plan(&settings, &shutdown).await?;
+        let Planned {
+            settings, plans, ..
+        } = plan(settings, &shutdown).await?;
         let names: Vec<String> = settings.tables.iter().map(|t| t.name.clone()).collect();
         let ownership = Ownership::claim(&settings, &names, false, &shutdown).await?;
         let planned = prepare(&settings, plans, &ownership, &shutdown).await?;

@@ -284,6 +284,10 @@ pub struct TableSettings {
     /// Overrides `[pipeline] on_drop_column` for this table.
     #[serde(default)]
     pub on_drop_column: Option<OnDropColumn>,
+    /// With a pattern in `name` (`*` any run of characters, `?` one): tables it does not
+    /// take, as patterns too.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -307,7 +311,46 @@ impl OneOrMany {
     }
 }
 
+/// Whether `name` matches glob `pattern` (`*`: any run of characters, `?`: one; case
+/// sensitive, as table names are on most servers).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Iterative matching with backtracking to the last star.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
 impl TableSettings {
+    /// Whether `name` is a pattern (holds `*` or `?`) rather than one table.
+    pub fn is_pattern(&self) -> bool {
+        self.name.contains(['*', '?'])
+    }
+
+    /// Whether this entry takes source table `table`.
+    pub fn takes(&self, table: &str) -> bool {
+        if self.is_pattern() {
+            glob_match(&self.name, table) && !self.exclude.iter().any(|x| glob_match(x, table))
+        } else {
+            self.name == table
+        }
+    }
+
     /// The demo table, used when the configuration names no table.
     pub fn demo_orders() -> Self {
         TableSettings {
@@ -316,6 +359,7 @@ impl TableSettings {
             primary_key: None,
             tinyint1_as_boolean: true,
             on_drop_column: None,
+            exclude: Vec::new(),
         }
     }
 }
@@ -579,6 +623,12 @@ impl Settings {
                     t.name
                 )));
             }
+            if !t.exclude.is_empty() && !t.is_pattern() {
+                return Err(Error::Config(format!(
+                    "{at}.exclude (table {:?}) only applies to a pattern: give `name` a `*` or `?` (e.g. name = \"*\"), or remove `exclude`",
+                    t.name
+                )));
+            }
             match (&t.cursor, self.capture) {
                 (None, Capture::Poll) => {
                     return Err(Error::Config(format!(
@@ -835,6 +885,31 @@ mod tests {
         let err = load_str("[pipeline]\nbatch_size = 3\n").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn patterns_take_tables_by_glob_less_exclusions() {
+        assert!(glob_match("orders_*", "orders_2026"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a?c*z", "abcxyz"));
+        assert!(!glob_match("orders_*", "order_x"));
+        assert!(!glob_match("a?c", "ac"));
+        let t = TableSettings {
+            name: "*".into(),
+            exclude: vec!["audit_*".into()],
+            ..TableSettings::demo_orders()
+        };
+        assert!(t.is_pattern() && t.takes("orders") && !t.takes("audit_log"));
+        assert!(!TableSettings::demo_orders().is_pattern());
+        let err =
+            load_str("[[tables]]\nname = \"a\"\ncursor = \"id\"\nexclude = [\"b\"]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("only applies to a pattern"),
+            "{err}"
+        );
+        let s = load_str("[[tables]]\nname = \"*\"\ncursor = \"id\"\nexclude = [\"audit_*\"]\n")
+            .unwrap();
+        assert!(s.tables[0].is_pattern());
     }
 
     #[test]

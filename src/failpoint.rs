@@ -9,7 +9,8 @@
 //! Points: `after_read` (a page was read, nothing sent on), `before_commit` (a batch and its
 //! watermark were written, the transaction is not committed), `after_commit` (committed, not
 //! yet reported), `before_key_commit` (an initial load's deferred primary key is built, the
-//! transaction is not committed).
+//! transaction is not committed), `after_shape_commit` (a batch that followed a schema change
+//! of the source committed, with the target's DDL).
 
 #[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -76,17 +76,15 @@ pub struct Status {
 /// newest cursor value per table.
 /// `helpers`: the connections to use (the process's helper connections under `run`).
 pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Status> {
-    let names: Vec<&str> = settings.tables.iter().map(|t| t.name.as_str()).collect();
     let (my, pg) = helpers
         .both(&settings.source_url, &settings.target_url)
         .await;
     let pg = pg?;
     // The entity's columns, read through the helper connection.
     let rows: Vec<rs::Model> = sqlx::query(
-        "SELECT * FROM sluice.replication_state WHERE pipeline = $1 AND table_name = ANY($2)",
+        "SELECT * FROM sluice.replication_state WHERE pipeline = $1 ORDER BY table_name",
     )
     .bind(settings.pipeline_name.as_str())
-    .bind(&names)
     .fetch_all(&mut *pg)
     .await
     .map_err(|e| Error::db(Side::Target, "reading sluice.replication_state", &e))
@@ -147,7 +145,15 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
         }
         _ => None,
     };
-    // In the configuration's order.
+    // In the configuration's order (a pattern's tables by name, where it stands).
+    let mut names: Vec<String> = Vec::new();
+    for t in &settings.tables {
+        for r in rows.iter().filter(|r| t.takes(&r.table_name)) {
+            if !names.contains(&r.table_name) {
+                names.push(r.table_name.clone());
+            }
+        }
+    }
     for name in names {
         let Some(r) = rows.iter().find(|r| r.table_name == name) else {
             continue;
@@ -208,7 +214,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
         let cursor = settings
             .tables
             .iter()
-            .find(|t| t.name == r.table_name)
+            .find(|t| t.takes(&r.table_name))
             .and_then(|t| t.cursor.as_ref())
             .and_then(|c| c.to_vec().into_iter().next());
         if let (Ok(conn), Some(zone), Some(col)) = (my.as_mut(), zone.as_ref(), cursor) {

@@ -351,13 +351,22 @@ fn a_crash_right_after_a_change_resumes(mode: Mode) {
          INSERT INTO items (id, n) SELECT seq, seq FROM seq_1_to_100"
     ));
     let cfg = config(&db, mode, &table_entry(mode, "items"), "");
-    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    // The process dies (as kill -9 would) right after the batch that applied the change
+    // committed, before anything else.
+    let mut run = db.spawn_logged(
+        &["--config", &cfg, "run"],
+        &[("SLUICE_FAILPOINT", "after_shape_commit")],
+    );
     wait_equal(&db, &["id", "n"], &run);
     db.mysql("ALTER TABLE items ADD COLUMN tag VARCHAR(8) NOT NULL DEFAULT 'old'");
     db.mysql("INSERT INTO items (id, n, tag) VALUES (101, 101, 'new')");
-    wait_equal(&db, &["id", "n", "tag"], &run);
-    signal(&run.child, "KILL");
-    run.wait_exit(Duration::from_secs(10));
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "the failpoint stopped it: {}", run.log());
+    assert_eq!(
+        db.pg_i64("SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'tag'"),
+        1,
+        "the change was applied before the crash"
+    );
     db.mysql("INSERT INTO items (id, n, tag) VALUES (102, 102, 'newer'); UPDATE items SET tag = 'upd' WHERE id = 1");
     let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
     wait_equal(&db, &["id", "n", "tag"], &run);
@@ -366,15 +375,7 @@ fn a_crash_right_after_a_change_resumes(mode: Mode) {
         2,
         "the change is recorded once"
     );
-    signal(&run.child, "TERM");
-    let mut run = run;
-    run.wait_exit(Duration::from_secs(30));
-    let out = db.run(&["--config", &cfg, "verify"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    stop_and_verify(&db, run, &cfg);
 }
 
 #[test]
@@ -415,9 +416,7 @@ fn binlog_renames_named_by_the_statement_keep_their_values() {
         db.pg_i64("SELECT b::bigint FROM public.items WHERE id = 2"),
         20
     );
-    signal(&run.child, "TERM");
-    let mut run = run;
-    run.wait_exit(Duration::from_secs(30));
+    stop_and_verify(&db, run, &cfg);
 }
 
 /// The target's indexes, sluice's own: (name, unique, deferrable).
@@ -550,4 +549,67 @@ fn an_index_of_the_targets_own_serves_and_stays() {
         ),
         3
     );
+}
+
+/// `[[tables]]` patterns: a glob with exclusions takes the source's tables; one that cannot
+/// be replicated (no primary key) is left out with a warning rather than failing the run; a
+/// table created while `run` goes on is picked up, copied whole and followed, without a restart.
+fn patterns_take_tables_and_new_ones_arrive(mode: Mode) {
+    let db = TestDb::new();
+    let table = |name: &str, key: bool| {
+        format!(
+            "CREATE TABLE {name} (id BIGINT NOT NULL{}, v INT, {UPDATED}); \
+             INSERT INTO {name} (id, v) SELECT seq, seq FROM seq_1_to_40;",
+            if key { " PRIMARY KEY" } else { "" }
+        )
+    };
+    db.mysql(&format!(
+        "{}{}{}",
+        table("t_a", true),
+        table("t_nokey", false),
+        table("t_skip1", true)
+    ));
+    let entry = match mode {
+        Mode::Poll => "[[tables]]\nname = \"t_*\"\nexclude = [\"t_skip*\"]\ncursor = \"updated\"\n",
+        Mode::Binlog => "[[tables]]\nname = \"t_*\"\nexclude = [\"t_skip*\"]\n",
+    };
+    let cfg = config(&db, mode, entry, "");
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    let count = |t: &str| {
+        db.pg_rows(&format!("SELECT to_regclass('public.{t}')::text"))[0][0]
+            .is_some()
+            .then(|| db.pg_i64(&format!("SELECT count(*) FROM public.{t}")))
+    };
+    wait_until("t_a copied", Duration::from_secs(30), || {
+        count("t_a") == Some(40)
+    });
+    run.wait_for("t_nokey", Duration::from_secs(10));
+    assert!(run.log().contains("left out"), "{}", run.log());
+    // Created while running: picked up, copied whole, then followed.
+    db.mysql(&table("t_new", true));
+    wait_until("t_new copied", Duration::from_secs(30), || {
+        count("t_new") == Some(40)
+    });
+    db.mysql("INSERT INTO t_new (id, v) VALUES (41, 41); INSERT INTO t_a (id, v) VALUES (41, 41)");
+    wait_until("both followed", Duration::from_secs(30), || {
+        count("t_new") == Some(41) && count("t_a") == Some(41)
+    });
+    assert_eq!(count("t_nokey"), None, "left out");
+    assert_eq!(count("t_skip1"), None, "excluded");
+    let status = db.ok(&["--config", &cfg, "status"]);
+    assert!(
+        status.contains("t_a:") && status.contains("t_new:") && !status.contains("t_skip1"),
+        "{status}"
+    );
+    stop_and_verify(&db, run, &cfg);
+}
+
+#[test]
+fn poll_patterns_take_tables_and_new_ones_arrive() {
+    patterns_take_tables_and_new_ones_arrive(Mode::Poll);
+}
+
+#[test]
+fn binlog_patterns_take_tables_and_new_ones_arrive() {
+    patterns_take_tables_and_new_ones_arrive(Mode::Binlog);
 }

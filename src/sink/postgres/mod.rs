@@ -232,6 +232,9 @@ impl PgSink {
         crate::failpoint::hit("before_commit");
         raw(conn, "COMMIT").await?;
         self.open = false;
+        if batch.parts.iter().any(|p| p.shape.is_some()) {
+            crate::failpoint::hit("after_shape_commit");
+        }
         for part in &batch.parts {
             Self::writer(&mut self.tables, part.table)?.committed();
         }

@@ -343,6 +343,51 @@ pub async fn shape_fingerprint(conn: &mut MySqlConnection, table: &str) -> Resul
     })
 }
 
+/// The source database's base tables (not views), by name.
+pub async fn base_tables(conn: &mut MySqlConnection) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::db(Side::Source, "listing the source's tables", &e))
+}
+
+/// The configured tables with their patterns expanded against `existing` (the source's
+/// tables): each pattern entry becomes one entry per table it takes that no earlier entry
+/// named, with the pattern's settings. Returns them, and the names that came from a pattern.
+pub fn expand_tables(
+    configured: &[crate::config::TableSettings],
+    existing: &[String],
+) -> (Vec<crate::config::TableSettings>, Vec<String>) {
+    let explicit: Vec<&str> = configured
+        .iter()
+        .filter(|t| !t.is_pattern())
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut out: Vec<crate::config::TableSettings> = Vec::new();
+    let mut from_pattern = Vec::new();
+    for t in configured {
+        if !t.is_pattern() {
+            out.push(t.clone());
+            continue;
+        }
+        for name in existing.iter().filter(|n| t.takes(n)) {
+            if explicit.contains(&name.as_str()) || out.iter().any(|o| o.name == *name) {
+                continue;
+            }
+            out.push(crate::config::TableSettings {
+                name: name.clone(),
+                exclude: Vec::new(),
+                ..t.clone()
+            });
+            from_pattern.push(name.clone());
+        }
+    }
+    (out, from_pattern)
+}
+
 /// The error a table that disappeared from the source stops with.
 pub fn table_gone(table: &str) -> Error {
     Error::Schema(format!(
