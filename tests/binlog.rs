@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{signal, wait_until, Rows, TestDb};
-use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection};
+use common::{mysql_worker, signal, wait_until, Rows, TestDb};
 
 const BINLOG: &str = "[source]\ncapture = \"binlog\"\n";
 
@@ -75,33 +74,6 @@ fn wait_equal(db: &TestDb, table: &str, cols: &str, log: &dyn Fn() -> String) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Runs statements on the source over one connection, from a thread of its own.
-fn mysql_worker(
-    url: String,
-    stop: Arc<AtomicBool>,
-    mut work: impl FnMut(usize) -> Option<String> + Send + 'static,
-) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = MySqlConnection::connect(&url).await.unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(sql) = work(n) else { break };
-                sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-                n += 1;
-            }
-            n
-        })
-    })
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{signal, wait_output, wait_until, Rows, TestDb};
-use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection};
+use sea_orm::sqlx::{self, Connection, MySqlConnection};
 
 /// Key-order load whatever the table's size; small pages, so the load takes a while.
 const KEY_ORDER: &str = "[pipeline]\nbatch_rows = 500\nkey_order_load_min_rows = 0\n";
@@ -31,37 +31,23 @@ fn both(db: &TestDb) -> (Rows, Rows) {
     )
 }
 
-/// Updates and inserts on the source until stopped; returns how many statements ran.
-fn writer(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = MySqlConnection::connect(&url).await.unwrap();
-            // The application's own sessions write local time in the server's zone.
-            sqlx::raw_sql("SET time_zone = @@global.time_zone")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let k = n % 97;
-                let sql = format!(
-                    "UPDATE items SET v = v + 1 WHERE id % 97 = {k} AND id % 5 = 0; \
-                     INSERT INTO items (id, v) VALUES ({}, 1)",
-                    1_000_000 + n
-                );
-                sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            n
-        })
+/// Updates and inserts on the source until stopped, a few milliseconds apart; returns how
+/// many statements ran.
+fn writer(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    common::mysql_worker(url, stop, |n| {
+        std::thread::sleep(Duration::from_millis(5));
+        let k = n % 97;
+        // The application's own sessions write local time in the server's zone.
+        let zone = if n == 0 {
+            "SET time_zone = @@global.time_zone; "
+        } else {
+            ""
+        };
+        Some(format!(
+            "{zone}UPDATE items SET v = v + 1 WHERE id % 97 = {k} AND id % 5 = 0; \
+             INSERT INTO items (id, v) VALUES ({}, 1)",
+            1_000_000 + n
+        ))
     })
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{signal, wait_until, Logged, Rows, TestDb};
-use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -46,27 +45,9 @@ fn table_entry(mode: Mode, name: &str) -> String {
 /// Inserts a row into `items` every few milliseconds from a thread of its own (filling
 /// whichever columns the table has then), until stopped.
 fn load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = MySqlConnection::connect(&url).await.unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                sqlx::raw_sql(AssertSqlSafe(format!(
-                    "INSERT INTO items (id) VALUES ({})",
-                    1_000_000 + n
-                )))
-                .execute(&mut c)
-                .await
-                .unwrap();
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            n
-        })
+    common::mysql_worker(url, stop, |n| {
+        std::thread::sleep(Duration::from_millis(5));
+        Some(format!("INSERT INTO items (id) VALUES ({})", 1_000_000 + n))
     })
 }
 

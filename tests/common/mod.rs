@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection, MySqlConnection, PgConnection, Row};
@@ -464,4 +466,32 @@ impl TestDb {
             log,
         }
     }
+}
+
+/// Runs statements on the source over one connection, from a thread of its own, until
+/// `stop` is set or `work` returns `None`; `work(n)` gives the `n`th. Returns how many ran.
+pub fn mysql_worker(
+    url: String,
+    stop: Arc<AtomicBool>,
+    mut work: impl FnMut(usize) -> Option<String> + Send + 'static,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = MySqlConnection::connect(&url).await.unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(sql) = work(n) else { break };
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    })
 }
