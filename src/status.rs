@@ -313,8 +313,13 @@ pub fn describe(t: &TableStatus) -> String {
             t.rows_future_cursor.unwrap_or(0)
         ));
     }
+    // The shape version, once the table has changed shape at least once.
+    let shape = t
+        .shape_version
+        .filter(|v| *v > 1)
+        .map_or(String::new(), |v| format!(", shape version {v}"));
     format!(
-        "{}: {} rows replicated{}, {} {wm}{behind}, lag {}, last commit {}, last error {}",
+        "{}: {} rows replicated{}{shape}, {} {wm}{behind}, lag {}, last commit {}, last error {}",
         t.table,
         t.rows_replicated,
         if t.initial_load {
