@@ -377,7 +377,14 @@ pub fn run(
                 state_schema = true;
             }
             let names: Vec<String> = expanded.tables.iter().map(|t| t.name.clone()).collect();
+            let kept: Vec<String> = expanded
+                .tables
+                .iter()
+                .filter(|t| t.from_pattern)
+                .map(|t| t.name.clone())
+                .collect();
             let ownership = Ownership::claim(&expanded, &names, !once, &shutdown).await?;
+            crate::telemetry::keep_only(&names);
             let planned = prepare(&expanded, plans, &ownership, &shutdown).await?;
             info!(pipeline = %expanded.pipeline_name, tables = planned.len(), "replicating");
             let progress = crate::progress::start(&expanded, names);
@@ -387,6 +394,7 @@ pub fn run(
                 actix::spawn(discover_tables(
                     settings.clone(),
                     taken,
+                    kept,
                     round.clone(),
                     found.clone(),
                 ));
@@ -397,8 +405,18 @@ pub fn run(
                 .map_err(|_| Error::Other("the supervisor stopped without a report".into()))?;
             progress.finish();
             let found = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
-            if !found.is_empty() && !shutdown.requested() && outcome.failures().next().is_none() {
-                info!(tables = %found.join(", "), "new tables on the source that a [[tables]] pattern takes: replicating them too, the others resuming from their committed positions");
+            // With patterns the run goes on while tables come and go: a round that ended
+            // without a failure or a shutdown (new tables, or the pattern's tables gone) is
+            // followed by the next.
+            if discover && !shutdown.requested() && outcome.failures().next().is_none() {
+                if found.is_empty() {
+                    info!("the tables a [[tables]] pattern took are gone or done; looking at the source's tables again");
+                } else {
+                    info!(tables = %found.join(", "), "the tables a [[tables]] pattern takes changed on the source; replicating them as they are now, every table resuming from its committed position");
+                }
+                if shutdown.sleep(Duration::from_secs(1)).await {
+                    return Ok(outcome);
+                }
                 continue;
             }
             let secs = started.elapsed().as_secs_f64();
@@ -418,10 +436,12 @@ pub fn run(
 const DISCOVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Looks at the source's tables every [`DISCOVER_EVERY`] until `round` ends; when a pattern
-/// takes a table not among `taken`, records it in `found` and ends the round.
+/// takes a table not among `taken`, or a table a pattern took (`kept`) is gone, records it in
+/// `found` and ends the round.
 async fn discover_tables(
     settings: Settings,
     taken: Vec<String>,
+    kept: Vec<String>,
     round: Shutdown,
     found: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -444,10 +464,15 @@ async fn discover_tables(
             }
         };
         let (_, from_pattern) = mysql::expand_tables(&settings.tables, &existing);
-        let new: Vec<String> = from_pattern
+        let mut new: Vec<String> = from_pattern
             .into_iter()
             .filter(|t| !taken.contains(t))
             .collect();
+        new.extend(
+            kept.iter()
+                .filter(|t| !existing.contains(t))
+                .map(|t| format!("{t} (gone)")),
+        );
         if !new.is_empty() {
             *found.lock().unwrap_or_else(|p| p.into_inner()) = new;
             round.request();

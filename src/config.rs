@@ -288,6 +288,10 @@ pub struct TableSettings {
     /// take, as patterns too.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Taken by a pattern (set when patterns are expanded): the table going away is not a
+    /// failure.
+    #[serde(skip)]
+    pub from_pattern: bool,
 }
 
 fn yes() -> bool {
@@ -360,6 +364,7 @@ impl TableSettings {
             tinyint1_as_boolean: true,
             on_drop_column: None,
             exclude: Vec::new(),
+            from_pattern: false,
         }
     }
 }

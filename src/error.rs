@@ -40,6 +40,10 @@ pub enum Error {
     /// ownership epoch is newer), so nothing more may be written for it from here.
     #[error("table {table:?}: {message}")]
     Fenced { table: String, message: String },
+    /// The source table is gone (dropped, or renamed away). A table a `[[tables]]` pattern
+    /// took just stops being replicated; one named on its own stops as a failure.
+    #[error("table {0:?} no longer exists on the source (dropped or renamed); it stops, the other tables go on. If it was renamed, put its new name in its [[tables]] entry and restart (the target table is then copied again under the new name); if it was dropped, remove its [[tables]] entry")]
+    TableGone(String),
     /// A wait or a retry was cut short because shutdown was asked for.
     #[error("stopped by a shutdown request")]
     Shutdown,
@@ -86,7 +90,7 @@ impl Error {
     /// Process exit code: 2 for bad usage, configuration or table definitions, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Schema(_) => 2,
+            Error::Config(_) | Error::Schema(_) | Error::TableGone(_) => 2,
             _ => 1,
         }
     }

@@ -379,6 +379,15 @@ pub fn register(table: &str) -> Arc<TableHandle> {
     h
 }
 
+/// Forgets every table but `tables` (a table a pattern took that is gone is no longer
+/// reported, nor counted by `/readyz`).
+pub fn keep_only(tables: &[String]) {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|name, _| tables.contains(name));
+}
+
 /// A copy of every table's metrics.
 pub fn snapshot() -> BTreeMap<String, TableMetrics> {
     let handles: Vec<Arc<TableHandle>> = REGISTRY

@@ -93,6 +93,18 @@ pub trait Source: Send {
     fn reset(&mut self);
 }
 
+/// The step for a table that failed for good: a table a `[[tables]]` pattern took that is
+/// gone from the source just ends (it is left out from the next start, or round), where any
+/// other failure stops the table as one.
+pub fn table_failed(table: TableId, config: &crate::config::TableSettings, error: Error) -> Step {
+    if matches!(error, Error::TableGone(_)) && config.from_pattern {
+        tracing::info!(table = %config.name, "the source table is gone; a [[tables]] pattern took it, so it is no longer replicated");
+        Step::Wait(Duration::ZERO)
+    } else {
+        Step::Failed { table, error }
+    }
+}
+
 /// What start-up learnt of one table, for the configured capture mode.
 #[derive(Debug)]
 pub enum TablePlan {

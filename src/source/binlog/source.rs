@@ -272,10 +272,11 @@ impl BinlogSource {
                             return Ok(Step::Txn(txn));
                         }
                         Out::Failed { table, error } => {
-                            if let Some(t) = self.tables.iter_mut().find(|t| t.id == table) {
-                                t.done = true;
-                            }
-                            return Ok(Step::Failed { table, error });
+                            let Some(t) = self.tables.iter_mut().find(|t| t.id == table) else {
+                                return Ok(Step::Failed { table, error });
+                            };
+                            t.done = true;
+                            return Ok(crate::source::table_failed(table, &t.config, error));
                         }
                         Out::Idle => {
                             let boundary = st.boundary();

@@ -503,15 +503,18 @@ impl Stream {
             self.meta = Some(crate::source::mysql::connect(url).await?);
         }
         let conn = self.meta.as_mut().expect("connected above");
+        if crate::source::mysql::shape_fingerprint(conn, &model.name)
+            .await?
+            .is_none()
+        {
+            return Ok(Some(Out::Failed {
+                table: t.id,
+                error: crate::source::mysql::table_gone(&model.name),
+            }));
+        }
         let (now, key) = match crate::source::mysql::introspect_keyed(conn, &t.config).await {
             Ok(x) => x,
             Err(e) if e.is_retryable() => return Err(e),
-            Err(Error::Schema(m)) if m.contains("does not exist") => {
-                return Ok(Some(Out::Failed {
-                    table: t.id,
-                    error: crate::source::mysql::table_gone(&model.name),
-                }))
-            }
             Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
         };
         let mut columns = Vec::with_capacity(names.len());

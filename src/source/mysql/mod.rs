@@ -380,6 +380,7 @@ pub fn expand_tables(
             out.push(crate::config::TableSettings {
                 name: name.clone(),
                 exclude: Vec::new(),
+                from_pattern: true,
                 ..t.clone()
             });
             from_pattern.push(name.clone());
@@ -390,9 +391,7 @@ pub fn expand_tables(
 
 /// The error a table that disappeared from the source stops with.
 pub fn table_gone(table: &str) -> Error {
-    Error::Schema(format!(
-        "table {table:?} no longer exists on the source (dropped or renamed); it stops, the other tables go on. If it was renamed, put its new name in its [[tables]] entry and restart (the target table is then copied again under the new name); if it was dropped, remove its [[tables]] entry"
-    ))
+    Error::TableGone(table.to_string())
 }
 
 pub async fn table_stats(conn: &mut MySqlConnection, table: &str) -> Result<TableStats> {

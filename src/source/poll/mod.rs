@@ -299,18 +299,18 @@ impl PollSource {
                     }
                     Ok(false) => {
                         t.done = true;
-                        return Ok(Step::Failed { table: id, error });
+                        return Ok(crate::source::table_failed(id, config, error));
                     }
                     Err(e) if e.is_retryable() => return Err(e),
                     Err(error) => {
                         t.done = true;
-                        return Ok(Step::Failed { table: id, error });
+                        return Ok(crate::source::table_failed(id, config, error));
                     }
                 }
             }
             Err(error) => {
                 t.done = true;
-                return Ok(Step::Failed { table: id, error });
+                return Ok(crate::source::table_failed(id, config, error));
             }
         };
         // A schema change: rows read across it are read again, in the new shape.
@@ -327,7 +327,7 @@ impl PollSource {
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(error) => {
                     t.done = true;
-                    return Ok(Step::Failed { table: id, error });
+                    return Ok(crate::source::table_failed(id, config, error));
                 }
             }
         }
