@@ -747,8 +747,10 @@ impl Stream {
         Some(Out::Txn(finish(parts, &pos, ts, tables)))
     }
 
-    /// A statement outside a transaction: TRUNCATE of a replicated table becomes a change;
-    /// other DDL on one is reported (sluice does not follow schema changes yet).
+    /// A statement outside a transaction: TRUNCATE of a replicated table becomes a change; a
+    /// replicated table dropped or renamed away stops (or just ends, when a pattern took it);
+    /// an ALTER, CREATE INDEX or DROP INDEX on one is noted (renames, index changes) for the
+    /// table's next change, where its new shape is followed (see `follow_shape`).
     fn statement(
         &mut self,
         sql: &str,
@@ -871,7 +873,7 @@ fn map_columns(t: &BTable, image: &BinlogRow) -> Result<Vec<usize>> {
                     if unnamed {
                         "the binlog carries no column names: SET GLOBAL binlog_row_metadata = 'FULL' (and in my.cnf), then restart sluice"
                     } else {
-                        "the table's columns changed since sluice started: sluice does not follow schema changes yet; restart it to re-read the table (the target table must then match)"
+                        "the table's columns here differ from the shape sluice followed to this point; restart sluice: it resumes from the shape recorded in sluice.schema_history and follows the changes since in order"
                     }
                 ))
             })
