@@ -341,14 +341,12 @@ impl TableWriter {
         position: &crate::model::Position,
         loading: bool,
     ) -> Result<()> {
+        // The shape recorded last is the one the target is in (the source's idea of the old
+        // shape may be older: a lane that restarted starts from the shape at start-up).
+        let recorded = crate::state::latest_shape(tx, &self.key).await?;
+        let old = recorded.as_ref().unwrap_or(&self.committed_model);
         let have = reshape::target_columns(tx, &self.schema, &new.name).await?;
-        let r = reshape::plan(
-            &self.target,
-            &have,
-            Some(&self.committed_model),
-            new,
-            self.on_drop,
-        )?;
+        let r = reshape::plan(&self.target, &have, Some(old), new, self.on_drop)?;
         for note in &r.notes {
             warn!(table = %new.name, "{note}");
         }
@@ -360,7 +358,27 @@ impl TableWriter {
         if let (Some(unique), false) = (self.indexes, loading || self.deferred_key.is_some()) {
             ran.extend(reshape::sync_indexes(tx, &self.schema, new, unique, self.lock_wait).await?);
         }
-        crate::state::record_shape(tx, &self.key, new, Some(position), &ran).await?;
+        // Versions count up from the recorded one; a shape already recorded (seen again after
+        // a restart) is not recorded twice.
+        let same = recorded
+            .as_ref()
+            .is_some_and(|r| r.same_shape(new) && r.indexes == new.indexes);
+        let new = match &recorded {
+            Some(r) => {
+                let mut m = (**new).clone();
+                m.version = if same && ran.is_empty() {
+                    r.version
+                } else {
+                    r.version + 1
+                };
+                Arc::new(m)
+            }
+            None => new.clone(),
+        };
+        if !same || !ran.is_empty() {
+            crate::state::record_shape(tx, &self.key, &new, Some(position), &ran).await?;
+        }
+        let new = &new;
         // The temporary tables mirror the old columns.
         let drop = format!(
             "DROP TABLE IF EXISTS pg_temp.sluice_stage_{0}; DROP TABLE IF EXISTS pg_temp.sluice_keys_{0}",
