@@ -249,14 +249,19 @@ impl PgSink {
         if let Some(unique) = self.opts.indexes {
             // The load is over: the source's indexes, built once rather than row by row.
             raw(conn, "BEGIN").await?;
-            reshape::sync_indexes(
+            let synced = reshape::sync_indexes(
                 conn,
                 &self.opts.schema,
                 w.model(),
                 unique,
                 self.opts.lock_wait,
             )
-            .await?;
+            .await;
+            if let Err(e) = synced {
+                // Leave the connection as the next batch expects it: no transaction open.
+                let _ = raw(conn, "ROLLBACK").await;
+                return Err(e);
+            }
             raw(conn, "COMMIT").await?;
         }
         self.loading.remove(&table);
