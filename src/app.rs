@@ -133,19 +133,18 @@ pub struct Planned {
 pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
     let mut src =
         connect_retrying(&settings, shutdown, || mysql::connect(&settings.source_url)).await?;
-    let (mut settings, patterned) = if settings.tables.iter().any(|t| t.is_pattern()) {
-        let existing = mysql::base_tables(&mut src).await?;
-        for t in settings.tables.iter().filter(|t| t.is_pattern()) {
-            if !existing.iter().any(|e| t.takes(e)) {
-                warn!(pattern = %t.name, "no source table matches this [[tables]] pattern yet");
-            }
+    let (tables, existing) = mysql::expand_on_source(&mut src, &settings.tables).await?;
+    for t in settings.tables.iter().filter(|t| t.is_pattern()) {
+        if !existing.iter().any(|e| t.takes(e)) {
+            warn!(pattern = %t.name, "no source table matches this [[tables]] pattern yet");
         }
-        let (tables, from) = mysql::expand_tables(&settings.tables, &existing);
-        (Settings { tables, ..settings }, from)
-    } else {
-        (settings, Vec::new())
-    };
-    let settings_ref = &settings;
+    }
+    let taken: Vec<String> = tables
+        .iter()
+        .filter(|t| t.from_pattern)
+        .map(|t| t.name.clone())
+        .collect();
+    let mut settings = Settings { tables, ..settings };
     if settings.capture == crate::config::Capture::Binlog {
         crate::source::binlog::checks::check_server(&mut src).await?;
     } else {
@@ -157,8 +156,8 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
     let mut plans = Vec::with_capacity(settings.tables.len());
     let mut kept = Vec::with_capacity(settings.tables.len());
     let mut problems = Vec::new();
-    for t in &settings_ref.tables {
-        let planned = match crate::source::plan_table(&mut src, settings_ref, t).await {
+    for t in &settings.tables {
+        let planned = match crate::source::plan_table(&mut src, &settings, t).await {
             Ok(plan) => ddl::check_names(plan.model()).map(|()| plan),
             Err(e) => Err(e),
         };
@@ -167,7 +166,7 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
                 plans.push(plan);
                 kept.push(t.clone());
             }
-            Err(e @ (Error::Schema(_) | Error::Config(_))) if patterned.contains(&t.name) => {
+            Err(e @ (Error::Schema(_) | Error::Config(_))) if t.from_pattern => {
                 warn!(table = %t.name, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
             }
             Err(e @ (Error::Schema(_) | Error::Config(_))) => problems.push(e),
@@ -185,7 +184,7 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
         0 => Ok(Planned {
             settings,
             plans,
-            taken: patterned,
+            taken,
         }),
         1 => Err(problems.remove(0)),
         n => Err(Error::Schema(format!(
@@ -463,10 +462,10 @@ async fn discover_tables(
                 continue;
             }
         };
-        let (_, from_pattern) = mysql::expand_tables(&settings.tables, &existing);
-        let mut new: Vec<String> = from_pattern
+        let mut new: Vec<String> = mysql::expand_tables(&settings.tables, &existing)
             .into_iter()
-            .filter(|t| !taken.contains(t))
+            .filter(|t| t.from_pattern && !taken.contains(&t.name))
+            .map(|t| t.name)
             .collect();
         new.extend(
             kept.iter()

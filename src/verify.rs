@@ -595,26 +595,30 @@ pub fn verify(settings: &Settings, table: Option<&str>, repair: bool) -> Result<
         .map_err(|e| Error::Other(e.to_string()))?;
     rt.block_on(async {
         // Tables a pattern takes that cannot be replicated are left out, as `run` does.
-        let (names, patterned): (Vec<String>, Vec<String>) = match table {
-            Some(t) => (vec![t.to_string()], Vec::new()),
+        // (name, taken by a pattern)
+        let tables: Vec<(String, bool)> = match table {
+            Some(t) => vec![(t.to_string(), false)],
             None if settings.tables.iter().any(|t| t.is_pattern()) => {
                 let mut conn = crate::source::mysql::connect(&settings.source_url).await?;
-                let existing = crate::source::mysql::base_tables(&mut conn).await?;
-                let (tables, from) =
-                    crate::source::mysql::expand_tables(&settings.tables, &existing);
-                (tables.into_iter().map(|t| t.name).collect(), from)
+                crate::source::mysql::expand_on_source(&mut conn, &settings.tables)
+                    .await?
+                    .0
+                    .into_iter()
+                    .map(|t| (t.name, t.from_pattern))
+                    .collect()
             }
-            None => (
-                settings.tables.iter().map(|t| t.name.clone()).collect(),
-                Vec::new(),
-            ),
+            None => settings
+                .tables
+                .iter()
+                .map(|t| (t.name.clone(), false))
+                .collect(),
         };
         let mut out = Vec::new();
-        for n in &names {
-            match verify_table(settings, n, repair).await {
+        for (name, from_pattern) in &tables {
+            match verify_table(settings, name, repair).await {
                 Ok(r) => out.push(r),
-                Err(e @ (Error::Schema(_) | Error::Config(_))) if patterned.contains(n) => {
-                    tracing::warn!(table = %n, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
+                Err(e @ (Error::Schema(_) | Error::Config(_))) if *from_pattern => {
+                    tracing::warn!(table = %name, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
                 }
                 Err(e) => return Err(e),
             }

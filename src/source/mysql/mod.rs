@@ -356,18 +356,17 @@ pub async fn base_tables(conn: &mut MySqlConnection) -> Result<Vec<String>> {
 
 /// The configured tables with their patterns expanded against `existing` (the source's
 /// tables): each pattern entry becomes one entry per table it takes that no earlier entry
-/// named, with the pattern's settings. Returns them, and the names that came from a pattern.
+/// named, with the pattern's settings (marked `from_pattern`).
 pub fn expand_tables(
     configured: &[crate::config::TableSettings],
     existing: &[String],
-) -> (Vec<crate::config::TableSettings>, Vec<String>) {
+) -> Vec<crate::config::TableSettings> {
     let explicit: Vec<&str> = configured
         .iter()
         .filter(|t| !t.is_pattern())
         .map(|t| t.name.as_str())
         .collect();
     let mut out: Vec<crate::config::TableSettings> = Vec::new();
-    let mut from_pattern = Vec::new();
     for t in configured {
         if !t.is_pattern() {
             out.push(t.clone());
@@ -383,10 +382,23 @@ pub fn expand_tables(
                 from_pattern: true,
                 ..t.clone()
             });
-            from_pattern.push(name.clone());
         }
     }
-    (out, from_pattern)
+    out
+}
+
+/// The configured tables, their patterns expanded against the source's tables now (see
+/// [`expand_tables`]), and the source's tables (empty when no entry is a pattern: nothing is
+/// asked of the source then).
+pub async fn expand_on_source(
+    conn: &mut MySqlConnection,
+    configured: &[crate::config::TableSettings],
+) -> Result<(Vec<crate::config::TableSettings>, Vec<String>)> {
+    if !configured.iter().any(|t| t.is_pattern()) {
+        return Ok((configured.to_vec(), Vec::new()));
+    }
+    let existing = base_tables(conn).await?;
+    Ok((expand_tables(configured, &existing), existing))
 }
 
 /// The error a table that disappeared from the source stops with.
