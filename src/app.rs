@@ -398,6 +398,22 @@ pub fn run(
                     found.clone(),
                 ));
             }
+            if !once && expanded.verify.interval_s > 0 {
+                let checked = expanded
+                    .tables
+                    .iter()
+                    .zip(&planned)
+                    .map(|(t, p)| crate::verify::check::Checked {
+                        settings: t.clone(),
+                        handle: p.handle.clone(),
+                    })
+                    .collect();
+                actix::spawn(crate::verify::check::run(
+                    expanded.clone(),
+                    checked,
+                    round.clone(),
+                ));
+            }
             Supervisor::new(expanded, once, planned, ownership, round, done_tx).start();
             let outcome = done_rx
                 .await

@@ -44,6 +44,8 @@ pub struct Settings {
     /// into one target never share a table's state.
     pub pipeline_name: String,
     pub retry: Retry,
+    /// `[verify]`: the comparison `run` makes in the background.
+    pub verify: Verify,
     pub tables: Vec<TableSettings>,
     /// `[http] addr` / `SLUICE_HTTP_ADDR`: where `run` and `demo` serve /metrics, /healthz,
     /// /readyz and /status. Port 0 picks a free port (logged).
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Settings {
             .field("pipeline", &self.pipeline)
             .field("pipeline_name", &self.pipeline_name)
             .field("retry", &self.retry)
+            .field("verify", &self.verify)
             .field("tables", &self.tables)
             .field("http_addr", &self.http_addr)
             .finish()
@@ -92,6 +95,30 @@ impl Default for Retry {
             connect_timeout_ms: 30_000,
             backoff_base_ms: 100,
             backoff_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[verify]`: the background comparison of source and target that `run` makes (see
+/// `verify::check`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    /// Compare every table once per this many seconds; 0: never.
+    pub interval_s: u64,
+    /// Repair what the comparison finds (as `verify --repair` does).
+    pub repair: bool,
+    /// Rows read per second at most, on each side, so the comparison never starves
+    /// replication.
+    pub max_rows_per_s: u64,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            interval_s: 0,
+            repair: false,
+            max_rows_per_s: 200_000,
         }
     }
 }
@@ -382,6 +409,8 @@ struct File {
     #[serde(default)]
     retry: Retry,
     #[serde(default)]
+    verify: Verify,
+    #[serde(default)]
     tables: Vec<TableSettings>,
     #[serde(default)]
     http: FileHttp,
@@ -474,6 +503,7 @@ impl Settings {
             server_id: parsed.source.server_id.unwrap_or(0),
             pipeline: parsed.pipeline,
             retry: parsed.retry,
+            verify: parsed.verify,
             tables: if parsed.tables.is_empty() {
                 vec![TableSettings::demo_orders()]
             } else {
@@ -616,6 +646,18 @@ impl Settings {
             r.backoff_base_ms,
             3_600_000,
         )?;
+        in_range("verify.interval_s", self.verify.interval_s, 0, 31_536_000)?;
+        in_range(
+            "verify.max_rows_per_s",
+            self.verify.max_rows_per_s,
+            100,
+            100_000_000,
+        )?;
+        if self.verify.repair && self.verify.interval_s == 0 {
+            return Err(Error::Config(
+                "verify.repair = true needs verify.interval_s > 0 (how often `run` compares the tables); the on-demand check is `sluice verify --repair`".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.tables.iter().enumerate() {
             let at = format!("tables[{i}]");
@@ -890,6 +932,27 @@ mod tests {
         let err = load_str("[pipeline]\nbatch_size = 3\n").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn verify_section_defaults_off_and_checks_its_values() {
+        let s = load_str("").unwrap();
+        assert_eq!(s.verify, Verify::default());
+        assert_eq!(s.verify.interval_s, 0);
+        let s =
+            load_str("[verify]\ninterval_s = 60\nrepair = true\nmax_rows_per_s = 5000\n").unwrap();
+        assert_eq!((s.verify.interval_s, s.verify.repair), (60, true));
+        let e = load_str("[verify]\nrepair = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("verify.interval_s > 0"), "{e}");
+        let e = load_str("[verify]\ninterval_s = 5\nmax_rows_per_s = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verify.max_rows_per_s = 1 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]

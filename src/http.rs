@@ -167,6 +167,15 @@ async fn ready(s: &Settings) -> (bool, serde_json::Value) {
             (t.clone(), st.into())
         })
         .collect();
+    // Tables whose last background verify found rows that differ and were not repaired:
+    // the process is working (ready is not affected), but the copy is not equal.
+    let drift: serde_json::Map<String, serde_json::Value> = tables
+        .iter()
+        .filter_map(|(t, m)| {
+            let r = m.verify.as_ref().filter(|r| !r.ok())?;
+            Some((t.clone(), crate::verify::check::summary(r).into()))
+        })
+        .collect();
     let ready = source == "ok"
         && target == "ok"
         && !tables.is_empty()
@@ -176,6 +185,7 @@ async fn ready(s: &Settings) -> (bool, serde_json::Value) {
         "source": source.replace(&s.source_url, &redact(&s.source_url)),
         "target": target.replace(&s.target_url, &redact(&s.target_url)),
         "tables": table_states,
+        "drift": drift,
     });
     (ready, body)
 }

@@ -57,6 +57,9 @@ pub struct TableStatus {
     /// The shape version the target table is in (`sluice.schema_history`): 1 as first
     /// replicated, one more for each schema change followed.
     pub shape_version: Option<u32>,
+    /// The last background comparison of source and target (`[verify] interval_s`); `null`
+    /// before the first.
+    pub verify: Option<crate::verify::TableReport>,
     /// Keyset columns and values in keyset order, for [`describe`].
     #[serde(skip)]
     keyset: Vec<(String, Value)>,
@@ -260,6 +263,10 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                 .iter()
                 .find(|(n, _)| *n == r.table_name)
                 .map(|(_, v)| *v as u32),
+            verify: r
+                .verify
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
             snapshot: stored.as_ref().map(|s| {
                 if s.snapshot.is_some() {
                     "running"
@@ -319,7 +326,7 @@ pub fn describe(t: &TableStatus) -> String {
         .filter(|v| *v > 1)
         .map_or(String::new(), |v| format!(", shape version {v}"));
     format!(
-        "{}: {} rows replicated{}{shape}, {} {wm}{behind}, lag {}, last commit {}, last error {}",
+        "{}: {} rows replicated{}{shape}, {} {wm}{behind}, lag {}, last commit {}, last error {}{}",
         t.table,
         t.rows_replicated,
         if t.initial_load {
@@ -337,6 +344,10 @@ pub fn describe(t: &TableStatus) -> String {
         t.last_commit.map_or("none yet".to_string(), |c| c
             .format("%Y-%m-%d %H:%M:%S%.3f UTC")
             .to_string()),
-        t.last_error.as_deref().unwrap_or("none")
+        t.last_error.as_deref().unwrap_or("none"),
+        t.verify.as_ref().map_or(String::new(), |r| format!(
+            "\n  last verify: {}",
+            crate::verify::check::summary(r)
+        ))
     )
 }

@@ -44,6 +44,11 @@ pub mod names {
     pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
     pub const DDL_LOCK_WAITS: &str = "sluice_ddl_lock_waits_total";
     pub const ROWS_FUTURE: &str = "sluice_rows_future_cursor";
+    pub const VERIFY_CHECKS: &str = "sluice_verify_checks_total";
+    pub const VERIFY_ROWS_COMPARED: &str = "sluice_verify_rows_compared_total";
+    pub const VERIFY_ROWS_REPAIRED: &str = "sluice_verify_rows_repaired_total";
+    pub const VERIFY_ROWS_DIFFERING: &str = "sluice_verify_rows_differing";
+    pub const VERIFY_LAST_CHECK: &str = "sluice_verify_last_check_timestamp_seconds";
 }
 
 /// Changes applied, by operation.
@@ -175,6 +180,12 @@ pub struct TableMetrics {
     /// Polling, time cursors: rows whose cursor value is ahead of the source's clock, as
     /// last counted (every minute while caught up).
     pub rows_future: Option<u64>,
+    /// The background verify's last report (`[verify] interval_s`).
+    pub verify: Option<crate::verify::TableReport>,
+    /// Background checks made, rows they compared and rows they repaired, all time.
+    pub verify_checks: u64,
+    pub verify_rows_compared: u64,
+    pub verify_rows_repaired: u64,
 }
 
 impl Default for TableMetrics {
@@ -188,6 +199,10 @@ impl Default for TableMetrics {
             bad_rows: 0,
             ddl_lock_waits: 0,
             rows_future: None,
+            verify: None,
+            verify_checks: 0,
+            verify_rows_compared: 0,
+            verify_rows_repaired: 0,
             dead_lettered: 0,
             failures: 0,
             batch_rows: Histogram::new(BATCH_ROWS_BUCKETS),
@@ -311,6 +326,16 @@ impl TableHandle {
     /// Rows whose time cursor is ahead of the source's clock.
     pub fn set_rows_future(&self, rows: u64) {
         self.update(|m| m.rows_future = Some(rows));
+    }
+
+    /// The background verify compared the table.
+    pub fn verified(&self, report: crate::verify::TableReport) {
+        self.update(|m| {
+            m.verify_checks += 1;
+            m.verify_rows_compared += report.source_rows;
+            m.verify_rows_repaired += report.upserted + report.deleted;
+            m.verify = Some(report);
+        });
     }
 
     /// A DDL statement's lock was not granted in time (it is retried).
@@ -568,6 +593,70 @@ pub fn render(now: DateTime<Utc>) -> String {
             for (t, m) in &tables {
                 if let Some(n) = m.rows_future {
                     let _ = writeln!(o, "{}{{table=\"{}\"}} {n}", names::ROWS_FUTURE, label(t));
+                }
+            }
+        },
+    );
+    let verify: [(&str, &str, &str, Get); 3] = [
+        (
+            names::VERIFY_CHECKS,
+            "counter",
+            "Background comparisons of the table ([verify] interval_s).",
+            |m| m.verify_checks as f64,
+        ),
+        (
+            names::VERIFY_ROWS_COMPARED,
+            "counter",
+            "Source rows the background comparisons compared.",
+            |m| m.verify_rows_compared as f64,
+        ),
+        (
+            names::VERIFY_ROWS_REPAIRED,
+            "counter",
+            "Target rows the background comparisons repaired (upserted or deleted).",
+            |m| m.verify_rows_repaired as f64,
+        ),
+    ];
+    for (name, kind, help, get) in verify {
+        family(name, kind, help, &mut |o| {
+            for (t, m) in tables.iter().filter(|(_, m)| m.verify.is_some()) {
+                let _ = writeln!(o, "{name}{{table=\"{}\"}} {}", label(t), get(m));
+            }
+        });
+    }
+    family(
+        names::VERIFY_ROWS_DIFFERING,
+        "gauge",
+        "Rows the last background comparison found missing on the target, extra on it, or different (before any repair).",
+        &mut |o| {
+            for (t, m) in &tables {
+                if let Some(r) = &m.verify {
+                    for (kind, n) in [("missing", r.missing), ("extra", r.extra), ("different", r.different)] {
+                        let _ = writeln!(
+                            o,
+                            "{}{{table=\"{}\",kind=\"{kind}\"}} {n}",
+                            names::VERIFY_ROWS_DIFFERING,
+                            label(t)
+                        );
+                    }
+                }
+            }
+        },
+    );
+    family(
+        names::VERIFY_LAST_CHECK,
+        "gauge",
+        "When the last background comparison of the table ended (Unix time).",
+        &mut |o| {
+            for (t, m) in &tables {
+                if let Some(at) = m.verify.as_ref().and_then(|r| r.checked_at) {
+                    let _ = writeln!(
+                        o,
+                        "{}{{table=\"{}\"}} {}",
+                        names::VERIFY_LAST_CHECK,
+                        label(t),
+                        at.timestamp_millis() as f64 / 1e3
+                    );
                 }
             }
         },

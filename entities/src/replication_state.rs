@@ -48,6 +48,9 @@ pub struct Model {
     /// When the newest change the position covers happened on the source, when the source
     /// says (binlog capture: the transaction's commit time).
     pub source_time: Option<DateTimeWithTimeZone>,
+    /// The last background comparison of source and target (`[verify] interval_s`), as
+    /// `verify::TableReport` serialises it; NULL before the first.
+    pub verify: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

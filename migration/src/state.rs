@@ -18,6 +18,7 @@ impl MigratorTraitSelf for State {
             Box::new(PipelinesAndOwners),
             Box::new(ADD_SOURCE_TIME),
             Box::new(CreateSchemaHistory),
+            Box::new(ADD_VERIFY),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -195,6 +196,14 @@ const ADD_SOURCE_TIME: AddColumn = AddColumn {
     migration: "m20261126_000006_add_source_time",
     column: "source_time",
     sql_type: "timestamptz",
+};
+
+/// `verify`: the last background comparison of the table (`[verify] interval_s`), as a JSON
+/// report: when, rows compared, rows missing / extra / different, rows repaired.
+const ADD_VERIFY: AddColumn = AddColumn {
+    migration: "m20261127_000008_add_verify",
+    column: "verify",
+    sql_type: "jsonb",
 };
 
 impl MigrationName for AddColumn {

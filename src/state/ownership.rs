@@ -27,6 +27,19 @@ use crate::shutdown::Shutdown;
 /// The advisory lock of a table: a 64-bit key from the MD5 of pipeline and table.
 const LOCK_KEY: &str = "('x' || left(md5('sluice/' || $1 || '/' || $2), 16))::bit(64)::bigint";
 
+/// The call that takes a table's repair lock for the transaction: every batch the writer
+/// applies holds it `shared`, a background repair (`verify::check`) exclusively, so a repair
+/// sees the target at a committed position and nothing is written under it meanwhile.
+pub fn repair_lock(key: &StateKey, shared: bool) -> String {
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    format!(
+        "pg_advisory_xact_lock{}(('x' || left(md5('sluice-repair/' || {} || '/' || {}), 16))::bit(64)::bigint)",
+        if shared { "_shared" } else { "" },
+        lit(&key.pipeline),
+        lit(&key.table)
+    )
+}
+
 /// How often the lock's session is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 

@@ -33,6 +33,7 @@ use crate::config::{host_port, CopyFormat, OnBadRow};
 use crate::error::{Error, Result, Side};
 use crate::model::{Batch, TableId, TableModel};
 use crate::redact::redact;
+use crate::state::ownership::repair_lock;
 use crate::state::{self, StateKey};
 
 /// Opens one connection to the target, named `sluice <role>` in `pg_stat_activity`.
@@ -114,6 +115,8 @@ pub struct PgSink {
     fks: Vec<(TableId, crate::model::ForeignKey)>,
     /// Tables still being loaded.
     loading: std::collections::HashSet<TableId>,
+    /// Tables whose repair lock the open transaction holds.
+    locked: std::collections::HashSet<TableId>,
 }
 
 /// Runs a transaction-control statement.
@@ -147,6 +150,7 @@ impl PgSink {
             open: false,
             fks,
             loading,
+            locked: std::collections::HashSet::new(),
         }
     }
 
@@ -197,9 +201,33 @@ impl PgSink {
                     .prepare(conn)
                     .await?;
             }
-            raw(conn, "BEGIN").await?;
-            self.open = true;
+            self.locked.clear();
         }
+        // Every table the transaction writes: its repair lock, shared, so a background
+        // repair (verify::check) never interleaves with a batch. Taken with BEGIN, or when a
+        // later chunk of the transaction brings another table.
+        let locks: Vec<String> = batch
+            .parts
+            .iter()
+            .filter(|p| self.locked.insert(p.table))
+            .filter_map(|p| self.tables.get(&p.table))
+            .map(|w| repair_lock(w.key(), true))
+            .collect();
+        let mut sql = if self.open {
+            String::new()
+        } else {
+            "BEGIN; ".to_string()
+        };
+        if !locks.is_empty() {
+            sql.push_str(&format!("SELECT {}", locks.join(", ")));
+        }
+        if !sql.is_empty() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Error::db(Side::Target, "BEGIN on the target", &e))?;
+        }
+        self.open = true;
         let mut out = Vec::with_capacity(batch.parts.len());
         for part in &batch.parts {
             let loading = self.loading.contains(&part.table);

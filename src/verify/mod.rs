@@ -25,6 +25,8 @@
 //! (it becomes an interval), FLOAT and DOUBLE (MySQL prints `-0.00000025` where PostgreSQL
 //! prints `-2.5e-07`, and no shared exact rendering exists in both SQL dialects).
 
+pub mod check;
+
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -48,8 +50,9 @@ pub const PASS_ROWS: u64 = 100_000;
 /// Keys shown per kind of difference.
 const SHOWN_KEYS: usize = 5;
 
-/// What `verify` found (and did) for one table.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// What `verify` (or the background check, [`check`]) found and did for one table.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TableReport {
     pub table: String,
     pub source_rows: u64,
@@ -69,6 +72,18 @@ pub struct TableReport {
     /// After a repair: whether the table compared equal again.
     pub equal_after_repair: Option<bool>,
     pub seconds: f64,
+    /// Background check: when it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Background check: rows that differed at first look and turned out to be changes
+    /// still on their way (past the committed position), or equal on a second look.
+    pub in_flight: u64,
+    /// Background check: rows that kept changing on the source while being looked at, or
+    /// whose changes the pipeline had not applied within the wait; looked at next time.
+    pub unsettled: u64,
+    /// Rows read on each side, lookups included (what `[verify] max_rows_per_s` bounds).
+    pub read_source: u64,
+    pub read_target: u64,
 }
 
 impl TableReport {
@@ -83,7 +98,7 @@ impl TableReport {
 }
 
 /// Whether column `i` takes part in the comparison.
-fn compared(t: &TableModel, i: usize) -> bool {
+pub(crate) fn compared(t: &TableModel, i: usize) -> bool {
     !matches!(
         t.columns[i].kind,
         Kind::Json | Kind::Time { .. } | Kind::Float32 | Kind::Float64
@@ -93,9 +108,14 @@ fn compared(t: &TableModel, i: usize) -> bool {
 /// The canonical text of column `i` in MySQL, NULL included (as `n`; values get a `v`
 /// prefix so no value can look like NULL).
 fn mysql_canon(spec: &ReadSpec, i: usize) -> String {
+    format!("COALESCE(CONCAT('v', {}), 'n')", mysql_text(spec, i))
+}
+
+/// The canonical text of a value of column `i` in MySQL (NULL stays NULL).
+fn mysql_text(spec: &ReadSpec, i: usize) -> String {
     let c = &spec.model.columns[i];
     let q = quote_mysql(&c.name);
-    let e = match c.kind {
+    match c.kind {
         // Floats, JSON and TIME are not compared (see `compared`); the arms only keep the
         // match whole.
         Kind::Bool
@@ -128,15 +148,35 @@ fn mysql_canon(spec: &ReadSpec, i: usize) -> String {
                 format!("DATE_FORMAT({q}, {fmt})")
             }
         }
-    };
-    format!("COALESCE(CONCAT('v', {e}), 'n')")
+    }
+}
+
+/// A MySQL expression of column `i`'s type from a parameter holding its canonical text
+/// ([`mysql_text`]): how a key read on one side is looked up on the other.
+fn mysql_from_text(t: &TableModel, i: usize) -> String {
+    match t.columns[i].kind {
+        Kind::Bool | Kind::Int { .. } | Kind::Year => "CAST(? AS SIGNED)".into(),
+        Kind::UInt { .. } => "CAST(? AS UNSIGNED)".into(),
+        Kind::Decimal { precision, scale } => format!("CAST(? AS DECIMAL({precision}, {scale}))"),
+        Kind::Bytes => "UNHEX(?)".into(),
+        Kind::Bits(_) => "CAST(CONV(?, 2, 10) AS UNSIGNED)".into(),
+        Kind::Date => "CAST(? AS DATE)".into(),
+        Kind::DateTime { .. } | Kind::Timestamp { .. } => "CAST(? AS DATETIME(6))".into(),
+        _ => "?".into(),
+    }
 }
 
 /// The canonical text of column `i` in PostgreSQL; see [`mysql_canon`].
 fn pg_canon(t: &TableModel, i: usize) -> String {
-    let c = &t.columns[i];
-    let q = quote_pg(&c.name);
-    let e = match c.kind {
+    format!(
+        "COALESCE('v' || {}, 'n')",
+        pg_text(t, i, &quote_pg(&t.columns[i].name))
+    )
+}
+
+/// The canonical text of `q`, a value of column `i`, in PostgreSQL; see [`mysql_text`].
+fn pg_text(t: &TableModel, i: usize, q: &str) -> String {
+    match t.columns[i].kind {
         Kind::Bool => format!("{q}::int::text"),
         Kind::Bytes => format!("encode({q}, 'hex')"),
         Kind::Date => format!("to_char({q}, 'YYYY-MM-DD')"),
@@ -145,12 +185,23 @@ fn pg_canon(t: &TableModel, i: usize) -> String {
             format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
         }
         _ => format!("{q}::text"),
-    };
-    format!("COALESCE('v' || {e}, 'n')")
+    }
+}
+
+/// A PostgreSQL expression of column `i`'s type from `text`, its canonical text; see
+/// [`mysql_from_text`].
+fn pg_from_text(t: &TableModel, i: usize, text: &str) -> String {
+    let c = &t.columns[i];
+    match c.kind {
+        Kind::Bool => format!("({text})::int::boolean"),
+        Kind::Bytes => format!("decode({text}, 'hex')"),
+        Kind::Timestamp { .. } => format!("(({text}) || '+00')::timestamptz"),
+        _ => format!("CAST({text} AS {})", pg_type(c)),
+    }
 }
 
 /// The SQL pieces of one table on both sides.
-struct Plan {
+pub(crate) struct Plan {
     my_from: String,
     pg_from: String,
     /// Key text and row text, per side.
@@ -158,12 +209,18 @@ struct Plan {
     my_row: String,
     pg_key: String,
     pg_row: String,
-    /// PostgreSQL primary-key column names and types, for deletes.
-    pg_pk: Vec<(String, String)>,
+    /// Per primary-key column: its canonical text in MySQL and in PostgreSQL (equal for
+    /// the same key), its quoted name on each side, and the MySQL placeholder that turns a
+    /// canonical text back into a value of its type.
+    my_key_text: Vec<String>,
+    pg_key_text: Vec<String>,
+    my_pk: Vec<String>,
+    pg_pk: Vec<String>,
+    my_key_param: Vec<String>,
 }
 
 impl Plan {
-    fn new(spec: &ReadSpec, target_schema: &str) -> Plan {
+    pub(crate) fn new(spec: &ReadSpec, target_schema: &str) -> Plan {
         let t = &*spec.model;
         let cols: Vec<usize> = (0..t.columns.len()).filter(|&i| compared(t, i)).collect();
         let join_my = |idx: &[usize]| {
@@ -184,19 +241,43 @@ impl Plan {
                     .join(", ")
             )
         };
+        let pk = &t.primary_key;
         Plan {
             my_from: quote_mysql(&t.name),
             pg_from: format!("{}.{}", quote_pg(target_schema), quote_pg(&t.name)),
-            my_key: join_my(&t.primary_key),
+            my_key: join_my(pk),
             my_row: join_my(&cols),
-            pg_key: join_pg(&t.primary_key),
+            pg_key: join_pg(pk),
             pg_row: join_pg(&cols),
-            pg_pk: t
-                .primary_key
+            my_key_text: pk.iter().map(|&i| mysql_text(spec, i)).collect(),
+            pg_key_text: pk
                 .iter()
-                .map(|&i| (t.columns[i].name.clone(), pg_type(&t.columns[i])))
+                .map(|&i| pg_text(t, i, &quote_pg(&t.columns[i].name)))
                 .collect(),
+            my_pk: pk
+                .iter()
+                .map(|&i| quote_mysql(&t.columns[i].name))
+                .collect(),
+            pg_pk: pk.iter().map(|&i| quote_pg(&t.columns[i].name)).collect(),
+            my_key_param: pk.iter().map(|&i| mysql_from_text(t, i)).collect(),
         }
+    }
+
+    /// `"a" = <from text $n> AND …`: the PostgreSQL condition that selects the row whose
+    /// key texts are parameters `$first`, `$first+1`, … .
+    fn pg_key_is(&self, t: &TableModel, first: usize) -> String {
+        t.primary_key
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                format!(
+                    "{} = {}",
+                    self.pg_pk[j],
+                    pg_from_text(t, i, &format!("${}", first + j))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
     }
 
     fn my_chunk(&self) -> String {
@@ -324,16 +405,11 @@ async fn narrow_pass(
     report: &mut TableReport,
 ) -> Result<()> {
     // Target first: (key hash → row hash, pk text) for these chunks.
-    let pk_text: Vec<String> = p
-        .pg_pk
-        .iter()
-        .map(|(n, _)| format!("{}::text", quote_pg(n)))
-        .collect();
     let sql = format!(
         "SELECT md5({}), md5({}), {} FROM {} WHERE {} = ANY($1)",
         p.pg_key,
         p.pg_row,
-        pk_text.join(", "),
+        p.pg_key_text.join(", "),
         p.pg_from,
         p.pg_chunk()
     );
@@ -412,42 +488,50 @@ async fn narrow_pass(
     for pk in &extra {
         report.extra += 1;
         if report.extra_keys.len() < SHOWN_KEYS {
-            report.extra_keys.push(
-                p.pg_pk
-                    .iter()
-                    .zip(pk)
-                    .map(|((n, _), v)| format!("{n}={v:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
+            report.extra_keys.push(describe_key(t, pk));
         }
     }
     if repair && (!to_upsert.is_empty() || !extra.is_empty()) {
-        apply_repair(t, p, pg, &to_upsert, &extra).await?;
+        let mut tx = pg
+            .begin()
+            .await
+            .map_err(|e| Error::db(Side::Target, "beginning a repair", &e))?;
+        apply_repair(t, p, &mut tx, &to_upsert, &extra).await?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db(Side::Target, "committing a repair", &e))?;
         report.upserted += to_upsert.len() as u64;
         report.deleted += extra.len() as u64;
     }
     Ok(())
 }
 
-/// Upserts `rows` (source rows) and deletes `extra` (primary keys as text) on the target, in
-/// one transaction. The watermark is not touched.
-async fn apply_repair(
+/// A key as canonical texts, as people read it: `id=5, region="eu"`.
+fn describe_key(t: &TableModel, key: &[String]) -> String {
+    t.primary_key
+        .iter()
+        .zip(key)
+        .map(|(&i, v)| format!("{}={v:?}", t.columns[i].name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Upserts `rows` (source rows) and deletes the rows keyed `extra` (canonical key texts) on
+/// the target, in `tx`. The watermark is not touched.
+pub(crate) async fn apply_repair(
     t: &TableModel,
     p: &Plan,
-    pg: &mut PgConnection,
+    tx: &mut PgConnection,
     rows: &[Row],
     extra: &[Vec<String>],
 ) -> Result<()> {
     let err = |ctx: &'static str| move |e: sqlx::Error| Error::db(Side::Target, ctx, &e);
-    let mut tx = pg.begin().await.map_err(err("beginning a repair"))?;
     if !rows.is_empty() {
         let cols: Vec<String> = t.columns.iter().map(|c| quote_pg(&c.name)).collect();
         let col_list = cols.join(", ");
-        let pk: Vec<String> = p.pg_pk.iter().map(|(n, _)| quote_pg(n)).collect();
         let action = conflict_action(t);
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE TEMP TABLE sluice_repair (LIKE {}) ON COMMIT DROP",
+            "CREATE TEMP TABLE IF NOT EXISTS sluice_repair (LIKE {}) ON COMMIT DROP",
             p.pg_from
         )))
         .execute(&mut *tx)
@@ -466,22 +550,16 @@ async fn apply_repair(
         }
         copy.finish().await.map_err(err("copying repaired rows"))?;
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "INSERT INTO {} ({col_list}) SELECT {col_list} FROM pg_temp.sluice_repair ON CONFLICT ({}) {action}",
+            "INSERT INTO {} ({col_list}) SELECT {col_list} FROM pg_temp.sluice_repair ON CONFLICT ({}) {action}; TRUNCATE pg_temp.sluice_repair",
             p.pg_from,
-            pk.join(", ")
+            p.pg_pk.join(", ")
         )))
         .execute(&mut *tx)
         .await
         .map_err(err("upserting repaired rows"))?;
     }
     if !extra.is_empty() {
-        let cond: Vec<String> = p
-            .pg_pk
-            .iter()
-            .enumerate()
-            .map(|(i, (n, ty))| format!("{} = CAST(${} AS {ty})", quote_pg(n), i + 1))
-            .collect();
-        let sql = format!("DELETE FROM {} WHERE {}", p.pg_from, cond.join(" AND "));
+        let sql = format!("DELETE FROM {} WHERE {}", p.pg_from, p.pg_key_is(t, 1));
         for pk in extra {
             let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
             for v in pk {
@@ -492,7 +570,6 @@ async fn apply_repair(
                 .map_err(err("deleting extra rows"))?;
         }
     }
-    tx.commit().await.map_err(err("committing a repair"))?;
     Ok(())
 }
 
