@@ -328,6 +328,11 @@ impl TableHandle {
         self.update(|m| m.rows_future = Some(rows));
     }
 
+    /// Whether the last read found nothing more to read (no backlog).
+    pub fn caught_up(&self) -> bool {
+        self.update(|m| m.caught_up)
+    }
+
     /// The background verify compared the table.
     pub fn verified(&self, report: crate::verify::TableReport) {
         self.update(|m| {

@@ -329,6 +329,7 @@ fn drift_not_repaired_shows_in_readyz_status_and_metrics_and_the_read_budget_hol
     let secs = report["seconds"].as_f64().unwrap();
     for side in ["read_source", "read_target"] {
         let rate = report[side].as_f64().unwrap() / secs;
+        eprintln!("{side}: {rate:.0} rows/s against a budget of 1000");
         assert!(
             (500.0..=1050.0).contains(&rate),
             "{side}: {rate:.0} rows/s against a budget of 1000: {out}"

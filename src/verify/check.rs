@@ -107,6 +107,7 @@ pub async fn run(settings: Settings, tables: Vec<Checked>, round: Shutdown) {
             let mut check = Check {
                 settings: &settings,
                 table: &t.settings,
+                handle: &t.handle,
                 my,
                 pg,
                 round: &round,
@@ -189,8 +190,17 @@ impl Budget {
         }
     }
 
-    /// Waits until the rows read so far fit the budget. Err on shutdown.
-    async fn pace(&self, round: &Shutdown) -> Result<()> {
+    /// Waits while the table has a backlog to catch up (replication comes first; the time
+    /// waited does not count towards the budget), then until the rows read so far fit the
+    /// budget. Err on shutdown.
+    async fn pace(&mut self, round: &Shutdown, handle: &TableHandle) -> Result<()> {
+        let paused = Instant::now();
+        while !handle.caught_up() && !handle.stopped() {
+            if round.sleep(Duration::from_millis(200)).await {
+                return Err(Error::Shutdown);
+            }
+        }
+        self.started += paused.elapsed();
         let due = Duration::from_secs_f64(self.source.max(self.target) as f64 / self.per_s);
         let wait = due.saturating_sub(self.started.elapsed());
         if !wait.is_zero() && round.sleep(wait).await {
@@ -222,6 +232,7 @@ enum Verdict {
 struct Check<'a> {
     settings: &'a Settings,
     table: &'a TableSettings,
+    handle: &'a TableHandle,
     my: &'a mut MySqlConnection,
     pg: &'a mut PgConnection,
     round: &'a Shutdown,
@@ -279,6 +290,7 @@ impl Check<'_> {
         let n = chunk_rows(self.settings.verify.max_rows_per_s);
         let mut confirmed: Vec<(Vec<String>, Verdict)> = Vec::new();
         // 1. The source's rows, looked up on the target.
+        self.budget.pace(self.round, self.handle).await?;
         let mut after: Option<Vec<String>> = None;
         loop {
             let rows = self.source_chunk(&p, after.as_deref(), n).await?;
@@ -297,7 +309,7 @@ impl Check<'_> {
                 .collect();
             self.settle(t, &p, &mode, candidates, &mut report, &mut confirmed)
                 .await?;
-            self.budget.pace(self.round).await?;
+            self.budget.pace(self.round, self.handle).await?;
             if rows.len() < n {
                 break;
             }
@@ -320,7 +332,7 @@ impl Check<'_> {
                 .collect();
             self.settle(t, &p, &mode, candidates, &mut report, &mut confirmed)
                 .await?;
-            self.budget.pace(self.round).await?;
+            self.budget.pace(self.round, self.handle).await?;
             if keys.len() < n {
                 break;
             }
