@@ -252,7 +252,8 @@ fn binlog_background_verify_repairs_hand_edits_under_a_load_of_updates_and_delet
     let ran = loader.join().unwrap();
     assert!(ran > 1000, "the load ran {ran} statements");
     let checks = metric(port, "sluice_verify_checks_total{table=\"b\"}").unwrap();
-    assert!(checks >= 5.0, "{checks} checks");
+    // Several comparisons ran under the load (each waits while the stream has a backlog).
+    assert!(checks >= 3.0, "{checks} checks");
     let repaired = metric(port, "sluice_verify_rows_repaired_total{table=\"b\"}").unwrap();
     assert_eq!(repaired, 2.0, "log:\n{}", run.log());
     only_drift_reported(&run.log(), &["5", "6"]);
