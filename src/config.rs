@@ -189,11 +189,13 @@ impl Pipeline {
     }
 
     /// Lanes for `tables` tables: each lane is one reader, one batcher and one writer
-    /// thread with one connection to each side, serving its share of the tables.
-    pub fn lanes(&self, tables: usize) -> usize {
+    /// thread with one connection to each side, serving its share of the tables. `verify`:
+    /// the background verify holds one connection to each side too.
+    pub fn lanes(&self, tables: usize, verify: bool) -> usize {
+        let v = usize::from(verify);
         tables
-            .min(self.max_source_connections.saturating_sub(1))
-            .min(self.max_target_connections.saturating_sub(2))
+            .min(self.max_source_connections.saturating_sub(1 + v))
+            .min(self.max_target_connections.saturating_sub(2 + v))
             .max(1)
     }
 }
@@ -653,6 +655,14 @@ impl Settings {
             100,
             100_000_000,
         )?;
+        if self.verify.interval_s > 0
+            && (p.max_source_connections < 3 || p.max_target_connections < 4)
+        {
+            return Err(Error::Config(format!(
+                "the background verify ([verify] interval_s) holds a connection to each side of its own: it needs pipeline.max_source_connections >= 3 and pipeline.max_target_connections >= 4 (they are {} and {})",
+                p.max_source_connections, p.max_target_connections
+            )));
+        }
         if self.verify.repair && self.verify.interval_s == 0 {
             return Err(Error::Config(
                 "verify.repair = true needs verify.interval_s > 0 (how often `run` compares the tables); the on-demand check is `sluice verify --repair`".into(),
@@ -1045,8 +1055,9 @@ mod tests {
     #[test]
     fn lanes_are_bounded_by_connections() {
         let p = Pipeline::default();
-        assert_eq!(p.lanes(1), 1);
-        assert_eq!(p.lanes(300), 3);
+        assert_eq!(p.lanes(1, false), 1);
+        assert_eq!(p.lanes(300, false), 3);
+        assert_eq!(p.lanes(300, true), 2);
         let err = load_str("[pipeline]\nmax_target_connections = 2\n").unwrap_err();
         assert!(err.to_string().contains("max_target_connections"), "{err}");
     }

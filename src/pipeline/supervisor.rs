@@ -427,7 +427,10 @@ impl Actor for Supervisor {
         // Binlog capture reads one stream for all its tables: one lane.
         let lanes = match self.settings.capture {
             crate::config::Capture::Binlog => 1,
-            crate::config::Capture::Poll => self.settings.pipeline.lanes(n),
+            crate::config::Capture::Poll => self
+                .settings
+                .pipeline
+                .lanes(n, self.settings.verify.interval_s > 0),
         }
         .min(n);
         self.budget = Some(Budget::new(self.settings.pipeline.memory_budget()));
