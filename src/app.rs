@@ -357,6 +357,9 @@ pub fn run(
         // next starts with it, every table resuming from its committed position.
         let discover = !once && settings.tables.iter().any(|t| t.is_pattern());
         let mut state_schema = false;
+        // This process as a member of the pipeline's group (`run` only).
+        let held = crate::state::members::Held::default();
+        let mut standing_by = false;
         loop {
             let round = Shutdown::new();
             {
@@ -374,16 +377,74 @@ pub fn run(
             if !state_schema {
                 apply_state_schema(&expanded, &shutdown).await?;
                 state_schema = true;
+                if !once {
+                    actix::spawn(crate::state::members::heartbeat(
+                        settings.target_url.clone(),
+                        expanded.pipeline_name.clone(),
+                        held.clone(),
+                        shutdown.clone(),
+                    ));
+                }
             }
             let names: Vec<String> = expanded.tables.iter().map(|t| t.name.clone()).collect();
+            let all_names = names.clone();
             let kept: Vec<String> = expanded
                 .tables
                 .iter()
                 .filter(|t| t.from_pattern)
                 .map(|t| t.name.clone())
                 .collect();
-            let ownership = Ownership::claim(&expanded, &names, !once, &shutdown).await?;
+            // `run --once` takes every table or none; `run` takes its share of them beside
+            // the pipeline's other members (state::members).
+            let (expanded, plans, names, ownership) = if once {
+                let ownership = Ownership::claim(&expanded, &names, false, &shutdown).await?;
+                (expanded, plans, names, ownership)
+            } else {
+                // Without a view of the group (the target just came back), this member
+                // reaches for every free table; the next look rebalances.
+                let me = crate::state::ownership::owner_id();
+                let (live, share, order) = group_view(&expanded, &names)
+                    .await
+                    .unwrap_or_else(|| (vec![me], names.len(), (0..names.len()).collect()));
+                let (ownership, taken) =
+                    Ownership::claim_some(&expanded, &names, &order, share, &shutdown).await?;
+                if taken.len() < names.len() {
+                    info!(members = live.len(), share, held = taken.len(), tables = names.len(), "sharing the pipeline's tables with its other members");
+                }
+                let mut plans: Vec<Option<_>> = plans.into_iter().map(Some).collect();
+                let plans: Vec<_> = taken.iter().filter_map(|&i| plans[i].take()).collect();
+                let tables: Vec<_> = taken.iter().map(|&i| expanded.tables[i].clone()).collect();
+                let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+                let expanded = Settings {
+                    tables,
+                    ..expanded
+                };
+                (expanded, plans, names, ownership)
+            };
+            held.set(names.clone());
+            crate::telemetry::set_standby(names.is_empty());
             crate::telemetry::keep_only(&names);
+            if !once {
+                actix::spawn(watch_group(
+                    settings.clone(),
+                    all_names.clone(),
+                    names.len(),
+                    round.clone(),
+                ));
+            }
+            if names.is_empty() {
+                if !standing_by {
+                    info!("standing by: the pipeline's other members hold every table; this one takes tables over when a member stops");
+                    standing_by = true;
+                }
+                drop(ownership);
+                round.requested_async().await;
+                if shutdown.requested() {
+                    return Ok(RunOutcome::default());
+                }
+                continue;
+            }
+            standing_by = false;
             let planned = prepare(&expanded, plans, &ownership, &shutdown).await?;
             info!(pipeline = %expanded.pipeline_name, tables = planned.len(), "replicating");
             let progress = crate::progress::start(&expanded, names);
@@ -423,6 +484,16 @@ pub fn run(
             // With patterns the run goes on while tables come and go: a round that ended
             // without a failure or a shutdown (new tables, or the pattern's tables gone) is
             // followed by the next.
+            // In a group, a table fenced off is one another member took over (after this
+            // process lost its session, say): not a failure of this member.
+            let handed_over = |t: &crate::pipeline::supervisor::TableSummary| {
+                matches!(t.failed.as_deref(), Some(Error::Fenced { .. }))
+            };
+            if !once && !discover && !shutdown.requested() && outcome.failures().all(handed_over)
+            {
+                // The group changed: this member takes its new share.
+                continue;
+            }
             if discover && !shutdown.requested() && outcome.failures().next().is_none() {
                 if found.is_empty() {
                     info!("the tables a [[tables]] pattern took are gone or done; looking at the source's tables again");
@@ -445,6 +516,96 @@ pub fn run(
             return Ok(outcome);
         }
     })
+}
+
+/// How often a member looks at the group: who is live, and which tables are free.
+const GROUP_EVERY: Duration = Duration::from_secs(1);
+
+/// This process's view of the pipeline's group: the live members (itself included), its
+/// share of `tables`, and the order in which it reaches for them. `None` when the target
+/// cannot say now.
+async fn group_view(
+    settings: &Settings,
+    tables: &[String],
+) -> Option<(Vec<String>, usize, Vec<usize>)> {
+    let me = crate::state::ownership::owner_id();
+    let listed = {
+        let mut helpers = crate::helpers::HELPERS.lock().await;
+        let listed = match helpers.target(&settings.target_url).await {
+            Ok(conn) => {
+                crate::state::members::list(
+                    conn,
+                    &settings.pipeline_name,
+                    settings.cluster.member_timeout_ms,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if listed.is_err() {
+            helpers.reset();
+        }
+        listed
+    };
+    let mut live: Vec<String> = listed
+        .ok()?
+        .into_iter()
+        .filter(|m| m.live)
+        .map(|m| m.member)
+        .collect();
+    if !live.contains(&me) {
+        live.push(me.clone());
+    }
+    let share = crate::state::members::share(tables.len(), live.len());
+    let order = crate::state::members::preference(&me, &live, tables);
+    Some((live, share, order))
+}
+
+/// Ends `round` when this member should hold another number of tables than `held`: more
+/// than its share (members joined: it lets the excess go), or fewer while some table is free
+/// (a member left or died: it takes its share).
+async fn watch_group(settings: Settings, tables: Vec<String>, held: usize, round: Shutdown) {
+    let mut wanting = 0;
+    loop {
+        if round.sleep(GROUP_EVERY).await {
+            return;
+        }
+        let Some((live, share, _)) = group_view(&settings, &tables).await else {
+            wanting = 0;
+            continue;
+        };
+        if held > share {
+            info!(
+                members = live.len(),
+                share,
+                held,
+                "more members share the pipeline: letting the tables beyond this member's share go"
+            );
+            round.request();
+            return;
+        }
+        if held < share {
+            let free = {
+                let mut helpers = crate::helpers::HELPERS.lock().await;
+                match helpers.target(&settings.target_url).await {
+                    Ok(conn) => crate::state::members::free(conn, &settings.pipeline_name, &tables)
+                        .await
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                }
+            };
+            // Three looks in a row: right after a PostgreSQL restart, the other members'
+            // locks and heartbeats take a moment to come back.
+            wanting = if free.is_empty() { 0 } else { wanting + 1 };
+            if wanting >= 3 {
+                info!(members = live.len(), share, held, free = %free.join(", "), "tables are free: taking this member's share");
+                round.request();
+                return;
+            }
+        } else {
+            wanting = 0;
+        }
+    }
 }
 
 /// How often the source's table list is looked at for new tables a pattern takes.

@@ -46,6 +46,8 @@ pub struct Settings {
     pub retry: Retry,
     /// `[verify]`: the comparison `run` makes in the background.
     pub verify: Verify,
+    /// `[cluster]`: how `run` processes of one pipeline share its tables.
+    pub cluster: Cluster,
     pub tables: Vec<TableSettings>,
     /// `[http] addr` / `SLUICE_HTTP_ADDR`: where `run` and `demo` serve /metrics, /healthz,
     /// /readyz and /status. Port 0 picks a free port (logged).
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Settings {
             .field("pipeline_name", &self.pipeline_name)
             .field("retry", &self.retry)
             .field("verify", &self.verify)
+            .field("cluster", &self.cluster)
             .field("tables", &self.tables)
             .field("http_addr", &self.http_addr)
             .finish()
@@ -119,6 +122,24 @@ impl Default for Verify {
             interval_s: 0,
             repair: false,
             max_rows_per_s: 200_000,
+        }
+    }
+}
+
+/// `[cluster]`: the `run` processes of one pipeline share its tables (see
+/// `state::members`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// A member whose heartbeat is older than this is presumed dead (one whose PostgreSQL
+    /// session is gone is, at once).
+    pub member_timeout_ms: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            member_timeout_ms: 10_000,
         }
     }
 }
@@ -413,6 +434,8 @@ struct File {
     #[serde(default)]
     verify: Verify,
     #[serde(default)]
+    cluster: Cluster,
+    #[serde(default)]
     tables: Vec<TableSettings>,
     #[serde(default)]
     http: FileHttp,
@@ -506,6 +529,7 @@ impl Settings {
             pipeline: parsed.pipeline,
             retry: parsed.retry,
             verify: parsed.verify,
+            cluster: parsed.cluster,
             tables: if parsed.tables.is_empty() {
                 vec![TableSettings::demo_orders()]
             } else {
@@ -649,6 +673,12 @@ impl Settings {
             3_600_000,
         )?;
         in_range("verify.interval_s", self.verify.interval_s, 0, 31_536_000)?;
+        in_range(
+            "cluster.member_timeout_ms",
+            self.cluster.member_timeout_ms,
+            2_000,
+            3_600_000,
+        )?;
         in_range(
             "verify.max_rows_per_s",
             self.verify.max_rows_per_s,

@@ -176,16 +176,21 @@ async fn ready(s: &Settings) -> (bool, serde_json::Value) {
             Some((t.clone(), crate::verify::check::summary(r).into()))
         })
         .collect();
+    // A member standing by (its group's other members hold every table) is ready: it is
+    // healthy, and takes tables over when a member stops.
+    let standby = crate::telemetry::standby() && tables.is_empty();
     let ready = source == "ok"
         && target == "ok"
-        && !tables.is_empty()
-        && tables.values().all(|m| m.running && m.failed.is_none());
+        && (standby
+            || (!tables.is_empty() && tables.values().all(|m| m.running && m.failed.is_none())));
     let body = serde_json::json!({
         "ready": ready,
         "source": source.replace(&s.source_url, &redact(&s.source_url)),
         "target": target.replace(&s.target_url, &redact(&s.target_url)),
         "tables": table_states,
         "drift": drift,
+        "member": crate::state::ownership::owner_id(),
+        "role": if standby { "standby" } else { "active" },
     });
     (ready, body)
 }

@@ -191,6 +191,9 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
                 if let Some(e) = &status.source_error {
                     println!("(lag unknown: {e})");
                 }
+                for m in &status.members {
+                    println!("{}", sluice::status::describe_member(m));
+                }
             }
         }
         Command::Verify {

@@ -73,6 +73,9 @@ pub struct Status {
     pub tables: Vec<TableStatus>,
     /// Set when the source could not be asked for its newest cursor values.
     pub source_error: Option<String>,
+    /// The `run` processes sharing the pipeline's tables (`sluice.members`), live ones first;
+    /// each table's `owner` names the member that holds it.
+    pub members: Vec<crate::state::members::Member>,
 }
 
 /// Reads the configured tables' rows of `sluice.replication_state` and, for the lag, the
@@ -134,10 +137,19 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
         }
         _ => None,
     };
+    // Members; none before sluice recorded any (an older state schema).
+    let members = crate::state::members::list(
+        pg,
+        &settings.pipeline_name,
+        settings.cluster.member_timeout_ms,
+    )
+    .await
+    .unwrap_or_default();
     let mut out = Status {
         pipeline: settings.pipeline_name.clone(),
         tables: Vec::new(),
         source_error: my.as_ref().err().cloned(),
+        members,
     };
     // The zone DATETIME cursors are compared in (polling).
     let zone = match my.as_mut() {
@@ -293,6 +305,22 @@ fn json_of(v: &Value) -> serde_json::Value {
 }
 
 /// One line per table, for people.
+/// A member as people read it.
+pub fn describe_member(m: &crate::state::members::Member) -> String {
+    let ago = (Utc::now() - m.heartbeat_at).num_milliseconds() as f64 / 1e3;
+    format!(
+        "member {}: {}, {} table(s){}, heartbeat {ago:.1} s ago",
+        m.member,
+        if m.live { "live" } else { "gone" },
+        m.tables.len(),
+        if m.tables.is_empty() {
+            " (standing by)".to_string()
+        } else {
+            format!(" ({})", m.tables.join(", "))
+        }
+    )
+}
+
 pub fn describe(t: &TableStatus) -> String {
     let wm = match &t.position {
         None => "none yet".to_string(),
@@ -326,7 +354,7 @@ pub fn describe(t: &TableStatus) -> String {
         .filter(|v| *v > 1)
         .map_or(String::new(), |v| format!(", shape version {v}"));
     format!(
-        "{}: {} rows replicated{}{shape}, {} {wm}{behind}, lag {}, last commit {}, last error {}{}",
+        "{}: {} rows replicated{}{shape}, {} {wm}{behind}, lag {}, last commit {}, last error {}{}{}",
         t.table,
         t.rows_replicated,
         if t.initial_load {
@@ -345,6 +373,9 @@ pub fn describe(t: &TableStatus) -> String {
             .format("%Y-%m-%d %H:%M:%S%.3f UTC")
             .to_string()),
         t.last_error.as_deref().unwrap_or("none"),
+        t.owner
+            .as_ref()
+            .map_or(String::new(), |o| format!(", owner {o}")),
         t.verify.as_ref().map_or(String::new(), |r| format!(
             "\n  last verify: {}",
             crate::verify::check::summary(r)

@@ -44,6 +44,7 @@ pub mod names {
     pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
     pub const DDL_LOCK_WAITS: &str = "sluice_ddl_lock_waits_total";
     pub const ROWS_FUTURE: &str = "sluice_rows_future_cursor";
+    pub const MEMBER_TABLES: &str = "sluice_member_tables";
     pub const VERIFY_CHECKS: &str = "sluice_verify_checks_total";
     pub const VERIFY_ROWS_COMPARED: &str = "sluice_verify_rows_compared_total";
     pub const VERIFY_ROWS_REPAIRED: &str = "sluice_verify_rows_repaired_total";
@@ -385,6 +386,17 @@ static REGISTRY: LazyLock<Mutex<BTreeMap<String, Arc<TableHandle>>>> =
 
 /// A table's pipeline starts: a fresh handle, registered for metrics.
 /// The handle of a table registered by [`register`].
+/// Set while this process is a member of its pipeline's group holding no table (a standby).
+static STANDBY: AtomicBool = AtomicBool::new(false);
+
+pub fn set_standby(standby: bool) {
+    STANDBY.store(standby, Ordering::Relaxed);
+}
+
+pub fn standby() -> bool {
+    STANDBY.load(Ordering::Relaxed)
+}
+
 pub fn handle(table: &str) -> Option<Arc<TableHandle>> {
     REGISTRY
         .lock()
@@ -629,6 +641,20 @@ pub fn render(now: DateTime<Utc>) -> String {
             }
         });
     }
+    family(
+        names::MEMBER_TABLES,
+        "gauge",
+        "Tables this process holds, labelled with its member id (host:pid) in the pipeline's group; 0 on a standby.",
+        &mut |o| {
+            let _ = writeln!(
+                o,
+                "{}{{member=\"{}\"}} {}",
+                names::MEMBER_TABLES,
+                label(&crate::state::ownership::owner_id()),
+                tables.len()
+            );
+        },
+    );
     family(
         names::VERIFY_ROWS_DIFFERING,
         "gauge",

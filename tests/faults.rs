@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{signal, wait_output, wait_until, TestDb};
+use common::{balanced, signal, wait_output, wait_until, TestDb};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -196,10 +196,10 @@ fn a_stale_owner_never_writes_after_postgres_restarts_and_a_standby_takes_over()
     restart_postgres();
     standby.wait_for("taking over", Duration::from_secs(60));
     signal(&owner.child, "CONT");
-    // The stale owner finds the table taken over, writes nothing more, and stops: exit 1.
-    let (status, _) = owner.wait_exit(Duration::from_secs(60));
+    // The stale owner finds the table taken over and writes nothing more for it; as a member
+    // of the pipeline's group it stays, standing by.
+    owner.wait_for("standing by", Duration::from_secs(60));
     let log = owner.log();
-    assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("taken this table over") || log.contains("lost ownership"),
         "{log}"
@@ -208,9 +208,11 @@ fn a_stale_owner_never_writes_after_postgres_restarts_and_a_standby_takes_over()
     wait_until("the standby to catch up", Duration::from_secs(60), || {
         db.pg_i64("SELECT COUNT(*) FROM public.orders") == 5000
     });
-    signal(&standby.child, "TERM");
-    let (status, _) = standby.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{}", standby.log());
+    for p in [&mut standby, &mut owner] {
+        signal(&p.child, "TERM");
+        let (status, _) = p.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "{}", p.log());
+    }
     assert_eq!(db.assert_orders_equal(), 5000);
     // Every state write, in order: epochs never go back, the position never goes back, and
     // once the standby's epoch appears, the old owner's never does again.
@@ -351,4 +353,70 @@ fn server_settings_binlog_capture_cannot_use_are_refused() {
             && err.contains("SET GLOBAL binlog_row_metadata = 'FULL'"),
         "{err}"
     );
+}
+
+#[test]
+fn a_postgres_restart_under_a_group_of_members_ends_with_every_table_owned_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    let mut text = String::from("[retry]\nbackoff_max_ms = 1000\n");
+    for i in 1..=6 {
+        db.mysql(&format!(
+            "CREATE TABLE g{i} (id BIGINT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, KEY (at))"
+        ));
+        db.mysql(&format!(
+            "INSERT INTO g{i} (at) SELECT NOW(6) - INTERVAL 1 HOUR FROM seq_1_to_100"
+        ));
+        text.push_str(&format!("[[tables]]\nname = \"g{i}\"\ncursor = \"at\"\n"));
+    }
+    let cfg = db.config(&text);
+    let cfg = cfg.to_str().unwrap();
+    let mut members: Vec<_> = (0..3)
+        .map(|_| db.spawn_logged(&["--config", cfg, "run"], &[]))
+        .collect();
+    let pids: Vec<u32> = members.iter().map(|m| m.child.id()).collect();
+    wait_until("two tables each", Duration::from_secs(60), || {
+        db.pg_rows("SELECT (to_regclass('sluice.replication_state') IS NOT NULL)::text")[0][0]
+            .as_deref()
+            == Some("true")
+            && balanced(&db, &pids, 2)
+    });
+    restart_postgres();
+    // Rows written after the restart arrive, every table is held by exactly one live member
+    // (by its heartbeat and by the table's state row), and the share is even again.
+    for i in 1..=6 {
+        db.mysql(&format!(
+            "INSERT INTO g{i} (at) SELECT NOW(6) FROM seq_1_to_50"
+        ));
+    }
+    wait_until(
+        "every table owned once, two each",
+        Duration::from_secs(90),
+        || {
+            let held: Vec<String> = db
+                .pg_rows(
+                    "SELECT unnest(tables) FROM sluice.members m \
+                 WHERE EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.session_pid)",
+                )
+                .into_iter()
+                .filter_map(|r| r[0].clone())
+                .collect();
+            let mut sorted = held.clone();
+            sorted.sort();
+            sorted.dedup();
+            held.len() == 6
+                && sorted.len() == 6
+                && balanced(&db, &pids, 2)
+                && (1..=6).all(|i| db.pg_i64(&format!("SELECT count(*) FROM public.g{i}")) == 150)
+        },
+    );
+    for m in &members {
+        signal(&m.child, "TERM");
+    }
+    for m in &mut members {
+        let (status, _) = m.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "{}", m.log());
+    }
+    let out = db.ok(&["--config", cfg, "verify"]);
+    assert_eq!(out.matches(": equal").count(), 6, "{out}");
 }

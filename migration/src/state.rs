@@ -19,6 +19,7 @@ impl MigratorTraitSelf for State {
             Box::new(ADD_SOURCE_TIME),
             Box::new(CreateSchemaHistory),
             Box::new(ADD_VERIFY),
+            Box::new(CreateMembers),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -273,6 +274,48 @@ impl MigrationTrait for CreateSchemaHistory {
         manager
             .get_connection()
             .execute_unprepared("DROP TABLE IF EXISTS sluice.schema_history")
+            .await?;
+        Ok(())
+    }
+}
+
+/// `sluice.members`: the `run` processes of each pipeline, for sharing its tables. One row per
+/// (pipeline, member): the member's `host:pid`, the host, the PostgreSQL session it
+/// heartbeats through (`session_pid`: the member is gone when the session is), the tables it
+/// holds, when it started and its last heartbeat (every second).
+struct CreateMembers;
+
+impl MigrationName for CreateMembers {
+    fn name(&self) -> &str {
+        "m20261127_000009_create_members"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMembers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS sluice.members (
+                    pipeline      text NOT NULL,
+                    member        text NOT NULL,
+                    host          text NOT NULL,
+                    session_pid   integer NOT NULL,
+                    tables        text[] NOT NULL DEFAULT '{}',
+                    started_at    timestamptz NOT NULL DEFAULT now(),
+                    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (pipeline, member)
+                )",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE IF EXISTS sluice.members")
             .await?;
         Ok(())
     }

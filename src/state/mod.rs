@@ -8,6 +8,7 @@
 //! [`Error::Fenced`] when another process has taken the table over since this one claimed
 //! it (see [`ownership`]).
 
+pub mod members;
 pub mod ownership;
 
 use sea_orm::sqlx::{self, PgConnection};

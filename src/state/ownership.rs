@@ -25,7 +25,8 @@ use crate::retry::{retry, Retrier};
 use crate::shutdown::Shutdown;
 
 /// The advisory lock of a table: a 64-bit key from the MD5 of pipeline and table.
-const LOCK_KEY: &str = "('x' || left(md5('sluice/' || $1 || '/' || $2), 16))::bit(64)::bigint";
+pub(crate) const LOCK_KEY: &str =
+    "('x' || left(md5('sluice/' || $1 || '/' || $2), 16))::bit(64)::bigint";
 
 /// The call that takes a table's repair lock for the transaction: every batch the writer
 /// applies holds it `shared`, a background repair (`verify::check`) exclusively, so a repair
@@ -163,6 +164,57 @@ impl Ownership {
             keys: keys.to_vec(),
             epochs,
         })
+    }
+
+    /// Takes free tables of `tables`, in the order `order` gives (indexes into `tables`),
+    /// until `share` are held; never waits for one. Returns the ownership and the indexes
+    /// taken, in `tables`' order. A table another process held before is taken over from
+    /// its committed position (logged).
+    pub async fn claim_some(
+        settings: &Settings,
+        tables: &[String],
+        order: &[usize],
+        share: usize,
+        shutdown: &Shutdown,
+    ) -> Result<(Ownership, Vec<usize>)> {
+        let mut conn = connect(settings, shutdown, Retrier::for_connect(&settings.retry)).await?;
+        let me = owner_id();
+        let mut taken: Vec<(usize, i64)> = Vec::new();
+        for &i in order {
+            if taken.len() >= share {
+                break;
+            }
+            let key = StateKey::new(&settings.pipeline_name, &tables[i]);
+            if !try_lock(&mut conn, &key).await? {
+                continue;
+            }
+            let before: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT owner FROM sluice.replication_state WHERE pipeline = $1 AND table_name = $2",
+            )
+            .bind(&key.pipeline)
+            .bind(&key.table)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(|e| Error::db(Side::Target, "reading a table's owner", &e))?;
+            let epoch = super::claim(&mut conn, &key, &me).await?;
+            if let Some(Some(prev)) = before.filter(|p| p.as_deref() != Some(me.as_str())) {
+                info!(table = %key.table, from = %prev, epoch, "taking over the table from its committed position");
+            }
+            taken.push((i, epoch));
+        }
+        taken.sort_unstable();
+        let keys = taken
+            .iter()
+            .map(|&(i, _)| StateKey::new(&settings.pipeline_name, &tables[i]))
+            .collect();
+        Ok((
+            Ownership {
+                conn: Some(conn),
+                keys,
+                epochs: taken.iter().map(|&(_, e)| e).collect(),
+            },
+            taken.into_iter().map(|(i, _)| i).collect(),
+        ))
     }
 
     /// The ownership epoch of the `i`th claimed table.

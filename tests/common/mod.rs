@@ -495,3 +495,26 @@ pub fn mysql_worker(
         })
     })
 }
+
+/// Tables per owning process id, from the state rows.
+pub fn owners(db: &TestDb) -> std::collections::HashMap<u32, Vec<String>> {
+    let mut out: std::collections::HashMap<u32, Vec<String>> = Default::default();
+    for r in
+        db.pg_rows("SELECT owner, table_name FROM sluice.replication_state ORDER BY table_name")
+    {
+        let pid = r[0]
+            .as_deref()
+            .and_then(|o| o.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        out.entry(pid).or_default().push(r[1].clone().unwrap());
+    }
+    out
+}
+
+/// True when every process of `pids` holds exactly `each` tables (by the state rows) and
+/// no other process holds any.
+pub fn balanced(db: &TestDb, pids: &[u32], each: usize) -> bool {
+    let o = owners(db);
+    pids.iter().all(|p| o.get(p).map_or(0, Vec::len) == each) && o.keys().all(|p| pids.contains(p))
+}
