@@ -38,6 +38,9 @@ pub struct Settings {
     pub capture: Capture,
     /// `[source] server_id`: the replica id binlog capture announces to the source.
     pub server_id: u32,
+    /// `server_id` was derived (not configured): each member of a group announces its own
+    /// ([`Settings::replica_id`]).
+    pub server_id_derived: bool,
     pub pipeline: Pipeline,
     /// `[pipeline] name`, or derived from the source database and the target schema
     /// (`test/public`): what positions and ownership are stored under, so two pipelines
@@ -526,6 +529,7 @@ impl Settings {
             datetime_zone: parsed.source.datetime_zone,
             capture: parsed.source.capture.unwrap_or_default(),
             server_id: parsed.source.server_id.unwrap_or(0),
+            server_id_derived: false,
             pipeline: parsed.pipeline,
             retry: parsed.retry,
             verify: parsed.verify,
@@ -562,8 +566,25 @@ impl Settings {
         };
         if settings.server_id == 0 {
             settings.server_id = default_server_id(&settings.pipeline_name);
+            settings.server_id_derived = true;
         }
         Ok(settings)
+    }
+
+    /// The replica id this process's binlog stream announces: the configured one, or one
+    /// derived from the pipeline and this process (`host:pid`), so the members of a group,
+    /// each streaming the binlog for its own tables, never share one (the source would cut
+    /// one of two replicas with the same id off).
+    pub fn replica_id(&self) -> u32 {
+        if self.server_id_derived {
+            default_server_id(&format!(
+                "{}/{}",
+                self.pipeline_name,
+                crate::state::ownership::owner_id()
+            ))
+        } else {
+            self.server_id
+        }
     }
 
     fn parse_toml(text: &str) -> std::result::Result<File, String> {

@@ -187,3 +187,76 @@ fn three_members_share_nine_tables_take_over_a_killed_one_and_rebalance_when_it_
         ) == TABLES as i64
     );
 }
+
+#[test]
+fn binlog_members_each_stream_their_own_tables_and_a_takeover_mid_stream_loses_nothing() {
+    let db = TestDb::new();
+    let on = db.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
+    assert_eq!(
+        on[0][0].as_deref(),
+        Some("1ROW"),
+        "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
+    );
+    let mut text = String::from("[source]\ncapture = \"binlog\"\n\n");
+    for i in 1..=4 {
+        db.mysql(&format!(
+            "CREATE TABLE b{i} (id INT PRIMARY KEY, n INT NOT NULL)"
+        ));
+        db.mysql(&format!("INSERT INTO b{i} SELECT seq, 0 FROM seq_1_to_200"));
+        text.push_str(&format!("[[tables]]\nname = \"b{i}\"\n"));
+    }
+    let cfg = db.config(&text);
+    let mut members: Vec<(Logged, u16)> = (0..2).map(|_| member(&db, &cfg)).collect();
+    let pids: Vec<u32> = members.iter().map(|(m, _)| m.child.id()).collect();
+    wait_until("two tables each", Duration::from_secs(60), || {
+        db.pg_rows("SELECT (to_regclass('sluice.replication_state') IS NOT NULL)::text")[0][0]
+            .as_deref()
+            == Some("true")
+            && balanced(&db, &pids, 2)
+    });
+    // Updates, deletes and re-inserts over every table.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let loader = mysql_worker(db.source_url.clone(), stop_load.clone(), |n| {
+        std::thread::sleep(Duration::from_millis(2));
+        let (t, id) = (n % 4 + 1, 1 + (n * 37) % 200);
+        Some(match n % 3 {
+            0 => format!("UPDATE b{t} SET n = n + 1 WHERE id = {id}"),
+            1 => format!("DELETE FROM b{t} WHERE id = {id}"),
+            _ => format!("INSERT INTO b{t} VALUES ({id}, {n}) ON DUPLICATE KEY UPDATE n = {n}"),
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // Both streams run side by side: two replica connections with their own ids.
+    let replicas = db.mysql_i64(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+    );
+    assert!(replicas >= 2, "{replicas} binlog streams");
+    let (mut victim, _) = members.remove(0);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let survivor = members[0].0.child.id();
+    wait_until(
+        "the survivor holds all four",
+        Duration::from_secs(30),
+        || balanced(&db, &[survivor], 4),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop_load.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    for i in 1..=4 {
+        let sum = db.mysql_i64(&format!(
+            "SELECT CAST(COUNT(*) * 1000000 + COALESCE(SUM(n), 0) AS SIGNED) FROM b{i}"
+        ));
+        wait_until(&format!("b{i} equal"), Duration::from_secs(30), || {
+            db.pg_i64(&format!(
+                "SELECT (count(*) * 1000000 + COALESCE(sum(n), 0))::bigint FROM public.b{i}"
+            )) == sum
+        });
+    }
+    let (mut last, _) = members.remove(0);
+    signal(&last.child, "TERM");
+    let (status, _) = last.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", last.log());
+    let out = db.ok(&["--config", cfg.to_str().unwrap(), "verify"]);
+    assert_eq!(out.matches(": equal").count(), 4, "{out}");
+}

@@ -119,7 +119,7 @@ impl BinlogSource {
             .collect::<Result<Vec<_>>>()?;
         Ok(BinlogSource {
             url: settings.source_url.clone(),
-            server_id: settings.server_id,
+            server_id: settings.replica_id(),
             database: crate::config::database_of(&settings.source_url),
             zero_dates: settings.zero_dates,
             opts,
