@@ -358,7 +358,11 @@ pub fn run(
         let discover = !once && settings.tables.iter().any(|t| t.is_pattern());
         let mut state_schema = false;
         // This process as a member of the pipeline's group (`run` only).
-        let held = crate::state::members::Held::default();
+        let group = Arc::new(crate::state::members::Group::new(
+            &settings.target_url,
+            &settings.pipeline_name,
+            settings.cluster.member_timeout_ms,
+        ));
         let mut standing_by = false;
         loop {
             let round = Shutdown::new();
@@ -378,12 +382,7 @@ pub fn run(
                 apply_state_schema(&expanded, &shutdown).await?;
                 state_schema = true;
                 if !once {
-                    actix::spawn(crate::state::members::heartbeat(
-                        settings.target_url.clone(),
-                        expanded.pipeline_name.clone(),
-                        held.clone(),
-                        shutdown.clone(),
-                    ));
+                    actix::spawn(group.clone().heartbeat(shutdown.clone()));
                 }
             }
             let names: Vec<String> = expanded.tables.iter().map(|t| t.name.clone()).collect();
@@ -397,13 +396,13 @@ pub fn run(
             // `run --once` takes every table or none; `run` takes its share of them beside
             // the pipeline's other members (state::members).
             let (expanded, plans, names, ownership) = if once {
-                let ownership = Ownership::claim(&expanded, &names, false, &shutdown).await?;
+                let ownership = Ownership::claim(&expanded, &names, &shutdown).await?;
                 (expanded, plans, names, ownership)
             } else {
                 // Without a view of the group (the target just came back), this member
                 // reaches for every free table; the next look rebalances.
                 let me = crate::state::ownership::owner_id();
-                let (live, share, order) = group_view(&expanded, &names)
+                let (live, share, order) = group_view(&group, &names)
                     .await
                     .unwrap_or_else(|| (vec![me], names.len(), (0..names.len()).collect()));
                 let (ownership, taken) =
@@ -421,12 +420,12 @@ pub fn run(
                 };
                 (expanded, plans, names, ownership)
             };
-            held.set(names.clone());
+            group.held.set(names.clone());
             crate::telemetry::set_standby(names.is_empty());
             crate::telemetry::keep_only(&names);
             if !once {
                 actix::spawn(watch_group(
-                    settings.clone(),
+                    group.clone(),
                     all_names.clone(),
                     names.len(),
                     round.clone(),
@@ -525,29 +524,13 @@ const GROUP_EVERY: Duration = Duration::from_secs(1);
 /// share of `tables`, and the order in which it reaches for them. `None` when the target
 /// cannot say now.
 async fn group_view(
-    settings: &Settings,
+    group: &crate::state::members::Group,
     tables: &[String],
 ) -> Option<(Vec<String>, usize, Vec<usize>)> {
     let me = crate::state::ownership::owner_id();
-    let listed = {
-        let mut helpers = crate::helpers::HELPERS.lock().await;
-        let listed = match helpers.target(&settings.target_url).await {
-            Ok(conn) => {
-                crate::state::members::list(
-                    conn,
-                    &settings.pipeline_name,
-                    settings.cluster.member_timeout_ms,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        if listed.is_err() {
-            helpers.reset();
-        }
-        listed
-    };
-    let mut live: Vec<String> = listed
+    let mut live: Vec<String> = group
+        .members()
+        .await
         .ok()?
         .into_iter()
         .filter(|m| m.live)
@@ -564,13 +547,18 @@ async fn group_view(
 /// Ends `round` when this member should hold another number of tables than `held`: more
 /// than its share (members joined: it lets the excess go), or fewer while some table is free
 /// (a member left or died: it takes its share).
-async fn watch_group(settings: Settings, tables: Vec<String>, held: usize, round: Shutdown) {
+async fn watch_group(
+    group: Arc<crate::state::members::Group>,
+    tables: Vec<String>,
+    held: usize,
+    round: Shutdown,
+) {
     let mut wanting = 0;
     loop {
         if round.sleep(GROUP_EVERY).await {
             return;
         }
-        let Some((live, share, _)) = group_view(&settings, &tables).await else {
+        let Some((live, share, _)) = group_view(&group, &tables).await else {
             wanting = 0;
             continue;
         };
@@ -585,15 +573,7 @@ async fn watch_group(settings: Settings, tables: Vec<String>, held: usize, round
             return;
         }
         if held < share {
-            let free = {
-                let mut helpers = crate::helpers::HELPERS.lock().await;
-                match helpers.target(&settings.target_url).await {
-                    Ok(conn) => crate::state::members::free(conn, &settings.pipeline_name, &tables)
-                        .await
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                }
-            };
+            let free = group.free(&tables).await.unwrap_or_default();
             // Three looks in a row: right after a PostgreSQL restart, the other members'
             // locks and heartbeats take a moment to come back.
             wanting = if free.is_empty() { 0 } else { wanting + 1 };
@@ -723,7 +703,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
             settings, plans, ..
         } = plan(settings, &shutdown).await?;
         let names: Vec<String> = settings.tables.iter().map(|t| t.name.clone()).collect();
-        let ownership = Ownership::claim(&settings, &names, false, &shutdown).await?;
+        let ownership = Ownership::claim(&settings, &names, &shutdown).await?;
         let planned = prepare(&settings, plans, &ownership, &shutdown).await?;
         let source = orm_connect(&settings.source_url, Side::Source).await?;
         let target = orm_connect(&settings.target_url, Side::Target).await?;

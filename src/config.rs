@@ -196,7 +196,7 @@ pub struct Pipeline {
     /// one for status, progress and `/readyz`.
     pub max_source_connections: usize,
     /// Connections sluice opens to the target at most: one writer per lane, the one that
-    /// holds table ownership, and one for status, progress and `/readyz`.
+    /// holds table ownership, the group member's, and one for status, progress and `/readyz`.
     pub max_target_connections: usize,
 }
 
@@ -213,13 +213,14 @@ impl Pipeline {
     }
 
     /// Lanes for `tables` tables: each lane is one reader, one batcher and one writer
-    /// thread with one connection to each side, serving its share of the tables. `verify`:
-    /// the background verify holds one connection to each side too.
+    /// thread with one connection to each side, serving its share of the tables. Besides
+    /// them: the helper connection to each side, the ownership session and the group member's
+    /// session on the target; `verify`: the background verify's connection to each side.
     pub fn lanes(&self, tables: usize, verify: bool) -> usize {
         let v = usize::from(verify);
         tables
             .min(self.max_source_connections.saturating_sub(1 + v))
-            .min(self.max_target_connections.saturating_sub(2 + v))
+            .min(self.max_target_connections.saturating_sub(3 + v))
             .max(1)
     }
 }
@@ -632,7 +633,7 @@ impl Settings {
         in_range(
             "pipeline.max_target_connections",
             p.max_target_connections as u64,
-            3,
+            4,
             1000,
         )?;
         if let Some(name) = &p.name {
@@ -707,10 +708,10 @@ impl Settings {
             100_000_000,
         )?;
         if self.verify.interval_s > 0
-            && (p.max_source_connections < 3 || p.max_target_connections < 4)
+            && (p.max_source_connections < 3 || p.max_target_connections < 5)
         {
             return Err(Error::Config(format!(
-                "the background verify ([verify] interval_s) holds a connection to each side of its own: it needs pipeline.max_source_connections >= 3 and pipeline.max_target_connections >= 4 (they are {} and {})",
+                "the background verify ([verify] interval_s) holds a connection to each side of its own: it needs pipeline.max_source_connections >= 3 and pipeline.max_target_connections >= 5 (they are {} and {})",
                 p.max_source_connections, p.max_target_connections
             )));
         }

@@ -261,3 +261,41 @@ fn binlog_members_each_stream_their_own_tables_and_a_takeover_mid_stream_loses_n
     let out = db.ok(&["--config", cfg.to_str().unwrap(), "verify"]);
     assert_eq!(out.matches(": equal").count(), 4, "{out}");
 }
+
+#[test]
+fn a_member_with_nothing_to_hold_stands_by_ready_and_takes_over() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let cfg = db.config("[[tables]]\nname = \"orders\"\ncursor = \"created\"\n");
+    let (mut first, _) = member(&db, &cfg);
+    wait_until(
+        "the first member to hold the table",
+        Duration::from_secs(60),
+        || balanced(&db, &[first.child.id()], 1),
+    );
+    let (second, port) = member(&db, &cfg);
+    second.wait_for("standing by", Duration::from_secs(30));
+    // A standby is healthy: ready, and says it stands by.
+    wait_until("the standby ready", Duration::from_secs(10), || {
+        get(port, "/readyz").is_some_and(|(code, body)| {
+            code == 200 && body.contains("\"role\":\"standby\"") && body.contains("\"ready\":true")
+        })
+    });
+    let text = db.ok(&["--config", cfg.to_str().unwrap(), "status"]);
+    assert!(text.contains("0 table(s) (standing by)"), "{text}");
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    db.ok(&["generate", "--rate", "1000000", "--total", "300"]);
+    wait_until("the standby to take over", Duration::from_secs(30), || {
+        db.pg_i64("SELECT count(*) FROM public.orders") == 300
+    });
+    wait_until("the former standby active", Duration::from_secs(10), || {
+        get(port, "/readyz")
+            .is_some_and(|(code, body)| code == 200 && body.contains("\"role\":\"active\""))
+    });
+    let mut second = second;
+    signal(&second.child, "TERM");
+    let (status, _) = second.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", second.log());
+    assert_eq!(db.assert_orders_equal(), 300);
+}

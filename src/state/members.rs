@@ -1,6 +1,7 @@
 //! Several `run` processes of one pipeline share its tables: each is a **member**, a row of
-//! `sluice.members` on the target that it refreshes every second (its heartbeat), naming the
-//! PostgreSQL session it heartbeats through and the tables it holds.
+//! `sluice.members` on the target that it refreshes every second (its heartbeat, through a
+//! connection of its own), naming the PostgreSQL session it heartbeats through and the tables
+//! it holds.
 //!
 //! A member is **live** while its heartbeat is younger than `[cluster] member_timeout_ms` and
 //! its session exists: a process killed outright drops out at once (PostgreSQL ends its
@@ -52,43 +53,104 @@ impl Held {
     }
 }
 
-/// Writes this member's row every [`HEARTBEAT`] through the process's helper connection to
-/// the target until `shutdown`, then deletes it. Failures are logged once and retried.
-pub async fn heartbeat(target_url: String, pipeline: String, held: Held, shutdown: Shutdown) {
-    let me = super::ownership::owner_id();
-    let host = me
-        .rsplit_once(':')
-        .map_or(me.as_str(), |(h, _)| h)
-        .to_string();
-    let mut failing = false;
-    loop {
-        let beat = {
-            let mut helpers = crate::helpers::HELPERS.lock().await;
-            match helpers.target(&target_url).await {
-                Ok(conn) => beat(conn, &pipeline, &me, &host, &held.get()).await,
-                Err(e) => Err(e),
-            }
-        };
-        match beat {
-            Ok(()) => failing = false,
-            Err(e) => {
-                crate::helpers::HELPERS.lock().await.reset();
-                if !failing {
-                    warn!(error = %e, "cannot write this member's heartbeat to the target; retrying");
-                }
-                failing = true;
-            }
-        }
-        if shutdown.sleep(HEARTBEAT).await {
-            break;
+/// This process as a member of its pipeline's group: its own connection to the target
+/// (the session its liveness is tied to), used from the thread that runs `run`'s rounds.
+pub struct Group {
+    target_url: String,
+    pub pipeline: String,
+    pub timeout_ms: u64,
+    pub held: Held,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl Group {
+    pub fn new(target_url: &str, pipeline: &str, timeout_ms: u64) -> Group {
+        Group {
+            target_url: target_url.to_string(),
+            pipeline: pipeline.to_string(),
+            timeout_ms,
+            held: Held::default(),
+            conn: tokio::sync::Mutex::new(None),
         }
     }
-    let mut helpers = crate::helpers::HELPERS.lock().await;
-    if let Ok(conn) = helpers.target(&target_url).await {
-        let _ = sqlx::query("DELETE FROM sluice.members WHERE pipeline = $1 AND member = $2")
-            .bind(&pipeline)
-            .bind(&me)
-            .execute(&mut *conn)
+
+    /// Runs `f` on the member's connection (opened when needed, dropped after a failure).
+    async fn on_conn<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c mut PgConnection) -> futures::future::BoxFuture<'c, Result<T>>,
+    ) -> Result<T> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(crate::sink::postgres::connect(&self.target_url, "member").await?);
+        }
+        let out = f(slot.as_mut().expect("opened above")).await;
+        if out.is_err() {
+            *slot = None;
+        }
+        out
+    }
+
+    /// Every member of the pipeline on record (see [`list`]).
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        let (pipeline, timeout) = (self.pipeline.clone(), self.timeout_ms);
+        self.on_conn(move |c| Box::pin(async move { list(c, &pipeline, timeout).await }))
+            .await
+    }
+
+    /// Which of `tables` no process holds now (see [`free`]).
+    pub async fn free(&self, tables: &[String]) -> Result<Vec<String>> {
+        let (pipeline, tables) = (self.pipeline.clone(), tables.to_vec());
+        self.on_conn(move |c| Box::pin(async move { free(c, &pipeline, &tables).await }))
+            .await
+    }
+
+    /// Writes this member's row every [`HEARTBEAT`] until `shutdown`, then deletes it.
+    /// Failures are logged once and retried.
+    pub async fn heartbeat(self: std::sync::Arc<Self>, shutdown: Shutdown) {
+        let me = super::ownership::owner_id();
+        let host = me
+            .rsplit_once(':')
+            .map_or(me.as_str(), |(h, _)| h)
+            .to_string();
+        let mut failing = false;
+        loop {
+            let (pipeline, me2, host2, tables) = (
+                self.pipeline.clone(),
+                me.clone(),
+                host.clone(),
+                self.held.get(),
+            );
+            let beaten = self
+                .on_conn(move |c| {
+                    Box::pin(async move { beat(c, &pipeline, &me2, &host2, &tables).await })
+                })
+                .await;
+            match beaten {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "cannot write this member's heartbeat to the target; retrying");
+                    }
+                    failing = true;
+                }
+            }
+            if shutdown.sleep(HEARTBEAT).await {
+                break;
+            }
+        }
+        let (pipeline, me2) = (self.pipeline.clone(), me.clone());
+        let _ = self
+            .on_conn(move |c| {
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM sluice.members WHERE pipeline = $1 AND member = $2")
+                        .bind(&pipeline)
+                        .bind(&me2)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(|e| Error::db(Side::Target, "leaving the group", &e))?;
+                    Ok(())
+                })
+            })
             .await;
     }
 }

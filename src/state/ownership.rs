@@ -86,29 +86,22 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Takes every table of `tables` for pipeline `settings.pipeline_name`. A table another
-    /// process owns is refused, or, with `standby`, waited for (as a hot standby) until that
-    /// process stops or dies. A session lost on the way (a PostgreSQL restart) starts the
-    /// claim over. Shutdown ends the wait with [`Error::Shutdown`].
+    /// Takes every table of `tables` for pipeline `settings.pipeline_name` (`run --once`,
+    /// `demo`): a table another process owns is refused. A session lost on the way (a
+    /// PostgreSQL restart) starts the claim over. Shutdown ends the wait with
+    /// [`Error::Shutdown`]. (`run` takes its share instead: [`Ownership::claim_some`].)
     pub async fn claim(
         settings: &Settings,
         tables: &[String],
-        standby: bool,
         shutdown: &Shutdown,
     ) -> Result<Ownership> {
         let keys: Vec<StateKey> = tables
             .iter()
             .map(|t| StateKey::new(&settings.pipeline_name, t))
             .collect();
-        let mut policy = if standby {
-            Retrier::new(&settings.retry)
-        } else {
-            Retrier::for_connect(&settings.retry)
-        };
-        // Tables found owned by another process: their claim is a takeover.
-        let mut waited = vec![false; keys.len()];
+        let mut policy = Retrier::for_connect(&settings.retry);
         loop {
-            let err = match Self::try_claim(settings, &keys, standby, shutdown, &mut waited).await {
+            let err = match Self::try_claim(settings, &keys, shutdown).await {
                 Ok(o) => return Ok(o),
                 Err(e) => e,
             };
@@ -130,34 +123,19 @@ impl Ownership {
     async fn try_claim(
         settings: &Settings,
         keys: &[StateKey],
-        standby: bool,
         shutdown: &Shutdown,
-        waited: &mut [bool],
     ) -> Result<Ownership> {
         let mut conn = connect(settings, shutdown, Retrier::for_connect(&settings.retry)).await?;
         let me = owner_id();
         let mut epochs = Vec::with_capacity(keys.len());
-        for (key, waited) in keys.iter().zip(waited.iter_mut()) {
-            while !try_lock(&mut conn, key).await? {
-                if !standby {
-                    return Err(Error::Other(format!(
-                        "table {:?} of pipeline {:?} is already being replicated into this target by another sluice process; stop that process first, or start this one with `run` to stand by until it stops",
-                        key.table, key.pipeline
-                    )));
-                }
-                if !*waited {
-                    info!(table = %key.table, "another sluice process owns this table; standing by until it stops");
-                    *waited = true;
-                }
-                if shutdown.sleep(CHECK_EVERY).await {
-                    return Err(Error::Shutdown);
-                }
+        for key in keys {
+            if !try_lock(&mut conn, key).await? {
+                return Err(Error::Other(format!(
+                    "table {:?} of pipeline {:?} is already being replicated into this target by another sluice process; stop that process first, or start this one with `run`, which shares the tables with it",
+                    key.table, key.pipeline
+                )));
             }
-            let epoch = super::claim(&mut conn, key, &me).await?;
-            if *waited {
-                info!(table = %key.table, epoch, "the owner has gone: taking over");
-            }
-            epochs.push(epoch);
+            epochs.push(super::claim(&mut conn, key, &me).await?);
         }
         Ok(Ownership {
             conn: Some(conn),
