@@ -493,7 +493,7 @@ pub fn run(
                 // The group changed: this member takes its new share.
                 continue;
             }
-            if discover && !shutdown.requested() && outcome.failures().next().is_none() {
+            if discover && !shutdown.requested() && outcome.failures().all(handed_over) {
                 if found.is_empty() {
                     info!("the tables a [[tables]] pattern took are gone or done; looking at the source's tables again");
                 } else {

@@ -59,13 +59,15 @@ pub enum Command {
         #[arg(long)]
         total: Option<u64>,
     },
-    /// Replicate continuously until SIGINT/SIGTERM.
+    /// Replicate continuously until SIGINT/SIGTERM. Several `run` processes of one pipeline
+    /// share its tables ([cluster]); with [verify] interval_s, compare in the background.
     Run {
         /// Catch up to the end of the source as of start, then exit 0.
         #[arg(long)]
         once: bool,
     },
-    /// Per table: watermark, rows replicated, lag, last commit, last error.
+    /// Per table: watermark, rows replicated, lag, last commit, last error, owner, last
+    /// background verify; and the pipeline's members.
     Status {
         /// Print JSON (what GET /status answers).
         #[arg(long)]

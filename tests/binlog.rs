@@ -15,12 +15,7 @@ const BINLOG: &str = "[source]\ncapture = \"binlog\"\n";
 fn config(db: &TestDb, tables: &[&str], extra: &str) -> std::path::PathBuf {
     // Fail at once, saying how to fix it, on a server started without the binary log (for
     // instance by hand, bypassing scripts/services.sh), rather than by a timeout later.
-    let on = db.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
-    assert_eq!(
-        on[0][0].as_deref(),
-        Some("1ROW"),
-        "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
-    );
+    db.assert_binlog_on();
     let mut text = format!("{BINLOG}{extra}");
     for t in tables {
         text.push_str(&format!("[[tables]]\nname = \"{t}\"\n"));

@@ -193,12 +193,7 @@ fn polling_background_verify_repairs_deletes_backdated_rows_and_hand_edits_under
 fn binlog_background_verify_repairs_hand_edits_under_a_load_of_updates_and_deletes_without_false_reports(
 ) {
     let db = TestDb::new();
-    let on = db.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
-    assert_eq!(
-        on[0][0].as_deref(),
-        Some("1ROW"),
-        "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
-    );
+    db.assert_binlog_on();
     db.mysql("CREATE TABLE b (id INT PRIMARY KEY, n INT NOT NULL, s VARCHAR(20) NOT NULL)");
     db.mysql("INSERT INTO b SELECT seq, 0, 'start' FROM seq_1_to_3000");
     let (run, port) = start(

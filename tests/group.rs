@@ -192,12 +192,7 @@ fn three_members_share_nine_tables_take_over_a_killed_one_and_rebalance_when_it_
 #[test]
 fn binlog_members_each_stream_their_own_tables_and_a_takeover_mid_stream_loses_nothing() {
     let db = TestDb::new();
-    let on = db.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
-    assert_eq!(
-        on[0][0].as_deref(),
-        Some("1ROW"),
-        "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
-    );
+    db.assert_binlog_on();
     let mut text = String::from("[source]\ncapture = \"binlog\"\n\n");
     for i in 1..=4 {
         db.mysql(&format!(

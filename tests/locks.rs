@@ -220,11 +220,7 @@ fn the_key_built_after_an_initial_load_waits_for_a_report_without_queueing_reade
 #[test]
 fn a_truncate_from_the_binlog_waits_for_a_report_without_queueing_readers() {
     let db = TestDb::new();
-    assert_eq!(
-        db.mysql_text("SELECT CONCAT(@@log_bin + 0, @@binlog_format)"),
-        "1ROW",
-        "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
-    );
+    db.assert_binlog_on();
     db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_100");
     let cfg = db.config(&settings(
         "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n",

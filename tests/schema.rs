@@ -22,12 +22,7 @@ fn config(db: &TestDb, mode: Mode, tables: &str, extra: &str) -> String {
     let head = match mode {
         Mode::Poll => String::new(),
         Mode::Binlog => {
-            let on = db.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
-            assert_eq!(
-                on[0][0].as_deref(),
-                Some("1ROW"),
-                "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
-            );
+            db.assert_binlog_on();
             "[source]\ncapture = \"binlog\"\n".to_string()
         }
     };

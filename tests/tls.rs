@@ -173,11 +173,7 @@ fn tls_required_of_a_source_without_it_is_a_permanent_error_in_both_capture_mode
 #[test]
 fn the_binlog_stream_prefers_tls_and_falls_back_to_plaintext_as_the_reader_does() {
     let db = TestDb::new();
-    assert_eq!(
-        db.mysql_text("SELECT CONCAT(@@log_bin + 0, @@binlog_format)"),
-        "1ROW",
-        "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
-    );
+    db.assert_binlog_on();
     db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT)");
     let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n");
     let url = format!("{}?ssl-mode=PREFERRED&charset=utf8mb4", db.source_url);

@@ -518,3 +518,16 @@ pub fn balanced(db: &TestDb, pids: &[u32], each: usize) -> bool {
     let o = owners(db);
     pids.iter().all(|p| o.get(p).map_or(0, Vec::len) == each) && o.keys().all(|p| pids.contains(p))
 }
+
+impl TestDb {
+    /// Fails at once, saying how to fix it, on a server started without the ROW binary log
+    /// (by hand, bypassing scripts/services.sh), rather than by a timeout later.
+    pub fn assert_binlog_on(&self) {
+        let on = self.mysql_rows("SELECT CONCAT(@@log_bin + 0, @@binlog_format)");
+        assert_eq!(
+            on[0][0].as_deref(),
+            Some("1ROW"),
+            "MariaDB's binary log is off or not ROW: run scripts/services.sh (scripts/test.sh does)"
+        );
+    }
+}
