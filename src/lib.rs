@@ -19,7 +19,8 @@
 //! - [`source`]: the `Source` contract; [`source::mysql`] (connect, introspect, read forms)
 //!   and [`source::poll`] (keyset polling).
 //! - [`sink`]: the `Sink` contract; [`sink::postgres`] (types, DDL, COPY, writer, initial load).
-//! - [`state`]: positions, ownership epochs and the advisory lock, dead letters.
+//! - [`state`]: positions, ownership epochs and the advisory lock, the group's members
+//!   (`state::members`), dead letters.
 //! - [`pipeline`]: the actors (poller, batcher, writer, supervisor, generator) and their
 //!   messages, and the byte budget.
 //! - [`telemetry`]: the per-table stats store and metric names; Prometheus rendering.
@@ -27,7 +28,8 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
 //! - [`status`]: per-table stored state and lag, for `status` and `/status`.
 //! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
-//! - [`verify`]: chunked checksum comparison of source and target, and `--repair`.
+//! - [`verify`]: chunked checksum comparison of source and target, and `--repair`; the
+//!   background comparison `run` makes (`verify::check`).
 //! - [`tls`]: whether connections are encrypted (warned when not, to another host); TLS hints.
 //! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`), each taking
