@@ -574,9 +574,16 @@ async fn watch_group(
         }
         if held < share {
             let free = group.free(&tables).await.unwrap_or_default();
-            // Three looks in a row: right after a PostgreSQL restart, the other members'
-            // locks and heartbeats take a moment to come back.
-            wanting = if free.is_empty() { 0 } else { wanting + 1 };
+            // Tables a gone member held are taken at once; others after three looks in a
+            // row: right after a PostgreSQL restart, the other members' locks and heartbeats
+            // take a moment to come back.
+            wanting = if free.is_empty() {
+                0
+            } else if group.orphaned(&free, &live).await.unwrap_or(false) {
+                3
+            } else {
+                wanting + 1
+            };
             if wanting >= 3 {
                 info!(members = live.len(), share, held, free = %free.join(", "), "tables are free: taking this member's share");
                 round.request();

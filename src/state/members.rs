@@ -104,6 +104,35 @@ impl Group {
             .await
     }
 
+    /// Whether some of `free` were last held by a member not among `live` (killed, say),
+    /// with PostgreSQL up for longer than `member_timeout_ms`: then they are orphans, to be
+    /// taken at once. Right after a PostgreSQL restart every member looks gone for a moment
+    /// (their sessions are new), so then it is false.
+    pub async fn orphaned(&self, free: &[String], live: &[String]) -> Result<bool> {
+        let (pipeline, free, timeout) = (self.pipeline.clone(), free.to_vec(), self.timeout_ms);
+        let (settled, owners): (bool, Vec<Option<String>>) = self
+            .on_conn(move |c| {
+                Box::pin(async move {
+                    sqlx::query_as(
+                        "SELECT pg_postmaster_start_time() < now() - $3 * interval '1 millisecond', \
+                                COALESCE(array_agg(owner), '{}') \
+                         FROM sluice.replication_state WHERE pipeline = $1 AND table_name = ANY($2)",
+                    )
+                    .bind(&pipeline)
+                    .bind(&free)
+                    .bind(timeout as f64)
+                    .fetch_one(&mut *c)
+                    .await
+                    .map_err(|e| Error::db(Side::Target, "reading the free tables' owners", &e))
+                })
+            })
+            .await?;
+        Ok(settled
+            && owners
+                .iter()
+                .any(|o| o.as_ref().is_none_or(|o| !live.contains(o))))
+    }
+
     /// Writes this member's row every [`HEARTBEAT`] until `shutdown`, then deletes it.
     /// Failures are logged once and retried.
     pub async fn heartbeat(self: std::sync::Arc<Self>, shutdown: Shutdown) {
