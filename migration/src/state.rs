@@ -17,9 +17,9 @@ impl MigratorTraitSelf for State {
             Box::new(ADD_DEFERRED_KEY),
             Box::new(PipelinesAndOwners),
             Box::new(ADD_SOURCE_TIME),
-            Box::new(CreateSchemaHistory),
+            Box::new(CREATE_SCHEMA_HISTORY),
             Box::new(ADD_VERIFY),
-            Box::new(CreateMembers),
+            Box::new(CREATE_MEMBERS),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -234,6 +234,38 @@ impl MigrationTrait for AddColumn {
     }
 }
 
+/// Creates one table of the `sluice` schema: `sluice.<table> (<columns>)` (what it holds is
+/// documented on the constant).
+struct CreateTable {
+    migration: &'static str,
+    table: &'static str,
+    columns: &'static str,
+}
+
+impl MigrationName for CreateTable {
+    fn name(&self) -> &str {
+        self.migration
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS sluice.{} ({})",
+            self.table, self.columns
+        );
+        manager.get_connection().execute_unprepared(&sql).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let sql = format!("DROP TABLE IF EXISTS sluice.{}", self.table);
+        manager.get_connection().execute_unprepared(&sql).await?;
+        Ok(())
+    }
+}
+
 /// `sluice.schema_history`: each shape of each replicated table, as sluice followed it. One
 /// row per (pipeline, table, version): the table model (`model`, the columns and key the
 /// target's rows are in from then on), the source position of the first change in that shape,
@@ -241,82 +273,34 @@ impl MigrationTrait for AddColumn {
 /// needed none) and when. Written in the transaction that applies the change, so it never
 /// says more than the target holds; the newest row is where a restart resumes the table's
 /// shape.
-struct CreateSchemaHistory;
-
-impl MigrationName for CreateSchemaHistory {
-    fn name(&self) -> &str {
-        "m20261126_000007_create_schema_history"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateSchemaHistory {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "CREATE TABLE IF NOT EXISTS sluice.schema_history (
-                    pipeline    text NOT NULL,
-                    table_name  text NOT NULL,
-                    version     integer NOT NULL,
-                    position    jsonb,
-                    model       jsonb NOT NULL,
-                    ddl         text[] NOT NULL DEFAULT '{}',
-                    applied_at  timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (pipeline, table_name, version)
-                )",
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS sluice.schema_history")
-            .await?;
-        Ok(())
-    }
-}
+const CREATE_SCHEMA_HISTORY: CreateTable = CreateTable {
+    migration: "m20261126_000007_create_schema_history",
+    table: "schema_history",
+    columns: "
+        pipeline    text NOT NULL,
+        table_name  text NOT NULL,
+        version     integer NOT NULL,
+        position    jsonb,
+        model       jsonb NOT NULL,
+        ddl         text[] NOT NULL DEFAULT '{}',
+        applied_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (pipeline, table_name, version)",
+};
 
 /// `sluice.members`: the `run` processes of each pipeline, for sharing its tables. One row per
 /// (pipeline, member): the member's `host:pid`, the host, the PostgreSQL session it
 /// heartbeats through (`session_pid`: the member is gone when the session is), the tables it
 /// holds, when it started and its last heartbeat (every second).
-struct CreateMembers;
-
-impl MigrationName for CreateMembers {
-    fn name(&self) -> &str {
-        "m20261127_000009_create_members"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateMembers {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "CREATE TABLE IF NOT EXISTS sluice.members (
-                    pipeline      text NOT NULL,
-                    member        text NOT NULL,
-                    host          text NOT NULL,
-                    session_pid   integer NOT NULL,
-                    tables        text[] NOT NULL DEFAULT '{}',
-                    started_at    timestamptz NOT NULL DEFAULT now(),
-                    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (pipeline, member)
-                )",
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS sluice.members")
-            .await?;
-        Ok(())
-    }
-}
+const CREATE_MEMBERS: CreateTable = CreateTable {
+    migration: "m20261127_000009_create_members",
+    table: "members",
+    columns: "
+        pipeline      text NOT NULL,
+        member        text NOT NULL,
+        host          text NOT NULL,
+        session_pid   integer NOT NULL,
+        tables        text[] NOT NULL DEFAULT '{}',
+        started_at    timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (pipeline, member)",
+};
