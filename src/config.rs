@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::redact::redact;
+pub use crate::urls::{database_of, host_port};
 
 pub const DEFAULT_SOURCE_URL: &str = "mysql://root@127.0.0.1:3306/test";
 pub const DEFAULT_TARGET_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -578,11 +579,7 @@ impl Settings {
     /// one of two replicas with the same id off).
     pub fn replica_id(&self) -> u32 {
         if self.server_id_derived {
-            default_server_id(&format!(
-                "{}/{}",
-                self.pipeline_name,
-                crate::state::ownership::owner_id()
-            ))
+            default_server_id(&format!("{}/{}", self.pipeline_name, owner_id()))
         } else {
             self.server_id
         }
@@ -869,38 +866,38 @@ pub fn default_server_id(pipeline: &str) -> u32 {
     1_000_000 + h % (i32::MAX as u32 - 1_000_000)
 }
 
-/// The database a URL names (its path), or `""`.
-pub fn database_of(raw: &str) -> String {
-    url::Url::parse(raw)
-        .ok()
-        .map(|u| u.path().trim_start_matches('/').to_string())
-        .unwrap_or_default()
+/// How DDL waits for its lock (`[target] lock_timeout_ms`, `[target] ddl_wait_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockWait {
+    /// The longest one attempt waits for its lock (readers behind it wait as long).
+    pub lock_timeout: std::time::Duration,
+    /// How long the attempts go on before the caller is told (it falls back, or says so
+    /// in `status` and goes on trying).
+    pub patience: std::time::Duration,
 }
 
-/// `host:port` of a URL, for "cannot reach" messages.
-pub fn host_port(raw: &str) -> String {
-    url::Url::parse(raw)
-        .ok()
-        .map(|u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or("?"),
-                u.port_or_known_default()
-                    .or(match u.scheme() {
-                        "mysql" | "mariadb" => Some(3306),
-                        "postgres" | "postgresql" => Some(5432),
-                        _ => None,
-                    })
-                    .map_or("?".into(), |p| p.to_string())
-            )
-        })
-        .unwrap_or_else(|| "<unparseable URL>".into())
+impl Default for LockWait {
+    fn default() -> Self {
+        LockWait {
+            lock_timeout: std::time::Duration::from_millis(1000),
+            patience: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Who this process is, in `replication_state.owner`: `host:pid`.
+pub fn owner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}", std::process::id())
 }
 
 impl Settings {
     /// How DDL on the target waits for its locks.
-    pub fn lock_wait(&self) -> crate::sink::postgres::lock::LockWait {
-        crate::sink::postgres::lock::LockWait {
+    pub fn lock_wait(&self) -> LockWait {
+        LockWait {
             lock_timeout: std::time::Duration::from_millis(self.lock_timeout_ms),
             patience: std::time::Duration::from_millis(self.ddl_wait_ms),
         }

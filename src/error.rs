@@ -110,7 +110,7 @@ impl Error {
             context: context.into(),
             message: if is_tls_failure(err) {
                 // A TLS failure says what to fix (the CA, the mode, the host name).
-                format!("{}; {}", describe(err), crate::tls::hint(side))
+                format!("{}; {}", describe(err), tls_hint(side))
             } else {
                 describe(err)
             },
@@ -227,5 +227,12 @@ fn is_transient(err: &sea_orm::sqlx::Error) -> bool {
             }
         }
         _ => false,
+    }
+}
+/// What to do about a TLS failure, to follow its message.
+pub fn tls_hint(side: Side) -> &'static str {
+    match side {
+        Side::Source => "TLS failed: if the server's certificate is not trusted, give its CA with ssl-ca=/path/ca.pem in the source URL or install it in the system's store (update-ca-certificates); ssl-mode=REQUIRED encrypts without verifying; a server without TLS needs ssl-mode=PREFERRED or DISABLED",
+        Side::Target => "TLS failed: if the server's certificate is not trusted, give its CA with sslrootcert=/path/ca.pem in the target URL or install it in the system's store (update-ca-certificates); verify-full also needs the URL's host to match the certificate; sslmode=require encrypts without verifying; a server without TLS needs sslmode=prefer or disable",
     }
 }

@@ -9,7 +9,7 @@
 //!   target cannot be read.
 //!
 //! `/readyz` and `/status` answer from a copy at most [`CACHE_FOR`] old, and ask the
-//! databases through the process's helper connections ([`crate::helpers`]): probing them
+//! databases through the process's helper connections ([`crate::conn`]): probing them
 //! often costs the servers nothing more.
 
 use std::net::SocketAddr;
@@ -20,8 +20,8 @@ use sea_orm::sqlx;
 use tracing::info;
 
 use crate::config::Settings;
+use crate::conn::HELPERS;
 use crate::error::{Error, Result};
-use crate::helpers::HELPERS;
 use crate::redact::redact;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -38,9 +38,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod failpoint;
-pub mod helpers;
 pub mod http;
 pub mod model;
 pub mod pipeline;
@@ -54,5 +54,6 @@ pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod urls;
 pub mod value;
 pub mod verify;

@@ -173,7 +173,7 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
                 .map_err(|e| Error::Other(e.to_string()))?;
             let status = rt.block_on(sluice::status::collect(
                 &settings,
-                &mut sluice::helpers::Helpers::new(),
+                &mut sluice::conn::Helpers::new(),
             ))?;
             if json {
                 println!(

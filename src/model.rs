@@ -355,3 +355,35 @@ impl Batch {
         self.parts.iter().map(|p| p.bytes).sum()
     }
 }
+/// The labels of `enum('a','b''c')` / `set(...)`, quotes undone.
+pub fn parse_labels(column_type: &str) -> Vec<String> {
+    let Some(open) = column_type.find('(') else {
+        return Vec::new();
+    };
+    let body = &column_type[open + 1..column_type.rfind(')').unwrap_or(column_type.len())];
+    let mut labels = Vec::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut label = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        label.push(n);
+                    }
+                }
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+    }
+    labels
+}

@@ -51,7 +51,7 @@ const COUNT_BELOW: i64 = 100_000;
 
 /// Rows still to replicate per table, estimated (`None` when a count failed).
 async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
-    let mut helpers = crate::helpers::HELPERS.lock().await;
+    let mut helpers = crate::conn::HELPERS.lock().await;
     let mut out = BTreeMap::new();
     let (Ok(my), Ok(pg)) = helpers
         .both(&settings.source_url, &settings.target_url)

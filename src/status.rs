@@ -14,8 +14,8 @@ use sea_orm::FromQueryResult;
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::conn::Helpers;
 use crate::error::{Error, Result, Side};
-use crate::helpers::Helpers;
 use crate::model::Position;
 use crate::source::binlog;
 use crate::source::mysql;

@@ -1,6 +1,6 @@
 //! Metrics: every name in one place ([`names`]), a small in-process registry fed by the
-//! pipeline, and its rendering in the Prometheus text format (served at `/metrics`, see
-//! [`crate::http`]).
+//! pipeline, and its rendering in the Prometheus text format (served at `/metrics` by
+//! the HTTP surface).
 //!
 //! The registry is process-wide: each table has one [`TableHandle`], which its stages
 //! update directly as they work; metrics, `/readyz`, progress and the run's summary read it.
@@ -140,6 +140,53 @@ impl Histogram {
     }
 }
 
+/// What `verify` (or its background check) found and did for one table.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TableReport {
+    pub table: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub chunks: usize,
+    pub mismatched_chunks: usize,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    pub missing_keys: Vec<String>,
+    pub extra_keys: Vec<String>,
+    pub different_keys: Vec<String>,
+    /// Columns left out of the comparison (see the module doc).
+    pub skipped_columns: Vec<String>,
+    pub upserted: u64,
+    pub deleted: u64,
+    /// After a repair: whether the table compared equal again.
+    pub equal_after_repair: Option<bool>,
+    pub seconds: f64,
+    /// Background check: when it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Background check: rows that differed at first look and turned out to be changes
+    /// still on their way (past the committed position), or equal on a second look.
+    pub in_flight: u64,
+    /// Background check: rows that kept changing on the source while being looked at, or
+    /// whose changes the pipeline had not applied within the wait; looked at next time.
+    pub unsettled: u64,
+    /// Rows read on each side, lookups included (what `[verify] max_rows_per_s` bounds).
+    pub read_source: u64,
+    pub read_target: u64,
+}
+
+impl TableReport {
+    pub fn mismatches(&self) -> u64 {
+        self.missing + self.extra + self.different
+    }
+
+    /// Whether the table is (now) equal on both sides.
+    pub fn ok(&self) -> bool {
+        self.mismatches() == 0 || self.equal_after_repair == Some(true)
+    }
+}
+
 /// What the process knows about one table.
 #[derive(Debug, Clone)]
 pub struct TableMetrics {
@@ -182,7 +229,7 @@ pub struct TableMetrics {
     /// last counted (every minute while caught up).
     pub rows_future: Option<u64>,
     /// The background verify's last report (`[verify] interval_s`).
-    pub verify: Option<crate::verify::TableReport>,
+    pub verify: Option<TableReport>,
     /// Background checks made, rows they compared and rows they repaired, all time.
     pub verify_checks: u64,
     pub verify_rows_compared: u64,
@@ -335,7 +382,7 @@ impl TableHandle {
     }
 
     /// The background verify compared the table.
-    pub fn verified(&self, report: crate::verify::TableReport) {
+    pub fn verified(&self, report: TableReport) {
         self.update(|m| {
             m.verify_checks += 1;
             m.verify_rows_compared += report.source_rows;
@@ -650,7 +697,7 @@ pub fn render(now: DateTime<Utc>) -> String {
                 o,
                 "{}{{member=\"{}\"}} {}",
                 names::MEMBER_TABLES,
-                label(&crate::state::ownership::owner_id()),
+                label(&crate::config::owner_id()),
                 tables.len()
             );
         },

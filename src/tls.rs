@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{debug, warn};
 
+/// What to do about a TLS failure, to follow its message.
+pub use crate::error::tls_hint as hint;
 use crate::error::Side;
 
 static WARNED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
@@ -53,17 +55,9 @@ pub fn note(side: Side, url: &str, what: &str, encrypted: bool) {
         };
         warn!(
             %side,
-            host = %crate::config::host_port(url),
+            host = %crate::urls::host_port(url),
             "connection is not encrypted: the server offers no TLS or the URL disables it; {fix}"
         );
-    }
-}
-
-/// What to do about a TLS failure, to follow its message.
-pub fn hint(side: Side) -> &'static str {
-    match side {
-        Side::Source => "TLS failed: if the server's certificate is not trusted, give its CA with ssl-ca=/path/ca.pem in the source URL or install it in the system's store (update-ca-certificates); ssl-mode=REQUIRED encrypts without verifying; a server without TLS needs ssl-mode=PREFERRED or DISABLED",
-        Side::Target => "TLS failed: if the server's certificate is not trusted, give its CA with sslrootcert=/path/ca.pem in the target URL or install it in the system's store (update-ca-certificates); verify-full also needs the URL's host to match the certificate; sslmode=require encrypts without verifying; a server without TLS needs sslmode=prefer or disable",
     }
 }
 

@@ -276,7 +276,7 @@ impl Supervisor {
         let (epoch, url, message) = (t.epoch, self.settings.target_url.clone(), error.to_string());
         self.recording += 1;
         let fut = async move {
-            let mut helpers = crate::helpers::HELPERS.lock().await;
+            let mut helpers = crate::conn::HELPERS.lock().await;
             let conn = helpers.target(&url).await?;
             crate::state::record_error(conn, &key, epoch, &message).await
         };
@@ -299,7 +299,7 @@ async fn watch_binlog_distance(url: String, handles: Arc<[Arc<TableHandle>]>, sh
             return;
         }
         let logs = {
-            let mut helpers = crate::helpers::HELPERS.lock().await;
+            let mut helpers = crate::conn::HELPERS.lock().await;
             match helpers.source(&url).await {
                 Ok(conn) => binary_logs(conn).await.ok(),
                 Err(_) => None,
@@ -355,7 +355,7 @@ impl Supervisor {
             let load_once = || {
                 let (keys, url) = (keys.clone(), settings.target_url.clone());
                 async move {
-                    let mut helpers = crate::helpers::HELPERS.lock().await;
+                    let mut helpers = crate::conn::HELPERS.lock().await;
                     let conn = helpers.target(&url).await?;
                     let mut out = Vec::with_capacity(keys.len());
                     for (id, key, epoch) in keys {

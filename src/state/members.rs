@@ -81,7 +81,7 @@ impl Group {
     ) -> Result<T> {
         let mut slot = self.conn.lock().await;
         if slot.is_none() {
-            *slot = Some(crate::sink::postgres::connect(&self.target_url, "member").await?);
+            *slot = Some(crate::conn::target(&self.target_url, "member").await?);
         }
         let out = f(slot.as_mut().expect("opened above")).await;
         if out.is_err() {

@@ -44,14 +44,7 @@ pub fn repair_lock(key: &StateKey, shared: bool) -> String {
 /// How often the lock's session is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Who this process is, in `replication_state.owner`: `host:pid`.
-pub fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{host}:{}", std::process::id())
-}
+pub use crate::config::owner_id;
 
 /// Takes the table's advisory lock on `conn` if nobody holds it.
 pub async fn try_lock(conn: &mut PgConnection, key: &StateKey) -> Result<bool> {
@@ -284,7 +277,7 @@ async fn connect(
     retry(
         &mut policy,
         shutdown,
-        || crate::sink::postgres::connect(&settings.target_url, "owner"),
+        || crate::conn::target(&settings.target_url, "owner"),
         |attempt, delay, e| {
             warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "cannot connect to the target yet; retrying")
         },

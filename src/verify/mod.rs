@@ -50,52 +50,7 @@ pub const PASS_ROWS: u64 = 100_000;
 /// Keys shown per kind of difference.
 const SHOWN_KEYS: usize = 5;
 
-/// What `verify` (or the background check, [`check`]) found and did for one table.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct TableReport {
-    pub table: String,
-    pub source_rows: u64,
-    pub target_rows: u64,
-    pub chunks: usize,
-    pub mismatched_chunks: usize,
-    pub missing: u64,
-    pub extra: u64,
-    pub different: u64,
-    pub missing_keys: Vec<String>,
-    pub extra_keys: Vec<String>,
-    pub different_keys: Vec<String>,
-    /// Columns left out of the comparison (see the module doc).
-    pub skipped_columns: Vec<String>,
-    pub upserted: u64,
-    pub deleted: u64,
-    /// After a repair: whether the table compared equal again.
-    pub equal_after_repair: Option<bool>,
-    pub seconds: f64,
-    /// Background check: when it ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Background check: rows that differed at first look and turned out to be changes
-    /// still on their way (past the committed position), or equal on a second look.
-    pub in_flight: u64,
-    /// Background check: rows that kept changing on the source while being looked at, or
-    /// whose changes the pipeline had not applied within the wait; looked at next time.
-    pub unsettled: u64,
-    /// Rows read on each side, lookups included (what `[verify] max_rows_per_s` bounds).
-    pub read_source: u64,
-    pub read_target: u64,
-}
-
-impl TableReport {
-    pub fn mismatches(&self) -> u64 {
-        self.missing + self.extra + self.different
-    }
-
-    /// Whether the table is (now) equal on both sides.
-    pub fn ok(&self) -> bool {
-        self.mismatches() == 0 || self.equal_after_repair == Some(true)
-    }
-}
+pub use crate::telemetry::TableReport;
 
 /// Whether column `i` takes part in the comparison.
 pub(crate) fn compared(t: &TableModel, i: usize) -> bool {

@@ -21,24 +21,7 @@ use crate::error::{on_target as tgt, Error, Result, Side};
 /// SQLSTATE: the lock was not granted within `lock_timeout`.
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// How DDL waits for its lock (`[target] lock_timeout_ms`, `[target] ddl_wait_ms`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockWait {
-    /// The longest one attempt waits for its lock (readers behind it wait as long).
-    pub lock_timeout: Duration,
-    /// How long the attempts go on before the caller is told (it falls back, or says so
-    /// in `status` and goes on trying).
-    pub patience: Duration,
-}
-
-impl Default for LockWait {
-    fn default() -> Self {
-        LockWait {
-            lock_timeout: Duration::from_millis(1000),
-            patience: Duration::from_secs(60),
-        }
-    }
-}
+pub use crate::config::LockWait;
 
 /// A session holding a lock on the table.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,48 +20,21 @@ pub mod types;
 mod writer;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
-use sea_orm::sqlx::{self, ConnectOptions};
+use sea_orm::sqlx;
+use sea_orm::sqlx::postgres::PgConnection;
 
 use self::writer::TableWriter;
 use super::{CaughtUp, PartApplied, Sink};
-use crate::config::{host_port, CopyFormat, OnBadRow};
+use crate::config::{CopyFormat, OnBadRow};
 use crate::error::{Error, Result, Side};
 use crate::model::{Batch, TableId, TableModel};
-use crate::redact::redact;
 use crate::state::ownership::repair_lock;
 use crate::state::{self, StateKey};
 
-/// Opens one connection to the target, named `sluice <role>` in `pg_stat_activity`.
-pub async fn connect(url: &str, role: &str) -> Result<PgConnection> {
-    let opts = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("target URL {} is not valid: {e}", redact(url))))?
-        .application_name(&format!("sluice {role}"));
-    let mut conn = opts.connect().await.map_err(|e| {
-        let mut err = Error::db(
-            Side::Target,
-            format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
-            &e,
-        );
-        if let Error::Database { message, .. } = &mut err {
-            message.push_str(
-                "; check that PostgreSQL is running there and the URL (--target, SLUICE_TARGET_URL, [target] url) is right",
-            );
-        }
-        err
-    })?;
-    let encrypted: Option<bool> =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_optional(&mut conn)
-            .await
-            .map_err(|e| Error::db(Side::Target, "reading the session's TLS state", &e))?;
-    crate::tls::note(Side::Target, url, role, encrypted.unwrap_or(false));
-    Ok(conn)
-}
+pub use crate::conn::target as connect;
 
 /// One table a sink writes.
 #[derive(Debug, Clone)]

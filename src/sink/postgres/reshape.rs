@@ -130,7 +130,7 @@ pub fn default_expr(c: &Column) -> (Option<String>, Option<String>) {
                 | Kind::Year => (Some(format!("0::{ty}")), None),
                 Kind::Text | Kind::Set => (Some(lit("")), None),
                 Kind::Enum => {
-                    let first = crate::source::binlog::decode::parse_labels(&c.source_type)
+                    let first = crate::model::parse_labels(&c.source_type)
                         .into_iter()
                         .next()
                         .unwrap_or_default();

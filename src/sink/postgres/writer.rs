@@ -119,7 +119,7 @@ impl TableWriter {
                         self.lock_wait.lock_timeout.as_millis()
                     );
                     warn!(table = %self.model.name, "{message}");
-                    let mut helpers = crate::helpers::HELPERS.lock().await;
+                    let mut helpers = crate::conn::HELPERS.lock().await;
                     let recorded = match helpers.target(&self.url).await {
                         Ok(conn) => {
                             crate::state::record_error(conn, &self.key, self.epoch, &message).await

@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value as My;
 
-use crate::model::{Column, Kind};
+use crate::model::{parse_labels, Column, Kind};
 use crate::value::Value;
 
 /// Whether a column of `kind` is what a table map describes: its type, metadata (DECIMAL
@@ -258,39 +258,6 @@ fn time_text(neg: bool, hours: u32, m: u8, s: u8, us: u32, fsp: u8) -> String {
         out.push_str(&frac[..usize::from(fsp.min(6))]);
     }
     out
-}
-
-/// The labels of `enum('a','b''c')` / `set(...)`, quotes undone.
-pub(crate) fn parse_labels(column_type: &str) -> Vec<String> {
-    let Some(open) = column_type.find('(') else {
-        return Vec::new();
-    };
-    let body = &column_type[open + 1..column_type.rfind(')').unwrap_or(column_type.len())];
-    let mut labels = Vec::new();
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\'' {
-            continue;
-        }
-        let mut label = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\'' if chars.peek() == Some(&'\'') => {
-                    chars.next();
-                    label.push('\'');
-                }
-                '\'' => break,
-                '\\' => {
-                    if let Some(n) = chars.next() {
-                        label.push(n);
-                    }
-                }
-                c => label.push(c),
-            }
-        }
-        labels.push(label);
-    }
-    labels
 }
 
 #[cfg(test)]

@@ -4,44 +4,15 @@
 pub mod introspect;
 pub mod read;
 
-use std::str::FromStr;
+use sea_orm::sqlx::{self, AssertSqlSafe, MySqlConnection};
 
-use sea_orm::sqlx::mysql::MySqlConnectOptions;
-use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions, MySqlConnection};
-
-use crate::config::host_port;
 use crate::error::{Error, Result, Side};
 use crate::redact::redact;
 
 pub use introspect::{introspect, MapOptions, SourceTable};
 pub use read::ReadSpec;
 
-/// Opens one connection to the source. The driver sets the session time zone to UTC,
-/// which is what TIMESTAMP columns are read in.
-pub async fn connect(url: &str) -> Result<MySqlConnection> {
-    let opts = MySqlConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("source URL {} is not valid: {e}", redact(url))))?;
-    let mut conn = opts.connect().await.map_err(|e| {
-        let mut err = Error::db(
-            Side::Source,
-            format!("cannot connect to {} (URL {})", host_port(url), redact(url)),
-            &e,
-        );
-        if let Error::Database { message, .. } = &mut err {
-            message.push_str(
-                "; check that MySQL/MariaDB is running there and the URL (--source, SLUICE_SOURCE_URL, [source] url) is right",
-            );
-        }
-        err
-    })?;
-    let cipher: Option<(String, String)> = sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-        .fetch_optional(&mut conn)
-        .await
-        .map_err(|e| Error::db(Side::Source, "reading the session's TLS state", &e))?;
-    let encrypted = cipher.is_some_and(|(_, c)| !c.is_empty());
-    crate::tls::note(Side::Source, url, "reader", encrypted);
-    Ok(conn)
-}
+pub use crate::conn::source as connect;
 
 /// The options of the binlog stream's connection (mysql_async) from the source URL as sqlx
 /// reads it: host, port or `socket=`, user, password, and TLS as `ssl-mode=` asks
