@@ -35,8 +35,8 @@
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`), each taking
 //!   its shutdown as a future.
 
-pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -47,6 +47,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod redact;
 pub mod retry;
+pub mod round;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -109,7 +109,7 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
             let s = shutdown.clone();
             rt.block_on(async {
                 tokio::select! {
-                    r = sluice::app::migrate(&settings, &shutdown) => r,
+                    r = sluice::commands::migrate(&settings, &shutdown) => r,
                     _ = async { stop.await; s.request(); std::future::pending::<()>().await } => Ok(()),
                 }
             })?;
@@ -119,7 +119,7 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
             );
         }
         Command::Generate { rate, total } => {
-            let r = sluice::app::generate(&settings, rate, total, stop)?;
+            let r = sluice::commands::generate(&settings, rate, total, stop)?;
             let secs = r.elapsed.as_secs_f64();
             println!(
                 "inserted {} orders in {secs:.1} s ({:.0} rows/s)",
@@ -129,7 +129,7 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Run { once } => {
             let started = std::time::Instant::now();
-            let outcome = sluice::app::run(settings, once, stop)?;
+            let outcome = sluice::commands::run(settings, once, stop)?;
             let total = outcome.rows_written();
             let secs = started.elapsed().as_secs_f64();
             println!(
@@ -218,7 +218,7 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
                 ));
             }
         }
-        Command::Demo { rate } => sluice::app::demo(settings, rate, stop)?,
+        Command::Demo { rate } => sluice::commands::demo(settings, rate, stop)?,
     }
     Ok(ExitCode::SUCCESS)
 }

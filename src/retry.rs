@@ -168,6 +168,24 @@ where
     }
 }
 
+/// Runs `connect` until it succeeds, retrying transient failures (server down, refused,
+/// restarting) until `[retry] connect_timeout_ms` has passed, or shutdown.
+pub async fn connecting<T, F, Fut>(
+    settings: &crate::config::Settings,
+    shutdown: &Shutdown,
+    connect: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut policy = Retrier::for_connect(&settings.retry);
+    retry(&mut policy, shutdown, connect, |attempt, delay, e| {
+        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "cannot connect yet; retrying")
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

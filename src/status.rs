@@ -16,10 +16,8 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::conn::Helpers;
 use crate::error::{Error, Result, Side};
-use crate::model::Position;
-use crate::source::binlog;
+use crate::source::capture::{Mode, SourcePosition};
 use crate::source::mysql;
-use crate::source::poll::keyset;
 use crate::value::Value;
 
 /// One table, as `status --json` and `/status` show it.
@@ -60,9 +58,9 @@ pub struct TableStatus {
     /// The last background comparison of source and target (`[verify] interval_s`); `null`
     /// before the first.
     pub verify: Option<crate::verify::TableReport>,
-    /// Keyset columns and values in keyset order, for [`describe`].
+    /// The position read back, for [`describe`].
     #[serde(skip)]
-    keyset: Vec<(String, Value)>,
+    read: Option<SourcePosition>,
 }
 
 /// The whole answer.
@@ -131,11 +129,10 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
     .await
     .unwrap_or_default();
     let mut my = my.map_err(|e| e.to_string());
-    let logs = match my.as_mut() {
-        Ok(conn) if settings.capture == crate::config::Capture::Binlog => {
-            binlog::binary_logs(conn).await.ok()
-        }
-        _ => None,
+    let mode = Mode::of(settings);
+    let head = match my.as_mut() {
+        Ok(conn) => mode.files(conn).await.ok().flatten(),
+        Err(_) => None,
     };
     // Members; none before sluice recorded any (an older state schema).
     let members = crate::state::members::list(
@@ -153,7 +150,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
     };
     // The zone DATETIME cursors are compared in (polling).
     let zone = match my.as_mut() {
-        Ok(conn) if settings.capture == crate::config::Capture::Poll => {
+        Ok(conn) if !mode.is_binlog() => {
             mysql::resolve_zone(conn, settings.datetime_zone.as_deref())
                 .await
                 .ok()
@@ -174,18 +171,18 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             continue;
         };
         let position = r.position.clone().filter(|p| !p.is_null());
-        let keyset = position
+        let read = position.as_ref().and_then(SourcePosition::from_json);
+        let keyset = read
             .as_ref()
-            .and_then(|p| keyset::describe(&Position(p.clone())))
+            .map(|p| p.keyset().to_vec())
             .unwrap_or_default();
         let mut lag_seconds = None;
-        let stored = position
+        let binlog = read
             .as_ref()
-            .and_then(|p| serde_json::from_value::<binlog::Stored>(p.clone()).ok());
-        let bytes_behind = stored
-            .as_ref()
-            .zip(logs.as_ref())
-            .map(|(s, logs)| binlog::bytes_behind(&s.binlog, logs));
+            .filter(|p| matches!(p, SourcePosition::Binlog(_)));
+        let bytes_behind = binlog
+            .zip(head.as_ref())
+            .and_then(|(p, head)| p.bytes_behind(head));
         if let Some(behind) = bytes_behind {
             lag_seconds = if behind == 0 {
                 Some(0.0)
@@ -255,7 +252,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
         out.tables.push(TableStatus {
             table: r.table_name.clone(),
             rows_replicated: r.rows_replicated,
-            watermark: position.as_ref().filter(|_| stored.is_none()).map(|_| {
+            watermark: position.as_ref().filter(|_| binlog.is_none()).map(|_| {
                 keyset
                     .iter()
                     .map(|(k, v)| (k.clone(), json_of(v)))
@@ -279,14 +276,8 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                 .verify
                 .clone()
                 .and_then(|v| serde_json::from_value(v).ok()),
-            snapshot: stored.as_ref().map(|s| {
-                if s.snapshot.is_some() {
-                    "running"
-                } else {
-                    "done"
-                }
-            }),
-            keyset,
+            snapshot: binlog.map(|p| if p.loading() { "running" } else { "done" }),
+            read,
         });
     }
     Ok(out)
@@ -322,22 +313,10 @@ pub fn describe_member(m: &crate::state::members::Member) -> String {
 }
 
 pub fn describe(t: &TableStatus) -> String {
-    let wm = match &t.position {
-        None => "none yet".to_string(),
-        Some(p) if t.keyset.is_empty() => {
-            binlog::describe(&Position(p.clone())).unwrap_or_else(|| p.to_string())
-        }
-        Some(_) => format!(
-            "({})",
-            t.keyset
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::Text(s) => format!("{k}={s}"),
-                    v => format!("{k}={}", v.display()),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let wm = match (&t.position, &t.read) {
+        (None, _) => "none yet".to_string(),
+        (Some(_), Some(read)) => read.describe(),
+        (Some(p), None) => p.to_string(),
     };
     let mut behind = t
         .bytes_behind
@@ -362,7 +341,7 @@ pub fn describe(t: &TableStatus) -> String {
         } else {
             ""
         },
-        if t.keyset.is_empty() && t.position.is_some() {
+        if t.position.is_some() && t.read.as_ref().is_none_or(|r| r.keyset().is_empty()) {
             "position"
         } else {
             "watermark"

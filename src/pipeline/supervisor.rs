@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::model::Position;
 use crate::shutdown::Shutdown;
 use crate::sink::postgres::{PgSink, SinkOptions, SinkTable};
+use crate::source::capture::{Mode, SourcePosition};
 use crate::source::{OpenTable, TablePlan};
 use crate::state::ownership::Ownership;
 use crate::state::StateKey;
@@ -193,7 +194,7 @@ impl Supervisor {
                 lock_wait: self.settings.lock_wait(),
                 indexes: p
                     .indexes
-                    .then_some(self.settings.capture == crate::config::Capture::Binlog),
+                    .then_some(Mode::of(&self.settings).transaction_ordered()),
             },
             sink_tables,
         );
@@ -292,26 +293,28 @@ impl Supervisor {
 
 /// Binlog capture: every few seconds, how many bytes of binary log lie between each table's
 /// committed position and the server's end (`sluice_binlog_bytes_behind`).
-async fn watch_binlog_distance(url: String, handles: Arc<[Arc<TableHandle>]>, shutdown: Shutdown) {
-    use crate::source::binlog::{binary_logs, bytes_behind, Stored};
+async fn watch_binlog_distance(
+    mode: Mode,
+    url: String,
+    handles: Arc<[Arc<TableHandle>]>,
+    shutdown: Shutdown,
+) {
     loop {
         if shutdown.sleep(Duration::from_secs(5)).await {
             return;
         }
-        let logs = {
+        let head = {
             let mut helpers = crate::conn::HELPERS.lock().await;
             match helpers.source(&url).await {
-                Ok(conn) => binary_logs(conn).await.ok(),
+                Ok(conn) => mode.files(conn).await.ok().flatten(),
                 Err(_) => None,
             }
         };
-        let Some(logs) = logs else { continue };
+        let Some(head) = head else { continue };
         for h in handles.iter() {
-            if let Some(stored) = h
-                .position()
-                .and_then(|p| serde_json::from_value::<Stored>(p.0).ok())
-            {
-                h.set_bytes_behind(bytes_behind(&stored.binlog, &logs));
+            let read = h.position().as_ref().and_then(SourcePosition::read);
+            if let Some(behind) = read.and_then(|p| p.bytes_behind(&head)) {
+                h.set_bytes_behind(behind);
             }
         }
     }
@@ -424,15 +427,8 @@ impl Actor for Supervisor {
         let me = ctx.address();
         let handles = self.handles();
         let n = self.tables.len();
-        // Binlog capture reads one stream for all its tables: one lane.
-        let lanes = match self.settings.capture {
-            crate::config::Capture::Binlog => 1,
-            crate::config::Capture::Poll => self
-                .settings
-                .pipeline
-                .lanes(n, self.settings.verify.interval_s > 0),
-        }
-        .min(n);
+        let mode = Mode::of(&self.settings);
+        let lanes = mode.lanes(&self.settings, n);
         self.budget = Some(Budget::new(self.settings.pipeline.memory_budget()));
         for t in &self.tables {
             let name = &t.handle.name;
@@ -460,8 +456,9 @@ impl Actor for Supervisor {
             });
             self.launch(lane, &handles, &me);
         }
-        if self.settings.capture == crate::config::Capture::Binlog {
+        if mode.is_binlog() {
             actix::spawn(watch_binlog_distance(
+                mode,
                 self.settings.source_url.clone(),
                 handles.clone(),
                 self.shutdown.clone(),

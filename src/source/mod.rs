@@ -14,10 +14,13 @@
 //! may hand out a change that was applied before a crash but not yet covered by a committed
 //! position is the sink's concern: it applies idempotently.
 //!
+//! [`capture`] is what the rest of sluice asks of the capture mode and of stored positions.
+//!
 //! [`TablePlan`] is what start-up learns of a table for its capture mode, and [`open`] builds
 //! the source the configuration asks for.
 
 pub mod binlog;
+pub mod capture;
 pub mod mysql;
 pub mod poll;
 

@@ -272,6 +272,24 @@ pub async fn record_shape(
     Ok(())
 }
 
+/// The shape version a table is in once `model` is applied on the target: the recorded
+/// version while nothing changed (the same columns and indexes, and no DDL ran: `changed`),
+/// else one more than the recorded one, so that versions count up from what the target
+/// holds and a shape seen again after a restart is not recorded twice; `first` for a table
+/// with no history. It is to be recorded when it differs from the recorded one.
+pub fn next_version(
+    recorded: Option<&crate::model::TableModel>,
+    model: &crate::model::TableModel,
+    changed: bool,
+    first: u32,
+) -> u32 {
+    match recorded {
+        Some(r) if !changed && r.same_shape(model) && r.indexes == model.indexes => r.version,
+        Some(r) => r.version + 1,
+        None => first,
+    }
+}
+
 /// The newest shape recorded for a table: the one its target rows are in.
 pub async fn latest_shape(
     conn: &mut PgConnection,

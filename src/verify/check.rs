@@ -48,10 +48,11 @@ use crate::config::{Settings, TableSettings};
 use crate::error::{Error, Result, Side};
 use crate::model::TableModel;
 use crate::shutdown::Shutdown;
+use crate::source::capture::{self, Head, SourcePosition};
 use crate::source::mysql::read::bind_value;
 use crate::source::mysql::{self, ReadSpec};
 use crate::source::poll::keyset::{self, Keyset};
-use crate::source::{binlog, TablePlan};
+use crate::source::TablePlan;
 use crate::state::{self, ownership, StateKey};
 use crate::telemetry::TableHandle;
 use crate::value::{Row, Value};
@@ -243,7 +244,7 @@ struct Check<'a> {
 enum Mode {
     /// The polling keyset, to compare with the watermark.
     Poll(Keyset),
-    Binlog(mysql::Flavor),
+    Binlog(capture::Mode),
 }
 
 impl Check<'_> {
@@ -261,19 +262,16 @@ impl Check<'_> {
         };
         let mode = match &plan {
             TablePlan::Poll(p) => {
-                if Keyset::decode_load(&position).is_some() {
+                if SourcePosition::read(&position).is_none_or(|p| p.loading()) {
                     return Ok(None);
                 }
                 Mode::Poll(p.keyset.clone())
             }
-            TablePlan::Binlog(p) => {
-                if binlog::Stored::decode(&p.spec.model, &position)?
-                    .snapshot
-                    .is_some()
-                {
+            TablePlan::Binlog(_) => {
+                if SourcePosition::read(&position).is_none_or(|p| p.loading()) {
                     return Ok(None);
                 }
-                Mode::Binlog(mysql::Flavor::detect(self.my).await?)
+                Mode::Binlog(capture::Mode::of(self.settings))
             }
         };
         let spec = plan.spec();
@@ -615,9 +613,11 @@ impl Check<'_> {
                     .ok_or_else(|| Error::Other("the table's position is gone".into()))?;
                 Some(ks.decode(t, &position)?)
             }
-            Mode::Binlog(flavor) => {
-                let head = binlog::current_position(self.my, *flavor).await?;
-                if !self.applied_through(t, &key, &head).await? {
+            Mode::Binlog(capture) => {
+                let head = capture.head(self.my).await?.ok_or_else(|| {
+                    Error::Other("binlog capture: the source has no binary log head".into())
+                })?;
+                if !self.applied_through(&key, &head).await? {
                     report.unsettled += candidates.len() as u64;
                     return Ok(());
                 }
@@ -661,19 +661,16 @@ impl Check<'_> {
 
     /// Binlog capture: waits until the table's committed position is at or past `head`.
     /// False when it is not within [`SETTLE_WAIT`].
-    async fn applied_through(
-        &mut self,
-        t: &TableModel,
-        key: &StateKey,
-        head: &binlog::BinlogPos,
-    ) -> Result<bool> {
+    async fn applied_through(&mut self, key: &StateKey, head: &Head) -> Result<bool> {
         let until = Instant::now() + SETTLE_WAIT;
         loop {
             let at = state::load(self.pg, key).await?.and_then(|s| s.position);
-            if let Some(at) = at {
-                if binlog::Stored::decode(t, &at)?.binlog >= *head {
-                    return Ok(true);
-                }
+            if at
+                .as_ref()
+                .and_then(SourcePosition::read)
+                .is_some_and(|p| p.covers(head))
+            {
+                return Ok(true);
             }
             if Instant::now() >= until {
                 return Ok(false);

@@ -6,6 +6,7 @@
 //! - `writer`: one table's part of a batch: a direct COPY while rows are new, a staging
 //!   merge (`INSERT … ON CONFLICT`) otherwise, deletes, and the bad-row search.
 //! - [`initial_load`]: loading a backlog with the primary key deferred.
+//! - `prepare`: a table readied before its lane starts ([`PgSink::prepare_table`]).
 //!
 //! One [`PgSink`] writes the tables of one lane over one connection, each batch in one
 //! transaction together with the tables' positions ([`crate::state::advance`]).
@@ -15,6 +16,7 @@ pub mod ddl;
 pub mod foreign_keys;
 pub mod initial_load;
 pub mod lock;
+mod prepare;
 pub mod reshape;
 pub mod types;
 mod writer;
@@ -26,6 +28,7 @@ use futures::future::BoxFuture;
 use sea_orm::sqlx;
 use sea_orm::sqlx::postgres::PgConnection;
 
+pub use self::prepare::PrepareTable;
 use self::writer::TableWriter;
 use super::{CaughtUp, PartApplied, Sink};
 use crate::config::{CopyFormat, OnBadRow};

@@ -358,24 +358,16 @@ impl TableWriter {
         if let (Some(unique), false) = (self.indexes, loading || self.deferred_key.is_some()) {
             ran.extend(reshape::sync_indexes(tx, &self.schema, new, unique, self.lock_wait).await?);
         }
-        // Versions count up from the recorded one; a shape already recorded (seen again after
-        // a restart) is not recorded twice.
-        let same = recorded
-            .as_ref()
-            .is_some_and(|r| r.same_shape(new) && r.indexes == new.indexes);
-        let new = match &recorded {
-            Some(r) => {
-                let mut m = (**new).clone();
-                m.version = if same && ran.is_empty() {
-                    r.version
-                } else {
-                    r.version + 1
-                };
-                Arc::new(m)
-            }
-            None => new.clone(),
+        let version =
+            crate::state::next_version(recorded.as_ref(), new, !ran.is_empty(), new.version);
+        let new = if recorded.is_some() {
+            let mut m = (**new).clone();
+            m.version = version;
+            Arc::new(m)
+        } else {
+            new.clone()
         };
-        if !same || !ran.is_empty() {
+        if recorded.as_ref().is_none_or(|r| r.version != version) {
             crate::state::record_shape(tx, &self.key, &new, Some(position), &ran).await?;
         }
         let new = &new;

@@ -110,9 +110,8 @@ impl Stored {
 }
 
 /// A binlog position for `status`: `mysql-bin.000012:4567`, and the snapshot's progress.
-pub fn describe(p: &Position) -> Option<String> {
-    let s: Stored = serde_json::from_value(p.0.clone()).ok()?;
-    Some(match s.snapshot {
+pub fn describe(s: &Stored) -> String {
+    match &s.snapshot {
         None => format!("binlog {}", s.binlog),
         Some(SnapshotProgress { after: None }) => {
             format!("snapshot starting (then binlog from {})", s.binlog)
@@ -122,7 +121,7 @@ pub fn describe(p: &Position) -> Option<String> {
             k.iter().map(Value::display).collect::<Vec<_>>().join(", "),
             s.binlog
         ),
-    })
+    }
 }
 
 /// What start-up learnt of a table captured from the binlog.
@@ -310,6 +309,7 @@ mod tests {
 
     #[test]
     fn stored_positions_round_trip_and_describe_themselves() {
+        use crate::source::capture::SourcePosition;
         let s = Stored {
             binlog: BinlogPos {
                 file: "mysql-bin.000003".into(),
@@ -321,7 +321,7 @@ mod tests {
         };
         let p = s.position();
         assert_eq!(
-            describe(&p).unwrap(),
+            SourcePosition::read(&p).unwrap().describe(),
             "snapshot after key (7) (then binlog from mysql-bin.000003:4567)"
         );
         let done = Stored {
@@ -329,7 +329,7 @@ mod tests {
             ..s
         };
         assert_eq!(
-            describe(&done.position()).unwrap(),
+            SourcePosition::read(&done.position()).unwrap().describe(),
             "binlog mysql-bin.000003:4567"
         );
         assert!(done.position().0.get("snapshot").is_none());

@@ -1,0 +1,147 @@
+//! Which tables a round replicates: the configuration's tables and patterns, introspected
+//! on the source for the capture mode ([`plan`]), and, while a round runs, the source's
+//! tables watched for ones a pattern takes or that are gone ([`discover_tables`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::retry::connecting;
+use crate::shutdown::Shutdown;
+use crate::sink::postgres::ddl;
+use crate::source::capture::Mode;
+use crate::source::{mysql, TablePlan};
+
+/// What [`plan`] found.
+pub struct Planned {
+    /// The settings with one `[[tables]]` entry per table to replicate.
+    pub settings: Settings,
+    pub plans: Vec<TablePlan>,
+    /// Every table a pattern took, replicated or left out.
+    pub taken: Vec<String>,
+}
+
+/// Introspects every configured table on the source for the configured capture mode:
+/// bad definitions fail here, before anything is written anywhere.
+///
+/// `[[tables]]` patterns are expanded here against the source's tables: the settings come
+/// back with one entry per table to replicate, and a table a pattern took that cannot be
+/// replicated (no primary key, a type without a mapping) is left out with a warning naming
+/// why, where a table named on its own fails the start.
+pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
+    let mut src = connecting(&settings, shutdown, || mysql::connect(&settings.source_url)).await?;
+    let (tables, existing) = mysql::expand_on_source(&mut src, &settings.tables).await?;
+    for t in settings.tables.iter().filter(|t| t.is_pattern()) {
+        if !existing.iter().any(|e| t.takes(e)) {
+            warn!(pattern = %t.name, "no source table matches this [[tables]] pattern yet");
+        }
+    }
+    let taken: Vec<String> = tables
+        .iter()
+        .filter(|t| t.from_pattern)
+        .map(|t| t.name.clone())
+        .collect();
+    let mut settings = Settings { tables, ..settings };
+    // What the capture mode needs of the server (binlog settings and privileges; polling:
+    // a zone for DATETIME cursors the server can convert to) stops here (exit 2).
+    Mode::of(&settings)
+        .check_server(&mut src, &settings)
+        .await?;
+    // Every table is checked, and every definition problem reported at once, each with its
+    // fix: one round trip for a schema with several.
+    let mut plans = Vec::with_capacity(settings.tables.len());
+    let mut kept = Vec::with_capacity(settings.tables.len());
+    let mut problems = Vec::new();
+    for t in &settings.tables {
+        let planned = match crate::source::plan_table(&mut src, &settings, t).await {
+            Ok(plan) => ddl::check_names(plan.model()).map(|()| plan),
+            Err(e) => Err(e),
+        };
+        match planned {
+            Ok(plan) => {
+                plans.push(plan);
+                kept.push(t.clone());
+            }
+            Err(e @ (Error::Schema(_) | Error::Config(_))) if t.from_pattern => {
+                warn!(table = %t.name, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
+            }
+            Err(e @ (Error::Schema(_) | Error::Config(_))) => problems.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    let listed = settings.tables.len();
+    settings.tables = kept;
+    if problems.is_empty() && settings.tables.is_empty() {
+        return Err(Error::Config(
+            "no table to replicate: the [[tables]] patterns take no source table that can be replicated (see the warnings above)".into(),
+        ));
+    }
+    match problems.len() {
+        0 => Ok(Planned {
+            settings,
+            plans,
+            taken,
+        }),
+        1 => Err(problems.remove(0)),
+        n => Err(Error::Schema(format!(
+            "{n} of the {listed} tables cannot be replicated as configured:\n  - {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  - ")
+        ))),
+    }
+}
+
+/// How often the source's table list is looked at for new tables a pattern takes.
+const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+
+/// Looks at the source's tables every [`DISCOVER_EVERY`] until `round` ends; when a pattern
+/// takes a table not among `taken`, or a table a pattern took (`kept`) is gone, records it in
+/// `found` and ends the round.
+pub async fn discover_tables(
+    settings: Settings,
+    taken: Vec<String>,
+    kept: Vec<String>,
+    round: Shutdown,
+    found: Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut conn = None;
+    let mut warned = false;
+    while !round.sleep(DISCOVER_EVERY).await {
+        if conn.is_none() {
+            conn = mysql::connect(&settings.source_url).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let existing = match mysql::base_tables(c).await {
+            Ok(e) => e,
+            Err(e) => {
+                if !warned {
+                    warn!(error = %e, "cannot list the source's tables to find new ones; retrying");
+                    warned = true;
+                }
+                conn = None;
+                continue;
+            }
+        };
+        let mut new: Vec<String> = mysql::expand_tables(&settings.tables, &existing)
+            .into_iter()
+            .filter(|t| t.from_pattern && !taken.contains(&t.name))
+            .map(|t| t.name)
+            .collect();
+        new.extend(
+            kept.iter()
+                .filter(|t| !existing.contains(t))
+                .map(|t| format!("{t} (gone)")),
+        );
+        if !new.is_empty() {
+            *found.lock().unwrap_or_else(|p| p.into_inner()) = new;
+            round.request();
+            return;
+        }
+    }
+}

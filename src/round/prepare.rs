@@ -1,0 +1,132 @@
+//! Readying a round's tables once they are owned: each table's stored state loaded, its
+//! plan brought to the shape recorded at its position (binlog), and its target table
+//! readied ([`PgSink::prepare_table`]). A standby that took a table over resumes where the
+//! owner stopped.
+
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::pipeline::supervisor::PlannedTable;
+use crate::retry::connecting;
+use crate::shutdown::Shutdown;
+use crate::sink::postgres::{self, initial_load, PgSink, PrepareTable};
+use crate::source::capture::Mode;
+use crate::source::TablePlan;
+use crate::state::ownership::Ownership;
+use crate::state::{self, StateKey};
+
+/// Loads each planned table's state and readies its target table: everything `run` must
+/// know before it starts the pipeline.
+pub async fn prepare(
+    settings: &Settings,
+    plans: Vec<TablePlan>,
+    ownership: &Ownership,
+    shutdown: &Shutdown,
+) -> Result<Vec<PlannedTable>> {
+    let mut tgt = connecting(settings, shutdown, || {
+        postgres::connect(&settings.target_url, "setup")
+    })
+    .await?;
+    let mode = Mode::of(settings);
+    let mut planned = Vec::with_capacity(plans.len());
+    for (i, mut plan) in plans.into_iter().enumerate() {
+        let name = plan.model().name.clone();
+        let key = StateKey::new(&settings.pipeline_name, &name);
+        let epoch = ownership.epoch(i);
+        let (start, mut deferred_key) = match state::load(&mut tgt, &key).await? {
+            Some(s) => (s.position, s.deferred_key),
+            None => (None, None),
+        };
+        let recorded = state::latest_shape(&mut tgt, &key).await?;
+        let on_drop = settings
+            .tables
+            .get(i)
+            .and_then(|t| t.on_drop_column)
+            .unwrap_or(settings.pipeline.on_drop_column);
+        // The shape the target is brought to now. Polling reads the table as it is, so the
+        // target follows any change made while sluice was stopped at once; the binlog is
+        // read from the stored position, where the table had the recorded shape, and the
+        // changes since arrive in order with the stream.
+        let mut follow_later = false;
+        if let (TablePlan::Binlog(b), Some(rec), Some(_)) = (&mut plan, &recorded, &start) {
+            if !rec.same_shape(&b.spec.model) {
+                follow_later = true;
+                info!(table = %name, version = rec.version, "the table changed on the source since its stored position; the binlog stream starts in the shape recorded there and follows the changes in order");
+                b.start_in(rec, settings.zero_dates)?;
+            }
+        }
+        plan.set_version(state::next_version(
+            recorded.as_ref(),
+            plan.model(),
+            false,
+            1,
+        ));
+        // A table already replicated gets the source's indexes now (one whose load is still
+        // to come gets them once it is loaded; one whose stream starts in an older shape, as
+        // the stream reaches the source's present).
+        let sync_indexes = settings.pipeline.indexes
+            && start.is_some()
+            && !plan.will_load(start.as_ref())
+            && deferred_key.is_none()
+            && !follow_later;
+        PgSink::prepare_table(
+            &mut tgt,
+            PrepareTable {
+                schema: &settings.target_schema,
+                key: &key,
+                model: plan.model(),
+                recorded: recorded.as_ref(),
+                start: start.as_ref(),
+                deferred_key: deferred_key.is_some(),
+                on_drop,
+                follow_later,
+                sync_indexes: sync_indexes.then_some(mode.transaction_ordered()),
+                lock_wait: settings.lock_wait(),
+            },
+        )
+        .await?;
+        if let Some(p) = &start {
+            plan.check_position(p).map_err(|e| match e {
+                Error::Schema(m) => Error::Schema(format!(
+                    "{m}. The table's row: DELETE FROM sluice.replication_state WHERE pipeline = {} AND table_name = {}",
+                    sql_literal(&key.pipeline),
+                    sql_literal(&key.table)
+                )),
+                e => e,
+            })?;
+        }
+        if start.is_none()
+            && deferred_key.is_none()
+            && settings.pipeline.defer_key
+            && plan.estimated_rows() >= settings.pipeline.defer_key_min_rows
+        {
+            deferred_key = initial_load::defer_key(
+                &mut tgt,
+                &key,
+                epoch,
+                &settings.target_schema,
+                plan.model(),
+                plan.estimated_rows(),
+                settings.lock_wait(),
+            )
+            .await?;
+        }
+        let handle = crate::telemetry::register(&plan.model().name);
+        planned.push(PlannedTable {
+            plan: Arc::new(plan),
+            start,
+            deferred_key,
+            epoch,
+            handle,
+        });
+    }
+    Ok(planned)
+}
+
+/// A string as an SQL literal, for statements sluice prints for the user to run.
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
