@@ -125,8 +125,10 @@ mariadb_alive() { mariadb-admin --protocol=socket --connect-timeout=2 ping >/dev
 mariadb_start() {
     mkdir -p "$MARIADB_RUN_DIR"
     chown mysql:mysql "$MARIADB_RUN_DIR"
-    # --exec matches by executable, so this is a no-op if it is already running.
-    start-stop-daemon --start --oknodo --background --exec "$MARIADBD"
+    # Matched by its pidfile as well as its executable: --exec alone matches any mariadbd
+    # on the machine (a test's second server, a developer's own) and would start nothing.
+    # A no-op when the server the pidfile names is running.
+    start-stop-daemon --start --oknodo --background --pidfile "$MARIADB_PID_FILE" --exec "$MARIADBD"
     if ! wait_until "$WAIT_TIMEOUT" "mariadb to accept connections on its socket" mariadb_alive; then
         tail -n 20 /var/log/mysql/error.log >&2 2>/dev/null || true
         die "mariadb did not start (expected on ${MYSQL_HOST}:${MYSQL_PORT}); see /var/log/mysql/error.log"

@@ -23,9 +23,12 @@ fn restart_postgres() {
 }
 
 fn restart_mariadb() {
-    // Shut down, and wait until the server process has gone (up to 60 s).
-    sh("mariadb-admin -h127.0.0.1 -uroot shutdown; \
-        for i in $(seq 600); do pgrep -x mariadbd >/dev/null || exit 0; sleep 0.1; done; exit 1");
+    // Shut down, and wait until the server process has gone (up to 60 s): the one its
+    // pidfile names, since another mariadbd may run on the machine (a test's second server).
+    sh(
+        "pid=$(cat /run/mysqld/mysqld.pid); mariadb-admin -h127.0.0.1 -uroot shutdown; \
+        for i in $(seq 600); do kill -0 \"$pid\" 2>/dev/null || exit 0; sleep 0.1; done; exit 1",
+    );
     // The project's own start-up script brings it back (and waits until it answers).
     sh(concat!(
         "bash ",

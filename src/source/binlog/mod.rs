@@ -306,32 +306,4 @@ mod tests {
             250
         );
     }
-
-    #[test]
-    fn stored_positions_round_trip_and_describe_themselves() {
-        use crate::source::capture::SourcePosition;
-        let s = Stored {
-            binlog: BinlogPos {
-                file: "mysql-bin.000003".into(),
-                pos: 4567,
-            },
-            snapshot: Some(SnapshotProgress {
-                after: Some(vec![Value::Int(7)]),
-            }),
-        };
-        let p = s.position();
-        assert_eq!(
-            SourcePosition::read(&p).unwrap().describe(),
-            "snapshot after key (7) (then binlog from mysql-bin.000003:4567)"
-        );
-        let done = Stored {
-            snapshot: None,
-            ..s
-        };
-        assert_eq!(
-            SourcePosition::read(&done.position()).unwrap().describe(),
-            "binlog mysql-bin.000003:4567"
-        );
-        assert!(done.position().0.get("snapshot").is_none());
-    }
 }
