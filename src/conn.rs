@@ -4,7 +4,7 @@
 //!
 //! The helpers' connections: readiness probes, `/status`, the progress estimate, recording a
 //! table's error, the binlog distance. They share one connection to each side (the one
-//! `[pipeline] max_*_connections` keeps for them), held in [`HELPERS`] and kept open between
+//! `[pipeline] max_*_connections` keeps for them), held by one [`SharedHelpers`] handle per process (passed to whoever needs it) and kept open between
 //! uses, so that a scraper or a probe polling `/readyz` costs the source a `SELECT 1`, not a
 //! connection.
 //!
@@ -79,8 +79,23 @@ pub async fn target(url: &str, role: &str) -> Result<PgConnection> {
     Ok(conn)
 }
 
-/// Held while a helper talks to the databases: one helper at a time.
-pub static HELPERS: Mutex<Helpers> = Mutex::const_new(Helpers::new());
+/// The helpers' connections, shared by handle: `run` and `demo` make one and pass it to
+/// the HTTP surface, the progress reporter, the supervisor and the sinks. Held locked while
+/// a helper talks to the databases: one helper at a time.
+#[derive(Clone, Default)]
+pub struct SharedHelpers(std::sync::Arc<Mutex<Helpers>>);
+
+impl SharedHelpers {
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Helpers> {
+        self.0.lock().await
+    }
+}
+
+impl std::fmt::Debug for SharedHelpers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedHelpers")
+    }
+}
 
 /// One connection to each side, opened when first needed.
 #[derive(Default)]

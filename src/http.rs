@@ -20,7 +20,7 @@ use sea_orm::sqlx;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::conn::HELPERS;
+use crate::conn::SharedHelpers;
 use crate::error::{Error, Result};
 use crate::redact::redact;
 
@@ -32,6 +32,7 @@ pub const CACHE_FOR: Duration = Duration::from_secs(1);
 
 struct State {
     settings: Settings,
+    helpers: SharedHelpers,
     readyz: Cached,
     status: Cached,
 }
@@ -67,9 +68,10 @@ impl Cached {
 
 /// Binds and starts serving on the current actix System; returns the bound address.
 /// The server stops with the System.
-pub fn start(settings: &Settings) -> Result<SocketAddr> {
+pub fn start(settings: &Settings, helpers: SharedHelpers) -> Result<SocketAddr> {
     let state = web::Data::new(State {
         settings: settings.clone(),
+        helpers,
         readyz: Cached::default(),
         status: Cached::default(),
     });
@@ -126,11 +128,14 @@ where
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
-    state.readyz.get(|| ready(&state.settings)).await
+    state
+        .readyz
+        .get(|| ready(&state.settings, &state.helpers))
+        .await
 }
 
-async fn ready(s: &Settings) -> (bool, serde_json::Value) {
-    let mut helpers = HELPERS.lock().await;
+async fn ready(s: &Settings, helpers: &SharedHelpers) -> (bool, serde_json::Value) {
+    let mut helpers = helpers.lock().await;
     let (my, pg) = helpers.both(&s.source_url, &s.target_url).await;
     let (source, target) = tokio::join!(
         probe(|| async {
@@ -199,7 +204,7 @@ async fn status(state: web::Data<State>) -> HttpResponse {
     state
         .status
         .get(|| async {
-            let mut helpers = HELPERS.lock().await;
+            let mut helpers = state.helpers.lock().await;
             match crate::status::collect(&state.settings, &mut helpers).await {
                 Ok(s) => (true, serde_json::to_value(s).unwrap_or_default()),
                 Err(e) => {

@@ -19,6 +19,7 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Row as _};
 use tracing::info;
 
 use crate::config::Settings;
+use crate::conn::SharedHelpers;
 use crate::sink::postgres::types::qualified;
 use crate::source::mysql::quote as quote_mysql;
 
@@ -50,8 +51,12 @@ fn done_by_group(tables: &[String], many: bool) -> BTreeMap<String, u64> {
 const COUNT_BELOW: i64 = 100_000;
 
 /// Rows still to replicate per table, estimated (`None` when a count failed).
-async fn remaining(settings: &Settings, tables: &[String]) -> BTreeMap<String, Option<u64>> {
-    let mut helpers = crate::conn::HELPERS.lock().await;
+async fn remaining(
+    settings: &Settings,
+    helpers: &SharedHelpers,
+    tables: &[String],
+) -> BTreeMap<String, Option<u64>> {
+    let mut helpers = helpers.lock().await;
     let mut out = BTreeMap::new();
     let (Ok(my), Ok(pg)) = helpers
         .both(&settings.source_url, &settings.target_url)
@@ -115,7 +120,7 @@ struct Bars {
     bars: BTreeMap<String, ProgressBar>,
 }
 
-pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
+pub fn start(settings: &Settings, helpers: SharedHelpers, tables: Vec<String>) -> Reporter {
     let terminal = std::io::stderr().is_terminal();
     let every = Duration::from_millis(
         std::env::var("SLUICE_PROGRESS_MS")
@@ -132,7 +137,7 @@ pub fn start(settings: &Settings, tables: Vec<String>) -> Reporter {
     let many = tables.len() > PER_TABLE_UP_TO;
     let task = actix_rt::spawn(async move {
         let mut totals: BTreeMap<String, Option<u64>> = BTreeMap::new();
-        for (t, n) in remaining(&settings, &tables).await {
+        for (t, n) in remaining(&settings, &helpers, &tables).await {
             let e = totals.entry(group_of(&t, many)).or_insert(Some(0));
             *e = e.zip(n).map(|(a, b)| a + b);
         }

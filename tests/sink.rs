@@ -105,6 +105,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             on_bad_row: OnBadRow::Stop,
             copy_format: CopyFormat::Auto,
             role: "test".into(),
+            helpers: Default::default(),
             lock_wait: Default::default(),
             indexes: None,
         },

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use super::{migrate, orm_connect, shutdown_on};
 use crate::config::Settings;
+use crate::conn::SharedHelpers;
 use crate::error::{Error, Result, Side};
 use crate::pipeline::generator::{Generator, StopGenerator};
 use crate::pipeline::supervisor::Supervisor;
@@ -47,7 +48,8 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
             "stopping the generator, then the replicator",
         );
         migrate(&settings, &shutdown).await?;
-        crate::http::start(&settings)?;
+        let helpers = SharedHelpers::default();
+        crate::http::start(&settings, helpers.clone())?;
         let round::Planned {
             settings, plans, ..
         } = round::plan(settings, &shutdown).await?;
@@ -61,6 +63,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         let (done_tx, done_rx) = oneshot::channel();
         Supervisor::new(
             settings.clone(),
+            round::wiring(&settings, &helpers),
             false,
             planned,
             ownership,

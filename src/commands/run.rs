@@ -13,6 +13,7 @@ use tracing::info;
 
 use super::{apply_state_schema, shutdown_on};
 use crate::config::Settings;
+use crate::conn::SharedHelpers;
 use crate::error::{Error, Result};
 use crate::pipeline::supervisor::{RunOutcome, Supervisor};
 use crate::round::{self, group, group::Claimed};
@@ -30,7 +31,8 @@ pub fn run(
         let started = Instant::now();
         let shutdown = Shutdown::new();
         shutdown_on(stop, &shutdown, "stopping: finishing the batches in flight");
-        crate::http::start(&settings)?;
+        let helpers = SharedHelpers::default();
+        crate::http::start(&settings, helpers.clone())?;
         // With patterns, a table created on the source that one takes is picked up: the
         // round in progress ends as a shutdown would (batches in flight committed), and the
         // next starts with it, every table resuming from its committed position.
@@ -103,7 +105,7 @@ pub fn run(
             standing_by = false;
             let planned = round::prepare(&expanded, plans, &ownership, &shutdown).await?;
             info!(pipeline = %expanded.pipeline_name, tables = planned.len(), "replicating");
-            let progress = crate::progress::start(&expanded, names);
+            let progress = crate::progress::start(&expanded, helpers.clone(), names);
             let (done_tx, done_rx) = oneshot::channel();
             let found = Arc::new(std::sync::Mutex::new(Vec::new()));
             if discover {
@@ -131,7 +133,8 @@ pub fn run(
                     round.clone(),
                 ));
             }
-            Supervisor::new(expanded, once, planned, ownership, round, done_tx).start();
+            let wiring = round::wiring(&expanded, &helpers);
+            Supervisor::new(expanded, wiring, once, planned, ownership, round, done_tx).start();
             let outcome = done_rx
                 .await
                 .map_err(|_| Error::Other("the supervisor stopped without a report".into()))?;

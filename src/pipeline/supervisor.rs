@@ -18,10 +18,11 @@ use super::poller::{Poll, Poller, PollerConfig};
 use super::writer::{WriteNext, Writer, WriterConfig};
 use super::{Budget, Event};
 use crate::config::{OnTableError, Settings};
+use crate::conn::SharedHelpers;
 use crate::error::Error;
 use crate::model::Position;
 use crate::shutdown::Shutdown;
-use crate::sink::postgres::{PgSink, SinkOptions, SinkTable};
+use crate::sink::{SinkFactory, SinkTable};
 use crate::source::capture::{Mode, SourcePosition};
 use crate::source::{OpenTable, TablePlan};
 use crate::state::ownership::Ownership;
@@ -75,8 +76,16 @@ fn once<C, A>(cfg: C, make: fn(Option<C>) -> A) -> impl Fn() -> A {
     move || make(slot.lock().unwrap_or_else(|p| p.into_inner()).take())
 }
 
+/// What the supervisor is handed beside its tables: how to make each lane's sink, and the
+/// helpers' connections through which it records a table's error and reads positions.
+pub struct Wiring {
+    pub sinks: SinkFactory,
+    pub helpers: SharedHelpers,
+}
+
 pub struct Supervisor {
     settings: Settings,
+    wiring: Wiring,
     once: bool,
     tables: Vec<PlannedTable>,
     ownership: Option<Ownership>,
@@ -106,6 +115,7 @@ type LaneAddrs = (Addr<Poller>, Addr<Batcher>, Addr<Writer>);
 impl Supervisor {
     pub fn new(
         settings: Settings,
+        wiring: Wiring,
         once: bool,
         tables: Vec<PlannedTable>,
         ownership: Ownership,
@@ -114,6 +124,7 @@ impl Supervisor {
     ) -> Self {
         Supervisor {
             settings,
+            wiring,
             once,
             tables,
             ownership: Some(ownership),
@@ -183,27 +194,13 @@ impl Supervisor {
                 }
             })
             .collect();
-        let sink = PgSink::new(
-            SinkOptions {
-                url: self.settings.target_url.clone(),
-                schema: self.settings.target_schema.clone(),
-                pipeline: self.settings.pipeline_name.clone(),
-                on_bad_row: p.on_bad_row,
-                copy_format: p.copy_format,
-                role: format!("writer {lane}"),
-                lock_wait: self.settings.lock_wait(),
-                indexes: p
-                    .indexes
-                    .then_some(Mode::of(&self.settings).transaction_ordered()),
-            },
-            sink_tables,
-        );
+        let sink = (self.wiring.sinks)(lane, sink_tables);
         // One read may wait between poller and batcher while the next is read.
         let (read_tx, read_rx) = bounded(1);
         let (batch_tx, batch_rx) = bounded(p.channel_capacity);
         let writer = WriterConfig {
             lane,
-            sink: Box::new(sink),
+            sink,
             input: batch_rx,
             handles: handles.clone(),
             retry: self.settings.retry.clone(),
@@ -275,9 +272,10 @@ impl Supervisor {
         let t = &self.tables[table];
         let key = StateKey::new(&self.settings.pipeline_name, &t.handle.name);
         let (epoch, url, message) = (t.epoch, self.settings.target_url.clone(), error.to_string());
+        let helpers = self.wiring.helpers.clone();
         self.recording += 1;
         let fut = async move {
-            let mut helpers = crate::conn::HELPERS.lock().await;
+            let mut helpers = helpers.lock().await;
             let conn = helpers.target(&url).await?;
             crate::state::record_error(conn, &key, epoch, &message).await
         };
@@ -295,6 +293,7 @@ impl Supervisor {
 /// committed position and the server's end (`sluice_binlog_bytes_behind`).
 async fn watch_binlog_distance(
     mode: Mode,
+    helpers: SharedHelpers,
     url: String,
     handles: Arc<[Arc<TableHandle>]>,
     shutdown: Shutdown,
@@ -304,7 +303,7 @@ async fn watch_binlog_distance(
             return;
         }
         let head = {
-            let mut helpers = crate::conn::HELPERS.lock().await;
+            let mut helpers = helpers.lock().await;
             match helpers.source(&url).await {
                 Ok(conn) => mode.files(conn).await.ok().flatten(),
                 Err(_) => None,
@@ -354,11 +353,13 @@ impl Supervisor {
             .collect();
         let settings = self.settings.clone();
         let shutdown = self.shutdown.clone();
+        let helpers = self.wiring.helpers.clone();
         let load = async move {
             let load_once = || {
                 let (keys, url) = (keys.clone(), settings.target_url.clone());
+                let helpers = helpers.clone();
                 async move {
-                    let mut helpers = crate::conn::HELPERS.lock().await;
+                    let mut helpers = helpers.lock().await;
                     let conn = helpers.target(&url).await?;
                     let mut out = Vec::with_capacity(keys.len());
                     for (id, key, epoch) in keys {
@@ -459,6 +460,7 @@ impl Actor for Supervisor {
         if mode.is_binlog() {
             actix::spawn(watch_binlog_distance(
                 mode,
+                self.wiring.helpers.clone(),
                 self.settings.source_url.clone(),
                 handles.clone(),
                 self.shutdown.clone(),

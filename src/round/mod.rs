@@ -10,3 +10,42 @@ mod prepare;
 
 pub use plan::{discover_tables, plan, Planned};
 pub use prepare::prepare;
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::conn::SharedHelpers;
+use crate::pipeline::supervisor::Wiring;
+use crate::sink::postgres::{PgSink, SinkOptions};
+use crate::sink::SinkFactory;
+use crate::source::capture::Mode;
+
+/// What the supervisor is handed: the lanes' sinks (one [`PgSink`] each, on a connection of
+/// its own) and the process's helper connections.
+pub fn wiring(settings: &Settings, helpers: &SharedHelpers) -> Wiring {
+    let p = &settings.pipeline;
+    let opts = SinkOptions {
+        url: settings.target_url.clone(),
+        schema: settings.target_schema.clone(),
+        pipeline: settings.pipeline_name.clone(),
+        on_bad_row: p.on_bad_row,
+        copy_format: p.copy_format,
+        role: String::new(),
+        helpers: helpers.clone(),
+        lock_wait: settings.lock_wait(),
+        indexes: p
+            .indexes
+            .then_some(Mode::of(settings).transaction_ordered()),
+    };
+    let sinks: SinkFactory = Arc::new(move |lane, tables| {
+        let opts = SinkOptions {
+            role: format!("writer {lane}"),
+            ..opts.clone()
+        };
+        Box::new(PgSink::new(opts, tables))
+    });
+    Wiring {
+        sinks,
+        helpers: helpers.clone(),
+    }
+}

@@ -31,10 +31,37 @@
 
 pub mod postgres;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
 use crate::error::Result;
-use crate::model::{Batch, TableId};
+use crate::model::{Batch, TableId, TableModel};
+
+/// One table a sink writes.
+#[derive(Debug, Clone)]
+pub struct SinkTable {
+    pub id: TableId,
+    pub model: Arc<TableModel>,
+    /// The ownership epoch this process holds for the table.
+    pub epoch: i64,
+    /// The primary-key constraint an initial load dropped, to build once caught up.
+    pub deferred_key: Option<String>,
+    /// Columns that order versions of one row (a polling cursor): while the key is
+    /// deferred, the copy with the greatest values is the one kept.
+    pub version_columns: Vec<usize>,
+    /// Foreign keys to other tables whose actions the target must apply (see
+    /// [`postgres::foreign_keys`]).
+    pub foreign_keys: Vec<crate::model::ForeignKey>,
+    /// The table is being loaded (snapshotted): its foreign keys wait until it is done.
+    pub loading: bool,
+    /// What a column dropped on the source does to the target's.
+    pub on_drop_column: crate::config::OnDropColumn,
+}
+
+/// Makes the sink of one lane (its number, its tables): how the pipeline gets its sinks
+/// without knowing which kind they are.
+pub type SinkFactory = Arc<dyn Fn(usize, Vec<SinkTable>) -> Box<dyn Sink> + Send + Sync>;
 
 /// What one table's part of a batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -22,7 +22,6 @@ pub mod types;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sea_orm::sqlx;
@@ -33,32 +32,12 @@ use self::writer::TableWriter;
 use super::{CaughtUp, PartApplied, Sink};
 use crate::config::{CopyFormat, OnBadRow};
 use crate::error::{Error, Result, Side};
-use crate::model::{Batch, TableId, TableModel};
+use crate::model::{Batch, TableId};
+pub use crate::sink::SinkTable;
 use crate::state::ownership::repair_lock;
 use crate::state::{self, StateKey};
 
 pub use crate::conn::target as connect;
-
-/// One table a sink writes.
-#[derive(Debug, Clone)]
-pub struct SinkTable {
-    pub id: TableId,
-    pub model: Arc<TableModel>,
-    /// The ownership epoch this process holds for the table.
-    pub epoch: i64,
-    /// The primary-key constraint an initial load dropped, to build once caught up.
-    pub deferred_key: Option<String>,
-    /// Columns that order versions of one row (a polling cursor): while the key is
-    /// deferred, the copy with the greatest values is the one kept.
-    pub version_columns: Vec<usize>,
-    /// Foreign keys to other tables whose actions the target must apply (see
-    /// [`foreign_keys`]).
-    pub foreign_keys: Vec<crate::model::ForeignKey>,
-    /// The table is being loaded (snapshotted): its foreign keys wait until it is done.
-    pub loading: bool,
-    /// What a column dropped on the source does to the target's.
-    pub on_drop_column: crate::config::OnDropColumn,
-}
 
 /// How the sink writes.
 #[derive(Debug, Clone)]
@@ -70,6 +49,8 @@ pub struct SinkOptions {
     pub copy_format: CopyFormat,
     /// Appears in `pg_stat_activity` as `sluice <role>`.
     pub role: String,
+    /// The helper connection a table's wait for a DDL lock is recorded through.
+    pub helpers: crate::conn::SharedHelpers,
     /// How DDL on the tables (TRUNCATE, the deferred key) waits for its locks.
     pub lock_wait: lock::LockWait,
     /// Mirror the source's secondary indexes (`[pipeline] indexes`): `None` no; `Some(true)`

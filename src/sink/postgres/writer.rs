@@ -96,6 +96,8 @@ pub(super) struct TableWriter {
     lock_wait: LockWait,
     /// The target's URL, for recording in `status` what DDL waits for.
     url: String,
+    /// The process's helper connections, that recording goes through.
+    helpers: crate::conn::SharedHelpers,
 }
 
 impl TableWriter {
@@ -119,7 +121,7 @@ impl TableWriter {
                         self.lock_wait.lock_timeout.as_millis()
                     );
                     warn!(table = %self.model.name, "{message}");
-                    let mut helpers = crate::conn::HELPERS.lock().await;
+                    let mut helpers = self.helpers.lock().await;
                     let recorded = match helpers.target(&self.url).await {
                         Ok(conn) => {
                             crate::state::record_error(conn, &self.key, self.epoch, &message).await
@@ -164,6 +166,7 @@ impl TableWriter {
             format_known: false,
             lock_wait: opts.lock_wait,
             url: opts.url.clone(),
+            helpers: opts.helpers.clone(),
         }
     }
 }
