@@ -238,6 +238,11 @@ fn a_standby_run_takes_over_when_the_owner_dies() {
     wait_until("the owner to replicate", Duration::from_secs(30), || {
         db.pg_i64("SELECT COUNT(*) FROM public.orders") == 500
     });
+    // The standby is up (a member with no table) before the owner dies: on a loaded
+    // machine it may take a while to start.
+    wait_until("the standby to join", Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM sluice.members WHERE cardinality(tables) = 0") == 1
+    });
     owner.kill().unwrap(); // SIGKILL: its session, and so its lock, ends with it
     owner.wait().unwrap();
     db.ok(&["generate", "--rate", "1000000", "--total", "700"]);
