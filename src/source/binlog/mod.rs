@@ -25,6 +25,7 @@ pub mod decode;
 mod snapshot;
 mod source;
 mod stream;
+mod table;
 
 use std::cmp::Ordering;
 

@@ -18,7 +18,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 use tracing::debug;
 
-use super::source::BTable;
+use super::table::BTable;
 use super::{BinlogPos, Stored};
 use crate::error::{Error, Result, Side};
 use crate::model::{Change, ChangeSet, Position, TableId};
