@@ -21,6 +21,7 @@
 //! replaying them converges on the source's state).
 
 pub mod checks;
+mod ddl;
 pub mod decode;
 mod snapshot;
 mod source;
