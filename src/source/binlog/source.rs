@@ -7,8 +7,9 @@ use futures::future::BoxFuture;
 use tracing::info;
 
 use super::snapshot::{Snapshot, TableCopy};
-use super::stream::{Out, Stream};
+use super::stream::Stream;
 use super::table::BTable;
+use super::txn::Out;
 use super::{BinlogPos, SnapshotProgress, Stored};
 use crate::config::Settings;
 use crate::error::{Error, Result};
