@@ -1,13 +1,25 @@
 //! Binlog capture: a consistent snapshot of each table that has no position yet, then the
 //! row-based binary log from there, whole source transactions at a time.
 //!
+//! # Layout
 //! - [`checks`]: what the server must be set to (ROW format, FULL row image, FULL row
 //!   metadata) and the privileges capture needs, refused at start with how to fix them.
+//! - `source`: the [`BinlogSource`]: snapshots first, then the stream; positions.
+//! - `table`: a table it serves (`BTable`), shared by the source and the stream.
 //! - `snapshot`: the initial copy, in primary-key order, inside one `START TRANSACTION WITH
 //!   CONSISTENT SNAPSHOT` whose binlog position MariaDB reports exactly
 //!   (`binlog_snapshot_file` / `binlog_snapshot_position`).
 //! - `stream`: events into transactions of changes (inserts, updates with the old key when
-//!   it changed, deletes, TRUNCATE).
+//!   it changed, deletes, TRUNCATE): the event loop, and what a statement means for the
+//!   tables. It uses:
+//!   - `connection`: the binlog connection (connect, purged files, heartbeat and silence,
+//!     errors);
+//!   - `txn`: the open transaction, handed out whole or in chunks;
+//!   - `rows`: row images matched to the model's columns and decoded into changes;
+//!   - `shape`: following a table's definition changes (the table map, then the source's
+//!     definition);
+//!   - `ddl`: the DDL statements that matter (TRUNCATE, DROP/RENAME TABLE, column renames,
+//!     index changes) recognized from their text.
 //! - [`decode`]: row images into the same values polling reads.
 //!
 //! # Positions
@@ -21,10 +33,16 @@
 //! replaying them converges on the source's state).
 
 pub mod checks;
+mod connection;
+mod ddl;
 pub mod decode;
+mod rows;
+mod shape;
 mod snapshot;
 mod source;
 mod stream;
+mod table;
+mod txn;
 
 use std::cmp::Ordering;
 

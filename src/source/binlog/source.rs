@@ -1,58 +1,27 @@
 //! The binlog source: snapshots first (the tables without a position), then the stream from
 //! the oldest position of all tables.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tracing::info;
 
-use super::decode::ColumnDecoder;
 use super::snapshot::{Snapshot, TableCopy};
-use super::stream::{Out, Stream};
+use super::stream::Stream;
+use super::table::BTable;
+use super::txn::Out;
 use super::{BinlogPos, SnapshotProgress, Stored};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::model::{Change, ChangeSet, TableId};
-use crate::source::mysql::{self, Flavor, ReadSpec};
-use crate::source::poll::keyset::Keyset;
+use crate::model::{Change, ChangeSet};
+use crate::source::mysql::{self, Flavor};
 use crate::source::poll::PollOptions;
 use crate::source::{After, OpenTable, Read, Source, Step, TablePlan, Txn};
-use crate::telemetry::TableHandle;
-use crate::value::{row_bytes, Value};
+use crate::value::row_bytes;
 
 /// How often idle tables' positions are moved up to the stream's, so a restart never reads
 /// far back for a table that rarely changes.
 const POSITIONS_EVERY: Duration = Duration::from_secs(10);
-
-/// One table served by the binlog source.
-pub(super) struct BTable {
-    pub id: TableId,
-    pub spec: ReadSpec,
-    pub keyset: Keyset,
-    pub decoders: Vec<ColumnDecoder>,
-    pub handle: Arc<TableHandle>,
-    /// The table's binlog position: transactions that start before it are applied already.
-    pub from: Option<BinlogPos>,
-    /// The snapshot still to do, and the key after which it goes on.
-    pub snapshot: Option<Option<Vec<Value>>>,
-    copy: TableCopy,
-    /// The last position handed out for the table.
-    reported: Option<BinlogPos>,
-    /// Stopped (a failure).
-    pub done: bool,
-    /// Its `[[tables]]` entry (a schema change is introspected again).
-    pub config: crate::config::TableSettings,
-    /// The table map the model was matched against (its column types, metadata and names),
-    /// to notice a schema change at the next one that differs.
-    pub table_map: Option<Vec<u8>>,
-    /// A new shape the table's next changes carry, for the target to follow first.
-    pub pending_shape: Option<Arc<crate::model::TableModel>>,
-    /// Columns ALTER statements renamed since the table's shape last changed.
-    pub renames: Vec<(String, String)>,
-    /// A statement may have changed the table's indexes: read them again at its next change.
-    pub indexes_stale: bool,
-}
 
 enum Phase {
     Start,

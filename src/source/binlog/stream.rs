@@ -10,61 +10,22 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
-use mysql_async::binlog::row::BinlogRow;
-use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, BinlogStreamRequest};
-use tracing::debug;
 
-use super::source::BTable;
-use super::{BinlogPos, Stored};
-use crate::error::{Error, Result, Side};
-use crate::model::{Change, ChangeSet, Position, TableId};
-use crate::source::Txn;
-use crate::value::Row;
-
-/// How long the stream may stay silent (the server sends a heartbeat every second) before the
-/// connection is taken for dead.
-const SILENCE: Duration = Duration::from_secs(10);
-
-/// What reading the stream produced.
-pub(super) enum Out {
-    Txn(Txn),
-    /// Nothing arrived for a moment: the tables are caught up.
-    Idle,
-    /// A table's change could not be read: that table stops.
-    Failed {
-        table: TableId,
-        error: Error,
-    },
-}
-
-/// A table's columns in the binlog's row image: model column `i` is image column `cols[i]`.
-struct Mapping {
-    table: usize,
-    cols: Vec<usize>,
-}
-
-/// The transaction being read.
-struct OpenTxn {
-    /// Where it started: a stream reconnected mid-transaction starts there again.
-    start: BinlogPos,
-    parts: Vec<ChangeSet>,
-    /// Table (index into the source's tables) → part.
-    index: HashMap<usize, usize>,
-    bytes: usize,
-    /// Chunks of it were handed out already.
-    chunked: bool,
-    /// Every table it changed, chunks handed out included: each gets the end position.
-    touched: Vec<TableId>,
-}
+use super::connection::{Connection, SILENCE};
+use super::ddl::{column_renames, index_statement, tables_gone, truncated_table};
+use super::rows::Mapping;
+use super::shape::ShapeFollower;
+use super::table::BTable;
+use super::txn::{finish, part, OpenTxn, Out};
+use super::BinlogPos;
+use crate::error::{Error, Result};
+use crate::model::Change;
 
 pub(super) struct Stream {
-    stream: Option<BinlogStream>,
+    conn: Option<Connection>,
     /// Where the next connection starts: a transaction boundary.
-    pub resume: BinlogPos,
+    resume: BinlogPos,
     /// The file being read and the end of the last event read in it.
     file: String,
     last_end: u64,
@@ -74,63 +35,17 @@ pub(super) struct Stream {
     database: String,
     /// The last transaction handed out ended here: `Idle` comes only after a moment of quiet.
     quiet_since: Option<Instant>,
-    last_event: Instant,
     warned_ddl: std::collections::HashSet<String>,
     /// The connection's format description arrived (checksums are known from then on).
     described: bool,
-    zero_dates: crate::config::ZeroDates,
-    /// A connection to read a changed table's definition.
-    meta: Option<sea_orm::sqlx::MySqlConnection>,
-}
-
-/// The binlog file sluice needs is gone: a permanent stop, saying how to start over.
-fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
-    Error::Other(format!(
-        "the source no longer has binlog file {} (needed from position {from}); its oldest is {}. The changes in between are lost to binlog capture: to start over, stop sluice, delete this pipeline's rows from sluice.replication_state and empty the target tables (they are snapshotted again), or keep binary logs longer (binlog_expire_logs_seconds) so that sluice can be down that long",
-        from.file,
-        oldest.unwrap_or("(none)")
-    ))
-}
-
-fn source_err(context: &str, e: mysql_async::Error) -> Error {
-    use mysql_async::Error as E;
-    let transient = match &e {
-        // An untrusted certificate, or TLS asked of a server without it: not fixed by waiting.
-        E::Io(mysql_async::IoError::Io(_)) => true,
-        E::Io(_) => false,
-        E::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => false,
-        E::Driver(_) => true,
-        E::Server(s) => {
-            // 1236: the binlog file is gone (purged): never fixed by waiting.
-            s.code != 1236
-                && (s.code == 1053 || s.message.to_ascii_lowercase().contains("shutdown"))
-        }
-        _ => false,
-    };
-    Error::Database {
-        side: Side::Source,
-        context: context.to_string(),
-        message: match &e {
-            E::Io(mysql_async::IoError::Io(_)) => crate::redact::redact_text(&e.to_string()),
-            E::Io(_) | E::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => format!(
-                "{}; {}",
-                crate::redact::redact_text(&e.to_string()),
-                crate::tls::hint(Side::Source)
-            ),
-            _ => crate::redact::redact_text(&e.to_string()),
-        },
-        code: match &e {
-            E::Server(s) => Some(s.state.clone()),
-            _ => None,
-        },
-        transient,
-    }
+    /// Reads a changed table's definition.
+    shapes: ShapeFollower,
 }
 
 impl Stream {
     pub fn new(resume: BinlogPos, database: String, zero_dates: crate::config::ZeroDates) -> Self {
         Stream {
-            stream: None,
+            conn: None,
             file: resume.file.clone(),
             last_end: resume.pos,
             resume,
@@ -138,11 +53,9 @@ impl Stream {
             maps: HashMap::new(),
             database,
             quiet_since: None,
-            last_event: Instant::now(),
             warned_ddl: Default::default(),
             described: false,
-            zero_dates,
-            meta: None,
+            shapes: ShapeFollower::new(zero_dates),
         }
     }
 
@@ -158,65 +71,21 @@ impl Stream {
     /// Drops the connection: the next read reconnects at the last boundary (a transaction
     /// cut short is read again from its start).
     pub fn reset(&mut self) {
-        self.stream = None;
+        self.conn = None;
         if let Some(t) = self.txn.take() {
             self.resume = t.start;
         }
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
         self.maps.clear();
-        self.meta = None;
+        self.shapes.reset();
     }
 
     async fn connect(&mut self, url: &str, server_id: u32) -> Result<()> {
-        let (opts, plaintext) = crate::source::mysql::binlog_opts(url)?;
-        let no_tls = |e: &mysql_async::Error| {
-            matches!(
-                e,
-                mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
-            )
-        };
-        let encrypted = opts.ssl_opts().is_some();
-        let mut conn = match (mysql_async::Conn::new(opts).await, plaintext) {
-            // ssl-mode=PREFERRED and a server without TLS: plaintext, as sqlx does.
-            (Err(e), Some(plain)) if no_tls(&e) => {
-                mysql_async::Conn::new(plain).await.map(|c| (c, false))
-            }
-            (r, _) => r.map(|c| (c, encrypted)),
-        }
-        .map(|(c, encrypted)| {
-            crate::tls::note(Side::Source, url, "binlog stream", encrypted);
-            c
-        })
-        .map_err(|e| source_err("connecting for the binlog stream", e))?;
-        // The file to start from must still be on the server: never skip what was purged.
-        let logs: Vec<mysql_async::Row> = conn
-            .query("SHOW BINARY LOGS")
-            .await
-            .map_err(|e| source_err("listing the binary logs (SHOW BINARY LOGS)", e))?;
-        let names: Vec<String> = logs.iter().filter_map(|r| r.get::<String, _>(0)).collect();
-        if !names.contains(&self.resume.file) {
-            return Err(purged(&self.resume, names.first().map(String::as_str)));
-        }
-        // A heartbeat every second while the binlog is quiet: a dead connection shows.
-        conn.query_drop(
-            "SET @master_heartbeat_period = 1000000000, @source_heartbeat_period = 1000000000",
-        )
-        .await
-        .map_err(|e| source_err("setting the binlog heartbeat", e))?;
-        let request = BinlogStreamRequest::new(server_id)
-            .with_filename(self.resume.file.as_bytes())
-            .with_pos(self.resume.pos);
-        let stream = conn
-            .get_binlog_stream(request)
-            .await
-            .map_err(|e| source_err("requesting the binlog stream", e))?;
-        debug!(from = %self.resume, "binlog stream opened");
-        self.stream = Some(stream);
+        self.conn = Some(Connection::open(url, server_id, &self.resume).await?);
         self.described = false;
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
-        self.last_event = Instant::now();
         Ok(())
     }
 
@@ -229,7 +98,7 @@ impl Stream {
         tables: &mut [BTable],
         chunk_bytes: usize,
     ) -> Result<Out> {
-        if self.stream.is_none() {
+        if self.conn.is_none() {
             self.connect(url, server_id).await?;
         }
         loop {
@@ -241,46 +110,11 @@ impl Stream {
                 }
                 (None, _) => Duration::from_millis(250),
             };
-            let stream = self.stream.as_mut().expect("connected above");
-            let ev = match tokio::time::timeout(wait, stream.next()).await {
-                Err(_) if self.txn.is_none() => {
-                    if self.last_event.elapsed() > SILENCE {
-                        return Err(Error::Database {
-                            side: Side::Source,
-                            context: "reading the binlog stream".into(),
-                            message: format!(
-                                "nothing (not even a heartbeat) for {} s",
-                                SILENCE.as_secs()
-                            ),
-                            code: None,
-                            transient: true,
-                        });
-                    }
-                    self.quiet_since = None;
-                    return Ok(Out::Idle);
-                }
-                Err(_) => {
-                    return Err(Error::Database {
-                        side: Side::Source,
-                        context: "reading the binlog stream".into(),
-                        message: format!("silent for {} s inside a transaction", SILENCE.as_secs()),
-                        code: None,
-                        transient: true,
-                    })
-                }
-                Ok(None) => {
-                    return Err(Error::Database {
-                        side: Side::Source,
-                        context: "reading the binlog stream".into(),
-                        message: "the server ended the stream".into(),
-                        code: None,
-                        transient: true,
-                    })
-                }
-                Ok(Some(Err(e))) => return Err(source_err("reading the binlog stream", e)),
-                Ok(Some(Ok(ev))) => ev,
+            let conn = self.conn.as_mut().expect("connected above");
+            let Some(ev) = conn.next_event(wait, self.txn.is_some()).await? else {
+                self.quiet_since = None;
+                return Ok(Out::Idle);
             };
-            self.last_event = Instant::now();
             let header = ev.header();
             let end = u64::from(header.log_pos());
             let ts = header.timestamp();
@@ -314,19 +148,12 @@ impl Stream {
                     let sql = q.query();
                     let sql = sql.trim();
                     if sql.eq_ignore_ascii_case("BEGIN") {
-                        self.txn = Some(OpenTxn {
-                            start: BinlogPos {
-                                file: self.file.clone(),
-                                pos: self.last_end,
-                            },
-                            parts: Vec::new(),
-                            index: HashMap::new(),
-                            bytes: 0,
-                            chunked: false,
-                            touched: Vec::new(),
-                        });
+                        self.txn = Some(OpenTxn::new(BinlogPos {
+                            file: self.file.clone(),
+                            pos: self.last_end,
+                        }));
                     } else if sql.eq_ignore_ascii_case("COMMIT") {
-                        out = self.end_txn(end, ts, tables);
+                        out = self.end_txn(end, ts);
                     } else if !sql.starts_with('#') && self.txn.is_none() {
                         // A statement on its own (DDL): a transaction of its own.
                         let schema = q.schema().into_owned();
@@ -365,14 +192,14 @@ impl Stream {
                     if let Some(failed) = self.rows(&rows, tables)? {
                         return Ok(failed);
                     }
-                    if let Some(t) = &self.txn {
+                    if let Some(t) = &mut self.txn {
                         if t.bytes >= chunk_bytes {
-                            out = Some(self.chunk());
+                            out = Some(Out::Txn(t.chunk()));
                         }
                     }
                 }
                 Some(EventData::XidEvent(_)) => {
-                    out = self.end_txn(end, ts, tables);
+                    out = self.end_txn(end, ts);
                 }
                 _ => {}
             }
@@ -391,14 +218,8 @@ impl Stream {
         }
     }
 
-    /// At the first rows event after a table map: when the map differs from the one the
-    /// table's model was matched against (or, for the first map, names other columns), the
-    /// table changed shape at this point of the binlog. Its new model is built from the map
-    /// (names, types, order) with each column's definition taken from the source's
-    /// `information_schema` when it matches the map, else from the model so far; the changes
-    /// from here on are decoded in it and carry it, so the target follows in the same
-    /// transaction as the first of them. A column whose type here neither matches stops the
-    /// table (it changed again since this point, and its type here is unknown).
+    /// The table's shape, followed at the first rows event after its table map (see
+    /// `ShapeFollower::follow`). Returns a table failure.
     async fn follow_shape(
         &mut self,
         url: &str,
@@ -412,198 +233,18 @@ impl Stream {
         if !mapping.cols.is_empty() {
             return Ok(None);
         }
-        let ti = mapping.table;
-        let t = &mut tables[ti];
+        let t = &mut tables[mapping.table];
         if t.done || t.handle.stopped() {
             return Ok(None);
         }
-        let Some(tme) = self.stream.as_ref().and_then(|s| s.get_tme(id)) else {
+        let Some(tme) = self.conn.as_ref().and_then(|c| c.table_map(id)) else {
             return Ok(None);
         };
-        let mut sig = Vec::new();
-        mysql_common::proto::MySerialize::serialize(tme, &mut sig);
-        // Past the table id (6 bytes) and flags (2): a table reopened gets a new id.
-        let sig = sig.split_off(8.min(sig.len()));
-        if t.table_map.as_ref() == Some(&sig) {
-            if t.indexes_stale {
-                t.indexes_stale = false;
-                if self.meta.is_none() {
-                    self.meta = Some(crate::source::mysql::connect(url).await?);
-                }
-                let conn = self.meta.as_mut().expect("connected above");
-                let now =
-                    crate::source::mysql::introspect::indexes(conn, &t.spec.model.name).await?;
-                let names: Vec<&str> = t
-                    .spec
-                    .model
-                    .columns
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect();
-                let now: Vec<crate::model::Index> = now
-                    .into_iter()
-                    .filter(|i| i.columns.iter().all(|c| names.contains(&c.as_str())))
-                    .collect();
-                if now != t.spec.model.indexes {
-                    let model = std::sync::Arc::make_mut(&mut t.spec.model);
-                    model.indexes = now;
-                    model.version += 1;
-                    tracing::info!(table = %model.name, "the source table's indexes changed; the target's follow");
-                    t.pending_shape = Some(t.spec.model.clone());
-                }
-            }
-            return Ok(None);
-        }
-        let Some(first) = ev.rows(tme).next() else {
-            return Ok(None);
-        };
-        let image = match first {
-            Ok((b, a)) => a.or(b),
-            Err(_) => None,
-        };
-        let Some(image) = image else {
-            return Ok(None);
-        };
-        let cols = image.columns_ref();
-        let names: Vec<String> = cols.iter().map(|c| c.name_str().into_owned()).collect();
-        if names.first().is_some_and(|n| n.starts_with('@')) {
-            // No column names (binlog_row_metadata is not FULL): map_columns says so.
-            return Ok(None);
-        }
-        let model = t.spec.model.clone();
-        let fits = |kind: crate::model::Kind, i: usize| {
-            let c = &cols[i];
-            let ty = tme
-                .get_column_type(i)
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| c.column_type());
-            let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-            super::decode::fits(
-                kind,
-                ty,
-                meta,
-                c.flags()
-                    .contains(mysql_async::consts::ColumnFlags::UNSIGNED_FLAG),
-                c.character_set(),
-            )
-        };
-        let same = names.len() == model.columns.len()
-            && model
-                .columns
-                .iter()
-                .enumerate()
-                .all(|(i, c)| names[i] == c.name && fits(c.kind, i));
-        if same {
-            t.table_map = Some(sig);
-            return Ok(None);
-        }
-        // The table changed: its definition now, matched against the map.
-        if self.meta.is_none() {
-            self.meta = Some(crate::source::mysql::connect(url).await?);
-        }
-        let conn = self.meta.as_mut().expect("connected above");
-        if crate::source::mysql::shape_fingerprint(conn, &model.name)
-            .await?
-            .is_none()
-        {
-            return Ok(Some(Out::Failed {
-                table: t.id,
-                error: crate::source::mysql::table_gone(&model.name),
-            }));
-        }
-        let (now, key) = match crate::source::mysql::introspect_keyed(conn, &t.config).await {
-            Ok(x) => x,
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
-        };
-        let mut columns = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let current = now
-                .columns
-                .iter()
-                .find(|c| &c.name == name && fits(c.kind, i));
-            let before = model
-                .columns
-                .iter()
-                .find(|c| &c.name == name && fits(c.kind, i))
-                .map(|c| crate::source::mysql::introspect::SourceColumn {
-                    name: c.name.clone(),
-                    column_type: c.source_type.clone(),
-                    kind: c.kind,
-                    nullable: c.nullable,
-                    default: c.default.clone(),
-                });
-            match current.cloned().or(before) {
-                Some(c) => columns.push(c),
-                None => {
-                    return Ok(Some(Out::Failed {
-                        table: t.id,
-                        error: Error::Schema(format!(
-                            "table {:?} changed shape at binlog position {}:{} and again since: column {name:?} there matches neither its definition now nor the one sluice had, so its values there cannot be read. Restart sluice once the table's definition no longer changes; if this repeats, copy the table again (delete its row from sluice.replication_state and empty the target table)",
-                            model.name, self.file, self.last_end
-                        )),
-                    }))
-                }
-            }
-        }
-        let key_names: Vec<String> = key.iter().map(|&i| now.columns[i].name.clone()).collect();
-        let key: Vec<usize> = if key_names.iter().all(|k| names.contains(k)) {
-            key_names
-                .iter()
-                .filter_map(|k| names.iter().position(|n| n == k))
-                .collect()
-        } else {
-            model
-                .primary_key
-                .iter()
-                .filter_map(|&i| names.iter().position(|n| *n == model.columns[i].name))
-                .collect()
-        };
-        let source = crate::source::mysql::introspect::SourceTable {
-            name: model.name.clone(),
-            columns,
-            primary_key: key.iter().map(|&i| names[i].clone()).collect(),
-            // The indexes now whose columns the table has at this point.
-            indexes: now
-                .indexes
-                .iter()
-                .filter(|i| i.columns.iter().all(|c| names.contains(c)))
-                .cloned()
-                .collect(),
-        };
-        let (mut spec, keyset, decoders) =
-            match super::shape(&source, key, self.zero_dates, model.version + 1) {
-                Ok(x) => x,
-                Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
-            };
-        t.table_map = Some(sig);
-        if spec.model.same_shape(&model) {
-            return Ok(None);
-        }
-        let new = std::sync::Arc::make_mut(&mut spec.model);
-        // Renames the ALTER statements named, then those their places tell.
-        for (from, to) in std::mem::take(&mut t.renames) {
-            let had = model.column(&from).is_some() && new.column(&from).is_none();
-            if let Some(c) = new.columns.iter_mut().find(|c| c.name == to) {
-                if had && model.column(&to).is_none() {
-                    c.renamed_from = Some(from);
-                }
-            }
-        }
-        new.infer_renames(&model);
-        tracing::info!(
-            table = %model.name,
-            version = new.version,
-            at = %format!("{}:{}", self.file, self.last_end),
-            columns = %new.columns.iter().map(|c| format!("{} {}", c.name, c.source_type)).collect::<Vec<_>>().join(", "),
-            "the source table changed shape at this point of the binlog; its changes from here on are in the new shape"
-        );
-        t.pending_shape = Some(spec.model.clone());
-        t.spec = spec;
-        t.keyset = keyset;
-        t.decoders = decoders;
-        Ok(None)
+        let failed = self
+            .shapes
+            .follow(url, t, tme, ev, (&self.file, self.last_end))
+            .await?;
+        Ok(failed.map(|error| Out::Failed { table: t.id, error }))
     }
 
     /// Decodes a rows event of a replicated table into the open transaction. Returns a table
@@ -627,99 +268,24 @@ impl Stream {
             return Ok(None);
         }
         let tme = self
-            .stream
+            .conn
             .as_ref()
-            .and_then(|s| s.get_tme(id))
+            .and_then(|c| c.table_map(id))
             .ok_or_else(|| {
                 Error::Other(format!(
                     "a rows event of table #{id} came without its table map"
                 ))
             })?;
-        let fail = |error: Error| Ok(Some(Out::Failed { table: t.id, error }));
-        let mut changes = Vec::new();
-        let mut bytes = 0;
-        for r in ev.rows(tme) {
-            let (before, after) = match r {
-                Ok(x) => x,
-                Err(e) => {
-                    return fail(Error::BadRow {
-                        table: t.spec.model.name.clone(),
-                        key: "?".into(),
-                        reason: format!("its binlog row image cannot be read: {e}"),
-                    })
-                }
-            };
-            if mapping.cols.is_empty() {
-                let image = after
-                    .as_ref()
-                    .or(before.as_ref())
-                    .expect("a row has an image");
-                match map_columns(t, image) {
-                    Ok(cols) => mapping.cols = cols,
-                    Err(e) => return fail(e),
-                }
-            }
-            let decode = |img: &BinlogRow| -> Result<Row> { decode_row(t, &mapping.cols, img) };
-            let change = match (before, after) {
-                (None, Some(a)) => match decode(&a) {
-                    Ok(row) => Change::insert(row),
-                    Err(e) => return fail(e),
-                },
-                (Some(b), Some(a)) => match (decode(&b), decode(&a)) {
-                    (Ok(old), Ok(new)) => {
-                        let (ok, nk) = (t.spec.model.key_of(&old), t.spec.model.key_of(&new));
-                        Change::update(new, (ok != nk).then_some(ok))
-                    }
-                    (Err(e), _) | (_, Err(e)) => return fail(e),
-                },
-                (Some(b), None) => match decode(&b) {
-                    Ok(row) => Change::delete(row),
-                    Err(e) => return fail(e),
-                },
-                (None, None) => continue,
-            };
-            bytes += change.bytes();
-            changes.push(change);
-        }
-        let table = t.id;
-        if !txn.touched.contains(&table) {
-            txn.touched.push(table);
-        }
-        let part = match txn.index.get(&ti) {
-            Some(&p) => p,
-            None => {
-                txn.index.insert(ti, txn.parts.len());
-                txn.parts.push(ChangeSet {
-                    table,
-                    changes: Vec::new(),
-                    position: Position(serde_json::Value::Null),
-                    bytes: 0,
-                    source_time: None,
-                    shape: t.pending_shape.take(),
-                });
-                txn.parts.len() - 1
-            }
+        let (changes, bytes) = match super::rows::changes(t, mapping, ev, tme) {
+            Ok(x) => x,
+            Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
         };
-        txn.parts[part].changes.extend(changes);
-        txn.parts[part].bytes += bytes;
-        txn.bytes += bytes;
+        txn.add(ti, t.id, &mut t.pending_shape, changes, bytes);
         Ok(None)
     }
 
-    /// Hands out what the open transaction holds so far, keeping it open.
-    fn chunk(&mut self) -> Out {
-        let txn = self.txn.as_mut().expect("inside a transaction");
-        txn.chunked = true;
-        txn.index.clear();
-        txn.bytes = 0;
-        Out::Txn(Txn {
-            parts: std::mem::take(&mut txn.parts),
-            complete: false,
-        })
-    }
-
     /// The open transaction ended at `end`: hands it out with its position.
-    fn end_txn(&mut self, end: u64, ts: u32, tables: &[BTable]) -> Option<Out> {
+    fn end_txn(&mut self, end: u64, ts: u32) -> Option<Out> {
         let txn = self.txn.take()?;
         let pos = BinlogPos {
             file: self.file.clone(),
@@ -727,24 +293,7 @@ impl Stream {
         };
         self.resume = pos.clone();
         self.quiet_since = Some(Instant::now());
-        if txn.parts.is_empty() && !txn.chunked {
-            return None;
-        }
-        let mut parts = txn.parts;
-        // Tables changed only in chunks already handed out: their position moves too.
-        for table in txn.touched {
-            if !parts.iter().any(|p| p.table == table) {
-                parts.push(ChangeSet {
-                    table,
-                    changes: Vec::new(),
-                    position: Position(serde_json::Value::Null),
-                    bytes: 0,
-                    source_time: None,
-                    shape: None,
-                });
-            }
-        }
-        Some(Out::Txn(finish(parts, &pos, ts, tables)))
+        txn.end(&pos, ts).map(Out::Txn)
     }
 
     /// A statement outside a transaction: TRUNCATE of a replicated table becomes a change; a
@@ -771,15 +320,8 @@ impl Stream {
                         return None;
                     }
                     self.quiet_since = Some(Instant::now());
-                    let part = ChangeSet {
-                        table: t.id,
-                        changes: vec![Change::truncate()],
-                        position: Position(serde_json::Value::Null),
-                        bytes: 0,
-                        source_time: None,
-                        shape: None,
-                    };
-                    return Some(Out::Txn(finish(vec![part], &pos, ts, tables)));
+                    let part = part(t.id, vec![Change::truncate()], None);
+                    return Some(Out::Txn(finish(vec![part], &pos, ts)));
                 }
             }
             return None;
@@ -820,387 +362,5 @@ impl Stream {
             }
         }
         None
-    }
-}
-
-/// A transaction's commit time, for lag: the binlog stamps events in whole seconds, so
-/// within the event's second the moment sluice read it stands for it (exact to a few
-/// milliseconds when the stream is caught up); an event read later than its second (a
-/// backlog) is taken at the end of that second.
-fn commit_time(ts: u32, read_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let start = DateTime::from_timestamp(i64::from(ts), 0)?;
-    let end = start + chrono::Duration::microseconds(999_999);
-    Some(read_at.clamp(start, end))
-}
-
-/// Sets the positions (the transaction's end) and commit time of a transaction's parts.
-fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32, _tables: &[BTable]) -> Txn {
-    let position = Stored {
-        binlog: pos.clone(),
-        snapshot: None,
-    }
-    .position();
-    let at = commit_time(ts, Utc::now());
-    for p in &mut parts {
-        p.position = position.clone();
-        p.source_time = at;
-    }
-    Txn {
-        parts,
-        complete: true,
-    }
-}
-
-/// Where each model column sits in the row image, by name; refuses an image that lacks one.
-fn map_columns(t: &BTable, image: &BinlogRow) -> Result<Vec<usize>> {
-    let names: Vec<String> = image
-        .columns_ref()
-        .iter()
-        .map(|c| c.name_str().into_owned())
-        .collect();
-    t.spec
-        .model
-        .columns
-        .iter()
-        .map(|c| {
-            names.iter().position(|n| *n == c.name).ok_or_else(|| {
-                let unnamed = names.first().is_some_and(|n| n.starts_with('@'));
-                Error::Schema(format!(
-                    "table {:?}: column {:?} is not in the binlog's row image ({}); {}",
-                    t.spec.model.name,
-                    c.name,
-                    names.join(", "),
-                    if unnamed {
-                        "the binlog carries no column names: SET GLOBAL binlog_row_metadata = 'FULL' (and in my.cnf), then restart sluice"
-                    } else {
-                        "the table's columns here differ from the shape sluice followed to this point; restart sluice: it resumes from the shape recorded in sluice.schema_history and follows the changes since in order"
-                    }
-                ))
-            })
-        })
-        .collect()
-}
-
-/// One row image as a model row.
-fn decode_row(t: &BTable, cols: &[usize], image: &BinlogRow) -> Result<Row> {
-    let model = &t.spec.model;
-    let mut row = Vec::with_capacity(cols.len());
-    for (i, &j) in cols.iter().enumerate() {
-        match t.decoders[i].decode(image.as_ref(j)) {
-            Ok(v) => row.push(v),
-            Err(reason) => {
-                let key = model
-                    .primary_key
-                    .iter()
-                    .map(|&k| {
-                        let v = t.decoders[k]
-                            .decode(image.as_ref(cols[k]))
-                            .map(|v| v.display())
-                            .unwrap_or_else(|_| "?".into());
-                        format!("{}={v}", model.columns[k].name)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(Error::BadRow {
-                    table: model.name.clone(),
-                    key,
-                    reason: format!(
-                        "column {:?} ({}): {reason}",
-                        model.columns[i].name, model.columns[i].source_type
-                    ),
-                });
-            }
-        }
-    }
-    Ok(row)
-}
-
-/// A table's name in a statement, with its database when the statement names one.
-type QualifiedName = (Option<String>, String);
-
-/// The tables a `DROP TABLE [IF EXISTS] a, b`, `RENAME TABLE a TO b, …` or `ALTER TABLE a
-/// RENAME [TO|AS] b` statement takes away (a table renamed away and another renamed to its
-/// name in the same statement, a swap, is not gone).
-fn tables_gone(sql: &str) -> Vec<QualifiedName> {
-    fn name(s: &str) -> Option<(QualifiedName, &str)> {
-        let (first, rest) = ident(s.trim_start())?;
-        match rest.trim_start().strip_prefix('.') {
-            Some(r) => {
-                let (second, rest) = ident(r.trim_start())?;
-                Some(((Some(first), second), rest))
-            }
-            None => Some(((None, first), rest)),
-        }
-    }
-    let mut gone = Vec::new();
-    let mut arrived = Vec::new();
-    if let Some(rest) = strip_word(sql, "DROP")
-        .and_then(|r| strip_word(r, "TEMPORARY").or(Some(r)))
-        .and_then(|r| strip_word(r, "TABLE"))
-    {
-        let mut rest = strip_word(rest, "IF")
-            .and_then(|r| strip_word(r, "EXISTS"))
-            .unwrap_or(rest);
-        while let Some((n, r)) = name(rest) {
-            gone.push(n);
-            match r.trim_start().strip_prefix(',') {
-                Some(r) => rest = r,
-                None => break,
-            }
-        }
-    } else if let Some(mut rest) = strip_word(sql, "RENAME").and_then(|r| strip_word(r, "TABLE")) {
-        while let Some((from, r)) = name(rest) {
-            let Some(r) = strip_word(r, "TO") else { break };
-            let Some((to, r)) = name(r) else { break };
-            gone.push(from);
-            arrived.push(to);
-            match r.trim_start().strip_prefix(',') {
-                Some(r) => rest = r,
-                None => break,
-            }
-        }
-    } else if let Some(rest) = strip_word(sql, "ALTER").and_then(|r| strip_word(r, "TABLE")) {
-        if let Some((from, r)) = name(rest) {
-            let renamed = strip_word(r, "RENAME").filter(|r| {
-                strip_word(r, "COLUMN").is_none()
-                    && strip_word(r, "INDEX").is_none()
-                    && strip_word(r, "KEY").is_none()
-            });
-            if let Some(r) = renamed {
-                let r = strip_word(r, "TO")
-                    .or_else(|| strip_word(r, "AS"))
-                    .unwrap_or(r);
-                if let Some((to, _)) = name(r) {
-                    gone.push(from);
-                    arrived.push(to);
-                }
-            }
-        }
-    }
-    gone.retain(|(_, n)| !arrived.iter().any(|(_, a)| a == n));
-    gone
-}
-
-/// The table a `CREATE [UNIQUE] INDEX … ON t` or `DROP INDEX … ON t` statement changes.
-fn index_statement(sql: &str) -> Option<QualifiedName> {
-    let rest = strip_word(sql, "CREATE")
-        .map(|r| {
-            let r = strip_word(r, "OR")
-                .and_then(|r| strip_word(r, "REPLACE"))
-                .unwrap_or(r);
-            strip_word(r, "UNIQUE").unwrap_or(r)
-        })
-        .or_else(|| strip_word(sql, "DROP"))?;
-    let rest = strip_word(rest, "INDEX")?;
-    // The index name, then ON and the table.
-    let (_, mut rest) = ident(
-        strip_word(rest, "IF")
-            .map(|r| strip_word(r, "NOT").unwrap_or(r))
-            .and_then(|r| strip_word(r, "EXISTS"))
-            .unwrap_or(rest)
-            .trim_start(),
-    )?;
-    loop {
-        if let Some(r) = strip_word(rest, "ON") {
-            let (first, r) = ident(r.trim_start())?;
-            return Some(match r.trim_start().strip_prefix('.') {
-                Some(r) => (Some(first), ident(r.trim_start())?.0),
-                None => (None, first),
-            });
-        }
-        // Skip a word (USING BTREE, ALGORITHM=…) until ON.
-        let r = rest.trim_start();
-        let next = r.find(char::is_whitespace)?;
-        rest = &r[next..];
-    }
-}
-
-/// The table an `ALTER TABLE` statement changes and the columns it renames (`RENAME COLUMN
-/// a TO b`, `CHANGE [COLUMN] a b …`).
-fn column_renames(sql: &str) -> Option<(QualifiedName, Vec<(String, String)>)> {
-    let rest = strip_word(sql, "ALTER")?;
-    let rest = strip_word(rest, "ONLINE").unwrap_or(rest);
-    let rest = strip_word(rest, "IGNORE").unwrap_or(rest);
-    let rest = strip_word(rest, "TABLE")?;
-    let rest = strip_word(rest, "IF")
-        .and_then(|r| strip_word(r, "EXISTS"))
-        .unwrap_or(rest)
-        .trim_start();
-    let (first, mut rest) = ident(rest)?;
-    let table = match rest.trim_start().strip_prefix('.') {
-        Some(r) => {
-            let (second, r) = ident(r.trim_start())?;
-            rest = r;
-            (Some(first), second)
-        }
-        None => (None, first),
-    };
-    // The clauses, split at commas outside quotes and parentheses.
-    let mut clauses = Vec::new();
-    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0);
-    for (i, c) in rest.char_indices() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '`' | '\'' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, ',') if depth == 0 => {
-                clauses.push(&rest[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    clauses.push(&rest[start..]);
-    let mut renames = Vec::new();
-    for clause in clauses {
-        if let Some(r) = strip_word(clause, "RENAME").and_then(|r| strip_word(r, "COLUMN")) {
-            let r = strip_word(r, "IF")
-                .and_then(|r| strip_word(r, "EXISTS"))
-                .unwrap_or(r);
-            let Some((from, r)) = ident(r.trim_start()) else {
-                continue;
-            };
-            let Some(r) = strip_word(r, "TO") else {
-                continue;
-            };
-            if let Some((to, _)) = ident(r.trim_start()) {
-                renames.push((from, to));
-            }
-        } else if let Some(r) = strip_word(clause, "CHANGE") {
-            let r = strip_word(r, "COLUMN").unwrap_or(r);
-            let r = strip_word(r, "IF")
-                .and_then(|r| strip_word(r, "EXISTS"))
-                .unwrap_or(r);
-            let Some((from, r)) = ident(r.trim_start()) else {
-                continue;
-            };
-            if let Some((to, _)) = ident(r.trim_start()) {
-                if from != to {
-                    renames.push((from, to));
-                }
-            }
-        }
-    }
-    Some((table, renames))
-}
-
-/// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
-fn truncated_table(sql: &str) -> Option<(Option<String>, String)> {
-    let rest = strip_word(sql, "TRUNCATE")?;
-    let rest = strip_word(rest, "TABLE").unwrap_or(rest).trim_start();
-    let (first, rest) = ident(rest)?;
-    match rest.trim_start().strip_prefix('.') {
-        Some(r) => {
-            let (second, _) = ident(r.trim_start())?;
-            Some((Some(first), second))
-        }
-        None => Some((None, first)),
-    }
-}
-
-fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
-    let s = s.trim_start();
-    (s.len() > word.len() && s[..word.len()].eq_ignore_ascii_case(word))
-        .then(|| &s[word.len()..])
-        .filter(|r| r.starts_with(|c: char| c.is_whitespace()))
-}
-
-/// An identifier, backquoted or bare, and what follows it.
-fn ident(s: &str) -> Option<(String, &str)> {
-    if let Some(r) = s.strip_prefix('`') {
-        let mut out = String::new();
-        let mut chars = r.char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c == '`' {
-                if r[i + 1..].starts_with('`') {
-                    out.push('`');
-                    chars.next();
-                } else {
-                    return Some((out, &r[i + 1..]));
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        None
-    } else {
-        let end = s
-            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-            .unwrap_or(s.len());
-        (end > 0).then(|| (s[..end].to_string(), &s[end..]))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commit_times_are_read_times_within_the_event_second() {
-        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-        let ts = at("2026-11-25T10:00:00Z").timestamp() as u32;
-        // Read during its second: the read time.
-        assert_eq!(
-            commit_time(ts, at("2026-11-25T10:00:00.250Z")),
-            Some(at("2026-11-25T10:00:00.250Z"))
-        );
-        // Read later (a backlog): the end of its second.
-        assert_eq!(
-            commit_time(ts, at("2026-11-25T10:05:00Z")),
-            Some(at("2026-11-25T10:00:00.999999Z"))
-        );
-        // A clock behind the server's: the event's second.
-        assert_eq!(
-            commit_time(ts, at("2026-11-25T09:59:59Z")),
-            Some(at("2026-11-25T10:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn truncate_statements_name_their_table() {
-        assert_eq!(
-            truncated_table("TRUNCATE TABLE orders"),
-            Some((None, "orders".into()))
-        );
-        assert_eq!(
-            truncated_table("truncate `shop`.`or``ders`"),
-            Some((Some("shop".into()), "or`ders".into()))
-        );
-        assert_eq!(
-            truncated_table("TRUNCATE shop . t1;"),
-            Some((Some("shop".into()), "t1".into()))
-        );
-        assert_eq!(truncated_table("TRUNCATED x"), None);
-        let names =
-            |sql: &str| -> Vec<String> { tables_gone(sql).into_iter().map(|(_, n)| n).collect() };
-        assert_eq!(names("DROP TABLE IF EXISTS `a`, shop.b"), vec!["a", "b"]);
-        assert_eq!(names("RENAME TABLE a TO a_old"), vec!["a"]);
-        // A swap (gh-ost, pt-online-schema-change): `a` is still there.
-        assert!(names("RENAME TABLE a TO _a_del, _a_gho TO a").contains(&"_a_gho".to_string()));
-        assert!(!names("RENAME TABLE a TO _a_del, _a_gho TO a").contains(&"a".to_string()));
-        assert_eq!(names("ALTER TABLE a RENAME TO b"), vec!["a"]);
-        assert!(names("ALTER TABLE a RENAME COLUMN x TO y").is_empty());
-        assert!(names("ALTER TABLE a ADD COLUMN b INT").is_empty());
-        assert_eq!(
-            index_statement("CREATE UNIQUE INDEX `i` USING BTREE ON shop.t (a)"),
-            Some((Some("shop".into()), "t".into()))
-        );
-        assert_eq!(
-            index_statement("DROP INDEX IF EXISTS i ON `t`"),
-            Some((None, "t".into()))
-        );
-        assert_eq!(index_statement("DROP TABLE t"), None);
-        let (table, renames) = column_renames(
-            "ALTER TABLE shop.`items` ADD COLUMN x DECIMAL(10,2), RENAME COLUMN `a` TO b, CHANGE COLUMN c `d e` INT, CHANGE f f BIGINT",
-        )
-        .unwrap();
-        assert_eq!(table, (Some("shop".into()), "items".into()));
-        assert_eq!(
-            renames,
-            vec![("a".into(), "b".into()), ("c".into(), "d e".into())]
-        );
-        assert_eq!(truncated_table("DROP TABLE x"), None);
     }
 }

@@ -1,0 +1,212 @@
+//! Recognizing the DDL statements binlog capture acts on, from their SQL text: pure functions
+//! on strings (no server, no state).
+//!
+//! A statement outside a transaction reaches the stream as text (a `QUERY_EVENT`). Only a few
+//! forms matter to it: a table emptied (`TRUNCATE`), taken away (`DROP TABLE`, `RENAME
+//! TABLE`, `ALTER TABLE … RENAME`), its columns renamed (`RENAME COLUMN`, `CHANGE`) or its
+//! indexes changed (`ALTER TABLE`, `CREATE INDEX`, `DROP INDEX`). The rest passes by.
+
+/// A table's name in a statement, with its database when the statement names one.
+pub(super) type QualifiedName = (Option<String>, String);
+
+/// The tables a `DROP TABLE [IF EXISTS] a, b`, `RENAME TABLE a TO b, …` or `ALTER TABLE a
+/// RENAME [TO|AS] b` statement takes away (a table renamed away and another renamed to its
+/// name in the same statement, a swap, is not gone).
+pub(super) fn tables_gone(sql: &str) -> Vec<QualifiedName> {
+    let mut gone = Vec::new();
+    let mut arrived = Vec::new();
+    if let Some(rest) = strip_word(sql, "DROP")
+        .and_then(|r| strip_word(r, "TEMPORARY").or(Some(r)))
+        .and_then(|r| strip_word(r, "TABLE"))
+    {
+        let mut rest = if_exists(rest);
+        while let Some((n, r)) = qualified(rest) {
+            gone.push(n);
+            match r.trim_start().strip_prefix(',') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+    } else if let Some(mut rest) = strip_word(sql, "RENAME").and_then(|r| strip_word(r, "TABLE")) {
+        while let Some((from, r)) = qualified(rest) {
+            let Some(r) = strip_word(r, "TO") else { break };
+            let Some((to, r)) = qualified(r) else { break };
+            gone.push(from);
+            arrived.push(to);
+            match r.trim_start().strip_prefix(',') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+    } else if let Some(rest) = strip_word(sql, "ALTER").and_then(|r| strip_word(r, "TABLE")) {
+        if let Some((from, r)) = qualified(rest) {
+            let renamed = strip_word(r, "RENAME").filter(|r| {
+                strip_word(r, "COLUMN").is_none()
+                    && strip_word(r, "INDEX").is_none()
+                    && strip_word(r, "KEY").is_none()
+            });
+            if let Some(r) = renamed {
+                let r = strip_word(r, "TO")
+                    .or_else(|| strip_word(r, "AS"))
+                    .unwrap_or(r);
+                if let Some((to, _)) = qualified(r) {
+                    gone.push(from);
+                    arrived.push(to);
+                }
+            }
+        }
+    }
+    gone.retain(|(_, n)| !arrived.iter().any(|(_, a)| a == n));
+    gone
+}
+
+/// The table a `CREATE [UNIQUE] INDEX … ON t` or `DROP INDEX … ON t` statement changes.
+pub(super) fn index_statement(sql: &str) -> Option<QualifiedName> {
+    let rest = strip_word(sql, "CREATE")
+        .map(|r| {
+            let r = strip_word(r, "OR")
+                .and_then(|r| strip_word(r, "REPLACE"))
+                .unwrap_or(r);
+            strip_word(r, "UNIQUE").unwrap_or(r)
+        })
+        .or_else(|| strip_word(sql, "DROP"))?;
+    let rest = strip_word(rest, "INDEX")?;
+    // The index name, then ON and the table.
+    let (_, mut rest) = ident(
+        strip_word(rest, "IF")
+            .map(|r| strip_word(r, "NOT").unwrap_or(r))
+            .and_then(|r| strip_word(r, "EXISTS"))
+            .unwrap_or(rest)
+            .trim_start(),
+    )?;
+    loop {
+        if let Some(r) = strip_word(rest, "ON") {
+            return Some(qualified(r)?.0);
+        }
+        // Skip a word (USING BTREE, ALGORITHM=…) until ON.
+        let r = rest.trim_start();
+        let next = r.find(char::is_whitespace)?;
+        rest = &r[next..];
+    }
+}
+
+/// The table an `ALTER TABLE` statement changes and the columns it renames (`RENAME COLUMN
+/// a TO b`, `CHANGE [COLUMN] a b …`).
+pub(super) fn column_renames(sql: &str) -> Option<(QualifiedName, Vec<(String, String)>)> {
+    let rest = strip_word(sql, "ALTER")?;
+    let rest = strip_word(rest, "ONLINE").unwrap_or(rest);
+    let rest = strip_word(rest, "IGNORE").unwrap_or(rest);
+    let rest = strip_word(rest, "TABLE")?;
+    let rest = if_exists(rest);
+    let (table, rest) = qualified(rest)?;
+    // The clauses, split at commas outside quotes and parentheses.
+    let mut clauses = Vec::new();
+    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0);
+    for (i, c) in rest.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '`' | '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                clauses.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    clauses.push(&rest[start..]);
+    let mut renames = Vec::new();
+    for clause in clauses {
+        if let Some(r) = strip_word(clause, "RENAME").and_then(|r| strip_word(r, "COLUMN")) {
+            let r = if_exists(r);
+            let Some((from, r)) = ident(r.trim_start()) else {
+                continue;
+            };
+            let Some(r) = strip_word(r, "TO") else {
+                continue;
+            };
+            if let Some((to, _)) = ident(r.trim_start()) {
+                renames.push((from, to));
+            }
+        } else if let Some(r) = strip_word(clause, "CHANGE") {
+            let r = strip_word(r, "COLUMN").unwrap_or(r);
+            let r = if_exists(r);
+            let Some((from, r)) = ident(r.trim_start()) else {
+                continue;
+            };
+            if let Some((to, _)) = ident(r.trim_start()) {
+                if from != to {
+                    renames.push((from, to));
+                }
+            }
+        }
+    }
+    Some((table, renames))
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
+pub(super) fn truncated_table(sql: &str) -> Option<QualifiedName> {
+    let rest = strip_word(sql, "TRUNCATE")?;
+    let rest = strip_word(rest, "TABLE").unwrap_or(rest);
+    Some(qualified(rest)?.0)
+}
+
+/// A table's name, `name` or `db.name` (each bare or backquoted, spaces around the dot
+/// allowed), and what follows it.
+fn qualified(s: &str) -> Option<(QualifiedName, &str)> {
+    let (first, rest) = ident(s.trim_start())?;
+    match rest.trim_start().strip_prefix('.') {
+        Some(r) => {
+            let (second, rest) = ident(r.trim_start())?;
+            Some(((Some(first), second), rest))
+        }
+        None => Some(((None, first), rest)),
+    }
+}
+
+/// `s` past an `IF EXISTS` it starts with.
+fn if_exists(s: &str) -> &str {
+    strip_word(s, "IF")
+        .and_then(|r| strip_word(r, "EXISTS"))
+        .unwrap_or(s)
+}
+
+/// What follows `word` (any case) at the start of `s` (leading whitespace skipped), when a
+/// whitespace follows it.
+fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let s = s.trim_start();
+    (s.len() > word.len() && s[..word.len()].eq_ignore_ascii_case(word))
+        .then(|| &s[word.len()..])
+        .filter(|r| r.starts_with(|c: char| c.is_whitespace()))
+}
+
+/// An identifier, backquoted or bare, and what follows it.
+fn ident(s: &str) -> Option<(String, &str)> {
+    if let Some(r) = s.strip_prefix('`') {
+        let mut out = String::new();
+        let mut chars = r.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == '`' {
+                if r[i + 1..].starts_with('`') {
+                    out.push('`');
+                    chars.next();
+                } else {
+                    return Some((out, &r[i + 1..]));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        None
+    } else {
+        let end = s
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(s.len());
+        (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Transaction assembly: the changes of the transaction being read, gathered per table,
+//! handed out whole when it ends (with the position after it) or in chunks while it grows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{BinlogPos, Stored};
+use crate::error::Error;
+use crate::model::{Change, ChangeSet, Position, TableId, TableModel};
+use crate::source::Txn;
+
+/// What reading the stream produced.
+pub(super) enum Out {
+    Txn(Txn),
+    /// Nothing arrived for a moment: the tables are caught up.
+    Idle,
+    /// A table's change could not be read: that table stops.
+    Failed {
+        table: TableId,
+        error: Error,
+    },
+}
+
+/// The transaction being read.
+pub(super) struct OpenTxn {
+    /// Where it started: a stream reconnected mid-transaction starts there again.
+    pub(super) start: BinlogPos,
+    parts: Vec<ChangeSet>,
+    /// Table (index into the source's tables) → part.
+    index: HashMap<usize, usize>,
+    /// What the parts not handed out yet hold.
+    pub(super) bytes: usize,
+    /// Chunks of it were handed out already.
+    chunked: bool,
+    /// Every table it changed, chunks handed out included: each gets the end position.
+    touched: Vec<TableId>,
+}
+
+impl OpenTxn {
+    pub(super) fn new(start: BinlogPos) -> Self {
+        OpenTxn {
+            start,
+            parts: Vec::new(),
+            index: HashMap::new(),
+            bytes: 0,
+            chunked: false,
+            touched: Vec::new(),
+        }
+    }
+
+    /// Adds changes of table `ti` (index into the source's tables; `table` its id). The
+    /// table's first part in the transaction (or chunk) carries its `pending_shape`.
+    pub(super) fn add(
+        &mut self,
+        ti: usize,
+        table: TableId,
+        pending_shape: &mut Option<Arc<TableModel>>,
+        changes: Vec<Change>,
+        bytes: usize,
+    ) {
+        if !self.touched.contains(&table) {
+            self.touched.push(table);
+        }
+        let part = match self.index.get(&ti) {
+            Some(&p) => p,
+            None => {
+                self.index.insert(ti, self.parts.len());
+                self.parts
+                    .push(part(table, Vec::new(), pending_shape.take()));
+                self.parts.len() - 1
+            }
+        };
+        self.parts[part].changes.extend(changes);
+        self.parts[part].bytes += bytes;
+        self.bytes += bytes;
+    }
+
+    /// Hands out what the transaction holds so far, keeping it open.
+    pub(super) fn chunk(&mut self) -> Txn {
+        self.chunked = true;
+        self.index.clear();
+        self.bytes = 0;
+        Txn {
+            parts: std::mem::take(&mut self.parts),
+            complete: false,
+        }
+    }
+
+    /// The transaction ended at `pos` (its commit at `ts`): what is left to hand out, if
+    /// anything.
+    pub(super) fn end(self, pos: &BinlogPos, ts: u32) -> Option<Txn> {
+        if self.parts.is_empty() && !self.chunked {
+            return None;
+        }
+        let mut parts = self.parts;
+        // Tables changed only in chunks already handed out: their position moves too.
+        for table in self.touched {
+            if !parts.iter().any(|p| p.table == table) {
+                parts.push(part(table, Vec::new(), None));
+            }
+        }
+        Some(finish(parts, pos, ts))
+    }
+}
+
+/// A part of a transaction: `finish` sets its position and commit time.
+pub(super) fn part(
+    table: TableId,
+    changes: Vec<Change>,
+    shape: Option<Arc<TableModel>>,
+) -> ChangeSet {
+    ChangeSet {
+        table,
+        changes,
+        position: Position(serde_json::Value::Null),
+        bytes: 0,
+        source_time: None,
+        shape,
+    }
+}
+
+/// A transaction's commit time, for lag: the binlog stamps events in whole seconds, so
+/// within the event's second the moment sluice read it stands for it (exact to a few
+/// milliseconds when the stream is caught up); an event read later than its second (a
+/// backlog) is taken at the end of that second.
+fn commit_time(ts: u32, read_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let start = DateTime::from_timestamp(i64::from(ts), 0)?;
+    let end = start + chrono::Duration::microseconds(999_999);
+    Some(read_at.clamp(start, end))
+}
+
+/// Sets the positions (the transaction's end) and commit time of a transaction's parts.
+pub(super) fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32) -> Txn {
+    let position = Stored {
+        binlog: pos.clone(),
+        snapshot: None,
+    }
+    .position();
+    let at = commit_time(ts, Utc::now());
+    for p in &mut parts {
+        p.position = position.clone();
+        p.source_time = at;
+    }
+    Txn {
+        parts,
+        complete: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_times_are_read_times_within_the_event_second() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let ts = at("2026-11-25T10:00:00Z").timestamp() as u32;
+        // Read during its second: the read time.
+        assert_eq!(
+            commit_time(ts, at("2026-11-25T10:00:00.250Z")),
+            Some(at("2026-11-25T10:00:00.250Z"))
+        );
+        // Read later (a backlog): the end of its second.
+        assert_eq!(
+            commit_time(ts, at("2026-11-25T10:05:00Z")),
+            Some(at("2026-11-25T10:00:00.999999Z"))
+        );
+        // A clock behind the server's: the event's second.
+        assert_eq!(
+            commit_time(ts, at("2026-11-25T09:59:59Z")),
+            Some(at("2026-11-25T10:00:00Z"))
+        );
+    }
+}
