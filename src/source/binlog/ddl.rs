@@ -10,9 +10,11 @@
 pub(super) type QualifiedName = (Option<String>, String);
 
 /// The tables a `DROP TABLE [IF EXISTS] a, b`, `RENAME TABLE a TO b, …` or `ALTER TABLE a
-/// RENAME [TO|AS] b` statement takes away (a table renamed away and another renamed to its
-/// name in the same statement, a swap, is not gone).
-pub(super) fn tables_gone(sql: &str) -> Vec<QualifiedName> {
+/// … RENAME [TO|AS] b` statement takes away, each with its database (`schema`, the session's,
+/// where the statement names none). A table renamed away and another renamed to its name in
+/// the same statement (a swap) is not gone; one moved to another database is.
+pub(super) fn tables_gone(sql: &str, schema: &str) -> Vec<(String, String)> {
+    let sql = &without_comments(sql);
     let mut gone = Vec::new();
     let mut arrived = Vec::new();
     if let Some(rest) = strip_word(sql, "DROP")
@@ -38,9 +40,9 @@ pub(super) fn tables_gone(sql: &str) -> Vec<QualifiedName> {
                 None => break,
             }
         }
-    } else if let Some(rest) = strip_word(sql, "ALTER").and_then(|r| strip_word(r, "TABLE")) {
-        if let Some((from, r)) = qualified(rest) {
-            let renamed = strip_word(r, "RENAME").filter(|r| {
+    } else if let Some((from, clauses)) = alter_table(sql) {
+        for clause in clauses {
+            let renamed = strip_word(clause, "RENAME").filter(|r| {
                 strip_word(r, "COLUMN").is_none()
                     && strip_word(r, "INDEX").is_none()
                     && strip_word(r, "KEY").is_none()
@@ -50,18 +52,22 @@ pub(super) fn tables_gone(sql: &str) -> Vec<QualifiedName> {
                     .or_else(|| strip_word(r, "AS"))
                     .unwrap_or(r);
                 if let Some((to, _)) = qualified(r) {
-                    gone.push(from);
+                    gone.push(from.clone());
                     arrived.push(to);
                 }
             }
         }
     }
-    gone.retain(|(_, n)| !arrived.iter().any(|(_, a)| a == n));
+    let full = |(db, name): QualifiedName| (db.unwrap_or_else(|| schema.to_string()), name);
+    let arrived: Vec<_> = arrived.into_iter().map(full).collect();
+    let mut gone: Vec<_> = gone.into_iter().map(full).collect();
+    gone.retain(|g| !arrived.contains(g));
     gone
 }
 
 /// The table a `CREATE [UNIQUE] INDEX … ON t` or `DROP INDEX … ON t` statement changes.
 pub(super) fn index_statement(sql: &str) -> Option<QualifiedName> {
+    let sql = &without_comments(sql);
     let rest = strip_word(sql, "CREATE")
         .map(|r| {
             let r = strip_word(r, "OR")
@@ -93,30 +99,8 @@ pub(super) fn index_statement(sql: &str) -> Option<QualifiedName> {
 /// The table an `ALTER TABLE` statement changes and the columns it renames (`RENAME COLUMN
 /// a TO b`, `CHANGE [COLUMN] a b …`).
 pub(super) fn column_renames(sql: &str) -> Option<(QualifiedName, Vec<(String, String)>)> {
-    let rest = strip_word(sql, "ALTER")?;
-    let rest = strip_word(rest, "ONLINE").unwrap_or(rest);
-    let rest = strip_word(rest, "IGNORE").unwrap_or(rest);
-    let rest = strip_word(rest, "TABLE")?;
-    let rest = if_exists(rest);
-    let (table, rest) = qualified(rest)?;
-    // The clauses, split at commas outside quotes and parentheses.
-    let mut clauses = Vec::new();
-    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0);
-    for (i, c) in rest.char_indices() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '`' | '\'' | '"') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, ',') if depth == 0 => {
-                clauses.push(&rest[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    clauses.push(&rest[start..]);
+    let sql = &without_comments(sql);
+    let (table, clauses) = alter_table(sql)?;
     let mut renames = Vec::new();
     for clause in clauses {
         if let Some(r) = strip_word(clause, "RENAME").and_then(|r| strip_word(r, "COLUMN")) {
@@ -148,9 +132,131 @@ pub(super) fn column_renames(sql: &str) -> Option<(QualifiedName, Vec<(String, S
 
 /// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
 pub(super) fn truncated_table(sql: &str) -> Option<QualifiedName> {
+    let sql = &without_comments(sql);
     let rest = strip_word(sql, "TRUNCATE")?;
     let rest = strip_word(rest, "TABLE").unwrap_or(rest);
     Some(qualified(rest)?.0)
+}
+
+/// `ALTER [ONLINE] [IGNORE] TABLE [IF EXISTS] t clause, clause…`: the table and its
+/// clauses, split at commas outside quotes (backslash escapes included) and parentheses.
+fn alter_table(sql: &str) -> Option<(QualifiedName, Vec<&str>)> {
+    let rest = strip_word(sql, "ALTER")?;
+    let rest = strip_word(rest, "ONLINE").unwrap_or(rest);
+    let rest = strip_word(rest, "IGNORE").unwrap_or(rest);
+    let rest = strip_word(rest, "TABLE")?;
+    let rest = if_exists(rest);
+    let (table, rest) = qualified(rest)?;
+    let mut clauses = Vec::new();
+    let (mut depth, mut quote, mut escaped, mut start) = (0i32, None::<char>, false, 0);
+    for (i, c) in rest.char_indices() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (Some('\'' | '"'), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '`' | '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                clauses.push(&rest[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    clauses.push(&rest[start..]);
+    Some((table, clauses))
+}
+
+/// The statement without its comments (`/* … */`, `-- …`, `# …`), quoted text kept as it
+/// is. An executable comment (`/*! … */`, `/*M! … */`, with or without a version) keeps its
+/// text, as the server runs it.
+fn without_comments(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quote = None::<char>;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' && q != '`' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '`' | '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let executable = match chars.peek() {
+                    Some('!') => {
+                        chars.next();
+                        true
+                    }
+                    Some('M') => {
+                        let mut ahead = chars.clone();
+                        ahead.next();
+                        if ahead.peek() == Some(&'!') {
+                            chars.next();
+                            chars.next();
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    _ => false,
+                };
+                if executable {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                }
+                let mut body = String::new();
+                while let Some(c) = chars.next() {
+                    if c == '*' && chars.peek() == Some(&'/') {
+                        chars.next();
+                        break;
+                    }
+                    body.push(c);
+                }
+                out.push(' ');
+                if executable {
+                    out.push_str(&without_comments(&body));
+                    out.push(' ');
+                }
+            }
+            '-' if chars.peek() == Some(&'-') && {
+                let mut ahead = chars.clone();
+                ahead.next();
+                ahead.peek().is_none_or(|c| c.is_whitespace())
+            } =>
+            {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                out.push(' ');
+            }
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                out.push(' ');
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A table's name, `name` or `db.name` (each bare or backquoted, spaces around the dot
@@ -177,8 +283,10 @@ fn if_exists(s: &str) -> &str {
 /// whitespace follows it.
 fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
     let s = s.trim_start();
-    (s.len() > word.len() && s[..word.len()].eq_ignore_ascii_case(word))
-        .then(|| &s[word.len()..])
+    // `get`: a byte count may fall inside a character of a non-ASCII name.
+    s.get(..word.len())
+        .filter(|head| head.eq_ignore_ascii_case(word))
+        .and_then(|_| s.get(word.len()..))
         .filter(|r| r.starts_with(|c: char| c.is_whitespace()))
 }
 

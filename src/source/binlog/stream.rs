@@ -328,8 +328,7 @@ impl Stream {
         }
         // A replicated table dropped or renamed away (not swapped for another of the same
         // name, as online schema change tools do): it stops, saying so.
-        for (db, name) in tables_gone(sql) {
-            let db = db.unwrap_or_else(|| schema.to_string());
+        for (db, name) in tables_gone(sql, schema) {
             if db != self.database {
                 continue;
             }
