@@ -87,11 +87,11 @@ pub fn start(settings: &Settings, helpers: SharedHelpers) -> Result<SocketAddr> 
     // sluice handles SIGINT/SIGTERM itself (finish the batches in flight, then exit).
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(settings.http_addr.as_str())
+    .bind(settings.http.addr.as_str())
     .map_err(|e| {
         Error::Config(format!(
             "cannot serve HTTP on {}: {e}; choose another address with [http] addr or SLUICE_HTTP_ADDR",
-            settings.http_addr
+            settings.http.addr
         ))
     })?;
     let addr = server
@@ -136,7 +136,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 
 async fn ready(s: &Settings, helpers: &SharedHelpers) -> (bool, serde_json::Value) {
     let mut helpers = helpers.lock().await;
-    let (my, pg) = helpers.both(&s.source_url, &s.target_url).await;
+    let (my, pg) = helpers.both(&s.source.url, &s.target.url).await;
     let (source, target) = tokio::join!(
         probe(|| async {
             sqlx::query("SELECT 1")
@@ -190,8 +190,8 @@ async fn ready(s: &Settings, helpers: &SharedHelpers) -> (bool, serde_json::Valu
             || (!tables.is_empty() && tables.values().all(|m| m.running && m.failed.is_none())));
     let body = serde_json::json!({
         "ready": ready,
-        "source": source.replace(&s.source_url, &redact(&s.source_url)),
-        "target": target.replace(&s.target_url, &redact(&s.target_url)),
+        "source": source.replace(&s.source.url, &redact(&s.source.url)),
+        "target": target.replace(&s.target.url, &redact(&s.target.url)),
         "tables": table_states,
         "drift": drift,
         "member": crate::state::ownership::owner_id(),

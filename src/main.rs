@@ -115,7 +115,7 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
             })?;
             println!(
                 "migrated: source orders, target {}.orders and sluice.replication_state",
-                settings.target_schema
+                settings.target.schema
             );
         }
         Command::Generate { rate, total } => {

@@ -59,7 +59,7 @@ async fn remaining(
     let mut helpers = helpers.lock().await;
     let mut out = BTreeMap::new();
     let (Ok(my), Ok(pg)) = helpers
-        .both(&settings.source_url, &settings.target_url)
+        .both(&settings.source.url, &settings.target.url)
         .await
     else {
         return out;
@@ -80,7 +80,7 @@ async fn remaining(
             .ok()
             .and_then(|r| r.try_get::<i64, _>(0).ok())
         };
-        let target = qualified(&settings.target_schema, t);
+        let target = qualified(&settings.target.schema, t);
         let estimate: i64 = sqlx::query_scalar(
             "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
         )

@@ -81,7 +81,7 @@ pub struct Status {
 /// `helpers`: the connections to use (the process's helper connections under `run`).
 pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Status> {
     let (my, pg) = helpers
-        .both(&settings.source_url, &settings.target_url)
+        .both(&settings.source.url, &settings.target.url)
         .await;
     let pg = pg?;
     // The entity's columns, read through the helper connection.
@@ -151,7 +151,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
     // The zone DATETIME cursors are compared in (polling).
     let zone = match my.as_mut() {
         Ok(conn) if !mode.is_binlog() => {
-            mysql::resolve_zone(conn, settings.datetime_zone.as_deref())
+            mysql::resolve_zone(conn, settings.source.datetime_zone.as_deref())
                 .await
                 .ok()
         }

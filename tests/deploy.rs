@@ -882,15 +882,15 @@ fn configmap_is_accepted_by_sluice() {
     std::fs::remove_dir_all(&dir).ok();
     let s = loaded.unwrap_or_else(|e| panic!("sluice refuses the ConfigMap's sluice.toml: {e}"));
     assert!(
-        s.source_url.contains(":src-Pw@"),
+        s.source.url.contains(":src-Pw@"),
         "the source password was not read from its file"
     );
     assert!(
-        s.target_url.contains(":tgt-Pw@"),
+        s.target.url.contains(":tgt-Pw@"),
         "the target password was not read from its file"
     );
     if std::env::var_os("SLUICE_HTTP_ADDR").is_none() {
-        assert_eq!(s.http_addr, "0.0.0.0:9731");
+        assert_eq!(s.http.addr, "0.0.0.0:9731");
     }
 }
 

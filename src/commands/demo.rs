@@ -56,8 +56,8 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         let names: Vec<String> = settings.tables.iter().map(|t| t.name.clone()).collect();
         let ownership = Ownership::claim(&settings, &names, &shutdown).await?;
         let planned = round::prepare(&settings, plans, &ownership, &shutdown).await?;
-        let source = orm_connect(&settings.source_url, Side::Source).await?;
-        let target = orm_connect(&settings.target_url, Side::Target).await?;
+        let source = orm_connect(&settings.source.url, Side::Source).await?;
+        let target = orm_connect(&settings.target.url, Side::Target).await?;
         let (gen_tx, _gen_rx) = oneshot::channel();
         let generator = Generator::new(source.clone(), rate, None, gen_tx).start();
         let (done_tx, done_rx) = oneshot::channel();
@@ -77,7 +77,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         );
         let tgt_sql = format!(
             "SELECT COUNT(*) FROM {}",
-            postgres::types::qualified(&settings.target_schema, "orders")
+            postgres::types::qualified(&settings.target.schema, "orders")
         );
         println!(
             "demo: generating {rate} orders/s into the source and replicating them; Ctrl-C stops"
@@ -104,7 +104,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         // Ctrl-C stops the generator first and gives the replicator a moment (many poll
         // intervals) to copy the last orders.
         let grace = Duration::from_millis(
-            20 * settings.pipeline.poll_interval_ms + settings.safety_lag_ms + 500,
+            20 * settings.pipeline.poll_interval_ms + settings.source.safety_lag_ms + 500,
         );
         let s = shutdown.clone();
         actix::spawn(async move {

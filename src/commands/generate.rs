@@ -24,7 +24,7 @@ pub fn generate(
         let shutdown = Shutdown::new();
         shutdown_on(stop, &shutdown, "stopping the generator");
         let db = connecting(&settings, &shutdown, || {
-            orm_connect(&settings.source_url, Side::Source)
+            orm_connect(&settings.source.url, Side::Source)
         })
         .await?;
         let (tx, rx) = oneshot::channel();

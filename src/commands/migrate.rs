@@ -13,7 +13,7 @@ use crate::shutdown::Shutdown;
 /// `migrate`: the demo table on both sides and the state table on the target.
 pub async fn migrate(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
     let source = connecting(settings, shutdown, || {
-        orm_connect(&settings.source_url, Side::Source)
+        orm_connect(&settings.source.url, Side::Source)
     })
     .await?;
     migration::create_source_demo(&source)
@@ -22,23 +22,23 @@ pub async fn migrate(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
     source.close().await.ok();
     apply_state_schema(settings, shutdown).await?;
     let target = connecting(settings, shutdown, || {
-        orm_connect(&settings.target_url, Side::Target)
+        orm_connect(&settings.target.url, Side::Target)
     })
     .await?;
     migration::run_on_target(
         &target,
         &migration::TargetDemo {
-            schema: settings.target_schema.clone(),
+            schema: settings.target.schema.clone(),
         },
     )
     .await
     .map_err(|e| Error::orm(Side::Target, "creating the demo orders table", e))?;
     target.close().await.ok();
     info!(
-        source = %redact(&settings.source_url),
-        target = %redact(&settings.target_url),
+        source = %redact(&settings.source.url),
+        target = %redact(&settings.target.url),
         "migrated: orders on the source, {}.orders and sluice.replication_state on the target",
-        settings.target_schema
+        settings.target.schema
     );
     Ok(())
 }

@@ -61,7 +61,7 @@ pub(crate) async fn orm_connect(url: &str, side: Side) -> Result<DatabaseConnect
 /// Creates (or brings up to date) the `sluice` schema's tables on the target.
 pub(crate) async fn apply_state_schema(settings: &Settings, shutdown: &Shutdown) -> Result<()> {
     let target = connecting(settings, shutdown, || {
-        orm_connect(&settings.target_url, Side::Target)
+        orm_connect(&settings.target.url, Side::Target)
     })
     .await?;
     let r = migration::run_on_target(&target, &migration::State)

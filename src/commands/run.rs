@@ -40,7 +40,7 @@ pub fn run(
         let mut state_schema = false;
         // This process as a member of the pipeline's group (`run` only).
         let group = Arc::new(Group::new(
-            &settings.target_url,
+            &settings.target.url,
             &settings.pipeline_name,
             settings.cluster.member_timeout_ms,
         ));

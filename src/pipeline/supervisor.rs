@@ -271,7 +271,7 @@ impl Supervisor {
         }
         let t = &self.tables[table];
         let key = StateKey::new(&self.settings.pipeline_name, &t.handle.name);
-        let (epoch, url, message) = (t.epoch, self.settings.target_url.clone(), error.to_string());
+        let (epoch, url, message) = (t.epoch, self.settings.target.url.clone(), error.to_string());
         let helpers = self.wiring.helpers.clone();
         self.recording += 1;
         let fut = async move {
@@ -356,7 +356,7 @@ impl Supervisor {
         let helpers = self.wiring.helpers.clone();
         let load = async move {
             let load_once = || {
-                let (keys, url) = (keys.clone(), settings.target_url.clone());
+                let (keys, url) = (keys.clone(), settings.target.url.clone());
                 let helpers = helpers.clone();
                 async move {
                     let mut helpers = helpers.lock().await;
@@ -461,7 +461,7 @@ impl Actor for Supervisor {
             actix::spawn(watch_binlog_distance(
                 mode,
                 self.wiring.helpers.clone(),
-                self.settings.source_url.clone(),
+                self.settings.source.url.clone(),
                 handles.clone(),
                 self.shutdown.clone(),
             ));

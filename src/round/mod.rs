@@ -25,8 +25,8 @@ use crate::source::capture::Mode;
 pub fn wiring(settings: &Settings, helpers: &SharedHelpers) -> Wiring {
     let p = &settings.pipeline;
     let opts = SinkOptions {
-        url: settings.target_url.clone(),
-        schema: settings.target_schema.clone(),
+        url: settings.target.url.clone(),
+        schema: settings.target.schema.clone(),
         pipeline: settings.pipeline_name.clone(),
         on_bad_row: p.on_bad_row,
         copy_format: p.copy_format,

@@ -32,7 +32,7 @@ pub struct Planned {
 /// replicated (no primary key, a type without a mapping) is left out with a warning naming
 /// why, where a table named on its own fails the start.
 pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
-    let mut src = connecting(&settings, shutdown, || mysql::connect(&settings.source_url)).await?;
+    let mut src = connecting(&settings, shutdown, || mysql::connect(&settings.source.url)).await?;
     let (tables, existing) = mysql::expand_on_source(&mut src, &settings.tables).await?;
     for t in settings.tables.iter().filter(|t| t.is_pattern()) {
         if !existing.iter().any(|e| t.takes(e)) {
@@ -114,7 +114,7 @@ pub async fn discover_tables(
     let mut warned = false;
     while !round.sleep(DISCOVER_EVERY).await {
         if conn.is_none() {
-            conn = mysql::connect(&settings.source_url).await.ok();
+            conn = mysql::connect(&settings.source.url).await.ok();
         }
         let Some(c) = conn.as_mut() else { continue };
         let existing = match mysql::base_tables(c).await {

@@ -27,7 +27,7 @@ pub async fn prepare(
     shutdown: &Shutdown,
 ) -> Result<Vec<PlannedTable>> {
     let mut tgt = connecting(settings, shutdown, || {
-        postgres::connect(&settings.target_url, "setup")
+        postgres::connect(&settings.target.url, "setup")
     })
     .await?;
     let mode = Mode::of(settings);
@@ -55,7 +55,7 @@ pub async fn prepare(
             if !rec.same_shape(&b.spec.model) {
                 follow_later = true;
                 info!(table = %name, version = rec.version, "the table changed on the source since its stored position; the binlog stream starts in the shape recorded there and follows the changes in order");
-                b.start_in(rec, settings.zero_dates)?;
+                b.start_in(rec, settings.source.zero_dates)?;
             }
         }
         plan.set_version(state::next_version(
@@ -75,7 +75,7 @@ pub async fn prepare(
         PgSink::prepare_table(
             &mut tgt,
             PrepareTable {
-                schema: &settings.target_schema,
+                schema: &settings.target.schema,
                 key: &key,
                 model: plan.model(),
                 recorded: recorded.as_ref(),
@@ -107,7 +107,7 @@ pub async fn prepare(
                 &mut tgt,
                 &key,
                 epoch,
-                &settings.target_schema,
+                &settings.target.schema,
                 plan.model(),
                 plan.estimated_rows(),
                 settings.lock_wait(),

@@ -23,7 +23,7 @@ pub struct Mode(Capture);
 
 impl Mode {
     pub fn of(settings: &Settings) -> Mode {
-        Mode(settings.capture)
+        Mode(settings.source.capture)
     }
 
     /// Binlog capture: one stream, whole source transactions, deletes seen.
@@ -54,7 +54,7 @@ impl Mode {
     pub async fn check_server(self, conn: &mut MySqlConnection, settings: &Settings) -> Result<()> {
         match self.0 {
             Capture::Binlog => binlog::checks::check_server(conn).await.map(|_| ()),
-            Capture::Poll => mysql::resolve_zone(conn, settings.datetime_zone.as_deref())
+            Capture::Poll => mysql::resolve_zone(conn, settings.source.datetime_zone.as_deref())
                 .await
                 .map(|_| ()),
         }

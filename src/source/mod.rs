@@ -217,7 +217,7 @@ pub async fn plan_table(
     settings: &Settings,
     table: &crate::config::TableSettings,
 ) -> Result<TablePlan> {
-    match settings.capture {
+    match settings.source.capture {
         crate::config::Capture::Poll => {
             poll::plan(conn, settings, table).await.map(TablePlan::Poll)
         }
@@ -239,7 +239,7 @@ pub struct OpenTable {
 /// Opens the source the configuration asks for, serving `tables`. `once`: stop at the end
 /// of each table as of start.
 pub fn open(settings: &Settings, once: bool, tables: Vec<OpenTable>) -> Result<Box<dyn Source>> {
-    match settings.capture {
+    match settings.source.capture {
         crate::config::Capture::Poll => {
             Ok(Box::new(poll::PollSource::new(settings, once, tables)?))
         }

@@ -277,7 +277,7 @@ async fn connect(
     retry(
         &mut policy,
         shutdown,
-        || crate::conn::target(&settings.target_url, "owner"),
+        || crate::conn::target(&settings.target.url, "owner"),
         |attempt, delay, e| {
             warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "cannot connect to the target yet; retrying")
         },

@@ -136,8 +136,8 @@ pub async fn run(settings: Settings, tables: Vec<Checked>, round: Shutdown) {
 }
 
 async fn connect(settings: &Settings) -> Result<(MySqlConnection, PgConnection)> {
-    let my = mysql::connect(&settings.source_url).await?;
-    let pg = crate::sink::postgres::connect(&settings.target_url, "verify").await?;
+    let my = mysql::connect(&settings.source.url).await?;
+    let pg = crate::sink::postgres::connect(&settings.target.url, "verify").await?;
     Ok((my, pg))
 }
 
@@ -276,7 +276,7 @@ impl Check<'_> {
         };
         let spec = plan.spec();
         let t = &*spec.model;
-        let p = Plan::new(spec, &self.settings.target_schema);
+        let p = Plan::new(spec, &self.settings.target.schema);
         let mut report = TableReport {
             table: t.name.clone(),
             skipped_columns: (0..t.columns.len())

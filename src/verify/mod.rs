@@ -552,8 +552,8 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
         exclude: Vec::new(),
         ..ts.clone()
     };
-    let mut my = mysql::connect(&settings.source_url).await?;
-    let mut pg = crate::sink::postgres::connect(&settings.target_url, "verify").await?;
+    let mut my = mysql::connect(&settings.source.url).await?;
+    let mut pg = crate::sink::postgres::connect(&settings.target.url, "verify").await?;
     let plan = crate::source::plan_table(&mut my, settings, ts).await?;
     let spec = plan.spec();
     let t = &*spec.model;
@@ -577,7 +577,7 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
             )));
         }
     }
-    let p = Plan::new(spec, &settings.target_schema);
+    let p = Plan::new(spec, &settings.target.schema);
     let mut report = TableReport {
         table: t.name.clone(),
         skipped_columns: (0..t.columns.len())
@@ -631,7 +631,7 @@ pub fn verify(settings: &Settings, table: Option<&str>, repair: bool) -> Result<
         let tables: Vec<(String, bool)> = match table {
             Some(t) => vec![(t.to_string(), false)],
             None if settings.tables.iter().any(|t| t.is_pattern()) => {
-                let mut conn = crate::source::mysql::connect(&settings.source_url).await?;
+                let mut conn = crate::source::mysql::connect(&settings.source.url).await?;
                 crate::source::mysql::expand_on_source(&mut conn, &settings.tables)
                     .await?
                     .0

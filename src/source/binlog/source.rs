@@ -87,10 +87,10 @@ impl BinlogSource {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BinlogSource {
-            url: settings.source_url.clone(),
+            url: settings.source.url.clone(),
             server_id: settings.replica_id(),
-            database: crate::config::database_of(&settings.source_url),
-            zero_dates: settings.zero_dates,
+            database: crate::config::database_of(&settings.source.url),
+            zero_dates: settings.source.zero_dates,
             opts,
             tables,
             phase: Phase::Start,

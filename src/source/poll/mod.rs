@@ -52,7 +52,7 @@ pub async fn plan(
         ))
     })?;
     let keyset = Keyset::resolve(&source, &cursor, &key)?;
-    let spec = ReadSpec::new(&source, key, settings.zero_dates, &keyset.columns);
+    let spec = ReadSpec::new(&source, key, settings.source.zero_dates, &keyset.columns);
     let stats = mysql::table_stats(conn, &t.name).await?;
     Ok(PollPlan {
         spec,
@@ -87,8 +87,8 @@ impl PollOptions {
             page_rows: p.batch_rows.min(MAX_PAGE_ROWS),
             page_bytes: p.page_bytes(),
             poll_interval: Duration::from_millis(p.poll_interval_ms),
-            safety_lag: Duration::from_millis(settings.safety_lag_ms),
-            datetime_zone: settings.datetime_zone.clone(),
+            safety_lag: Duration::from_millis(settings.source.safety_lag_ms),
+            datetime_zone: settings.source.datetime_zone.clone(),
             key_order_load: p.key_order_load,
         }
     }
@@ -157,9 +157,9 @@ impl PollSource {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(PollSource {
-            url: settings.source_url.clone(),
+            url: settings.source.url.clone(),
             configs: settings.tables.clone(),
-            zero_dates: settings.zero_dates,
+            zero_dates: settings.source.zero_dates,
             opts,
             conn: None,
             tables,

@@ -1,0 +1,152 @@
+//! `[[tables]]`: one entry per table or pattern, and how an entry checks itself.
+
+use serde::Deserialize;
+
+use super::{Capture, OnDropColumn};
+use crate::error::{Error, Result};
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    /// Source table name (in the source URL's database).
+    pub name: String,
+    /// Column, or list of columns, that grows whenever a row is inserted or updated.
+    /// Required with `capture = "poll"`; not used by binlog capture.
+    #[serde(default)]
+    pub cursor: Option<OneOrMany>,
+    /// Primary-key columns; introspected from the source when absent.
+    #[serde(default)]
+    pub primary_key: Option<OneOrMany>,
+    /// TINYINT(1) columns become `boolean` (true), or `smallint` (false). As booleans, a
+    /// value other than 0 or 1 stops the table rather than turning into `true`.
+    #[serde(default = "yes")]
+    pub tinyint1_as_boolean: bool,
+    /// Overrides `[pipeline] on_drop_column` for this table.
+    #[serde(default)]
+    pub on_drop_column: Option<OnDropColumn>,
+    /// With a pattern in `name` (`*` any run of characters, `?` one): tables it does not
+    /// take, as patterns too.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Taken by a pattern (set when patterns are expanded): the table going away is not a
+    /// failure.
+    #[serde(skip)]
+    pub from_pattern: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A column name or a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Whether `name` matches glob `pattern` (`*`: any run of characters, `?`: one; case
+/// sensitive, as table names are on most servers).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Iterative matching with backtracking to the last star.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+impl TableSettings {
+    /// Whether `name` is a pattern (holds `*` or `?`) rather than one table.
+    pub fn is_pattern(&self) -> bool {
+        self.name.contains(['*', '?'])
+    }
+
+    /// Whether this entry takes source table `table`.
+    pub fn takes(&self, table: &str) -> bool {
+        if self.is_pattern() {
+            glob_match(&self.name, table) && !self.exclude.iter().any(|x| glob_match(x, table))
+        } else {
+            self.name == table
+        }
+    }
+
+    /// The demo table, used when the configuration names no table.
+    pub fn demo_orders() -> Self {
+        TableSettings {
+            name: "orders".into(),
+            cursor: Some(OneOrMany::One("created".into())),
+            primary_key: None,
+            tinyint1_as_boolean: true,
+            on_drop_column: None,
+            exclude: Vec::new(),
+            from_pattern: false,
+        }
+    }
+}
+
+impl TableSettings {
+    /// `at` names the entry (`tables[2]`) in messages.
+    pub fn validate(&self, at: &str, capture: Capture) -> Result<()> {
+        let t = self;
+        if t.name.is_empty() {
+            return Err(Error::Config(format!("{at}.name must not be empty")));
+        }
+        if !t.exclude.is_empty() && !t.is_pattern() {
+            return Err(Error::Config(format!(
+                "{at}.exclude (table {:?}) only applies to a pattern: give `name` a `*` or `?` (e.g. name = \"*\"), or remove `exclude`",
+                t.name
+            )));
+        }
+        match (&t.cursor, capture) {
+            (None, Capture::Poll) => {
+                return Err(Error::Config(format!(
+                    "{at}.cursor (table {:?}) is missing: polling reads rows in the order of a column that grows on every insert and update (e.g. cursor = \"updated_at\"); name one, or use [source] capture = \"binlog\", which needs none",
+                    t.name
+                )))
+            }
+            (Some(c), _) if c.to_vec().is_empty() || c.to_vec().iter().any(|c| c.is_empty()) => {
+                return Err(Error::Config(format!(
+                    "{at}.cursor (table {:?}) must name at least one column",
+                    t.name
+                )));
+            }
+            _ => {}
+        }
+        if let Some(pk) = &t.primary_key {
+            let pk = pk.to_vec();
+            if pk.is_empty() || pk.iter().any(|c| c.is_empty()) {
+                return Err(Error::Config(format!(
+                    "{at}.primary_key (table {:?}) must name at least one column, or be left out to introspect it",
+                    t.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
