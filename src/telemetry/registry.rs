@@ -1,0 +1,73 @@
+//! The process-wide registry: one [`TableHandle`] per replicated table, the standby flag, and
+//! the count of source transactions applied; what metrics, `/readyz`, progress and the run's
+//! summary read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use super::table::{TableHandle, TableMetrics};
+
+/// Source transactions applied (binlog capture).
+pub(super) static TRANSACTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `n` whole source transactions were committed on the target.
+pub fn transactions_applied(n: u64) {
+    TRANSACTIONS.fetch_add(n, Ordering::Relaxed);
+}
+
+static REGISTRY: LazyLock<Mutex<BTreeMap<String, Arc<TableHandle>>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// Set while this process is a member of its pipeline's group holding no table (a standby).
+static STANDBY: AtomicBool = AtomicBool::new(false);
+
+pub fn set_standby(standby: bool) {
+    STANDBY.store(standby, Ordering::Relaxed);
+}
+
+pub fn standby() -> bool {
+    STANDBY.load(Ordering::Relaxed)
+}
+
+/// The handle of a table registered by [`register`].
+pub fn handle(table: &str) -> Option<Arc<TableHandle>> {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(table)
+        .cloned()
+}
+
+/// A table's pipeline starts: a fresh handle, registered for metrics.
+pub fn register(table: &str) -> Arc<TableHandle> {
+    let h = Arc::new(TableHandle::new(table));
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(table.to_string(), h.clone());
+    h
+}
+
+/// Forgets every table but `tables` (a table a pattern took that is gone is no longer
+/// reported, nor counted by `/readyz`).
+pub fn keep_only(tables: &[String]) {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|name, _| tables.contains(name));
+}
+
+/// A copy of every table's metrics.
+pub fn snapshot() -> BTreeMap<String, TableMetrics> {
+    let handles: Vec<Arc<TableHandle>> = REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    handles
+        .iter()
+        .map(|h| (h.name.clone(), h.snapshot()))
+        .collect()
+}
