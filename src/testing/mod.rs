@@ -11,6 +11,9 @@
 mod memory_sink;
 mod scripted_source;
 
+#[cfg(test)]
+mod batcher_tests;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
