@@ -5,14 +5,21 @@
 //!   injection, read through a shared [`MemoryHandle`].
 //! - [`ScriptedSource`]: a [`Source`](crate::source::Source) that hands out a scripted list of
 //!   steps and records its resets.
+//! - [`lane`]: one lane's poller, batcher and writer wired as the supervisor wires them, and
+//!   the events they send.
 //! - Below: a small table model, rows, change sets and table handles, built without a
 //!   database.
 
+pub mod lane;
 mod memory_sink;
 mod scripted_source;
 
 #[cfg(test)]
 mod batcher_tests;
+#[cfg(test)]
+mod lane_tests;
+#[cfg(test)]
+mod writer_tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
