@@ -416,13 +416,14 @@ mod tests {
             vec![changes(
                 0,
                 vec![
+                    Change::insert(row(7, "a")),
+                    Change::truncate(),
                     Change::insert(row(1, "a")),
                     Change::insert(row(2, "a")),
                     Change::upsert(row(1, "b")),
                     // Key 2 becomes key 3; deleting an absent row does nothing.
                     Change::update(row(3, "a"), Some(vec![Value::Int(2)])),
                     Change::delete(row(9, "")),
-                    Change::truncate(),
                     Change::insert(row(4, "a")),
                     Change::update(row(4, "b"), None),
                     Change::insert(row(5, "a")),
@@ -434,8 +435,8 @@ mod tests {
         );
         for _ in 0..2 {
             let applied = block_on(s.apply(&b)).unwrap();
-            assert_eq!(applied[0].rows, 10);
-            assert_eq!(h.rows(0), [row(4, "b")]);
+            assert_eq!(applied[0].rows, 11);
+            assert_eq!(h.rows(0), [row(1, "b"), row(3, "a"), row(4, "b")]);
             assert_eq!(h.position(0), Some(position(1)));
         }
         assert_eq!(h.commits().len(), 2);
@@ -457,8 +458,13 @@ mod tests {
         );
         assert_eq!(h.rows(0), [row(0, "v0")]);
         assert_eq!((h.position(0), h.position(1)), (Some(position(1)), None));
-        // As PgSink: in the transaction until a reset or a commit.
+        // As PgSink: in the transaction until a commit or a reset. The next batch goes on
+        // in it, without what the failed one applied.
         assert!(s.in_transaction());
+        block_on(s.apply(&batch(vec![upserts(1, 5..6, position(3))], true))).unwrap();
+        assert!(!s.in_transaction());
+        assert_eq!((h.rows(0).len(), h.rows(1).len()), (1, 1));
+        block_on(s.apply(&batch(vec![upserts(0, 5..6, no_position())], false))).unwrap();
         s.reset();
         assert!(!s.in_transaction());
     }
