@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Context, Handler, SyncArbiter, SyncContext, System};
-use crossbeam_channel::{bounded, Sender};
+use actix::{Actor, Addr, Context, Handler, Recipient, SyncArbiter, SyncContext, System};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::pipeline::batcher::{Batcher, BatcherConfig, NextBatch};
 use crate::pipeline::poller::{Poll, Poller, PollerConfig};
@@ -74,11 +74,33 @@ where
     })
 }
 
+/// Starts lane 0's writer and sets it going.
+fn start_writer(
+    sink: Box<dyn Sink>,
+    input: Receiver<BatchMsg>,
+    handles: Arc<[Arc<TableHandle>]>,
+    shutdown: Shutdown,
+    events: Recipient<Event>,
+) -> Addr<Writer> {
+    let cfg = WriterConfig {
+        lane: 0,
+        sink,
+        input,
+        handles,
+        retry: super::quick_retry(),
+        shutdown,
+        events,
+    };
+    let writer = start(cfg, Writer::new);
+    writer.do_send(WriteNext);
+    writer
+}
+
 impl Lane {
     /// Runs `wire` in a new actix system on its own thread; it gets the events' recipient
     /// and the lane's shutdown, starts the stages and returns what the test keeps.
     fn run<T: Send + 'static>(
-        wire: impl FnOnce(actix::Recipient<Event>, Shutdown) -> (Box<dyn Send>, T) + Send + 'static,
+        wire: impl FnOnce(Recipient<Event>, Shutdown) -> (Box<dyn Send>, T) + Send + 'static,
     ) -> (Lane, T) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let shutdown = Shutdown::new();
@@ -111,19 +133,7 @@ impl Lane {
     ) -> (Lane, Sender<BatchMsg>) {
         Lane::run(move |events, shutdown| {
             let (tx, rx) = bounded(64);
-            let writer = start(
-                WriterConfig {
-                    lane: 0,
-                    sink,
-                    input: rx,
-                    handles,
-                    retry: super::quick_retry(),
-                    shutdown,
-                    events,
-                },
-                Writer::new,
-            );
-            writer.do_send(WriteNext);
+            let writer = start_writer(sink, rx, handles, shutdown, events);
             (Box::new(writer) as Box<dyn Send>, tx)
         })
     }
@@ -139,19 +149,13 @@ impl Lane {
         Lane::run(move |events, shutdown| {
             let (read_tx, read_rx) = bounded(1);
             let (batch_tx, batch_rx) = bounded(4);
-            let writer = start(
-                WriterConfig {
-                    lane: 0,
-                    sink,
-                    input: batch_rx,
-                    handles: handles.clone(),
-                    retry: super::quick_retry(),
-                    shutdown: shutdown.clone(),
-                    events: events.clone(),
-                },
-                Writer::new,
+            let writer = start_writer(
+                sink,
+                batch_rx,
+                handles.clone(),
+                shutdown.clone(),
+                events.clone(),
             );
-            writer.do_send(WriteNext);
             let batcher = start(
                 BatcherConfig {
                     batch_rows: limits.batch_rows,

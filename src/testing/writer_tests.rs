@@ -94,41 +94,40 @@ fn a_retryable_sink_error_resets_the_sink_and_retries_the_batch() {
         .any(|e| matches!(e, Event::TableFailed { .. })));
 }
 
-#[test]
-fn a_fenced_table_stops_and_the_others_go_on() {
+/// Arms a failure of table 0, then writes a batch of table 0, one of table 1 and one more of
+/// table 0: table 0 stops with the error `is` accepts, table 1 goes on.
+fn table_0_stops(
+    arm: impl FnOnce(&MemoryHandle),
+    is: fn(&Error) -> bool,
+) -> (MemoryHandle, Handles) {
     let (lane, tx, mem, h) = writer(2);
-    mem.fence(0);
-    send(&tx, vec![upserts(0, 0..1, position(1))], true);
+    arm(&mem);
+    send(&tx, vec![upserts(0, 1..4, position(1))], true);
     send(&tx, vec![upserts(1, 0..1, position(1))], true);
-    send(&tx, vec![upserts(0, 1..3, position(2))], true);
+    send(&tx, vec![upserts(0, 4..5, position(2))], true);
     drop(tx);
     assert!(lane.wait_finished(WAIT));
-    assert!(lane
-        .events()
-        .iter()
-        .any(|e| failed(e, 0, |e| matches!(e, Error::Fenced { .. }))));
+    assert!(lane.events().iter().any(|e| failed(e, 0, is)));
+    // Nothing of it is committed; its later batch never reached the sink.
     assert_eq!((mem.rows(0), mem.position(0)), (vec![], None));
+    assert_eq!(mem.state().applies, 2);
+    assert!(h[0].stopped() && !h[1].stopped());
     assert_eq!(mem.rows(1), [row(0, "v0")]);
     assert_eq!(mem.position(1), Some(position(1)));
-    // Its later batch never reached the sink.
-    assert!(h[0].stopped() && !h[1].stopped());
-    assert_eq!(mem.state().applies, 2);
+    (mem, h)
+}
+
+#[test]
+fn a_fenced_table_stops_and_the_others_go_on() {
+    table_0_stops(|m| m.fence(0), |e| matches!(e, Error::Fenced { .. }));
 }
 
 #[test]
 fn a_bad_row_stops_its_table_and_nothing_of_its_batch_is_committed() {
-    let (lane, tx, mem, h) = writer(2);
-    mem.bad_row(0, key(2));
-    send(&tx, vec![upserts(0, 1..4, position(1))], true);
-    send(&tx, vec![upserts(1, 0..1, position(1))], true);
-    drop(tx);
-    assert!(lane.wait_finished(WAIT));
-    assert!(lane
-        .events()
-        .iter()
-        .any(|e| failed(e, 0, |e| matches!(e, Error::BadRow { .. }))));
-    assert_eq!((mem.rows(0), mem.position(0)), (vec![], None));
-    assert_eq!(mem.rows(1), [row(0, "v0")]);
+    let (_, h) = table_0_stops(
+        |m| m.bad_row(0, key(2)),
+        |e| matches!(e, Error::BadRow { .. }),
+    );
     assert_eq!(h[0].snapshot().bad_rows, 1);
 }
 
