@@ -32,6 +32,8 @@
 //!   background comparison `run` makes (`verify::check`).
 //! - [`tls`]: whether connections are encrypted (warned when not, to another host); TLS hints.
 //! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
+//! - `testing` (unit tests, and the `testing` feature): in-memory doubles of the source and
+//!   the sink, and a lane wired around them.
 //! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`), each taking
 //!   its shutdown as a future.
 
@@ -54,6 +56,8 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 pub mod urls;
 pub mod value;

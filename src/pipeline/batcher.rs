@@ -70,6 +70,18 @@ impl Batcher {
             caught_up_sent: Default::default(),
         }))
     }
+
+    /// Takes one message (or the linger timeout) and acts on it; false once finished. What
+    /// one [`NextBatch`] does, callable without an actor (tests).
+    pub(crate) fn step(&mut self) -> bool {
+        let Some(inner) = self.0.as_mut() else {
+            return false;
+        };
+        if !inner.step() {
+            self.0 = None;
+        }
+        self.0.is_some()
+    }
 }
 
 impl Actor for Batcher {
@@ -348,13 +360,8 @@ impl Handler<NextBatch> for Batcher {
     type Result = ();
 
     fn handle(&mut self, _: NextBatch, ctx: &mut SyncContext<Self>) {
-        let Some(inner) = self.0.as_mut() else {
-            return;
-        };
-        if inner.step() {
+        if self.step() {
             ctx.address().do_send(NextBatch);
-        } else {
-            self.0 = None;
         }
     }
 }
