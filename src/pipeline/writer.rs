@@ -139,10 +139,26 @@ impl Inner {
                     }
                 }
                 Decision::Stop => {
+                    // Cut short by shutdown (the connection's state is unknown), or a
+                    // permanent error (a bad row, a table fenced off): the sink's transaction
+                    // is dropped, so that nothing of the failed batch commits with a later
+                    // one.
+                    self.cfg.sink.reset();
                     if matches!(e, Error::Shutdown) || e.is_retryable() {
-                        // Cut short by shutdown: the connection's state is unknown.
-                        self.cfg.sink.reset();
                         return Err(Error::Shutdown);
+                    }
+                    if spanning {
+                        // Earlier chunks of the transaction went with it: the other tables
+                        // read it again from their stored positions, without the failed one.
+                        self.applied.clear();
+                        self.broken = true;
+                        warn!(lane = self.cfg.lane, error = %e, "a table failed inside a target transaction spanning several batches; the lane starts again from the stored positions without it");
+                        self.cfg.events.do_send(Event::LaneBroken {
+                            lane: self.cfg.lane,
+                            error: Arc::new(Error::Other(format!(
+                                "a table failed inside a source transaction: {e}"
+                            ))),
+                        });
                     }
                     return Err(e);
                 }
@@ -157,6 +173,12 @@ impl Inner {
     fn write(&mut self, mut batch: Batch) {
         for p in &batch.parts {
             self.cfg.handles[p.table].batch_queued(-1);
+        }
+        // The lane lost a transaction spanning several batches: what follows of it is
+        // dropped (committing it alone would store positions past the lost chunks); the lane
+        // starts again from the stored positions.
+        if self.broken {
+            return;
         }
         // A table that failed meanwhile: its batches are dropped (read again on restart).
         batch.parts.retain(|p| !self.cfg.handles[p.table].stopped());
