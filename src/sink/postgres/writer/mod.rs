@@ -16,49 +16,38 @@
 //! - **While the key is deferred** (initial load): there is no key to conflict on, so rows
 //!   are plain COPYs; a part with deletes or key changes first deletes every copy of each
 //!   key it touches.
+//!
+//! Files: `sql` (the statements, built once per table and shape), `merge` (deletes, the
+//! staging merge, the bad-row search and dead letters), `keys` (key order and each key's
+//! final state).
 
-use std::collections::HashMap;
+mod keys;
+mod merge;
+mod sql;
+
 use std::sync::Arc;
 
 use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 use tracing::{info, warn};
 
-use super::copy::{self, copy_rows, BinType, Format};
-use super::ddl::conflict_action;
+use self::keys::{final_states, sorted_by_key};
+use self::sql::Statements;
+use super::copy::{self, copy_rows, BinType};
 use super::lock::{self, LockWait};
 use super::reshape;
-use super::types::{pg_type, qualified, quote};
+use super::types::qualified;
 use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow, OnDropColumn};
 use crate::error::{on_target as tgt, Error, Result, Side};
 use crate::model::{Change, ChangeSet, Op, TableId, TableModel};
 use crate::sink::PartApplied;
-use crate::state::{self, StateKey};
-use crate::value::{Row, Value};
+use crate::state::StateKey;
+use crate::value::Row;
 
 /// SQLSTATE of a unique violation: the direct COPY met a row that already exists.
 const UNIQUE_VIOLATION: &str = "23505";
 /// After a direct COPY met an existing row, this many parts go straight to the merge.
 const DIRECT_COOLDOWN_BATCHES: u32 = 16;
-
-/// The statements of one table, built once.
-struct Statements {
-    copy_target: String,
-    copy_stage: String,
-    create_stage: String,
-    truncate_stage: String,
-    /// `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE`.
-    merge: String,
-    /// `INSERT … SELECT`, without `ON CONFLICT` (no key to conflict on).
-    insert_stage: String,
-    create_keys: String,
-    copy_keys: String,
-    delete_keys: String,
-    truncate_keys: String,
-    /// `UPDATE … SET <every column> = $i WHERE <key> = $j`: a row whose primary key changed,
-    /// updated in place (so that foreign keys `ON UPDATE CASCADE` follow it).
-    update_key: String,
-}
 
 /// Writes one table.
 pub(super) struct TableWriter {
@@ -167,72 +156,6 @@ impl TableWriter {
             lock_wait: opts.lock_wait,
             url: opts.url.clone(),
             helpers: opts.helpers.clone(),
-        }
-    }
-}
-
-impl Statements {
-    fn build(id: TableId, target: &str, model: &TableModel) -> Statements {
-        let cols: Vec<String> = model.columns.iter().map(|c| quote(&c.name)).collect();
-        let col_list = cols.join(", ");
-        let pk: Vec<String> = model
-            .primary_key
-            .iter()
-            .map(|&i| quote(&model.columns[i].name))
-            .collect();
-        let pk_list = pk.join(", ");
-        let stage = format!("pg_temp.sluice_stage_{}", id);
-        let keys = format!("pg_temp.sluice_keys_{}", id);
-        let same_key = pk
-            .iter()
-            .map(|c| format!("t.{c} = k.{c}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        Statements {
-            copy_target: format!("COPY {target} ({col_list}) FROM STDIN"),
-            copy_stage: format!("COPY {stage} ({col_list}) FROM STDIN"),
-            // The stage mirrors the target's columns and types; it lives as long as the
-            // connection and empties itself at every commit.
-            create_stage: format!(
-                "CREATE TEMP TABLE IF NOT EXISTS sluice_stage_{} (LIKE {target}) ON COMMIT DELETE ROWS",
-                id
-            ),
-            truncate_stage: format!("TRUNCATE {stage}"),
-            merge: format!(
-                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} ON CONFLICT ({pk_list}) {}",
-                conflict_action(model)
-            ),
-            insert_stage: format!("INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}"),
-            create_keys: format!(
-                "CREATE TEMP TABLE IF NOT EXISTS sluice_keys_{} ON COMMIT DELETE ROWS AS SELECT {pk_list} FROM {target} WITH NO DATA",
-                id
-            ),
-            copy_keys: format!("COPY {keys} ({pk_list}) FROM STDIN"),
-            delete_keys: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
-            truncate_keys: format!("TRUNCATE {keys}"),
-            update_key: {
-                let n = model.columns.len();
-                let sets: Vec<String> = model
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{} = ${}::{}", quote(&c.name), i + 1, pg_type(c)))
-                    .collect();
-                let wheres: Vec<String> = model
-                    .primary_key
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &i)| {
-                        let c = &model.columns[i];
-                        format!("{} = ${}::{}", quote(&c.name), n + j + 1, pg_type(c))
-                    })
-                    .collect();
-                format!(
-                    "UPDATE {target} SET {} WHERE {}",
-                    sets.join(", "),
-                    wheres.join(" AND ")
-                )
-            },
         }
     }
 }
@@ -583,159 +506,10 @@ impl TableWriter {
         let dead = self.merge_isolating(tx, &rows, buf).await?;
         Ok((true, dead))
     }
-
-    /// Deletes the rows with these primary keys (values in key order).
-    async fn delete_keys(
-        &mut self,
-        tx: &mut PgConnection,
-        keys: &[Row],
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        if !self.keys_ready && !self.keys_created {
-            sqlx::raw_sql(AssertSqlSafe(self.sql.create_keys.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(tgt(format!(
-                    "creating the key table for {:?}",
-                    self.model.name
-                )))?;
-            self.keys_created = true;
-        }
-        let format = copy::choose(self.key_types(), keys, None);
-        copy_rows(tx, &self.sql.copy_keys, format, keys, None, buf)
-            .await
-            .map_err(tgt(format!(
-                "copying deleted keys of {:?}",
-                self.model.name
-            )))?;
-        sqlx::raw_sql(AssertSqlSafe(self.sql.delete_keys.as_str()))
-            .execute(&mut *tx)
-            .await
-            .map_err(tgt(format!("deleting rows of {:?}", self.model.name)))?;
-        // The key table empties itself at commit; a second use in this transaction must not
-        // see these keys again.
-        sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_keys.as_str()))
-            .execute(&mut *tx)
-            .await
-            .map_err(tgt("emptying the key table"))?;
-        Ok(())
-    }
-
-    /// Copies `rows` into the stage and merges them into the table. Rows PostgreSQL refuses
-    /// are found by halving the failing part under savepoints; each then stops the table
-    /// (`on_bad_row = "stop"`) or becomes a dead letter. Returns the dead letters.
-    async fn merge_isolating(
-        &mut self,
-        tx: &mut PgConnection,
-        rows: &[&Row],
-        buf: &mut Vec<u8>,
-    ) -> Result<usize> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        if !self.stage_ready && !self.stage_created {
-            sqlx::raw_sql(AssertSqlSafe(self.sql.create_stage.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(tgt(format!(
-                    "creating the staging table for {:?}",
-                    self.model.name
-                )))?;
-            self.stage_created = true;
-        }
-        let merge = if self.deferred_key.is_some() {
-            self.sql.insert_stage.clone()
-        } else {
-            self.sql.merge.clone()
-        };
-        let name = self.model.name.clone();
-        let mut dead = 0;
-        let mut parts = vec![(0, rows.len())];
-        while let Some((lo, hi)) = parts.pop() {
-            if lo == hi {
-                continue;
-            }
-            savepoint(tx, "SAVEPOINT sluice_part").await?;
-            if self.stage_used {
-                sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_stage.as_str()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(tgt("emptying the staging table"))?;
-            }
-            self.stage_used = true;
-            let slice = &rows[lo..hi];
-            let format: Format = copy::choose(self.row_types(), slice.iter().copied(), None);
-            let res = match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
-                Ok(_) => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match res {
-                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
-                Err(e) if is_data_error(&e) => {
-                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_part").await?;
-                    if hi - lo > 1 {
-                        let mid = lo + (hi - lo) / 2;
-                        parts.push((mid, hi));
-                        parts.push((lo, mid));
-                        continue;
-                    }
-                    let row = rows[lo];
-                    let key = self.model.describe_key(row);
-                    let reason = Error::db(Side::Target, "writing the row", &e).to_string();
-                    match self.on_bad_row {
-                        OnBadRow::Stop => {
-                            return Err(Error::BadRow {
-                                table: name,
-                                key,
-                                reason,
-                            });
-                        }
-                        OnBadRow::DeadLetter => {
-                            warn!(table = %name, key = %key, error = %reason, "row refused by PostgreSQL; written to sluice.dead_letters");
-                            self.dead_letter(tx, row, &reason).await?;
-                            dead += 1;
-                        }
-                    }
-                }
-                Err(e) => {
-                    return Err(Error::db(
-                        Side::Target,
-                        format!("merging a batch into {name:?}"),
-                        &e,
-                    ))
-                }
-            }
-        }
-        Ok(dead)
-    }
-
-    /// Records a refused row (as JSON: column name → typed value) with its error, in the
-    /// batch's transaction.
-    async fn dead_letter(&self, tx: &mut PgConnection, row: &Row, reason: &str) -> Result<()> {
-        let t = &self.model;
-        let as_json = |idx: &mut dyn Iterator<Item = usize>| {
-            let map: serde_json::Map<String, serde_json::Value> = idx
-                .map(|i| {
-                    (
-                        t.columns[i].name.clone(),
-                        serde_json::to_value(&row[i]).expect("values serialise"),
-                    )
-                })
-                .collect();
-            // `json`, not `jsonb`: it keeps `\u0000` escapes, which may be why the row failed.
-            serde_json::Value::Object(map).to_string()
-        };
-        let key = as_json(&mut t.primary_key.iter().copied());
-        let full = as_json(&mut (0..row.len()));
-        state::dead_letter(tx, &self.key, &key, &full, reason).await
-    }
 }
 
 /// Runs a SAVEPOINT / RELEASE / ROLLBACK TO statement.
-async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<()> {
+pub(super) async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<()> {
     sqlx::raw_sql(sql)
         .execute(&mut *tx)
         .await
@@ -743,7 +517,7 @@ async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<()> {
     Ok(())
 }
 
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
+pub(super) fn sqlstate(e: &sqlx::Error) -> Option<String> {
     match e {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
         _ => None,
@@ -751,190 +525,11 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 }
 
 /// A value the target refuses: a data exception (class 22) or an integrity violation (23).
-fn is_data_error(e: &sqlx::Error) -> bool {
+pub(super) fn is_data_error(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => db
             .code()
             .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
         _ => false,
-    }
-}
-
-/// The rows of a part in primary-key order. Order inside a batch does not matter for
-/// correctness (it commits as a whole), but PostgreSQL inserts into the primary-key index
-/// far faster in key order than in cursor order, where keys (random UUIDs, say) are spread
-/// over the whole index.
-fn sorted_by_key<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<&'a Row> {
-    let mut keyed: Vec<(Vec<u8>, &Row)> = changes
-        .iter()
-        .map(|c| {
-            let mut k = Vec::new();
-            for &i in &t.primary_key {
-                copy::write_text(&c.row[i], &mut k);
-                k.push(0);
-            }
-            (k, &c.row)
-        })
-        .collect();
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    keyed.into_iter().map(|(_, r)| r).collect()
-}
-
-/// A primary key inside a part, borrowed: the key columns of a row, or an update's old key.
-#[derive(Clone, Copy)]
-struct Key<'a> {
-    values: &'a [Value],
-    /// The key columns' places in `values`; `None`: `values` is the key itself.
-    cols: Option<&'a [usize]>,
-}
-
-impl<'a> Key<'a> {
-    fn of(primary_key: &'a [usize], row: &'a Row) -> Self {
-        Key {
-            values: row,
-            cols: Some(primary_key),
-        }
-    }
-
-    fn old(key: &'a [Value]) -> Self {
-        Key {
-            values: key,
-            cols: None,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &'a Value> + '_ {
-        let n = self.cols.map_or(self.values.len(), <[usize]>::len);
-        (0..n).map(move |i| &self.values[self.cols.map_or(i, |c| c[i])])
-    }
-
-    fn to_row(self) -> Row {
-        self.iter().cloned().collect()
-    }
-}
-
-impl PartialEq for Key<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.iter().eq(other.iter())
-    }
-}
-
-// Key values come from primary keys, which hold no NaN.
-impl Eq for Key<'_> {}
-
-impl std::hash::Hash for Key<'_> {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        for v in self.iter() {
-            std::mem::discriminant(v).hash(h);
-            match v {
-                Value::Null => {}
-                Value::Bool(b) => b.hash(h),
-                Value::Int(i) => i.hash(h),
-                Value::UInt(u) => u.hash(h),
-                Value::Float(f) => f.to_bits().hash(h),
-                Value::Text(s) => s.hash(h),
-                Value::Bytes(b) => b.hash(h),
-                Value::Date(d) => d.hash(h),
-                Value::DateTime(d) => d.hash(h),
-                Value::Timestamp(d) => d.hash(h),
-            }
-        }
-    }
-}
-
-/// Each key's final state after the changes, in order: the row it ends with, or `None`
-/// when it ends deleted. Keys are borrowed from the changes: a batch's keys are never
-/// copied (a batch of updates would otherwise take twice its memory here).
-/// `primary_key`: the key columns' places in a row.
-fn final_states<'a>(
-    primary_key: &'a [usize],
-    changes: &'a [Change],
-) -> Vec<(Key<'a>, Option<&'a Row>)> {
-    let mut index: HashMap<Key<'a>, usize> = HashMap::with_capacity(changes.len());
-    let mut out: Vec<(Key<'a>, Option<&'a Row>)> = Vec::with_capacity(changes.len());
-    let mut set = |key: Key<'a>, state: Option<&'a Row>| match index.get(&key) {
-        Some(&i) => out[i].1 = state,
-        None => {
-            index.insert(key, out.len());
-            out.push((key, state));
-        }
-    };
-    for c in changes {
-        match c.op {
-            // Handled before: a part's changes start after its last TRUNCATE.
-            Op::Truncate => {}
-            Op::Delete => set(Key::of(primary_key, &c.row), None),
-            Op::Insert | Op::Upsert | Op::Update => {
-                let key = Key::of(primary_key, &c.row);
-                if let Some(old) = &c.old_key {
-                    let old = Key::old(old);
-                    if old != key {
-                        set(old, None);
-                    }
-                }
-                set(key, Some(&c.row));
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Column, Kind};
-
-    fn model() -> TableModel {
-        let col = |n: &str| Column {
-            name: n.into(),
-            source_type: "int".into(),
-            kind: Kind::Int { bytes: 4 },
-            nullable: false,
-            null_on_zero_date: false,
-            default: None,
-            renamed_from: None,
-        };
-        TableModel {
-            name: "t".into(),
-            columns: vec![col("id"), col("v")],
-            primary_key: vec![0],
-            indexes: vec![],
-            version: 1,
-        }
-    }
-
-    fn row(id: i64, v: i64) -> Row {
-        vec![Value::Int(id), Value::Int(v)]
-    }
-
-    #[test]
-    fn the_last_change_of_each_key_wins() {
-        let t = model();
-        let changes = vec![
-            Change::insert(row(1, 1)),
-            Change::insert(row(2, 1)),
-            Change::update(row(1, 2), None),
-            Change::delete(row(2, 0)),
-            // Key 3 becomes key 4.
-            Change::insert(row(3, 1)),
-            Change::update(row(4, 1), Some(vec![Value::Int(3)])),
-            // Deleted, then inserted again.
-            Change::delete(row(5, 0)),
-            Change::insert(row(5, 9)),
-        ];
-        let got: Vec<(Row, Option<Row>)> = final_states(&t.primary_key, &changes)
-            .into_iter()
-            .map(|(k, r)| (k.to_row(), r.cloned()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (vec![Value::Int(1)], Some(row(1, 2))),
-                (vec![Value::Int(2)], None),
-                (vec![Value::Int(3)], None),
-                (vec![Value::Int(4)], Some(row(4, 1))),
-                (vec![Value::Int(5)], Some(row(5, 9))),
-            ]
-        );
     }
 }

@@ -1,0 +1,168 @@
+//! Deletes by key, the staging merge with its search for the rows PostgreSQL refuses
+//! (halving under savepoints), and dead letters.
+
+use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
+use tracing::warn;
+
+use super::{is_data_error, savepoint, TableWriter};
+use crate::config::OnBadRow;
+use crate::error::{on_target as tgt, Error, Result, Side};
+use crate::sink::postgres::copy::{self, copy_rows, Format};
+use crate::state;
+use crate::value::Row;
+
+impl TableWriter {
+    /// Deletes the rows with these primary keys (values in key order).
+    pub(super) async fn delete_keys(
+        &mut self,
+        tx: &mut PgConnection,
+        keys: &[Row],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if !self.keys_ready && !self.keys_created {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.create_keys.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!(
+                    "creating the key table for {:?}",
+                    self.model.name
+                )))?;
+            self.keys_created = true;
+        }
+        let format = copy::choose(self.key_types(), keys, None);
+        copy_rows(tx, &self.sql.copy_keys, format, keys, None, buf)
+            .await
+            .map_err(tgt(format!(
+                "copying deleted keys of {:?}",
+                self.model.name
+            )))?;
+        sqlx::raw_sql(AssertSqlSafe(self.sql.delete_keys.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(tgt(format!("deleting rows of {:?}", self.model.name)))?;
+        // The key table empties itself at commit; a second use in this transaction must not
+        // see these keys again.
+        sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_keys.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(tgt("emptying the key table"))?;
+        Ok(())
+    }
+
+    /// Copies `rows` into the stage and merges them into the table. Rows PostgreSQL refuses
+    /// are found by halving the failing part under savepoints; each then stops the table
+    /// (`on_bad_row = "stop"`) or becomes a dead letter. Returns the dead letters.
+    pub(super) async fn merge_isolating(
+        &mut self,
+        tx: &mut PgConnection,
+        rows: &[&Row],
+        buf: &mut Vec<u8>,
+    ) -> Result<usize> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        if !self.stage_ready && !self.stage_created {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.create_stage.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt(format!(
+                    "creating the staging table for {:?}",
+                    self.model.name
+                )))?;
+            self.stage_created = true;
+        }
+        let merge = if self.deferred_key.is_some() {
+            self.sql.insert_stage.clone()
+        } else {
+            self.sql.merge.clone()
+        };
+        let name = self.model.name.clone();
+        let mut dead = 0;
+        let mut parts = vec![(0, rows.len())];
+        while let Some((lo, hi)) = parts.pop() {
+            if lo == hi {
+                continue;
+            }
+            savepoint(tx, "SAVEPOINT sluice_part").await?;
+            if self.stage_used {
+                sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_stage.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(tgt("emptying the staging table"))?;
+            }
+            self.stage_used = true;
+            let slice = &rows[lo..hi];
+            let format: Format = copy::choose(self.row_types(), slice.iter().copied(), None);
+            let res = match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
+                Ok(_) => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
+                Err(e) if is_data_error(&e) => {
+                    savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_part").await?;
+                    if hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        parts.push((mid, hi));
+                        parts.push((lo, mid));
+                        continue;
+                    }
+                    let row = rows[lo];
+                    let key = self.model.describe_key(row);
+                    let reason = Error::db(Side::Target, "writing the row", &e).to_string();
+                    match self.on_bad_row {
+                        OnBadRow::Stop => {
+                            return Err(Error::BadRow {
+                                table: name,
+                                key,
+                                reason,
+                            });
+                        }
+                        OnBadRow::DeadLetter => {
+                            warn!(table = %name, key = %key, error = %reason, "row refused by PostgreSQL; written to sluice.dead_letters");
+                            self.dead_letter(tx, row, &reason).await?;
+                            dead += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::db(
+                        Side::Target,
+                        format!("merging a batch into {name:?}"),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Records a refused row (as JSON: column name → typed value) with its error, in the
+    /// batch's transaction.
+    pub(super) async fn dead_letter(
+        &self,
+        tx: &mut PgConnection,
+        row: &Row,
+        reason: &str,
+    ) -> Result<()> {
+        let t = &self.model;
+        let as_json = |idx: &mut dyn Iterator<Item = usize>| {
+            let map: serde_json::Map<String, serde_json::Value> = idx
+                .map(|i| {
+                    (
+                        t.columns[i].name.clone(),
+                        serde_json::to_value(&row[i]).expect("values serialise"),
+                    )
+                })
+                .collect();
+            // `json`, not `jsonb`: it keeps `\u0000` escapes, which may be why the row failed.
+            serde_json::Value::Object(map).to_string()
+        };
+        let key = as_json(&mut t.primary_key.iter().copied());
+        let full = as_json(&mut (0..row.len()));
+        state::dead_letter(tx, &self.key, &key, &full, reason).await
+    }
+}

@@ -1,0 +1,91 @@
+//! The statements a table's writer runs, built once per table and shape: COPY into the
+//! table and the stage, the merge, deletes by key, the in-place key update.
+
+use crate::model::{TableId, TableModel};
+use crate::sink::postgres::ddl::conflict_action;
+use crate::sink::postgres::types::{pg_type, quote};
+
+/// The statements of one table, built once.
+pub(super) struct Statements {
+    pub(super) copy_target: String,
+    pub(super) copy_stage: String,
+    pub(super) create_stage: String,
+    pub(super) truncate_stage: String,
+    /// `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE`.
+    pub(super) merge: String,
+    /// `INSERT … SELECT`, without `ON CONFLICT` (no key to conflict on).
+    pub(super) insert_stage: String,
+    pub(super) create_keys: String,
+    pub(super) copy_keys: String,
+    pub(super) delete_keys: String,
+    pub(super) truncate_keys: String,
+    /// `UPDATE … SET <every column> = $i WHERE <key> = $j`: a row whose primary key changed,
+    /// updated in place (so that foreign keys `ON UPDATE CASCADE` follow it).
+    pub(super) update_key: String,
+}
+
+impl Statements {
+    pub(super) fn build(id: TableId, target: &str, model: &TableModel) -> Statements {
+        let cols: Vec<String> = model.columns.iter().map(|c| quote(&c.name)).collect();
+        let col_list = cols.join(", ");
+        let pk: Vec<String> = model
+            .primary_key
+            .iter()
+            .map(|&i| quote(&model.columns[i].name))
+            .collect();
+        let pk_list = pk.join(", ");
+        let stage = format!("pg_temp.sluice_stage_{}", id);
+        let keys = format!("pg_temp.sluice_keys_{}", id);
+        let same_key = pk
+            .iter()
+            .map(|c| format!("t.{c} = k.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        Statements {
+            copy_target: format!("COPY {target} ({col_list}) FROM STDIN"),
+            copy_stage: format!("COPY {stage} ({col_list}) FROM STDIN"),
+            // The stage mirrors the target's columns and types; it lives as long as the
+            // connection and empties itself at every commit.
+            create_stage: format!(
+                "CREATE TEMP TABLE IF NOT EXISTS sluice_stage_{} (LIKE {target}) ON COMMIT DELETE ROWS",
+                id
+            ),
+            truncate_stage: format!("TRUNCATE {stage}"),
+            merge: format!(
+                "INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage} ON CONFLICT ({pk_list}) {}",
+                conflict_action(model)
+            ),
+            insert_stage: format!("INSERT INTO {target} ({col_list}) SELECT {col_list} FROM {stage}"),
+            create_keys: format!(
+                "CREATE TEMP TABLE IF NOT EXISTS sluice_keys_{} ON COMMIT DELETE ROWS AS SELECT {pk_list} FROM {target} WITH NO DATA",
+                id
+            ),
+            copy_keys: format!("COPY {keys} ({pk_list}) FROM STDIN"),
+            delete_keys: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
+            truncate_keys: format!("TRUNCATE {keys}"),
+            update_key: {
+                let n = model.columns.len();
+                let sets: Vec<String> = model
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ${}::{}", quote(&c.name), i + 1, pg_type(c)))
+                    .collect();
+                let wheres: Vec<String> = model
+                    .primary_key
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| {
+                        let c = &model.columns[i];
+                        format!("{} = ${}::{}", quote(&c.name), n + j + 1, pg_type(c))
+                    })
+                    .collect();
+                format!(
+                    "UPDATE {target} SET {} WHERE {}",
+                    sets.join(", "),
+                    wheres.join(" AND ")
+                )
+            },
+        }
+    }
+}
