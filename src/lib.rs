@@ -7,35 +7,43 @@
 //! channels.
 //!
 //! # Layout
+//! From the top floor down; a module uses only those below it (`tests/layers.rs` checks that
+//! no import circle exists; `docs/internals/architecture.md` draws the house).
 //! - [`main`](../sluice/index.html): thin binary (command line, logging, signals, exit code).
-//! - [`cli`]: the command line (clap).
-//! - [`config`]: typed settings from file, environment and flags; validation; passwords.
-//! - [`redact`]: secrets masked in everything printed (the log writer, errors).
-//! - [`error`]: the error type, retryable or not, its exit code.
-//! - [`retry`]: the one retry policy (backoff with jitter, deadlines, shutdown-aware).
-//! - [`shutdown`]: the shutdown handle blocking threads and async tasks share.
-//! - [`model`]: the neutral table model, `Change { op, row }`, the opaque `Position`.
-//! - [`value`]: row values and their sizes.
-//! - [`source`]: the `Source` contract; [`source::mysql`] (connect, introspect, read forms)
-//!   and [`source::poll`] (keyset polling).
-//! - [`sink`]: the `Sink` contract; [`sink::postgres`] (types, DDL, COPY, writer, initial load).
-//! - [`state`]: positions, ownership epochs and the advisory lock, the group's members
-//!   (`state::members`), dead letters.
-//! - [`pipeline`]: the actors (poller, batcher, writer, supervisor, generator) and their
-//!   messages, and the byte budget.
-//! - [`telemetry`]: the per-table stats store and metric names; Prometheus rendering.
-//! - [`helpers`]: the one cached connection to each side that probes, status and progress share.
+//! - [`commands`]: one module per command (`migrate`, `generate`, `run`, `demo`), each taking
+//!   its shutdown as a future.
+//! - [`round`]: one round of `run`: plan the tables, claim this member's share, prepare them.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
 //! - [`status`]: per-table stored state and lag, for `status` and `/status`.
 //! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
 //! - [`verify`]: chunked checksum comparison of source and target, and `--repair`; the
 //!   background comparison `run` makes (`verify::check`).
-//! - [`tls`]: whether connections are encrypted (warned when not, to another host); TLS hints.
+//! - [`pipeline`]: the actors (poller, batcher, writer, supervisor, generator) and their
+//!   messages, and the byte budget; handed its sinks, it knows no database.
+//! - [`source`]: the `Source` contract; [`source::capture`] (the capture mode and stored
+//!   positions as the rest asks them), [`source::mysql`] (introspection, read forms),
+//!   [`source::poll`] (keyset polling), [`source::binlog`] (snapshot, then the binlog).
+//! - [`sink`]: the `Sink` contract; [`sink::postgres`] (types, DDL, COPY, the table writer,
+//!   the initial load, readying a table).
+//! - [`state`]: positions, shape history, ownership epochs and the advisory lock, the
+//!   group's members (`state::members`), dead letters.
+//! - [`telemetry`]: metric names, the per-table stats and their handles, the registry, the
+//!   Prometheus rendering.
+//! - [`conn`]: connections to both sides, and the helpers' pair shared by handle.
+//! - [`retry`]: the one retry policy (backoff with jitter, deadlines, shutdown-aware).
+//! - [`tls`]: whether connections are encrypted (warned when not, to another host).
+//! - [`config`]: typed settings by section from file, environment and flags; each section
+//!   validates itself; passwords.
+//! - [`model`]: the neutral table model, `Change { op, row }`, the opaque `Position`.
+//! - [`value`]: row values and their sizes.
+//! - [`error`]: the error type, retryable or not, its exit code; TLS hints.
+//! - [`redact`]: secrets masked in everything printed (the log writer, errors).
+//! - [`urls`]: what a connection URL names (host:port, database).
+//! - [`shutdown`]: the shutdown handle blocking threads and async tasks share.
 //! - [`failpoint`]: crash injection for tests (`SLUICE_FAILPOINT`).
+//! - [`cli`]: the command line (clap).
 //! - `testing` (unit tests, and the `testing` feature): in-memory doubles of the source and
 //!   the sink, and a lane wired around them.
-//! - [`app`]: the commands (`migrate`, `generate`, `run`, `status`, `demo`), each taking
-//!   its shutdown as a future.
 
 pub mod cli;
 pub mod commands;

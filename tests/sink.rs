@@ -118,6 +118,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             foreign_keys: vec![],
             loading: false,
             on_drop_column: Default::default(),
+            handle: sluice::telemetry::register("sink_test"),
         }],
     )
 }

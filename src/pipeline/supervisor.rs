@@ -191,6 +191,7 @@ impl Supervisor {
                         .get(id)
                         .and_then(|c| c.on_drop_column)
                         .unwrap_or(p.on_drop_column),
+                    handle: t.handle.clone(),
                 }
             })
             .collect();

@@ -57,6 +57,8 @@ pub struct SinkTable {
     pub loading: bool,
     /// What a column dropped on the source does to the target's.
     pub on_drop_column: crate::config::OnDropColumn,
+    /// The table's stats, which the sink counts its waits for DDL locks on.
+    pub handle: Arc<crate::telemetry::TableHandle>,
 }
 
 /// Makes the sink of one lane (its number, its tables): how the pipeline gets its sinks

@@ -18,9 +18,7 @@ mod registry;
 mod render;
 mod table;
 
-pub use registry::{
-    handle, keep_only, register, set_standby, snapshot, standby, transactions_applied,
-};
+pub use registry::{keep_only, register, set_standby, snapshot, standby, transactions_applied};
 pub use render::render;
 pub use table::{Commit, Histogram, OpCounts, TableHandle, TableMetrics, TableReport};
 

@@ -30,15 +30,6 @@ pub fn standby() -> bool {
     STANDBY.load(Ordering::Relaxed)
 }
 
-/// The handle of a table registered by [`register`].
-pub fn handle(table: &str) -> Option<Arc<TableHandle>> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(table)
-        .cloned()
-}
-
 /// A table's pipeline starts: a fresh handle, registered for metrics.
 pub fn register(table: &str) -> Arc<TableHandle> {
     let h = Arc::new(TableHandle::new(table));

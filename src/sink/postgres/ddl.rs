@@ -101,7 +101,7 @@ pub async fn ensure_table(
         tracing::warn!(table = %t.name, "{note}");
     }
     for sql in &change.statements {
-        super::lock::ddl_until_done(conn, &name, sql, "a schema change", wait).await?;
+        super::lock::ddl_until_done(conn, &name, sql, "a schema change", wait, None).await?;
     }
     if !change.statements.is_empty() {
         tracing::info!(table = %t.name, statements = ?change.statements, "the source table changed shape while sluice was stopped; the target follows");

@@ -92,6 +92,7 @@ pub async fn defer_key(
         &drop,
         "dropping the primary key for the initial load",
         brief,
+        None,
     )
     .await?
     {

@@ -17,6 +17,7 @@ use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 use tracing::{info, warn};
 
 use crate::error::{on_target as tgt, Error, Result, Side};
+use crate::telemetry::TableHandle;
 
 /// SQLSTATE: the lock was not granted within `lock_timeout`.
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
@@ -60,19 +61,22 @@ pub async fn ddl_until_done(
     sql: &str,
     what: &str,
     wait: LockWait,
+    counted: Option<&TableHandle>,
 ) -> Result<()> {
-    while let Ddl::Waited(_) = ddl(tx, table, sql, what, wait).await? {}
+    while let Ddl::Waited(_) = ddl(tx, table, sql, what, wait, counted).await? {}
     Ok(())
 }
 
 /// Runs the DDL statement `sql` on `table` (a qualified name) in the open transaction
-/// `tx`, waiting for its lock as the module says. `what` names it in the log.
+/// `tx`, waiting for its lock as the module says. `what` names it in the log; each wait is
+/// counted on `counted`, the table's handle, where the caller has one.
 pub async fn ddl(
     tx: &mut PgConnection,
     table: &str,
     sql: &str,
     what: &str,
     wait: LockWait,
+    counted: Option<&TableHandle>,
 ) -> Result<Ddl> {
     let start = Instant::now();
     let mut attempt = 0u32;
@@ -111,7 +115,7 @@ pub async fn ddl(
         raw(tx, "ROLLBACK TO SAVEPOINT sluice_ddl").await?;
         raw(tx, "RELEASE SAVEPOINT sluice_ddl").await?;
         let holders = holders(tx, table).await.unwrap_or_default();
-        if let Some(h) = crate::telemetry::handle(&unqualified(table)) {
+        if let Some(h) = counted {
             h.ddl_lock_wait();
         }
         if attempt == 1 {
@@ -161,25 +165,10 @@ pub async fn holders(conn: &mut PgConnection, table: &str) -> Result<Vec<Holder>
         .collect())
 }
 
-/// `table` of `"schema"."table"`, unquoted: the name telemetry knows it by.
-fn unqualified(qualified: &str) -> String {
-    let last = qualified.rsplit_once("\".\"").map_or(qualified, |(_, t)| t);
-    last.trim_matches('"').replace("\"\"", "\"")
-}
-
 async fn raw(tx: &mut PgConnection, sql: &str) -> Result<()> {
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(&mut *tx)
         .await
         .map_err(tgt(sql.to_string()))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unqualified_names_as_telemetry_knows_them() {
-        assert_eq!(super::unqualified("\"public\".\"orders\""), "orders");
-        assert_eq!(super::unqualified("\"s\".\"a\"\"b\""), "a\"b");
-    }
 }

@@ -240,6 +240,7 @@ impl PgSink {
                 w.model(),
                 unique,
                 self.opts.lock_wait,
+                Some(w.handle()),
             )
             .await;
             if let Err(e) = synced {

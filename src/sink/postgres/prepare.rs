@@ -56,7 +56,9 @@ impl PgSink {
         )
         .await?;
         if let Some(unique) = t.sync_indexes {
-            ran.extend(reshape::sync_indexes(conn, t.schema, t.model, unique, t.lock_wait).await?);
+            ran.extend(
+                reshape::sync_indexes(conn, t.schema, t.model, unique, t.lock_wait, None).await?,
+            );
         }
         if t.recorded.is_none_or(|r| r.version != t.model.version) {
             state::record_shape(conn, t.key, t.model, t.start, &ran).await?;

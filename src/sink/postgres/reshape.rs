@@ -430,6 +430,7 @@ pub async fn sync_indexes(
     model: &TableModel,
     unique: bool,
     wait: super::lock::LockWait,
+    counted: Option<&crate::telemetry::TableHandle>,
 ) -> Result<Vec<String>> {
     let target = super::types::qualified(schema, &model.name);
     let have: Vec<(String, String)> = sqlx::query_as(
@@ -482,7 +483,8 @@ pub async fn sync_indexes(
         });
         if !keep {
             let sql = drop(name);
-            super::lock::ddl_until_done(tx, &target, &sql, "dropping an index", wait).await?;
+            super::lock::ddl_until_done(tx, &target, &sql, "dropping an index", wait, counted)
+                .await?;
             ran.push(sql);
         }
     }
@@ -512,7 +514,9 @@ pub async fn sync_indexes(
                  ALTER TABLE {target} ADD CONSTRAINT {q} UNIQUE USING INDEX {q} DEFERRABLE INITIALLY DEFERRED"
             );
             raw(tx, "SAVEPOINT sluice_index").await?;
-            match super::lock::ddl_until_done(tx, &target, &sql, "creating an index", wait).await {
+            match super::lock::ddl_until_done(tx, &target, &sql, "creating an index", wait, counted)
+                .await
+            {
                 Ok(()) => {
                     raw(tx, "RELEASE SAVEPOINT sluice_index").await?;
                     ran.push(sql);
@@ -526,7 +530,8 @@ pub async fn sync_indexes(
             }
         }
         if !made_unique {
-            super::lock::ddl_until_done(tx, &target, &plain, "creating an index", wait).await?;
+            super::lock::ddl_until_done(tx, &target, &plain, "creating an index", wait, counted)
+                .await?;
             ran.push(plain);
         }
         let comment = format!(

@@ -87,6 +87,8 @@ pub(super) struct TableWriter {
     url: String,
     /// The process's helper connections, that recording goes through.
     helpers: crate::conn::SharedHelpers,
+    /// The table's stats: its DDL lock waits are counted there.
+    handle: std::sync::Arc<crate::telemetry::TableHandle>,
 }
 
 impl TableWriter {
@@ -97,7 +99,16 @@ impl TableWriter {
         let since = chrono::Utc::now();
         let mut said = false;
         loop {
-            match lock::ddl(tx, &self.target, sql, what, self.lock_wait).await? {
+            match lock::ddl(
+                tx,
+                &self.target,
+                sql,
+                what,
+                self.lock_wait,
+                Some(&self.handle),
+            )
+            .await?
+            {
                 lock::Ddl::Done => return Ok(()),
                 lock::Ddl::Waited(holders) if !said => {
                     said = true;
@@ -156,6 +167,7 @@ impl TableWriter {
             lock_wait: opts.lock_wait,
             url: opts.url.clone(),
             helpers: opts.helpers.clone(),
+            handle: t.handle,
         }
     }
 }
@@ -167,6 +179,10 @@ impl TableWriter {
 
     pub fn model(&self) -> &TableModel {
         &self.model
+    }
+
+    pub fn handle(&self) -> &crate::telemetry::TableHandle {
+        &self.handle
     }
 
     pub fn epoch(&self) -> i64 {
@@ -282,7 +298,17 @@ impl TableWriter {
         }
         // Indexes wait for the end of an initial load (then built at once).
         if let (Some(unique), false) = (self.indexes, loading || self.deferred_key.is_some()) {
-            ran.extend(reshape::sync_indexes(tx, &self.schema, new, unique, self.lock_wait).await?);
+            ran.extend(
+                reshape::sync_indexes(
+                    tx,
+                    &self.schema,
+                    new,
+                    unique,
+                    self.lock_wait,
+                    Some(&self.handle),
+                )
+                .await?,
+            );
         }
         let version =
             crate::state::next_version(recorded.as_ref(), new, !ran.is_empty(), new.version);
