@@ -41,6 +41,7 @@ pub mod names {
     pub const TABLE_RUNNING: &str = "sluice_table_running";
     pub const CHANGES: &str = "sluice_changes_total";
     pub const TRANSACTIONS: &str = "sluice_source_transactions_total";
+    pub const EVENTS_SKIPPED: &str = "sluice_binlog_events_skipped_total";
     pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
     pub const DDL_LOCK_WAITS: &str = "sluice_ddl_lock_waits_total";
     pub const ROWS_FUTURE: &str = "sluice_rows_future_cursor";
@@ -103,6 +104,18 @@ static TRANSACTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// `n` whole source transactions were committed on the target.
 pub fn transactions_applied(n: u64) {
     TRANSACTIONS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Binlog events skipped (binlog capture), by type name.
+static EVENTS_SKIPPED: LazyLock<Mutex<BTreeMap<String, u64>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// A binlog event of type `kind` was skipped. True for the first of its type.
+pub fn binlog_event_skipped(kind: &str) -> bool {
+    let mut skipped = EVENTS_SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+    let n = skipped.entry(kind.to_string()).or_insert(0);
+    *n += 1;
+    *n == 1
 }
 
 const BATCH_ROWS_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1000.0, 10_000.0, 50_000.0, 100_000.0];
@@ -650,6 +663,22 @@ pub fn render(now: DateTime<Utc>) -> String {
         },
     );
     family(
+        names::EVENTS_SKIPPED,
+        "counter",
+        "Binlog events binlog capture skipped, by type: a type it does not apply, or a rows event it cannot read of a table it does not replicate (one of a replicated table stops that table instead).",
+        &mut |o| {
+            let skipped = EVENTS_SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+            for (kind, n) in skipped.iter() {
+                let _ = writeln!(
+                    o,
+                    "{}{{type=\"{}\"}} {n}",
+                    names::EVENTS_SKIPPED,
+                    label(kind)
+                );
+            }
+        },
+    );
+    family(
         names::ROWS_FUTURE,
         "gauge",
         "Polling with a time cursor: rows whose cursor value is ahead of the source's clock (they wait for it), counted every minute while caught up.",
@@ -807,7 +836,10 @@ mod tests {
             },
             position: None,
         });
+        assert!(binlog_event_skipped("telemetry_unit"));
+        assert!(!binlog_event_skipped("telemetry_unit"));
         let text = render(Utc::now());
+        assert!(text.contains("sluice_binlog_events_skipped_total{type=\"telemetry_unit\"} 2"));
         assert!(text.contains("sluice_rows_written_total{table=\"telemetry_unit \\\"q\\\"\"} 10"));
         assert!(text.contains("sluice_bad_rows_total{table=\"telemetry_unit \\\"q\\\"\"} 1"));
         assert!(text
