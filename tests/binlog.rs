@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{mysql_worker, signal, wait_until, Rows, TestDb};
+use common::{both, mysql_worker, signal, wait_equal, wait_until, TestDb};
 
 const BINLOG: &str = "[source]\ncapture = \"binlog\"\n";
 
@@ -21,54 +21,6 @@ fn config(db: &TestDb, tables: &[&str], extra: &str) -> std::path::PathBuf {
         text.push_str(&format!("[[tables]]\nname = \"{t}\"\n"));
     }
     db.config(&text)
-}
-
-/// Every row of `table` on both sides, as text, ordered by the first column. A column named
-/// `@c` is a date and time, rendered alike on both sides.
-fn both(db: &TestDb, table: &str, cols: &str) -> (Rows, Rows) {
-    let cols: Vec<&str> = cols.split(',').map(str::trim).collect();
-    let src = db.mysql_rows(&format!(
-        "SELECT {} FROM `{table}` ORDER BY 1",
-        cols.iter()
-            .map(|c| match c.strip_prefix('@') {
-                Some(c) => format!("DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f')"),
-                None => format!("CAST({c} AS CHAR)"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    let tgt = db.pg_rows(&format!(
-        "SELECT {} FROM public.\"{table}\" ORDER BY 1",
-        cols.iter()
-            .map(|c| match c.strip_prefix('@') {
-                Some(c) => format!("to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"),
-                None => format!("{c}::text"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    (src, tgt)
-}
-
-fn wait_equal(db: &TestDb, table: &str, cols: &str, log: &dyn Fn() -> String) {
-    let start = Instant::now();
-    wait_until(
-        &format!("target table {table}"),
-        Duration::from_secs(60),
-        || db.pg_rows(&format!("SELECT to_regclass('public.\"{table}\"')::text"))[0][0].is_some(),
-    );
-    loop {
-        let (s, t) = both(db, table, cols);
-        if s == t {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{table} differs after 60 s:\nsource {s:?}\ntarget {t:?}\nlog:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{balanced, signal, wait_output, wait_until, TestDb};
+use common::{balanced, signal, wait_equal, wait_output, wait_until, TestDb};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -422,4 +422,145 @@ fn a_postgres_restart_under_a_group_of_members_ends_with_every_table_owned_once(
     }
     let out = db.ok(&["--config", cfg, "verify"]);
     assert_eq!(out.matches(": equal").count(), 6, "{out}");
+}
+
+/// MariaDB's binlog compression, put back as it was when dropped, even when the test fails
+/// half-way (other tests share the server).
+struct BinlogCompression<'a> {
+    db: &'a TestDb,
+    was: (String, String),
+}
+
+impl<'a> BinlogCompression<'a> {
+    /// Turns it on for events of `min_len` bytes and more.
+    fn on(db: &'a TestDb, min_len: u32) -> Self {
+        let was = &db.mysql_rows(
+            "SELECT CAST(@@GLOBAL.log_bin_compress AS CHAR), CAST(@@GLOBAL.log_bin_compress_min_len AS CHAR)",
+        )[0];
+        let restore = BinlogCompression {
+            db,
+            was: (was[0].clone().unwrap(), was[1].clone().unwrap()),
+        };
+        db.mysql(&format!(
+            "SET GLOBAL log_bin_compress = ON, log_bin_compress_min_len = {min_len}"
+        ));
+        restore
+    }
+}
+
+impl Drop for BinlogCompression<'_> {
+    fn drop(&mut self) {
+        let (on, min_len) = &self.was;
+        self.db.mysql(&format!(
+            "SET GLOBAL log_bin_compress = {on}, log_bin_compress_min_len = {min_len}"
+        ));
+    }
+}
+
+/// Runs `sql` on the source server with the `mariadb` client: its rows, tab-separated.
+fn mariadb_client(sql: &str) -> Vec<Vec<String>> {
+    let out = Command::new("mariadb")
+        .args(["-h127.0.0.1", "-uroot", "-N", "-B", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{sql}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// The server's binlog position: file and offset.
+fn binlog_position() -> (String, String) {
+    let status = &mariadb_client("SHOW MASTER STATUS")[0];
+    (status[0].clone(), status[1].clone())
+}
+
+/// The binlog events from `from` on: their types, as `SHOW BINLOG EVENTS` names them, and
+/// what it says of them (a statement's text).
+fn binlog_events(from: &(String, String)) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for log in mariadb_client("SHOW BINARY LOGS") {
+        if log[0] < from.0 {
+            continue;
+        }
+        let pos = if log[0] == from.0 {
+            from.1.as_str()
+        } else {
+            "4"
+        };
+        let events = mariadb_client(&format!("SHOW BINLOG EVENTS IN '{}' FROM {pos}", log[0]));
+        all.extend(events.into_iter().map(|e| (e[2].clone(), e[5].clone())));
+    }
+    all
+}
+
+#[test]
+fn binlog_capture_applies_compressed_events() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.assert_binlog_on();
+    db.mysql(
+        "CREATE TABLE docs (id INT NOT NULL PRIMARY KEY, body TEXT NOT NULL, n INT NOT NULL); \
+         INSERT INTO docs SELECT seq, CONCAT('before ', seq), seq FROM seq_1_to_5",
+    );
+    let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"docs\"\n");
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    wait_equal(&db, "docs", "id, body, n", &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    let from = binlog_position();
+    // The smallest minimum (10 bytes): the statements below are compressed too.
+    let compression = BinlogCompression::on(&db, 10);
+    // Rows over 256 bytes (compressed even at the default minimum): written, updated, deleted.
+    db.mysql(
+        "INSERT INTO docs SELECT seq, REPEAT(CONCAT('row ', seq, ' '), 40), seq FROM seq_6_to_105; \
+         UPDATE docs SET body = REPEAT('updated ', 50), n = n + 1000 WHERE id <= 30; \
+         DELETE FROM docs WHERE id > 95",
+    );
+    wait_equal(&db, "docs", "id, body, n", &|| run.log());
+    db.mysql(
+        "ALTER TABLE docs ADD COLUMN note VARCHAR(100) NOT NULL DEFAULT 'added' /* compressed too */; \
+         UPDATE docs SET note = REPEAT('n', 100) WHERE id <= 3",
+    );
+    wait_until(
+        "the new column on the target",
+        Duration::from_secs(60),
+        || {
+            db.pg_i64(
+                "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = 'docs' AND column_name = 'note'",
+            ) == 1
+        },
+    );
+    wait_equal(&db, "docs", "id, body, n, note", &|| run.log());
+    db.mysql(
+        "TRUNCATE TABLE docs /* compressed too */; \
+         INSERT INTO docs VALUES (1, REPEAT('after the truncate ', 20), 1, 'last')",
+    );
+    wait_equal(&db, "docs", "id, body, n, note", &|| run.log());
+    drop(compression);
+    // Every kind was compressed indeed.
+    let events = binlog_events(&from);
+    for (kind, text) in [
+        ("Write_rows_compressed_v1", ""),
+        ("Update_rows_compressed_v1", ""),
+        ("Delete_rows_compressed_v1", ""),
+        ("Query_compressed", "ALTER TABLE docs ADD COLUMN"),
+        ("Query_compressed", "TRUNCATE TABLE docs"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|(t, info)| t == kind && info.contains(text)),
+            "no {kind} {text:?} in {events:?}"
+        );
+    }
+    assert!(
+        !run.log().contains("was skipped"),
+        "nothing was skipped: {}",
+        run.log()
+    );
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
 }

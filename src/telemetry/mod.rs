@@ -18,7 +18,9 @@ mod registry;
 mod render;
 mod table;
 
-pub use registry::{keep_only, register, set_standby, snapshot, standby, transactions_applied};
+pub use registry::{
+    binlog_event_skipped, keep_only, register, set_standby, snapshot, standby, transactions_applied,
+};
 pub use render::render;
 pub use table::{Commit, Histogram, OpCounts, TableHandle, TableMetrics, TableReport};
 
@@ -51,7 +53,10 @@ mod tests {
             },
             position: None,
         });
+        assert!(binlog_event_skipped("telemetry_unit"));
+        assert!(!binlog_event_skipped("telemetry_unit"));
         let text = render(Utc::now());
+        assert!(text.contains("sluice_binlog_events_skipped_total{type=\"telemetry_unit\"} 2"));
         assert!(text.contains("sluice_rows_written_total{table=\"telemetry_unit \\\"q\\\"\"} 10"));
         assert!(text.contains("sluice_bad_rows_total{table=\"telemetry_unit \\\"q\\\"\"} 1"));
         assert!(text

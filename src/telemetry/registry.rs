@@ -19,6 +19,18 @@ pub fn transactions_applied(n: u64) {
 static REGISTRY: LazyLock<Mutex<BTreeMap<String, Arc<TableHandle>>>> =
     LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
+/// Binlog events skipped (binlog capture), by type name.
+pub(super) static EVENTS_SKIPPED: LazyLock<Mutex<BTreeMap<String, u64>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// A binlog event of type `kind` was skipped. True for the first of its type.
+pub fn binlog_event_skipped(kind: &str) -> bool {
+    let mut skipped = EVENTS_SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+    let n = skipped.entry(kind.to_string()).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
 /// Set while this process is a member of its pipeline's group holding no table (a standby).
 static STANDBY: AtomicBool = AtomicBool::new(false);
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 
 use super::names;
-use super::registry::{snapshot, TRANSACTIONS};
+use super::registry::{snapshot, EVENTS_SKIPPED, TRANSACTIONS};
 use super::table::{Histogram, TableMetrics};
 
 /// Prometheus label value escaping.
@@ -165,6 +165,22 @@ pub fn render(now: DateTime<Utc>) -> String {
                 names::TRANSACTIONS,
                 TRANSACTIONS.load(Ordering::Relaxed)
             );
+        },
+    );
+    family(
+        names::EVENTS_SKIPPED,
+        "counter",
+        "Binlog events binlog capture skipped, by type: a type it does not apply, or a rows event it cannot read of a table it does not replicate (one of a replicated table stops that table instead).",
+        &mut |o| {
+            let skipped = EVENTS_SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+            for (kind, n) in skipped.iter() {
+                let _ = writeln!(
+                    o,
+                    "{}{{type=\"{}\"}} {n}",
+                    names::EVENTS_SKIPPED,
+                    label(kind)
+                );
+            }
         },
     );
     family(

@@ -403,6 +403,57 @@ pub fn pg_admin(sql: &str) {
         });
 }
 
+/// Every row of `table` on both sides, as text, ordered by the first column. A column named
+/// `@c` is a date and time, rendered alike on both sides.
+pub fn both(db: &TestDb, table: &str, cols: &str) -> (Rows, Rows) {
+    let cols: Vec<&str> = cols.split(',').map(str::trim).collect();
+    // The select list of one side: `time` renders a date and time column, `other` the rest.
+    let list = |time: &dyn Fn(&str) -> String, other: &dyn Fn(&str) -> String| {
+        cols.iter()
+            .map(|c| c.strip_prefix('@').map_or_else(|| other(c), time))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let src = db.mysql_rows(&format!(
+        "SELECT {} FROM `{table}` ORDER BY 1",
+        list(
+            &|c| format!("DATE_FORMAT({c}, '%Y-%m-%d %H:%i:%s.%f')"),
+            &|c| format!("CAST({c} AS CHAR)")
+        )
+    ));
+    let tgt = db.pg_rows(&format!(
+        "SELECT {} FROM public.\"{table}\" ORDER BY 1",
+        list(
+            &|c| format!("to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+            &|c| format!("{c}::text")
+        )
+    ));
+    (src, tgt)
+}
+
+/// Waits (up to 60 s) until `table` exists on the target and holds the source's rows
+/// (`cols` as for [`both`]); `log` says what sluice was doing when it does not.
+pub fn wait_equal(db: &TestDb, table: &str, cols: &str, log: &dyn Fn() -> String) {
+    let start = Instant::now();
+    wait_until(
+        &format!("target table {table}"),
+        Duration::from_secs(60),
+        || db.pg_rows(&format!("SELECT to_regclass('public.\"{table}\"')::text"))[0][0].is_some(),
+    );
+    loop {
+        let (s, t) = both(db, table, cols);
+        if s == t {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{table} differs after 60 s:\nsource {s:?}\ntarget {t:?}\nlog:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A child whose stderr goes to a file, so a test can wait for a log line while it runs.
 pub struct Logged {
     pub child: Child,

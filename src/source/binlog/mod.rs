@@ -20,6 +20,10 @@
 //!     definition);
 //!   - `ddl`: the DDL statements that matter (TRUNCATE, DROP/RENAME TABLE, column renames,
 //!     index changes) recognized from their text.
+//!   - `events`: the events it does not apply: their type names, the table of a rows event
+//!     that cannot be read (that table stops), and the rest skipped but counted
+//!     (`sluice_binlog_events_skipped_total`). MariaDB's compressed events
+//!     (`log_bin_compress`) are read as the plain ones by the vendored mysql_common.
 //! - [`decode`]: row images into the same values polling reads.
 //!
 //! # Positions
@@ -36,6 +40,7 @@ pub mod checks;
 mod connection;
 mod ddl;
 pub mod decode;
+mod events;
 mod rows;
 mod shape;
 mod snapshot;

@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 
 use super::connection::{Connection, SILENCE};
 use super::ddl::{column_renames, index_statement, tables_gone, truncated_table};
+use super::events;
 use super::rows::Mapping;
 use super::shape::ShapeFollower;
 use super::table::BTable;
@@ -118,9 +119,15 @@ impl Stream {
             let header = ev.header();
             let end = u64::from(header.log_pos());
             let ts = header.timestamp();
-            let data = ev
-                .read_data()
-                .map_err(|e| Error::Other(format!("a binlog event could not be read: {e}")))?;
+            let data = match ev.read_data() {
+                Ok(data) => data,
+                Err(e) => {
+                    if let Some(failed) = self.unreadable(&ev, &e, tables)? {
+                        return Ok(failed);
+                    }
+                    None
+                }
+            };
             let mut out = None;
             match data {
                 // The first rotate of a connection comes before the format description, so its
@@ -201,7 +208,24 @@ impl Stream {
                 Some(EventData::XidEvent(_)) => {
                     out = self.end_txn(end, ts);
                 }
-                _ => {}
+                // Nothing to apply: transaction ids, a statement's context (its rows events
+                // carry what it did), the server's housekeeping; a transaction payload's events
+                // follow it.
+                Some(
+                    EventData::GtidEvent(_)
+                    | EventData::AnonymousGtidEvent(_)
+                    | EventData::PreviousGtidsEvent(_)
+                    | EventData::IntvarEvent(_)
+                    | EventData::RandEvent(_)
+                    | EventData::UserVarEvent(_)
+                    | EventData::RowsQueryEvent(_)
+                    | EventData::IgnorableEvent(_)
+                    | EventData::StopEvent
+                    | EventData::TransactionPayloadEvent(_),
+                ) => {}
+                // An event of a type sluice does not know or does not apply, or one it could not
+                // read of no table it replicates (see `unreadable`): skipped, but counted.
+                _ => events::skipped(header.event_type_raw(), &self.at()),
             }
             if end > 0 {
                 self.last_end = end;
@@ -247,26 +271,71 @@ impl Stream {
         Ok(failed.map(|error| Out::Failed { table: t.id, error }))
     }
 
+    /// The table (index into `tables`) whose changes a rows event of table id `id` are, if
+    /// the stream applies them: a table replicated from here, not stopped, in a transaction
+    /// after its position.
+    fn applies(&self, id: u64, tables: &[BTable]) -> Option<usize> {
+        let Some(Some(mapping)) = self.maps.get(&id) else {
+            return None;
+        };
+        let t = &tables[mapping.table];
+        if t.done || t.handle.stopped() {
+            return None;
+        }
+        // Transactions that end at or before the table's position are already applied; a
+        // position is a boundary, so that is every transaction starting before it.
+        let txn = self.txn.as_ref()?;
+        if t.from.as_ref().is_some_and(|from| txn.start < *from) {
+            return None;
+        }
+        Some(mapping.table)
+    }
+
+    /// Where the event being read starts.
+    fn at(&self) -> BinlogPos {
+        BinlogPos {
+            file: self.file.clone(),
+            pos: self.last_end,
+        }
+    }
+
+    /// An event that could not be read (`e`). A rows event of a table the stream applies
+    /// stops that table, naming the event; a rows event of any other table is skipped (the
+    /// caller counts it); any other event stops the stream (it may concern every table).
+    fn unreadable(&self, ev: &Event, e: &std::io::Error, tables: &[BTable]) -> Result<Option<Out>> {
+        let raw = ev.header().event_type_raw();
+        let name = events::type_name(raw);
+        let at = self.at();
+        let Some(id) = events::rows_table_id(raw, ev.data(), ev.fde()) else {
+            return Err(Error::Other(format!(
+                "a binlog {name} event at {at} could not be read: {e}"
+            )));
+        };
+        let Some(ti) = self.applies(id, tables) else {
+            tracing::debug!(event = %name, at = %at, error = %e, "an unreadable binlog rows event of a table not replicated from here");
+            return Ok(None);
+        };
+        let t = &tables[ti];
+        Ok(Some(Out::Failed {
+            table: t.id,
+            error: Error::Schema(format!(
+                "table {:?}: its binlog {name} event at {at} cannot be read ({e}); the table stops, the others go on. Its position stays before that event's transaction, so a sluice that reads it resumes there; otherwise snapshot the table again (delete its row from sluice.replication_state and empty its target table)",
+                t.spec.model.name
+            )),
+        }))
+    }
+
     /// Decodes a rows event of a replicated table into the open transaction. Returns a table
     /// failure when a row cannot be read.
     fn rows(&mut self, ev: &RowsEventData<'_>, tables: &mut [BTable]) -> Result<Option<Out>> {
         let id = ev.table_id();
-        let Some(Some(mapping)) = self.maps.get_mut(&id) else {
+        let Some(ti) = self.applies(id, tables) else {
             return Ok(None);
         };
-        let ti = mapping.table;
+        let (Some(Some(mapping)), Some(txn)) = (self.maps.get_mut(&id), self.txn.as_mut()) else {
+            return Ok(None);
+        };
         let t = &mut tables[ti];
-        if t.done || t.handle.stopped() {
-            return Ok(None);
-        }
-        let Some(txn) = self.txn.as_mut() else {
-            return Ok(None);
-        };
-        // Transactions that end at or before the table's position are already applied; a
-        // position is a boundary, so that is every transaction starting before it.
-        if t.from.as_ref().is_some_and(|from| txn.start < *from) {
-            return Ok(None);
-        }
         let tme = self
             .conn
             .as_ref()

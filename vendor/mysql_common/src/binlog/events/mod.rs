@@ -70,6 +70,8 @@ mod gtid_event;
 
 mod incident_event;
 mod intvar_event;
+// sluice: MariaDB's compressed events (log_bin_compress), read as the plain ones.
+pub mod mariadb_compressed;
 mod partial_update_rows_event;
 mod previous_gtids_event;
 mod query_event;
@@ -259,6 +261,11 @@ impl Event {
     /// Reads event data. Returns `None` if event type is unknown.
     pub fn read_data(&self) -> io::Result<Option<EventData<'_>>> {
         use EventType::*;
+
+        // sluice: a MariaDB compressed event reads as the plain event it stands for.
+        if let Some(plain) = self.mariadb_uncompressed()? {
+            return Ok(plain.read_data()?.map(EventData::into_owned));
+        }
 
         let event_type = match self.header.event_type.get() {
             Ok(event_type) => event_type,
