@@ -46,12 +46,12 @@ pub fn run(
         ));
         let mut standing_by = false;
         loop {
-            let round = Shutdown::new();
+            let this_round = Shutdown::new();
             {
-                let (all, round) = (shutdown.clone(), round.clone());
+                let (all, this_round) = (shutdown.clone(), this_round.clone());
                 actix::spawn(async move {
                     all.requested_async().await;
-                    round.request();
+                    this_round.request();
                 });
             }
             let round::Planned {
@@ -87,7 +87,7 @@ pub fn run(
                     group.clone(),
                     all_names.clone(),
                     names.len(),
-                    round.clone(),
+                    this_round.clone(),
                 ));
             }
             if names.is_empty() {
@@ -96,7 +96,7 @@ pub fn run(
                     standing_by = true;
                 }
                 drop(ownership);
-                round.requested_async().await;
+                this_round.requested_async().await;
                 if shutdown.requested() {
                     return Ok(RunOutcome::default());
                 }
@@ -113,7 +113,7 @@ pub fn run(
                     settings.clone(),
                     taken,
                     kept,
-                    round.clone(),
+                    this_round.clone(),
                     found.clone(),
                 ));
             }
@@ -130,11 +130,11 @@ pub fn run(
                 actix::spawn(crate::verify::check::run(
                     expanded.clone(),
                     checked,
-                    round.clone(),
+                    this_round.clone(),
                 ));
             }
             let wiring = round::wiring(&expanded, &helpers);
-            Supervisor::new(expanded, wiring, once, planned, ownership, round, done_tx).start();
+            Supervisor::new(expanded, wiring, once, planned, ownership, this_round, done_tx).start();
             let outcome = done_rx
                 .await
                 .map_err(|_| Error::Other("the supervisor stopped without a report".into()))?;
