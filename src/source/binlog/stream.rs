@@ -331,6 +331,14 @@ impl Stream {
         Some(mapping.table)
     }
 
+    /// Offset `end` of the file being read.
+    fn here(&self, end: u64) -> BinlogPos {
+        BinlogPos {
+            file: self.file.clone(),
+            pos: end,
+        }
+    }
+
     /// Where the event being read starts.
     fn at(&self) -> BinlogPos {
         BinlogPos {
@@ -396,10 +404,7 @@ impl Stream {
     /// The open transaction ended at `end`: hands it out with its position.
     fn end_txn(&mut self, end: u64, ts: u32) -> Option<Out> {
         let txn = self.txn.take()?;
-        let pos = BinlogPos {
-            file: self.file.clone(),
-            pos: end,
-        };
+        let pos = self.here(end);
         self.resume = pos.clone();
         self.quiet_since = Some(Instant::now());
         txn.end(&self.prepared.clamp(pos), ts).map(Out::Txn)
@@ -466,10 +471,7 @@ impl Stream {
                 self.at()
             )));
         };
-        self.resume = BinlogPos {
-            file: self.file.clone(),
-            pos: end,
-        };
+        self.resume = self.here(end);
         tracing::debug!(xid = %xid, at = %txn.start, held = self.prepared.len() + 1, "XA transaction prepared: its changes are held until its commit");
         self.prepared.hold(xid, txn);
         Ok(None)
@@ -485,10 +487,7 @@ impl Stream {
         ts: u32,
         tables: &mut [BTable],
     ) -> Option<Out> {
-        let pos = BinlogPos {
-            file: self.file.clone(),
-            pos: end,
-        };
+        let pos = self.here(end);
         let Some(mut txn) = self.prepared.take(xid) else {
             if commit {
                 tracing::warn!(xid = %xid, at = %self.at(), "an XA COMMIT of a transaction whose XA PREPARE this stream did not read (it lies before where the stream started): applied before a restart, nothing is missing; but if it was still prepared when a table's snapshot was taken, its changes to that table are not on the target (`sluice verify` finds them)");
@@ -521,10 +520,7 @@ impl Stream {
         ts: u32,
         tables: &mut [BTable],
     ) -> Option<Out> {
-        let pos = BinlogPos {
-            file: self.file.clone(),
-            pos: end,
-        };
+        let pos = self.here(end);
         if let Some((db, name)) = truncated_table(sql) {
             let db = db.unwrap_or_else(|| schema.to_string());
             if db == self.database {
