@@ -526,3 +526,111 @@ fn the_demo_runs_in_binlog_mode_with_lag_in_milliseconds() {
     let small = lags.iter().filter(|&&l| l < 100).count();
     assert!(small * 2 > lags.len(), "{stdout}");
 }
+
+/// Rolls back, when dropped, the XA transactions of a test still prepared (a test that
+/// failed half-way would otherwise leave them holding locks on its database).
+struct XaGuard<'a>(&'a TestDb, Vec<String>);
+
+impl Drop for XaGuard<'_> {
+    fn drop(&mut self) {
+        for x in &self.1 {
+            // Committed already, as when the test passes: nothing to roll back.
+            let _ = self.0.mysql_try(&format!("XA ROLLBACK {x}"));
+        }
+    }
+}
+
+#[test]
+fn xa_transactions_apply_at_their_commit_and_rolled_back_ones_never() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE a (id INT NOT NULL PRIMARY KEY, v VARCHAR(40)); \
+         CREATE TABLE b (id INT NOT NULL PRIMARY KEY, v VARCHAR(40)); \
+         CREATE TABLE load_rows (id INT NOT NULL PRIMARY KEY, n INT NOT NULL); \
+         INSERT INTO a VALUES (0, 'before'); INSERT INTO b VALUES (0, 'before')",
+    );
+    let cfg = config(&db, &["a", "b", "load_rows"], "");
+    let cfg = cfg.to_str().unwrap();
+    // XA ids are the server's, not the database's: each test run has its own.
+    let tag = &db.name[db.name.len() - 8..];
+    let xid = |n: &str| format!("'{tag}{n}'");
+    let (x1, x2, x3, x4, x5) = (xid("1"), xid("2"), xid("3"), xid("4"), xid("5"));
+    let x4 = format!("{x4},'branch',7");
+    let _guard = XaGuard(&db, vec![x1.clone(), x2.clone(), x4.clone(), x5.clone()]);
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    let log = |run: &common::Logged| run.log();
+    wait_equal(&db, "b", "id, v", &|| log(&run));
+    // Inserts into another replicated table all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = mysql_worker(db.source_url.clone(), stop.clone(), |n| {
+        Some(format!("INSERT INTO load_rows VALUES ({}, {n})", n + 1))
+    });
+    // Prepared, touching both tables; a transaction committed meanwhile is applied, the
+    // prepared one is not, until its XA COMMIT (from another connection: the preparing one
+    // is gone).
+    db.mysql(&format!(
+        "XA START {x1}; INSERT INTO a VALUES (1, 'x1'); UPDATE b SET v = 'x1' WHERE id = 0; \
+         INSERT INTO b VALUES (1, 'x1'); XA END {x1}; XA PREPARE {x1}"
+    ));
+    db.mysql("INSERT INTO a VALUES (100, 'committed while x1 is prepared')");
+    run.wait_until("the commit after the prepare", || {
+        db.pg_i64("SELECT COUNT(*) FROM public.a WHERE id = 100") == 1
+    });
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.a WHERE id = 1"), 0);
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.b WHERE v = 'x1'"), 0);
+    db.mysql(&format!("XA COMMIT {x1}"));
+    wait_equal(&db, "b", "id, v", &|| log(&run));
+    // Prepared, then rolled back: never applied.
+    db.mysql(&format!(
+        "XA START {x2}; INSERT INTO a VALUES (2, 'x2'); DELETE FROM b WHERE id = 1; \
+         XA END {x2}; XA PREPARE {x2}"
+    ));
+    db.mysql(&format!("XA ROLLBACK {x2}"));
+    // One phase: an ordinary transaction.
+    db.mysql(&format!(
+        "XA START {x3}; INSERT INTO a VALUES (3, 'x3'); UPDATE b SET v = 'x3' WHERE id = 1; \
+         XA END {x3}; XA COMMIT {x3} ONE PHASE"
+    ));
+    // A branch qualifier and a format id of its own, committed by the same connection.
+    db.mysql(&format!(
+        "XA START {x4}; INSERT INTO a VALUES (4, 'x4'); XA END {x4}; XA PREPARE {x4}; \
+         XA COMMIT {x4}"
+    ));
+    wait_equal(&db, "a", "id, v", &|| log(&run));
+    wait_equal(&db, "b", "id, v", &|| log(&run));
+    // sluice stops while an XA transaction is prepared and later ones commit: restarted, it
+    // still applies the prepared one at its commit.
+    db.mysql(&format!(
+        "XA START {x5}; INSERT INTO a VALUES (5, 'x5'); INSERT INTO b VALUES (5, 'x5'); \
+         XA END {x5}; XA PREPARE {x5}"
+    ));
+    db.mysql("INSERT INTO b VALUES (50, 'committed while x5 is prepared')");
+    run.wait_until("the commit after the prepare", || {
+        db.pg_i64("SELECT COUNT(*) FROM public.b WHERE id = 50") == 1
+    });
+    signal(&run.child, "TERM");
+    assert!(
+        run.wait_exit(Duration::from_secs(30)).0.success(),
+        "{}",
+        run.log()
+    );
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    db.mysql("INSERT INTO b VALUES (51, 'after the restart')");
+    run.wait_until("the commit after the restart", || {
+        db.pg_i64("SELECT COUNT(*) FROM public.b WHERE id = 51") == 1
+    });
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.a WHERE id = 5"), 0);
+    db.mysql(&format!("XA COMMIT {x5}"));
+    stop.store(true, Ordering::Relaxed);
+    assert!(load.join().unwrap() > 0);
+    for (table, cols) in [("a", "id, v"), ("b", "id, v"), ("load_rows", "id, n")] {
+        wait_equal(&db, table, cols, &|| log(&run));
+    }
+    assert!(!run.log().contains("1236"), "{}", run.log());
+    signal(&run.child, "TERM");
+    assert!(
+        run.wait_exit(Duration::from_secs(30)).0.success(),
+        "{}",
+        run.log()
+    );
+}

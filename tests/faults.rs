@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{balanced, signal, wait_equal, wait_output, wait_until, TestDb};
+use common::{balanced, mysql_worker, signal, wait_equal, wait_output, wait_until, TestDb};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -424,36 +424,33 @@ fn a_postgres_restart_under_a_group_of_members_ends_with_every_table_owned_once(
     assert_eq!(out.matches(": equal").count(), 6, "{out}");
 }
 
-/// MariaDB's binlog compression, put back as it was when dropped, even when the test fails
-/// half-way (other tests share the server).
-struct BinlogCompression<'a> {
+/// Global settings of the source, set for a test and put back when dropped (even when the
+/// test fails half-way).
+struct Globals<'a> {
     db: &'a TestDb,
-    was: (String, String),
+    was: Vec<(String, String)>,
 }
 
-impl<'a> BinlogCompression<'a> {
-    /// Turns it on for events of `min_len` bytes and more.
-    fn on(db: &'a TestDb, min_len: u32) -> Self {
-        let was = &db.mysql_rows(
-            "SELECT CAST(@@GLOBAL.log_bin_compress AS CHAR), CAST(@@GLOBAL.log_bin_compress_min_len AS CHAR)",
-        )[0];
-        let restore = BinlogCompression {
-            db,
-            was: (was[0].clone().unwrap(), was[1].clone().unwrap()),
-        };
-        db.mysql(&format!(
-            "SET GLOBAL log_bin_compress = ON, log_bin_compress_min_len = {min_len}"
-        ));
+impl<'a> Globals<'a> {
+    fn set(db: &'a TestDb, settings: &[(&str, &str)]) -> Self {
+        let was = settings
+            .iter()
+            .map(|(name, _)| {
+                let v = db.mysql_rows(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)"));
+                (name.to_string(), v[0][0].clone().unwrap())
+            })
+            .collect();
+        let restore = Globals { db, was };
+        let list: Vec<String> = settings.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+        db.mysql(&format!("SET GLOBAL {}", list.join(", ")));
         restore
     }
 }
 
-impl Drop for BinlogCompression<'_> {
+impl Drop for Globals<'_> {
     fn drop(&mut self) {
-        let (on, min_len) = &self.was;
-        self.db.mysql(&format!(
-            "SET GLOBAL log_bin_compress = {on}, log_bin_compress_min_len = {min_len}"
-        ));
+        let list: Vec<String> = self.was.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+        self.db.mysql(&format!("SET GLOBAL {}", list.join(", ")));
     }
 }
 
@@ -510,7 +507,13 @@ fn binlog_capture_applies_compressed_events() {
     run.wait_for("reading the binlog", Duration::from_secs(60));
     let from = binlog_position();
     // The smallest minimum (10 bytes): the statements below are compressed too.
-    let compression = BinlogCompression::on(&db, 10);
+    let compression = Globals::set(
+        &db,
+        &[
+            ("log_bin_compress", "ON"),
+            ("log_bin_compress_min_len", "10"),
+        ],
+    );
     // Rows over 256 bytes (compressed even at the default minimum): written, updated, deleted.
     db.mysql(
         "INSERT INTO docs SELECT seq, REPEAT(CONCAT('row ', seq, ' '), 40), seq FROM seq_6_to_105; \
@@ -559,6 +562,65 @@ fn binlog_capture_applies_compressed_events() {
         !run.log().contains("was skipped"),
         "nothing was skipped: {}",
         run.log()
+    );
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+}
+
+#[test]
+fn binlog_capture_applies_group_committed_transactions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.assert_binlog_on();
+    db.mysql(
+        "CREATE TABLE hits (id INT NOT NULL PRIMARY KEY, writer INT NOT NULL, n INT NOT NULL); \
+         CREATE TABLE tally (writer INT NOT NULL PRIMARY KEY, n INT NOT NULL); \
+         INSERT INTO tally SELECT seq, 0 FROM seq_0_to_15",
+    );
+    let cfg = db.config(
+        "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"hits\"\n[[tables]]\nname = \"tally\"\n",
+    );
+    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    wait_equal(&db, "tally", "writer, n", &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    let from = binlog_position();
+    // MariaDB's group commit made to wait for company.
+    let group_commit = Globals::set(
+        &db,
+        &[
+            ("binlog_commit_wait_count", "8"),
+            ("binlog_commit_wait_usec", "20000"),
+        ],
+    );
+    // 16 writers, each committing transactions of two tables: MariaDB commits them in groups,
+    // their GTID events carrying a commit id.
+    const EACH: usize = 150;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..16usize)
+        .map(|w| {
+            mysql_worker(db.source_url.clone(), stop.clone(), move |n| {
+                (n < EACH).then(|| {
+                    format!(
+                        "BEGIN; INSERT INTO hits VALUES ({}, {w}, {n}); \
+                         UPDATE tally SET n = n + 1 WHERE writer = {w}; COMMIT",
+                        w * EACH + n
+                    )
+                })
+            })
+        })
+        .collect();
+    for w in writers {
+        assert_eq!(w.join().unwrap(), EACH);
+    }
+    drop(group_commit);
+    wait_equal(&db, "hits", "id, writer, n", &|| run.log());
+    wait_equal(&db, "tally", "writer, n", &|| run.log());
+    assert!(
+        binlog_events(&from)
+            .iter()
+            .any(|(t, info)| t == "Gtid" && info.contains("cid=")),
+        "no group commit in the binlog"
     );
     signal(&run.child, "TERM");
     let (status, _) = run.wait_exit(Duration::from_secs(30));

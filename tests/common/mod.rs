@@ -138,6 +138,22 @@ impl TestDb {
         });
     }
 
+    /// Runs `sql` on the source, returning its error rather than failing.
+    pub fn mysql_try(&self, sql: &str) -> Result<(), String> {
+        let url = self.source_url.clone();
+        let sql = sql.to_string();
+        self.rt.block_on(async move {
+            let mut c = MySqlConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
     pub fn pg(&self, sql: &str) {
         let url = self.target_url.clone();
         let sql = sql.to_string();
@@ -472,6 +488,19 @@ impl Logged {
             assert!(
                 start.elapsed() < timeout,
                 "timed out after {timeout:?} waiting for {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 60 s) until `cond` holds, failing with the log otherwise.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out after 60 s waiting for {what}; log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -117,6 +117,13 @@ impl Connection {
         )
         .await
         .map_err(|e| source_err("setting the binlog heartbeat", e))?;
+        // A replica that understands MariaDB's GTID events (MARIA_SLAVE_CAPABILITY_GTID): the
+        // server sends them as they are. To an older one it sends each as a `BEGIN` query,
+        // which it cannot make of an XA transaction's (ERROR 1236, "Failed to replace GTID
+        // event with backwards-compatible event"). MySQL ignores the variable.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| source_err("announcing the replica's capabilities", e))?;
         let request = BinlogStreamRequest::new(server_id)
             .with_filename(from.file.as_bytes())
             .with_pos(from.pos);

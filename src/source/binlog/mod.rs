@@ -12,9 +12,12 @@
 //! - `stream`: events into transactions of changes (inserts, updates with the old key when
 //!   it changed, deletes, TRUNCATE): the event loop, and what a statement means for the
 //!   tables. It uses:
-//!   - `connection`: the binlog connection (connect, purged files, heartbeat and silence,
-//!     errors);
+//!   - `connection`: the binlog connection (connect as a replica that understands MariaDB's
+//!     GTID events, purged files, heartbeat and silence, errors);
+//!   - `gtid`: MariaDB's GTID event, XA ids (from XA_PREPARE events and XA statements);
 //!   - `txn`: the open transaction, handed out whole or in chunks;
+//!   - `xa`: XA transactions prepared, held until their commit, and how far positions move
+//!     meanwhile;
 //!   - `rows`: row images matched to the model's columns and decoded into changes;
 //!   - `shape`: following a table's definition changes (the table map, then the source's
 //!     definition);
@@ -41,6 +44,7 @@ mod connection;
 mod ddl;
 pub mod decode;
 mod events;
+mod gtid;
 mod rows;
 mod shape;
 mod snapshot;
@@ -48,6 +52,7 @@ mod source;
 mod stream;
 mod table;
 mod txn;
+mod xa;
 
 use std::cmp::Ordering;
 

@@ -215,8 +215,9 @@ impl BinlogSource {
                 }
                 Phase::Stream(st) => {
                     if let Some(target) = &self.target {
-                        if !st.in_transaction() && st.boundary() >= *target {
-                            info!(position = %st.boundary(), "caught up with the binlog as of start");
+                        // Read that far (positions may stay behind, at a prepared XA).
+                        if !st.in_transaction() && st.read_to() >= *target {
+                            info!(position = %st.read_to(), "caught up with the binlog as of start");
                             self.phase = Phase::Done;
                             continue;
                         }

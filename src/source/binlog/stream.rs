@@ -1,7 +1,11 @@
 //! Binlog events into source transactions of changes.
 //!
-//! A transaction runs from `BEGIN` to its `XID` (or `COMMIT`); a statement outside one (DDL)
-//! stands alone. Row events of the configured tables become changes: a write an insert, an
+//! An event group starts with MariaDB's GTID event (MySQL's, and older replicas', with a
+//! `BEGIN` query): a transaction runs to its `XID` (or `COMMIT`); a standalone group (DDL) is
+//! its one statement; an XA transaction's group runs to its `XA PREPARE`, and its changes
+//! are held until its `XA COMMIT` applies them or its `XA ROLLBACK` discards them (`xa.rs`,
+//! which also says how far positions move meanwhile). Positions are only ever at group
+//! boundaries. Row events of the configured tables become changes: a write an insert, an
 //! update an update (carrying the old primary key when it changed), a delete a delete; a
 //! `TRUNCATE` of a configured table a truncate. A transaction is handed out whole when it
 //! ends, with the position after it; one that grows past the chunk size is handed out in
@@ -15,10 +19,12 @@ use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use super::connection::{Connection, SILENCE};
 use super::ddl::{column_renames, index_statement, tables_gone, truncated_table};
 use super::events;
+use super::gtid::{self, Gtid, XaStatement};
 use super::rows::Mapping;
 use super::shape::ShapeFollower;
 use super::table::BTable;
 use super::txn::{finish, part, OpenTxn, Out};
+use super::xa::Prepared;
 use super::BinlogPos;
 use crate::error::{Error, Result};
 use crate::model::Change;
@@ -31,6 +37,10 @@ pub(super) struct Stream {
     file: String,
     last_end: u64,
     txn: Option<OpenTxn>,
+    /// A standalone group (a GTID event with `FL_STANDALONE`) is open: where it started.
+    standalone: Option<BinlogPos>,
+    /// XA transactions prepared, not yet committed or rolled back.
+    prepared: Prepared,
     /// table id (from TABLE_MAP) → mapping, or `None` for tables not replicated.
     maps: HashMap<u64, Option<Mapping>>,
     database: String,
@@ -51,6 +61,8 @@ impl Stream {
             last_end: resume.pos,
             resume,
             txn: None,
+            standalone: None,
+            prepared: Prepared::default(),
             maps: HashMap::new(),
             database,
             quiet_since: None,
@@ -60,13 +72,18 @@ impl Stream {
         }
     }
 
-    /// The last transaction boundary read.
+    /// The last group boundary read, as far as a position may be stored (see `xa.rs`).
     pub fn boundary(&self) -> BinlogPos {
+        self.prepared.clamp(self.resume.clone())
+    }
+
+    /// The last group boundary read.
+    pub fn read_to(&self) -> BinlogPos {
         self.resume.clone()
     }
 
     pub fn in_transaction(&self) -> bool {
-        self.txn.is_some()
+        self.txn.is_some() || self.standalone.is_some()
     }
 
     /// Drops the connection: the next read reconnects at the last boundary (a transaction
@@ -76,6 +93,7 @@ impl Stream {
         if let Some(t) = self.txn.take() {
             self.resume = t.start;
         }
+        self.standalone = None;
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
         self.maps.clear();
@@ -111,8 +129,9 @@ impl Stream {
                 }
                 (None, _) => Duration::from_millis(250),
             };
+            let in_group = self.in_transaction();
             let conn = self.conn.as_mut().expect("connected above");
-            let Some(ev) = conn.next_event(wait, self.txn.is_some()).await? else {
+            let Some(ev) = conn.next_event(wait, in_group).await? else {
                 self.quiet_since = None;
                 return Ok(Out::Idle);
             };
@@ -129,7 +148,13 @@ impl Stream {
                 }
             };
             let mut out = None;
+            let raw = header.event_type_raw();
             match data {
+                // MariaDB's events, which mysql_common does not read: a GTID starts a group;
+                // annotate rows (a statement's text), binlog checkpoint and GTID list (the
+                // server's housekeeping) carry nothing to apply.
+                None if raw == gtid::MARIADB_GTID_EVENT => self.gtid(ev.data())?,
+                None if matches!(raw, 160 | 161 | 163) => {}
                 // The first rotate of a connection comes before the format description, so its
                 // name still carries the event's checksum bytes: the file is the one asked
                 // for. Every later rotate (the server moving on to the next file, real or
@@ -138,7 +163,7 @@ impl Stream {
                 Some(EventData::RotateEvent(r)) => {
                     self.file = r.name().into_owned();
                     self.last_end = r.position();
-                    if self.txn.is_none() {
+                    if !self.in_transaction() {
                         self.resume = BinlogPos {
                             file: self.file.clone(),
                             pos: self.last_end,
@@ -154,17 +179,29 @@ impl Stream {
                 Some(EventData::QueryEvent(q)) => {
                     let sql = q.query();
                     let sql = sql.trim();
+                    let xa = gtid::xa_statement(sql);
                     if sql.eq_ignore_ascii_case("BEGIN") {
-                        self.txn = Some(OpenTxn::new(BinlogPos {
-                            file: self.file.clone(),
-                            pos: self.last_end,
-                        }));
+                        self.open(false);
                     } else if sql.eq_ignore_ascii_case("COMMIT") {
                         out = self.end_txn(end, ts);
-                    } else if !sql.starts_with('#') && self.txn.is_none() {
+                    } else if self.txn.is_some() {
+                        // Inside a transaction (`XA END` among them): its rows events say
+                        // what it did.
+                    } else if xa == Some(XaStatement::Start) {
+                        // MySQL's XA transaction: its group starts with the statement.
+                        self.open(true);
+                    } else if let Some(XaStatement::Commit(xid) | XaStatement::Rollback(xid)) = &xa
+                    {
+                        let commit = matches!(xa, Some(XaStatement::Commit(_)));
+                        out = self.xa_end(xid, commit, end, ts, tables);
+                    } else if !sql.starts_with('#') {
                         // A statement on its own (DDL): a transaction of its own.
                         let schema = q.schema().into_owned();
                         out = self.statement(sql, &schema, end, ts, tables);
+                    }
+                    // A standalone group is its one statement.
+                    if self.txn.is_none() {
+                        self.standalone = None;
                     }
                 }
                 Some(EventData::TableMapEvent(t)) => {
@@ -200,13 +237,16 @@ impl Stream {
                         return Ok(failed);
                     }
                     if let Some(t) = &mut self.txn {
-                        if t.bytes >= chunk_bytes {
+                        if t.bytes >= chunk_bytes && !t.xa {
                             out = Some(Out::Txn(t.chunk()));
                         }
                     }
                 }
                 Some(EventData::XidEvent(_)) => {
                     out = self.end_txn(end, ts);
+                }
+                Some(EventData::XaPrepareLogEvent(body)) => {
+                    out = self.xa_prepare(&body, end, ts)?;
                 }
                 // Nothing to apply: transaction ids, a statement's context (its rows events
                 // carry what it did), the server's housekeeping; a transaction payload's events
@@ -229,7 +269,7 @@ impl Stream {
             }
             if end > 0 {
                 self.last_end = end;
-                if self.txn.is_none() {
+                if !self.in_transaction() {
                     self.resume = BinlogPos {
                         file: self.file.clone(),
                         pos: end,
@@ -289,6 +329,14 @@ impl Stream {
             return None;
         }
         Some(mapping.table)
+    }
+
+    /// Offset `end` of the file being read.
+    fn here(&self, end: u64) -> BinlogPos {
+        BinlogPos {
+            file: self.file.clone(),
+            pos: end,
+        }
     }
 
     /// Where the event being read starts.
@@ -356,13 +404,108 @@ impl Stream {
     /// The open transaction ended at `end`: hands it out with its position.
     fn end_txn(&mut self, end: u64, ts: u32) -> Option<Out> {
         let txn = self.txn.take()?;
-        let pos = BinlogPos {
-            file: self.file.clone(),
-            pos: end,
-        };
+        let pos = self.here(end);
         self.resume = pos.clone();
         self.quiet_since = Some(Instant::now());
-        txn.end(&pos, ts).map(Out::Txn)
+        txn.end(&self.prepared.clamp(pos), ts).map(Out::Txn)
+    }
+
+    /// A group starts here (the event being read): a transaction (`xa`: an XA transaction's,
+    /// up to its prepare). One still open (a group cut short, which the server does not
+    /// write) is dropped, as a `BEGIN` always did.
+    fn open(&mut self, xa: bool) {
+        self.drop_open();
+        self.txn = Some(OpenTxn::new(self.at(), xa));
+    }
+
+    /// A group starts here while one is open (cut short, which the server does not write):
+    /// the open one is dropped, as a `BEGIN` always did, saying so.
+    fn drop_open(&mut self) {
+        if self.txn.is_some() || self.standalone.is_some() {
+            tracing::warn!(at = %self.at(), "a binlog event group started before the last one ended; its changes so far are dropped");
+        }
+        self.txn = None;
+        self.standalone = None;
+    }
+
+    /// MariaDB's GTID event (`data`: its body): a transaction starts, or a standalone group
+    /// (one statement, no XID after it). Its commit id (group commit) means nothing here.
+    fn gtid(&mut self, data: &[u8]) -> Result<()> {
+        let g = Gtid::read(data).ok_or_else(|| {
+            Error::Other(format!(
+                "a binlog GTID event at {} could not be read ({} bytes)",
+                self.at(),
+                data.len()
+            ))
+        })?;
+        tracing::trace!(
+            domain = g.domain,
+            seq_no = g.seq_no,
+            flags = g.flags,
+            "GTID"
+        );
+        if g.standalone() {
+            self.drop_open();
+            self.standalone = Some(self.at());
+        } else {
+            self.open(g.prepared_xa());
+        }
+        Ok(())
+    }
+
+    /// An XA_PREPARE_LOG_EVENT (`body`) ended the open XA transaction's group: its changes
+    /// are held until its commit. A one-phase commit written so (MySQL) ends it as a commit.
+    fn xa_prepare(&mut self, body: &[u8], end: u64, ts: u32) -> Result<Option<Out>> {
+        let (xid, one_phase) = gtid::xa_prepare(body).ok_or_else(|| {
+            Error::Other(format!(
+                "a binlog XA_PREPARE_LOG_EVENT at {} could not be read",
+                self.at()
+            ))
+        })?;
+        if one_phase {
+            return Ok(self.end_txn(end, ts));
+        }
+        let Some(txn) = self.txn.take() else {
+            return Err(Error::Other(format!(
+                "a binlog XA PREPARE {xid} at {} came outside a transaction",
+                self.at()
+            )));
+        };
+        self.resume = self.here(end);
+        tracing::debug!(xid = %xid, at = %txn.start, held = self.prepared.len() + 1, "XA transaction prepared: its changes are held until its commit");
+        self.prepared.hold(xid, txn);
+        Ok(None)
+    }
+
+    /// `XA COMMIT` (`commit`) or `XA ROLLBACK` of `xid`, ending at `end`: a held transaction
+    /// is handed out in the commit's place, or dropped.
+    fn xa_end(
+        &mut self,
+        xid: &gtid::Xid,
+        commit: bool,
+        end: u64,
+        ts: u32,
+        tables: &mut [BTable],
+    ) -> Option<Out> {
+        let pos = self.here(end);
+        let Some(mut txn) = self.prepared.take(xid) else {
+            if commit {
+                tracing::warn!(xid = %xid, at = %self.at(), "an XA COMMIT of a transaction whose XA PREPARE this stream did not read (it lies before where the stream started): applied before a restart, nothing is missing; but if it was still prepared when a table's snapshot was taken, its changes to that table are not on the target (`sluice verify` finds them)");
+            }
+            return None;
+        };
+        if !commit {
+            tracing::debug!(xid = %xid, "XA transaction rolled back: its held changes are dropped");
+            return None;
+        }
+        self.quiet_since = Some(Instant::now());
+        txn.take_shapes(|id| {
+            tables
+                .iter_mut()
+                .find(|t| t.id == id)
+                .and_then(|t| t.pending_shape.take())
+        });
+        txn.end(&self.prepared.clamp(pos), ts).map(Out::Txn)
     }
 
     /// A statement outside a transaction: TRUNCATE of a replicated table becomes a change; a
@@ -377,10 +520,7 @@ impl Stream {
         ts: u32,
         tables: &mut [BTable],
     ) -> Option<Out> {
-        let pos = BinlogPos {
-            file: self.file.clone(),
-            pos: end,
-        };
+        let pos = self.here(end);
         if let Some((db, name)) = truncated_table(sql) {
             let db = db.unwrap_or_else(|| schema.to_string());
             if db == self.database {
@@ -390,6 +530,7 @@ impl Stream {
                     }
                     self.quiet_since = Some(Instant::now());
                     let part = part(t.id, vec![Change::truncate()], None);
+                    let pos = self.prepared.clamp(pos);
                     return Some(Out::Txn(finish(vec![part], &pos, ts)));
                 }
             }

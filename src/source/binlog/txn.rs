@@ -36,10 +36,15 @@ pub(super) struct OpenTxn {
     chunked: bool,
     /// Every table it changed, chunks handed out included: each gets the end position.
     touched: Vec<TableId>,
+    /// An XA transaction's group, up to its `XA PREPARE`: held whole until its commit, never
+    /// handed out in chunks (see `xa.rs`).
+    pub(super) xa: bool,
 }
 
 impl OpenTxn {
-    pub(super) fn new(start: BinlogPos) -> Self {
+    /// A transaction whose group starts at `start`; `xa`: an XA transaction's, up to its
+    /// `XA PREPARE`.
+    pub(super) fn new(start: BinlogPos, xa: bool) -> Self {
         OpenTxn {
             start,
             parts: Vec::new(),
@@ -47,11 +52,14 @@ impl OpenTxn {
             bytes: 0,
             chunked: false,
             touched: Vec::new(),
+            xa,
         }
     }
 
     /// Adds changes of table `ti` (index into the source's tables; `table` its id). The
-    /// table's first part in the transaction (or chunk) carries its `pending_shape`.
+    /// table's first part in the transaction (or chunk) carries its `pending_shape`; in an XA
+    /// transaction, held until its commit while later transactions of the table may apply
+    /// first, the part takes it only at the commit (`take_shapes`).
     pub(super) fn add(
         &mut self,
         ti: usize,
@@ -67,14 +75,27 @@ impl OpenTxn {
             Some(&p) => p,
             None => {
                 self.index.insert(ti, self.parts.len());
-                self.parts
-                    .push(part(table, Vec::new(), pending_shape.take()));
+                let shape = if self.xa { None } else { pending_shape.take() };
+                self.parts.push(part(table, Vec::new(), shape));
                 self.parts.len() - 1
             }
         };
         self.parts[part].changes.extend(changes);
         self.parts[part].bytes += bytes;
         self.bytes += bytes;
+    }
+
+    /// At an XA transaction's commit: each part without a shape carries its table's pending
+    /// one, if the transactions applied since it was prepared did not carry it already.
+    pub(super) fn take_shapes(
+        &mut self,
+        mut pending: impl FnMut(TableId) -> Option<Arc<TableModel>>,
+    ) {
+        for p in &mut self.parts {
+            if p.shape.is_none() {
+                p.shape = pending(p.table);
+            }
+        }
     }
 
     /// Hands out what the transaction holds so far, keeping it open.
