@@ -219,8 +219,20 @@ impl TestDb {
                 .unwrap();
             rows.iter()
                 .map(|r| {
+                    // Text, or a number (SHOW statements' unsigned columns) as text.
                     (0..r.len())
-                        .map(|i| r.try_get::<Option<String>, _>(i).unwrap())
+                        .map(|i| {
+                            r.try_get::<Option<String>, _>(i)
+                                .or_else(|_| {
+                                    r.try_get::<Option<u64>, _>(i)
+                                        .map(|v| v.map(|v| v.to_string()))
+                                })
+                                .or_else(|_| {
+                                    r.try_get::<Option<i64>, _>(i)
+                                        .map(|v| v.map(|v| v.to_string()))
+                                })
+                                .unwrap()
+                        })
                         .collect()
                 })
                 .collect()

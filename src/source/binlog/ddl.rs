@@ -259,6 +259,35 @@ fn without_comments(sql: &str) -> String {
     out
 }
 
+/// A savepoint statement inside a transaction's group, or its end by `ROLLBACK`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Savepoint {
+    /// `SAVEPOINT name`.
+    Set(String),
+    /// `ROLLBACK [WORK] TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `ROLLBACK [WORK]`: the whole transaction is taken back.
+    Rollback,
+}
+
+/// What a statement inside a transaction's group does to it, if it is one of these.
+pub(super) fn savepoint_statement(sql: &str) -> Option<Savepoint> {
+    let sql = without_comments(sql);
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let word = |r: &str| format!("{r} ");
+    if let Some(r) = strip_word(&word(sql), "SAVEPOINT") {
+        return ident(r.trim_start()).map(|(n, _)| Savepoint::Set(n));
+    }
+    let r = strip_word(&word(sql), "ROLLBACK").map(str::to_string)?;
+    let r = strip_word(&r, "WORK").map(str::to_string).unwrap_or(r);
+    if r.trim().is_empty() {
+        return Some(Savepoint::Rollback);
+    }
+    let r = strip_word(&r, "TO")?;
+    let r = strip_word(r, "SAVEPOINT").unwrap_or(r);
+    ident(r.trim_start()).map(|(n, _)| Savepoint::RollbackTo(n))
+}
+
 /// A table's name, `name` or `db.name` (each bare or backquoted, spaces around the dot
 /// allowed), and what follows it.
 fn qualified(s: &str) -> Option<(QualifiedName, &str)> {

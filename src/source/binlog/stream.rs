@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 
 use super::connection::{Connection, SILENCE};
-use super::ddl::{column_renames, index_statement, tables_gone, truncated_table};
+use super::ddl::{
+    column_renames, index_statement, savepoint_statement, tables_gone, truncated_table, Savepoint,
+};
 use super::events;
 use super::gtid::{self, Gtid, XaStatement};
 use super::rows::Mapping;
 use super::shape::ShapeFollower;
 use super::table::BTable;
-use super::txn::{finish, part, OpenTxn, Out};
+use super::txn::{finish, part, OpenTxn, Out, Undo};
 use super::xa::Prepared;
 use super::BinlogPos;
 use crate::error::{Error, Result};
@@ -185,8 +187,11 @@ impl Stream {
                     } else if sql.eq_ignore_ascii_case("COMMIT") {
                         out = self.end_txn(end, ts);
                     } else if self.txn.is_some() {
-                        // Inside a transaction (`XA END` among them): its rows events say
-                        // what it did.
+                        // Inside a transaction: its rows events say what it did (`XA END`
+                        // among the rest), but savepoints and a rollback take some back.
+                        if let Some(sp) = savepoint_statement(sql) {
+                            self.savepoint(sp, end, tables)?;
+                        }
                     } else if xa == Some(XaStatement::Start) {
                         // MySQL's XA transaction: its group starts with the statement.
                         self.open(true);
@@ -408,6 +413,49 @@ impl Stream {
         self.resume = pos.clone();
         self.quiet_since = Some(Instant::now());
         txn.end(&self.prepared.clamp(pos), ts).map(Out::Txn)
+    }
+
+    /// A savepoint statement inside the open transaction: `SAVEPOINT` marks what it holds,
+    /// `ROLLBACK TO` takes back what was read since, `ROLLBACK` drops the transaction (its
+    /// group ends there). What cannot be taken back (changes handed out in a chunk, a
+    /// savepoint this stream did not read) stops the run, naming the tables.
+    fn savepoint(&mut self, sp: Savepoint, end: u64, tables: &[BTable]) -> Result<()> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        let undone = match &sp {
+            Savepoint::Set(name) => {
+                txn.savepoint(name);
+                return Ok(());
+            }
+            Savepoint::RollbackTo(name) => txn.rollback_to(name),
+            Savepoint::Rollback if txn.chunked() => Err(Undo::Chunked),
+            Savepoint::Rollback => {
+                self.txn = None;
+                self.resume = self.here(end);
+                return Ok(());
+            }
+        };
+        let Err(why) = undone else { return Ok(()) };
+        let names: Vec<&str> = txn
+            .touched()
+            .iter()
+            .filter_map(|id| tables.iter().find(|t| t.id == *id))
+            .map(|t| t.spec.model.name.as_str())
+            .collect();
+        let why = match why {
+            Undo::Chunked => {
+                "changes before it were already applied in chunks of this large transaction"
+            }
+            Undo::Unknown => {
+                "its savepoint was set before the binlog position the stream started from"
+            }
+        };
+        Err(Error::Other(format!(
+            "binlog: a transaction changing {} takes changes back at {} ({sp:?}), and {why}; sluice cannot apply it exactly. Re-copy the tables: delete their rows from sluice.replication_state and empty the target tables, or run `sluice verify --repair` once replication has passed this point",
+            if names.is_empty() { "replicated tables".to_string() } else { names.join(", ") },
+            self.at(),
+        )))
     }
 
     /// A group starts here (the event being read): a transaction (`xa`: an XA transaction's,

@@ -32,13 +32,33 @@ pub(super) struct OpenTxn {
     index: HashMap<usize, usize>,
     /// What the parts not handed out yet hold.
     pub(super) bytes: usize,
-    /// Chunks of it were handed out already.
-    chunked: bool,
+    /// Chunks of it handed out already.
+    chunks: usize,
     /// Every table it changed, chunks handed out included: each gets the end position.
     touched: Vec<TableId>,
     /// An XA transaction's group, up to its `XA PREPARE`: held whole until its commit, never
     /// handed out in chunks (see `xa.rs`).
     pub(super) xa: bool,
+    /// `SAVEPOINT`s set in it, oldest first, with what it held then (see
+    /// [`OpenTxn::rollback_to`]).
+    savepoints: Vec<(String, Mark)>,
+}
+
+/// What an open transaction held when a savepoint was set: how many chunks it had handed
+/// out, and each part's changes and bytes.
+#[derive(Debug, Clone)]
+struct Mark {
+    chunks: usize,
+    parts: Vec<(usize, usize)>,
+}
+
+/// Why a `ROLLBACK TO` cannot be followed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Undo {
+    /// The savepoint was not read in this transaction.
+    Unknown,
+    /// Changes after the savepoint were handed out already, in a chunk.
+    Chunked,
 }
 
 impl OpenTxn {
@@ -50,10 +70,62 @@ impl OpenTxn {
             parts: Vec::new(),
             index: HashMap::new(),
             bytes: 0,
-            chunked: false,
+            chunks: 0,
             touched: Vec::new(),
             xa,
+            savepoints: Vec::new(),
         }
+    }
+
+    /// `SAVEPOINT name`: what the transaction holds now is kept by a later `ROLLBACK TO` it
+    /// (a savepoint of the same name set again replaces the older one, as on the server).
+    pub(super) fn savepoint(&mut self, name: &str) {
+        self.savepoints
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        let mark = Mark {
+            chunks: self.chunks,
+            parts: self
+                .parts
+                .iter()
+                .map(|p| (p.changes.len(), p.bytes))
+                .collect(),
+        };
+        self.savepoints.push((name.to_string(), mark));
+    }
+
+    /// `ROLLBACK TO [SAVEPOINT] name`: the changes read since the savepoint are taken back
+    /// (MariaDB writes the statement, with the rows events before it, when the transaction
+    /// also changed a non-transactional table; the server took them back). Savepoints set
+    /// after it are gone; it stays. A part the savepoint did not hold keeps its place,
+    /// empty, so that a table's pending shape it carries is not lost.
+    pub(super) fn rollback_to(&mut self, name: &str) -> Result<(), Undo> {
+        let at = self
+            .savepoints
+            .iter()
+            .rposition(|(n, _)| n.eq_ignore_ascii_case(name))
+            .ok_or(Undo::Unknown)?;
+        let mark = self.savepoints[at].1.clone();
+        if mark.chunks != self.chunks {
+            return Err(Undo::Chunked);
+        }
+        self.savepoints.truncate(at + 1);
+        for (i, p) in self.parts.iter_mut().enumerate() {
+            let (len, bytes) = mark.parts.get(i).copied().unwrap_or((0, 0));
+            p.changes.truncate(len);
+            p.bytes = bytes;
+        }
+        self.bytes = self.parts.iter().map(|p| p.bytes).sum();
+        Ok(())
+    }
+
+    /// The tables the transaction changed so far (chunks handed out included).
+    pub(super) fn touched(&self) -> &[TableId] {
+        &self.touched
+    }
+
+    /// Chunks of it were handed out already.
+    pub(super) fn chunked(&self) -> bool {
+        self.chunks > 0
     }
 
     /// Adds changes of table `ti` (index into the source's tables; `table` its id). The
@@ -100,7 +172,7 @@ impl OpenTxn {
 
     /// Hands out what the transaction holds so far, keeping it open.
     pub(super) fn chunk(&mut self) -> Txn {
-        self.chunked = true;
+        self.chunks += 1;
         self.index.clear();
         self.bytes = 0;
         Txn {
@@ -112,7 +184,7 @@ impl OpenTxn {
     /// The transaction ended at `pos` (its commit at `ts`): what is left to hand out, if
     /// anything.
     pub(super) fn end(self, pos: &BinlogPos, ts: u32) -> Option<Txn> {
-        if self.parts.is_empty() && !self.chunked {
+        if self.parts.is_empty() && self.chunks == 0 {
             return None;
         }
         let mut parts = self.parts;
@@ -173,6 +245,95 @@ pub(super) fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32) -> Txn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::Value;
+
+    fn txn_with(rows: &[(usize, i64)]) -> OpenTxn {
+        let mut t = OpenTxn::new(
+            BinlogPos {
+                file: "mysql-bin.000001".into(),
+                pos: 4,
+            },
+            false,
+        );
+        for &(ti, id) in rows {
+            t.add(
+                ti,
+                ti,
+                &mut None,
+                vec![Change::insert(vec![Value::Int(id)])],
+                10,
+            );
+        }
+        t
+    }
+
+    fn ids(t: &OpenTxn) -> Vec<(TableId, usize)> {
+        t.parts.iter().map(|p| (p.table, p.changes.len())).collect()
+    }
+
+    #[test]
+    fn a_rollback_to_a_savepoint_takes_back_what_came_after_it() {
+        let mut t = txn_with(&[(0, 1)]);
+        t.savepoint("s1");
+        t.add(
+            0,
+            0,
+            &mut None,
+            vec![Change::insert(vec![Value::Int(2)])],
+            10,
+        );
+        t.add(
+            1,
+            1,
+            &mut None,
+            vec![Change::insert(vec![Value::Int(3)])],
+            10,
+        );
+        t.savepoint("s2");
+        t.add(
+            1,
+            1,
+            &mut None,
+            vec![Change::insert(vec![Value::Int(4)])],
+            10,
+        );
+        assert_eq!(t.rollback_to("S2"), Ok(()));
+        assert_eq!((ids(&t), t.bytes), (vec![(0, 2), (1, 1)], 30));
+        // s2 stays after a rollback to it; s1 takes back everything after it.
+        assert_eq!(t.rollback_to("s2"), Ok(()));
+        assert_eq!(t.rollback_to("s1"), Ok(()));
+        assert_eq!((ids(&t), t.bytes), (vec![(0, 1), (1, 0)], 10));
+        // Savepoints after s1 are gone with the rollback.
+        assert_eq!(t.rollback_to("s2"), Err(Undo::Unknown));
+        assert_eq!(t.rollback_to("never"), Err(Undo::Unknown));
+    }
+
+    #[test]
+    fn a_rollback_past_a_chunk_handed_out_cannot_be_followed() {
+        let mut t = txn_with(&[(0, 1)]);
+        t.savepoint("s");
+        t.add(
+            0,
+            0,
+            &mut None,
+            vec![Change::insert(vec![Value::Int(2)])],
+            10,
+        );
+        let _ = t.chunk();
+        assert!(t.chunked());
+        assert_eq!(t.rollback_to("s"), Err(Undo::Chunked));
+        // A savepoint set after the chunk is fine.
+        t.savepoint("later");
+        t.add(
+            0,
+            0,
+            &mut None,
+            vec![Change::insert(vec![Value::Int(3)])],
+            10,
+        );
+        assert_eq!(t.rollback_to("later"), Ok(()));
+        assert_eq!(ids(&t), vec![(0, 0)]);
+    }
 
     #[test]
     fn commit_times_are_read_times_within_the_event_second() {

@@ -277,3 +277,31 @@ fn comments_late_renames_and_escaped_quotes_are_read() {
     let sql = r"ALTER TABLE t MODIFY c INT COMMENT 'it\'s', RENAME COLUMN a TO b";
     assert_eq!(alter(sql).as_deref(), Some("t: a->b"));
 }
+
+#[test]
+fn savepoints_and_rollbacks_inside_a_transaction() {
+    use Savepoint::*;
+    // As MariaDB writes them into a transaction's group, and as written by hand.
+    assert_eq!(
+        savepoint_statement("SAVEPOINT `s2`"),
+        Some(Set("s2".into()))
+    );
+    assert_eq!(
+        savepoint_statement("savepoint sp_1"),
+        Some(Set("sp_1".into()))
+    );
+    assert_eq!(
+        savepoint_statement("ROLLBACK TO `s2`"),
+        Some(RollbackTo("s2".into()))
+    );
+    assert_eq!(
+        savepoint_statement("rollback work to savepoint `a``b`"),
+        Some(RollbackTo("a`b".into()))
+    );
+    assert_eq!(savepoint_statement("ROLLBACK"), Some(Rollback));
+    assert_eq!(savepoint_statement("ROLLBACK WORK;"), Some(Rollback));
+    assert_eq!(savepoint_statement("/* x */ ROLLBACK"), Some(Rollback));
+    assert_eq!(savepoint_statement("RELEASE SAVEPOINT `s`"), None);
+    assert_eq!(savepoint_statement("XA END X'31',X'',1"), None);
+    assert_eq!(savepoint_statement("ROLLBACKS"), None);
+}
