@@ -64,6 +64,18 @@ fn every_kind_of_change_ends_as_on_the_source() {
     assert_eq!(items["snapshot"], "done", "{json}");
     assert!(items["bytes_behind"].is_u64(), "{json}");
     assert!(items["position"]["binlog"]["file"].is_string(), "{json}");
+    // Where that is on any server of the topology, and whose binlog the file is.
+    let gtid = items["position"]["binlog"]["gtid"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(gtid.starts_with("0-"), "{json}");
+    assert_eq!(
+        items["position"]["binlog"]["server_id"].to_string(),
+        db.mysql_rows("SELECT CAST(@@server_id AS CHAR)")[0][0]
+            .clone()
+            .unwrap(),
+        "{json}"
+    );
     signal(&run.child, "TERM");
     let (status, _) = run.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{}", run.log());
@@ -72,6 +84,41 @@ fn every_kind_of_change_ends_as_on_the_source() {
     assert!(out.contains("replicated 0 rows"), "{out}");
     let (s, t) = both(&db, "items", "id, v, n, @at");
     assert_eq!(s, t);
+}
+
+/// Positions an older sluice wrote (a file and an offset, no GTID state, no server) resume
+/// where they are and gain both at their next commit; `status` shows the GTID.
+#[test]
+fn positions_without_gtids_resume_and_gain_them() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE items (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO items SELECT seq, CONCAT('v', seq) FROM seq_1_to_50",
+    );
+    let cfg = config(&db, &["items"], "");
+    let cfg = cfg.to_str().unwrap();
+    db.ok(&["--config", cfg, "run", "--once"]);
+    // As sluice 0.8 wrote it.
+    db.pg("UPDATE sluice.replication_state SET position = position #- '{binlog,gtid}' #- '{binlog,server_id}'");
+    let old = db.pg_rows("SELECT position::text FROM sluice.replication_state");
+    assert!(!old[0][0].as_deref().unwrap().contains("gtid"), "{old:?}");
+    db.mysql(
+        "INSERT INTO items SELECT seq, 'after' FROM seq_51_to_80; \
+         UPDATE items SET v = 'changed' WHERE id <= 5; DELETE FROM items WHERE id = 6",
+    );
+    let out = db.ok(&["--config", cfg, "run", "--once"]);
+    assert!(out.contains("replicated 36 rows"), "{out}");
+    let (s, t) = both(&db, "items", "id, v");
+    assert_eq!(s, t);
+    let gtid = db.pg_rows("SELECT position->'binlog'->>'gtid', position->'binlog'->>'server_id' FROM sluice.replication_state");
+    let source_gtid = db.mysql_rows("SELECT @@gtid_binlog_pos, CAST(@@server_id AS CHAR)");
+    // The GTID state of the source's whole binlog at the end (other tests write too: each of
+    // its domains is there, at least as far as when the run began).
+    let ours = gtid[0][0].clone().unwrap_or_default();
+    assert!(ours.starts_with("0-"), "{gtid:?} vs {source_gtid:?}");
+    assert_eq!(gtid[0][1], source_gtid[0][1]);
+    let status = db.ok(&["--config", cfg, "status"]);
+    assert!(status.contains(&format!("(GTID {ours}")), "{status}");
 }
 
 /// A transaction that also changes a non-transactional (MyISAM) table after a savepoint and

@@ -456,8 +456,21 @@ impl Drop for Globals<'_> {
 
 /// Runs `sql` on the source server with the `mariadb` client: its rows, tab-separated.
 fn mariadb_client(sql: &str) -> Vec<Vec<String>> {
+    mariadb_at(&source_port(), sql)
+}
+
+/// Runs `sql` with the `mariadb` client on the server at 127.0.0.1:`port`.
+fn mariadb_at(port: &str, sql: &str) -> Vec<Vec<String>> {
     let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-uroot", "-N", "-B", "-e", sql])
+        .args([
+            "-h127.0.0.1",
+            "-uroot",
+            &format!("-P{port}"),
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{sql}: {out:?}");
@@ -625,4 +638,254 @@ fn binlog_capture_applies_group_committed_transactions() {
     signal(&run.child, "TERM");
     let (status, _) = run.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{}", run.log());
+}
+
+/// A MariaDB server of a test's own (a replica, a failover target): a fresh data directory
+/// (`mariadb-install-db`) and a free port, with the binlog sluice needs; shut down and removed
+/// when dropped.
+struct Mariadbd {
+    dir: std::path::PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Mariadbd {
+    fn start(server_id: u32) -> Mariadbd {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-mariadbd-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        let data = dir.join("data");
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let user: &[&str] = if root { &["--user=root"] } else { &[] };
+        let out = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .args(user)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mariadb-install-db: {out:?}");
+        let port = common::free_port();
+        let child = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .args(user)
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--log-error={}", dir.join("error.log").display()))
+            .arg(format!("--server-id={server_id}"))
+            .args([
+                "--log-bin=rbin",
+                "--log-slave-updates",
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Mariadbd { dir, port, child };
+        wait_until(
+            "the second MariaDB to answer",
+            Duration::from_secs(60),
+            || {
+                Command::new("mariadb")
+                    .args([
+                        "-h127.0.0.1",
+                        "-uroot",
+                        &format!("-P{port}"),
+                        "-e",
+                        "SELECT 1",
+                    ])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            },
+        );
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `sql` on it with the `mariadb` client: its rows, tab-separated.
+    fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        mariadb_at(&self.port.to_string(), sql)
+    }
+}
+
+impl Drop for Mariadbd {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb-admin")
+            .args([
+                "-h127.0.0.1",
+                "-uroot",
+                &format!("-P{}", self.port),
+                "shutdown",
+            ])
+            .output();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The port of the main source server.
+fn source_port() -> String {
+    common::mysql_server()
+        .rsplit(':')
+        .next()
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or("3306")
+        .to_string()
+}
+
+/// Failover: sluice follows the primary; is stopped; the primary takes more writes, which its
+/// GTID replica (log_slave_updates) gets; the replica is promoted and takes writes of its own;
+/// sluice pointed at it resumes there by GTID and ends equal without a snapshot. Then a server
+/// whose history is another (the same server_id and file names, its binlog reset) is refused
+/// with exit 1, naming both positions, and nothing of it lands.
+#[test]
+fn binlog_capture_follows_a_failover_to_a_promoted_replica() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The replica starts from the primary's binlog as it is now (a GTID that surely exists).
+    mariadb_client(
+        "CREATE DATABASE IF NOT EXISTS sluice_gtid_anchor; DROP DATABASE sluice_gtid_anchor",
+    );
+    let anchor = mariadb_client("SELECT @@gtid_binlog_pos")[0][0].clone();
+    let replica = Mariadbd::start(2 + std::process::id() % 1000);
+    replica.sql(&format!(
+        "SET GLOBAL gtid_slave_pos = '{anchor}'; \
+         CHANGE MASTER TO master_host = '127.0.0.1', master_port = {}, master_user = 'root', \
+           master_use_gtid = slave_pos; \
+         START SLAVE",
+        source_port()
+    ));
+    let mut db = TestDb::new();
+    db.assert_binlog_on();
+    db.mysql(
+        "CREATE TABLE items (id INT NOT NULL PRIMARY KEY, v VARCHAR(40), n INT NOT NULL); \
+         INSERT INTO items SELECT seq, CONCAT('v', seq), seq FROM seq_1_to_200",
+    );
+    let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"items\"\n");
+    let cfg = cfg.to_str().unwrap();
+    let cols = "id, v, n";
+
+    let replica_url = format!("{}/{}", replica.url(), db.name);
+    let caught_up = || {
+        let primary_at = mariadb_client("SELECT @@gtid_binlog_pos")[0][0].clone();
+        wait_until("the replica to catch up", Duration::from_secs(60), || {
+            replica.sql("SELECT @@gtid_slave_pos")[0][0] == primary_at
+        });
+    };
+
+    // 0. A copy from the primary; then, the replica caught up, a run pointed at it finds
+    // nothing new (the server, asked by GTID, skips everything it has and waits at its end):
+    // `--once` ends there.
+    db.ok(&["--config", cfg, "run", "--once"]);
+    caught_up();
+    let primary_url = std::mem::replace(&mut db.source_url, replica_url.clone());
+    let out = db.run(&["--config", cfg, "run", "--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replicated 0 rows"),
+        "{out:?}"
+    );
+    assert!(stderr.contains("resuming by GTID"), "{stderr}");
+    db.source_url = primary_url;
+
+    // 1. sluice follows the primary.
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "items", cols, &|| run.log());
+    db.mysql(
+        "INSERT INTO items SELECT seq, 'on the primary', seq FROM seq_201_to_250; \
+         UPDATE items SET n = n + 1000 WHERE id <= 20; DELETE FROM items WHERE id BETWEEN 21 AND 30",
+    );
+    wait_equal(&db, "items", cols, &|| run.log());
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+
+    // 2. Stopped: the primary takes more writes, and the replica gets them.
+    db.mysql(
+        "INSERT INTO items SELECT seq, 'while sluice was down', seq FROM seq_251_to_300; \
+         UPDATE items SET v = 'changed while down' WHERE id BETWEEN 40 AND 50",
+    );
+    caught_up();
+
+    // 3. The replica is promoted and takes writes of its own.
+    let items = format!("`{}`.items", db.name);
+    replica.sql(&format!(
+        "STOP SLAVE; RESET SLAVE ALL; \
+         INSERT INTO {items} SELECT seq, 'on the promoted replica', seq FROM `{}`.seq_301_to_350; \
+         UPDATE {items} SET n = -1 WHERE id BETWEEN 60 AND 70; \
+         DELETE FROM {items} WHERE id BETWEEN 80 AND 85",
+        db.name
+    ));
+
+    // 4. sluice pointed at it resumes there, by GTID, without a snapshot.
+    let primary_url = std::mem::replace(&mut db.source_url, replica_url);
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "items", cols, &|| run.log());
+    replica.sql(&format!(
+        "INSERT INTO {items} VALUES (1000, 'streamed from the replica', 0)"
+    ));
+    wait_equal(&db, "items", cols, &|| run.log());
+    let log = run.log();
+    assert!(log.contains("resuming by GTID"), "{log}");
+    assert!(!log.contains("snapshot of the table started"), "{log}");
+    let pos = db.pg_rows(
+        "SELECT position->'binlog'->>'server_id', position->'binlog'->>'gtid', position->'binlog'->>'file' \
+         FROM sluice.replication_state",
+    );
+    let replica_id = replica.sql("SELECT @@server_id")[0][0].clone();
+    assert_eq!(pos[0][0].as_deref(), Some(replica_id.as_str()), "{pos:?}");
+    assert!(
+        pos[0][1]
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!("-{replica_id}-")),
+        "{pos:?}"
+    );
+    assert!(
+        pos[0][2]
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("rbin."),
+        "{pos:?}"
+    );
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+
+    // 5. The same server_id and file names with another history (its binlog reset): refused,
+    // exit 1, and nothing of it lands.
+    replica.sql(&format!(
+        "RESET MASTER; INSERT INTO {items} VALUES (2000, 'another history', 0)"
+    ));
+    let out = db.run(&["--config", cfg, "run", "--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not hold sluice's position"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM public.items WHERE id = 2000"),
+        0
+    );
+    db.source_url = primary_url;
 }

@@ -81,14 +81,8 @@ impl Mode {
         let logs = binlog::binary_logs(conn).await?;
         let at = logs
             .last()
-            .map(|(file, size)| BinlogPos {
-                file: file.clone(),
-                pos: *size,
-            })
-            .unwrap_or(BinlogPos {
-                file: String::new(),
-                pos: 0,
-            });
+            .map(|(file, size)| BinlogPos::at(file.clone(), *size))
+            .unwrap_or(BinlogPos::at("", 0));
         Ok(Some(Head { at, logs }))
     }
 }
@@ -189,10 +183,7 @@ mod tests {
     #[test]
     fn stored_positions_round_trip_and_describe_themselves() {
         let s = binlog::Stored {
-            binlog: binlog::BinlogPos {
-                file: "mysql-bin.000003".into(),
-                pos: 4567,
-            },
+            binlog: binlog::BinlogPos::at("mysql-bin.000003", 4567),
             snapshot: Some(binlog::SnapshotProgress {
                 after: Some(vec![Value::Int(7)]),
             }),

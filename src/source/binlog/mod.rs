@@ -13,7 +13,9 @@
 //!   it changed, deletes, TRUNCATE): the event loop, and what a statement means for the
 //!   tables. It uses:
 //!   - `connection`: the binlog connection (connect as a replica that understands MariaDB's
-//!     GTID events, purged files, heartbeat and silence, errors);
+//!     GTID events; by file and offset on the server that wrote the position, by GTID on
+//!     another of its topology, refusing one whose history does not hold it; purged files,
+//!     heartbeat and silence, errors);
 //!   - `gtid`: MariaDB's GTID event, XA ids (from XA_PREPARE events and XA statements);
 //!   - `txn`: the open transaction, handed out whole or in chunks;
 //!   - `xa`: XA transactions prepared, held until their commit, and how far positions move
@@ -27,11 +29,15 @@
 //!     that cannot be read (that table stops), and the rest skipped but counted
 //!     (`sluice_binlog_events_skipped_total`). MariaDB's compressed events
 //!     (`log_bin_compress`) are read as the plain ones by the vendored mysql_common.
+//! - `position`: a position (file and offset, the GTID state there, the server's id), and
+//!   GTID states in MariaDB's and MySQL's formats.
 //! - [`decode`]: row images into the same values polling reads.
 //!
 //! # Positions
-//! A table's position is `{"binlog": {"file": …, "pos": …}}`: every source transaction that
-//! ends at or before it is applied, every one after it is not. While its snapshot runs it
+//! A table's position is `{"binlog": {"file": …, "pos": …, "gtid": …, "server_id": …}}`:
+//! every source transaction that ends at or before it is applied, every one after it is not.
+//! On the server whose binlog the file is, transactions are placed by file and offset; on
+//! another (after a failover) by the GTID state (`stream::covered`). While its snapshot runs it
 //! is `{"binlog": <where the snapshot started>, "snapshot": {"after": [primary key]}}`: rows
 //! up to that key are copied. The stream starts at the oldest position of all tables and
 //! skips, for each table, the transactions that end at or before its own position; a
@@ -45,6 +51,7 @@ mod ddl;
 pub mod decode;
 mod events;
 mod gtid;
+mod position;
 mod rows;
 mod shape;
 mod snapshot;
@@ -53,8 +60,6 @@ mod stream;
 mod table;
 mod txn;
 mod xa;
-
-use std::cmp::Ordering;
 
 use sea_orm::sqlx::{self, MySqlConnection, Row as _};
 use serde::{Deserialize, Serialize};
@@ -67,43 +72,8 @@ use crate::error::{Error, Result, Side};
 use crate::model::{Position, TableModel};
 use crate::value::Value;
 
+pub use self::position::{BinlogPos, GroupGtid, GtidState};
 pub use self::source::BinlogSource;
-
-/// A place in the binary log: a file and a byte offset in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BinlogPos {
-    pub file: String,
-    pub pos: u64,
-}
-
-impl BinlogPos {
-    /// The file's sequence number (`mysql-bin.000012` → 12).
-    fn seq(&self) -> Option<u64> {
-        self.file.rsplit('.').next().and_then(|n| n.parse().ok())
-    }
-}
-
-impl std::fmt::Display for BinlogPos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file, self.pos)
-    }
-}
-
-impl PartialOrd for BinlogPos {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for BinlogPos {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match (self.seq(), other.seq()) {
-            (Some(a), Some(b)) => a.cmp(&b),
-            _ => self.file.cmp(&other.file),
-        }
-        .then(self.pos.cmp(&other.pos))
-    }
-}
 
 /// A binlog-capture position, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,7 +235,67 @@ pub async fn current_position(
         .try_get::<u64, _>(1)
         .or_else(|_| row.try_get::<i64, _>(1).map(|p| p as u64))
         .map_err(|e| Error::db(Side::Source, "reading the binlog position", &e))?;
-    Ok(BinlogPos { file, pos })
+    let mut at = BinlogPos::at(file, pos);
+    // MySQL's row carries the GTID set executed there (MariaDB's has no such column).
+    if !flavor.mariadb {
+        at.gtid = row
+            .try_get::<String, _>(4)
+            .ok()
+            .and_then(|s| GtidState::parse(&s));
+    }
+    Ok(at)
+}
+
+/// The server's identity: its `server_id`, and MySQL's `server_uuid`.
+pub async fn server_identity(
+    conn: &mut MySqlConnection,
+    flavor: mysql::Flavor,
+) -> Result<(u32, Option<String>)> {
+    let sql = if flavor.mariadb {
+        "SELECT CAST(@@server_id AS UNSIGNED), NULL"
+    } else {
+        "SELECT CAST(@@server_id AS UNSIGNED), CAST(@@server_uuid AS CHAR)"
+    };
+    let row = sqlx::query(sql).fetch_one(&mut *conn).await.map_err(|e| {
+        Error::db(
+            Side::Source,
+            "reading the server's identity (@@server_id)",
+            &e,
+        )
+    })?;
+    let id = row
+        .try_get::<u64, _>(0)
+        .map_err(|e| Error::db(Side::Source, "reading @@server_id", &e))?;
+    Ok((
+        id as u32,
+        row.try_get::<Option<String>, _>(1).ok().flatten(),
+    ))
+}
+
+/// MariaDB's GTID state at a file and offset of its binlog (`BINLOG_GTID_POS`, which reads
+/// the file up to there); `None` where the file is gone or the offset is not an event
+/// boundary, and on MySQL, which has no such function.
+pub async fn gtid_at(
+    conn: &mut MySqlConnection,
+    flavor: mysql::Flavor,
+    at: &BinlogPos,
+) -> Result<Option<GtidState>> {
+    if !flavor.mariadb {
+        return Ok(None);
+    }
+    let found: Option<String> = sqlx::query_scalar("SELECT BINLOG_GTID_POS(?, ?)")
+        .bind(&at.file)
+        .bind(at.pos)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| {
+            Error::db(
+                Side::Source,
+                "reading the GTID state at a binlog position (BINLOG_GTID_POS)",
+                &e,
+            )
+        })?;
+    Ok(found.and_then(|s| GtidState::parse(&s)))
 }
 
 /// The binlog files the server still has, oldest first, with their sizes.
@@ -318,14 +348,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_order_by_file_number_then_offset() {
-        let p = |f: &str, pos| BinlogPos {
-            file: f.into(),
-            pos,
-        };
-        assert!(p("mysql-bin.000009", 900) < p("mysql-bin.000010", 4));
-        assert!(p("mysql-bin.000010", 4) < p("mysql-bin.000010", 5));
-        assert!(p("mysql-bin.999999", 4) < p("mysql-bin.1000000", 4));
+    fn bytes_behind_counts_from_the_position_to_the_end() {
+        let p = BinlogPos::at;
         assert_eq!(
             bytes_behind(
                 &p("b.2", 100),

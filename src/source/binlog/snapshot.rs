@@ -94,10 +94,9 @@ impl Snapshot {
                     })
                 };
                 match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-                    (Some(file), Some(pos)) if !file.is_empty() => BinlogPos {
-                        file,
-                        pos: pos.parse().unwrap_or(4),
-                    },
+                    (Some(file), Some(pos)) if !file.is_empty() => {
+                        BinlogPos::at(file, pos.parse().unwrap_or(4))
+                    }
                     _ => {
                         return Err(Error::Config(
                             "the source reports no binlog_snapshot_file: binlog capture needs the binary log on (log_bin)".into(),
@@ -106,6 +105,14 @@ impl Snapshot {
                 }
             }
         };
+        // Where that is on every server of the topology (a failover during the copy resumes
+        // by it), and whose binlog the file is.
+        let mut pos = pos;
+        if pos.gtid.is_none() {
+            pos.gtid = super::gtid_at(&mut conn, flavor, &pos).await?;
+        }
+        let (id, uuid) = super::server_identity(&mut conn, flavor).await?;
+        (pos.server_id, pos.server_uuid) = (Some(id), uuid);
         tracing::info!(position = %pos, "consistent snapshot started");
         Ok(Snapshot { conn, pos })
     }

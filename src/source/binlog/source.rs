@@ -103,25 +103,60 @@ impl BinlogSource {
         !t.done && !t.handle.stopped()
     }
 
-    /// Streams from the oldest position of the tables still served.
+    /// Streams from the oldest position of the tables still served. Positions in more than
+    /// one server's binlog (a failover came before every table's position moved to the new
+    /// server) are met by GTID: the stream starts where all of them are.
     fn start_stream(&mut self) -> Result<()> {
-        let from = self
+        let froms: Vec<&BinlogPos> = self
             .tables
             .iter()
             .filter(|t| Self::live(t))
-            .filter_map(|t| t.from.clone())
-            .min();
-        self.phase = match from {
-            Some(from) => {
-                info!(from = %from, "reading the binlog");
-                Phase::Stream(Box::new(Stream::new(
-                    from,
-                    self.database.clone(),
-                    self.zero_dates,
-                )))
-            }
-            None => Phase::Done,
+            .filter_map(|t| t.from.as_ref())
+            .collect();
+        let Some(&first) = froms.first() else {
+            self.phase = Phase::Done;
+            return Ok(());
         };
+        let (from, by_gtid) = if froms.iter().all(|f| f.same_server(first)) {
+            (
+                froms
+                    .iter()
+                    .copied()
+                    .min()
+                    .cloned()
+                    .unwrap_or_else(|| first.clone()),
+                false,
+            )
+        } else {
+            let gtid = froms
+                .iter()
+                .map(|f| {
+                    f.gtid.clone().ok_or_else(|| {
+                        Error::Other(format!(
+                            "the tables' binlog positions are in more than one server's binlog ({} and {}) and {f} has no GTID state, so no one place serves them all: start over (stop sluice, delete this pipeline's rows from sluice.replication_state, empty the target tables)",
+                            first.server(),
+                            f.server()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .reduce(|a, b| a.meet(&b));
+            (
+                BinlogPos {
+                    gtid,
+                    ..first.clone()
+                },
+                true,
+            )
+        };
+        info!(from = %from, server = %from.server(), by_gtid, "reading the binlog");
+        self.phase = Phase::Stream(Box::new(Stream::new(
+            from,
+            by_gtid,
+            self.database.clone(),
+            self.zero_dates,
+        )));
         Ok(())
     }
 
@@ -132,7 +167,9 @@ impl BinlogSource {
                     if self.opts.once && self.target.is_none() {
                         let mut conn = mysql::connect(&self.url).await?;
                         let flavor = Flavor::detect(&mut conn).await?;
-                        let target = super::current_position(&mut conn, flavor).await?;
+                        let mut target = super::current_position(&mut conn, flavor).await?;
+                        let (id, uuid) = super::server_identity(&mut conn, flavor).await?;
+                        (target.server_id, target.server_uuid) = (Some(id), uuid);
                         info!(position = %target, "catching up to the binlog position as of start");
                         self.target = Some(target);
                     }
@@ -216,7 +253,14 @@ impl BinlogSource {
                 Phase::Stream(st) => {
                     if let Some(target) = &self.target {
                         // Read that far (positions may stay behind, at a prepared XA).
-                        if !st.in_transaction() && st.read_to() >= *target {
+                        let read_to = st.read_to();
+                        // Never before the server has accepted the position (it may not
+                        // hold it at all).
+                        if st.opened()
+                            && !st.in_transaction()
+                            && read_to.same_server(target)
+                            && read_to >= *target
+                        {
                             info!(position = %st.read_to(), "caught up with the binlog as of start");
                             self.phase = Phase::Done;
                             continue;
@@ -278,7 +322,11 @@ impl BinlogSource {
             .iter_mut()
             .filter(|t| !t.done && !t.handle.stopped())
         {
-            if t.reported.as_ref().is_some_and(|r| *r < boundary) {
+            // A position on another server (before a failover) is behind any of this one.
+            if t.reported
+                .as_ref()
+                .is_some_and(|r| !r.same_server(&boundary) || *r < boundary)
+            {
                 t.reported = Some(boundary.clone());
                 parts.push(ChangeSet {
                     table: t.id,

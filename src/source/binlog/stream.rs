@@ -27,7 +27,7 @@ use super::shape::ShapeFollower;
 use super::table::BTable;
 use super::txn::{finish, part, OpenTxn, Out, Undo};
 use super::xa::Prepared;
-use super::BinlogPos;
+use super::{BinlogPos, GroupGtid, GtidState};
 use crate::error::{Error, Result};
 use crate::model::Change;
 
@@ -53,11 +53,47 @@ pub(super) struct Stream {
     described: bool,
     /// Reads a changed table's definition.
     shapes: ShapeFollower,
+    /// The GTID state after the last group read (`None` while unknown: a MySQL position
+    /// without one).
+    state: Option<GtidState>,
+    /// The GTID of the group being read.
+    group: Option<GroupGtid>,
+    /// The server read: its `server_id` and MySQL's `server_uuid`.
+    server_id: Option<u32>,
+    server_uuid: Option<String>,
+    /// The next connection asks for the binlog by GTID: the tables' positions are in more
+    /// than one server's binlog.
+    by_gtid: bool,
+    /// The stream was asked for by GTID and its first rotate (the file it reads) has not come.
+    file_unknown: bool,
+    /// The server's binlog files, for that first rotate.
+    files: Vec<String>,
+    /// Asked for by GTID, the server is still skipping to the place asked for: no offset read
+    /// so far is a boundary that GTID state describes, until the first group starts (or a
+    /// heartbeat says the server waits at the end of its binlog).
+    seeking: bool,
+    /// A connection was opened (the server checked the position) at least once.
+    opened: bool,
 }
 
 impl Stream {
-    pub fn new(resume: BinlogPos, database: String, zero_dates: crate::config::ZeroDates) -> Self {
+    /// A stream from `resume`; `by_gtid`: ask for it by its GTID state, on any server.
+    pub fn new(
+        resume: BinlogPos,
+        by_gtid: bool,
+        database: String,
+        zero_dates: crate::config::ZeroDates,
+    ) -> Self {
         Stream {
+            state: resume.gtid.clone(),
+            group: None,
+            server_id: resume.server_id,
+            server_uuid: resume.server_uuid.clone(),
+            by_gtid,
+            file_unknown: false,
+            files: Vec::new(),
+            seeking: false,
+            opened: false,
             conn: None,
             file: resume.file.clone(),
             last_end: resume.pos,
@@ -84,6 +120,11 @@ impl Stream {
         self.resume.clone()
     }
 
+    /// A connection was opened at least once: the server accepted the position.
+    pub fn opened(&self) -> bool {
+        self.opened
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some() || self.standalone.is_some()
     }
@@ -96,17 +137,29 @@ impl Stream {
             self.resume = t.start;
         }
         self.standalone = None;
+        self.group = None;
+        self.state = self.resume.gtid.clone();
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
         self.maps.clear();
         self.shapes.reset();
     }
 
-    async fn connect(&mut self, url: &str, server_id: u32) -> Result<()> {
-        self.conn = Some(Connection::open(url, server_id, &self.resume).await?);
+    async fn connect(&mut self, url: &str, replica_id: u32) -> Result<()> {
+        let conn = Connection::open(url, replica_id, &self.resume, self.by_gtid).await?;
+        self.by_gtid = false;
         self.described = false;
+        self.group = None;
+        self.state = conn.start_gtid.clone();
+        self.server_id = Some(conn.server_id);
+        self.server_uuid = conn.server_uuid.clone();
+        self.file_unknown = conn.by_gtid;
+        self.seeking = conn.by_gtid;
+        self.files = conn.files.clone();
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
+        self.conn = Some(conn);
+        self.opened = true;
         Ok(())
     }
 
@@ -140,6 +193,19 @@ impl Stream {
             let header = ev.header();
             let end = u64::from(header.log_pos());
             let ts = header.timestamp();
+            // Where the event starts: the end of the one before, unless the server skipped
+            // some (a stream asked for by GTID starts at its file's beginning and skips to it).
+            let size = u64::from(header.event_size());
+            let artificial = header
+                .flags()
+                .contains(mysql_async::binlog::EventFlags::LOG_EVENT_ARTIFICIAL_F);
+            if end >= size && size > 0 && !artificial && self.described {
+                self.last_end = end - size;
+            }
+            let mut starts_group = false;
+            if raw_type_starts_group(header.event_type_raw()) {
+                self.seeking = false;
+            }
             let data = match ev.read_data() {
                 Ok(data) => data,
                 Err(e) => {
@@ -155,21 +221,38 @@ impl Stream {
                 // MariaDB's events, which mysql_common does not read: a GTID starts a group;
                 // annotate rows (a statement's text), binlog checkpoint and GTID list (the
                 // server's housekeeping) carry nothing to apply.
-                None if raw == gtid::MARIADB_GTID_EVENT => self.gtid(ev.data())?,
+                None if raw == gtid::MARIADB_GTID_EVENT => {
+                    starts_group = true;
+                    self.gtid(ev.data(), header.server_id())?
+                }
                 None if matches!(raw, 160 | 161 | 163) => {}
                 // The first rotate of a connection comes before the format description, so its
                 // name still carries the event's checksum bytes: the file is the one asked
                 // for. Every later rotate (the server moving on to the next file, real or
                 // artificial after a restart's STOP) names the next file.
-                Some(EventData::RotateEvent(_)) if !self.described => continue,
+                // Asked for by GTID, that file is the server's to say: the name is the longest
+                // of its files the bytes start with.
+                Some(EventData::RotateEvent(r)) if !self.described => {
+                    if self.file_unknown {
+                        let raw = r.name_raw();
+                        if let Some(f) = self
+                            .files
+                            .iter()
+                            .filter(|f| raw.starts_with(f.as_bytes()))
+                            .max_by_key(|f| f.len())
+                        {
+                            self.file = f.clone();
+                            self.last_end = r.position();
+                            self.file_unknown = false;
+                        }
+                    }
+                    continue;
+                }
                 Some(EventData::RotateEvent(r)) => {
                     self.file = r.name().into_owned();
                     self.last_end = r.position();
-                    if !self.in_transaction() {
-                        self.resume = BinlogPos {
-                            file: self.file.clone(),
-                            pos: self.last_end,
-                        };
+                    if !self.in_transaction() && self.group.is_none() && !self.seeking {
+                        self.resume = self.point(self.last_end, false);
                     }
                     continue;
                 }
@@ -177,7 +260,16 @@ impl Stream {
                     self.described = true;
                     continue;
                 }
-                Some(EventData::HeartbeatEvent) => continue,
+                // The server waits at the end of its binlog: one asked for by GTID has skipped
+                // all it had to, and that end is where the stream stands.
+                Some(EventData::HeartbeatEvent) => {
+                    if self.seeking && !self.file_unknown && !self.in_transaction() && end > 0 {
+                        self.seeking = false;
+                        self.last_end = end;
+                        self.resume = self.point(end, false);
+                    }
+                    continue;
+                }
                 Some(EventData::QueryEvent(q)) => {
                     let sql = q.query();
                     let sql = sql.trim();
@@ -256,9 +348,20 @@ impl Stream {
                 // Nothing to apply: transaction ids, a statement's context (its rows events
                 // carry what it did), the server's housekeeping; a transaction payload's events
                 // follow it.
+                // MySQL's GTID: the group that follows is that transaction.
+                Some(EventData::GtidEvent(g)) => {
+                    starts_group = true;
+                    let uuid = uuid::Uuid::from_bytes(g.sid()).hyphenated().to_string();
+                    self.group = Some(GroupGtid::MySql {
+                        sid: match g.tag() {
+                            Some(tag) => format!("{uuid}:{}", tag.as_str().to_ascii_lowercase()),
+                            None => uuid,
+                        },
+                        gno: g.gno(),
+                    });
+                }
                 Some(
-                    EventData::GtidEvent(_)
-                    | EventData::AnonymousGtidEvent(_)
+                    EventData::AnonymousGtidEvent(_)
                     | EventData::PreviousGtidsEvent(_)
                     | EventData::IntvarEvent(_)
                     | EventData::RandEvent(_)
@@ -272,13 +375,18 @@ impl Stream {
                 // read of no table it replicates (see `unreadable`): skipped, but counted.
                 _ => events::skipped(header.event_type_raw(), &self.at()),
             }
+            // A group ended: the GTID state moves past it.
+            if !self.in_transaction() && !starts_group {
+                if let Some(g) = self.group.take() {
+                    if let Some(state) = &mut self.state {
+                        state.add(&g);
+                    }
+                }
+            }
             if end > 0 {
                 self.last_end = end;
-                if !self.in_transaction() {
-                    self.resume = BinlogPos {
-                        file: self.file.clone(),
-                        pos: end,
-                    };
+                if !self.in_transaction() && self.group.is_none() && !self.seeking {
+                    self.resume = self.point(end, false);
                 }
             }
             if let Some(o) = out {
@@ -330,26 +438,39 @@ impl Stream {
         // Transactions that end at or before the table's position are already applied; a
         // position is a boundary, so that is every transaction starting before it.
         let txn = self.txn.as_ref()?;
-        if t.from.as_ref().is_some_and(|from| txn.start < *from) {
+        if t.from
+            .as_ref()
+            .is_some_and(|from| covered(from, &txn.start, self.group.as_ref()))
+        {
             return None;
         }
         Some(mapping.table)
     }
 
-    /// Offset `end` of the file being read.
-    fn here(&self, end: u64) -> BinlogPos {
+    /// Offset `pos` of the file being read, with the GTID state there: after the group being
+    /// read when `with_group`.
+    fn point(&self, pos: u64, with_group: bool) -> BinlogPos {
+        let mut gtid = self.state.clone();
+        if let (true, Some(state), Some(g)) = (with_group, &mut gtid, &self.group) {
+            state.add(g);
+        }
         BinlogPos {
             file: self.file.clone(),
-            pos: end,
+            pos,
+            gtid,
+            server_id: self.server_id,
+            server_uuid: self.server_uuid.clone(),
         }
     }
 
-    /// Where the event being read starts.
+    /// Offset `end` of the file being read: the end of the group being read.
+    fn here(&self, end: u64) -> BinlogPos {
+        self.point(end, true)
+    }
+
+    /// Where the event being read starts (before the group being read, at its start).
     fn at(&self) -> BinlogPos {
-        BinlogPos {
-            file: self.file.clone(),
-            pos: self.last_end,
-        }
+        self.point(self.last_end, false)
     }
 
     /// An event that could not be read (`e`). A rows event of a table the stream applies
@@ -471,6 +592,9 @@ impl Stream {
     fn drop_open(&mut self) {
         if self.txn.is_some() || self.standalone.is_some() {
             tracing::warn!(at = %self.at(), "a binlog event group started before the last one ended; its changes so far are dropped");
+            if let (Some(g), Some(state)) = (self.group.take(), &mut self.state) {
+                state.add(&g);
+            }
         }
         self.txn = None;
         self.standalone = None;
@@ -478,7 +602,7 @@ impl Stream {
 
     /// MariaDB's GTID event (`data`: its body): a transaction starts, or a standalone group
     /// (one statement, no XID after it). Its commit id (group commit) means nothing here.
-    fn gtid(&mut self, data: &[u8]) -> Result<()> {
+    fn gtid(&mut self, data: &[u8], server: u32) -> Result<()> {
         let g = Gtid::read(data).ok_or_else(|| {
             Error::Other(format!(
                 "a binlog GTID event at {} could not be read ({} bytes)",
@@ -498,6 +622,11 @@ impl Stream {
         } else {
             self.open(g.prepared_xa());
         }
+        self.group = Some(GroupGtid::MariaDb {
+            domain: g.domain,
+            server,
+            seq: g.seq_no,
+        });
         Ok(())
     }
 
@@ -573,7 +702,12 @@ impl Stream {
             let db = db.unwrap_or_else(|| schema.to_string());
             if db == self.database {
                 if let Some(t) = tables.iter().find(|t| t.spec.model.name == name) {
-                    if t.done || t.handle.stopped() || t.from.as_ref().is_some_and(|f| pos <= *f) {
+                    if t.done
+                        || t.handle.stopped()
+                        || t.from
+                            .as_ref()
+                            .is_some_and(|f| covered(f, &self.at(), self.group.as_ref()))
+                    {
                         return None;
                     }
                     self.quiet_since = Some(Instant::now());
@@ -591,7 +725,12 @@ impl Stream {
                 continue;
             }
             if let Some(t) = tables.iter().find(|t| t.spec.model.name == name) {
-                if t.done || t.handle.stopped() || t.from.as_ref().is_some_and(|f| pos <= *f) {
+                if t.done
+                    || t.handle.stopped()
+                    || t.from
+                        .as_ref()
+                        .is_some_and(|f| covered(f, &self.at(), self.group.as_ref()))
+                {
                     continue;
                 }
                 return Some(Out::Failed {
@@ -619,5 +758,78 @@ impl Stream {
             }
         }
         None
+    }
+}
+
+/// An event that starts a group: MariaDB's GTID event, MySQL's (and its anonymous one), or
+/// a `BEGIN` query (older servers).
+fn raw_type_starts_group(raw: u8) -> bool {
+    use mysql_async::binlog::EventType as T;
+    raw == gtid::MARIADB_GTID_EVENT
+        || raw == T::GTID_EVENT as u8
+        || raw == T::ANONYMOUS_GTID_EVENT as u8
+        || raw == T::QUERY_EVENT as u8
+}
+
+/// Whether a group starting at `start` (GTID `group`) is at or before a table's position
+/// `from`, so applied already. On the server whose binlog `from` is: by file and offset (a
+/// position is a group boundary, so that is every group starting before it). On another
+/// server (after a failover): by the GTID state `from` carries; a group without a GTID is
+/// not covered.
+pub(super) fn covered(from: &BinlogPos, start: &BinlogPos, group: Option<&GroupGtid>) -> bool {
+    if from.same_server(start) {
+        return *start < *from;
+    }
+    match (&from.gtid, group) {
+        (Some(state), Some(g)) => state.contains(g),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_before_a_position_are_covered_on_its_server_by_offset_elsewhere_by_gtid() {
+        let on = |server: u32, file: &str, pos: u64, gtid: &str| BinlogPos {
+            gtid: GtidState::parse(gtid),
+            server_id: Some(server),
+            ..BinlogPos::at(file, pos)
+        };
+        let from = on(1, "mysql-bin.000003", 500, "0-1-40");
+        let g = |seq| GroupGtid::MariaDb {
+            domain: 0,
+            server: 1,
+            seq,
+        };
+        // Same server: the offset decides (the GTID is not looked at).
+        assert!(covered(
+            &from,
+            &on(1, "mysql-bin.000003", 400, ""),
+            Some(&g(99))
+        ));
+        assert!(!covered(
+            &from,
+            &on(1, "mysql-bin.000003", 500, ""),
+            Some(&g(1))
+        ));
+        // A position an older sluice wrote (no server): the same server.
+        assert!(covered(
+            &BinlogPos::at("mysql-bin.000003", 500),
+            &on(2, "mysql-bin.000003", 400, ""),
+            None
+        ));
+        // The promoted replica: its files say nothing of ours, the GTID does.
+        let there = on(2, "rbin.000001", 9000, "");
+        assert!(covered(&from, &there, Some(&g(40))));
+        assert!(!covered(&from, &there, Some(&g(41))));
+        assert!(!covered(&from, &there, None));
+        let other_domain = GroupGtid::MariaDb {
+            domain: 1,
+            server: 2,
+            seq: 1,
+        };
+        assert!(!covered(&from, &there, Some(&other_domain)));
     }
 }

@@ -248,13 +248,7 @@ mod tests {
     use crate::value::Value;
 
     fn txn_with(rows: &[(usize, i64)]) -> OpenTxn {
-        let mut t = OpenTxn::new(
-            BinlogPos {
-                file: "mysql-bin.000001".into(),
-                pos: 4,
-            },
-            false,
-        );
+        let mut t = OpenTxn::new(BinlogPos::at("mysql-bin.000001", 4), false);
         for &(ti, id) in rows {
             t.add(
                 ti,

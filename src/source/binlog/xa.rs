@@ -42,9 +42,17 @@ impl Prepared {
 
     /// `pos`, or the start of the oldest held transaction's group when that is earlier: the
     /// furthest a position may be stored (see the module's doc).
+    /// A held transaction read on another server (before a failover) is earlier than any
+    /// position of this one.
     pub(super) fn clamp(&self, pos: BinlogPos) -> BinlogPos {
-        match self.held.values().map(|t| &t.start).min() {
-            Some(start) if *start < pos => start.clone(),
+        let earlier = |a: &BinlogPos, b: &BinlogPos| !a.same_server(b) || a < b;
+        let oldest = self
+            .held
+            .values()
+            .map(|t| &t.start)
+            .reduce(|a, b| if earlier(b, a) { b } else { a });
+        match oldest {
+            Some(start) if earlier(start, &pos) => start.clone(),
             _ => pos,
         }
     }
@@ -60,10 +68,7 @@ mod tests {
 
     #[test]
     fn positions_stay_at_the_oldest_prepared_group() {
-        let p = |pos| BinlogPos {
-            file: "mysql-bin.000001".into(),
-            pos,
-        };
+        let p = |pos| BinlogPos::at("mysql-bin.000001", pos);
         let xid = |g: &[u8]| Xid {
             format: 1,
             gtrid: g.to_vec(),
