@@ -121,6 +121,218 @@ fn positions_without_gtids_resume_and_gain_them() {
     assert!(status.contains(&format!("(GTID {ours}")), "{status}");
 }
 
+/// Text in character sets other than UTF-8 streams as the snapshot reads it: single-byte
+/// ones (latin1 with MySQL's five C1 bytes, a latin1 column holding UTF-8 bytes, cp1251, koi8r,
+/// latin2, ascii), multi-byte ones (sjis, big5, utf16, ucs2, utf16le, utf32), inserted and
+/// updated with non-ASCII text, both continuously and in a `run --once` catch-up.
+#[test]
+fn text_in_other_character_sets_streams_as_the_snapshot_reads_it() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE texts (id INT NOT NULL PRIMARY KEY, \
+           l1 VARCHAR(40) CHARACTER SET latin1, cy VARCHAR(40) CHARACTER SET cp1251, \
+           k8 TEXT CHARACTER SET koi8r, l2 CHAR(12) CHARACTER SET latin2, \
+           a VARCHAR(20) CHARACTER SET ascii, sj VARCHAR(20) CHARACTER SET sjis, \
+           b5 VARCHAR(20) CHARACTER SET big5, u16 VARCHAR(20) CHARACTER SET utf16, \
+           u2 VARCHAR(20) CHARACTER SET ucs2, u16le VARCHAR(20) CHARACTER SET utf16le, \
+           u32 VARCHAR(20) CHARACTER SET utf32); \
+         INSERT INTO texts VALUES (1, 'café €', 'Привет', 'Привет', 'Łódź', 'plain', \
+           'こんにちは', '中文', 'Grüße 😀', 'Ωmega', 'ñandú', 'ü😀')",
+    );
+    let cols = "id, l1, cy, k8, l2, a, sj, b5, u16, u2, u16le, u32";
+    let cfg = config(&db, &["texts"], "");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "texts", cols, &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    let writes = |first: i64| {
+        format!(
+            "INSERT INTO texts VALUES ({first}, 'naïve ŒŸ', 'Съешь же ещё', 'ещё', 'Žluťoučký', 'x', \
+               'ｶﾀｶﾅ漢字', '繁體', 'Ünïcødé 🎉', 'Ελληνικά', '¿qué?', '𝄞 clef'); \
+             INSERT INTO texts (id, l1) VALUES ({}, CONVERT(CAST(CONVERT('é ü' USING utf8mb4) AS BINARY) USING latin1)), \
+               ({}, CONVERT(UNHEX('818D8F909DA0FF') USING latin1)); \
+             UPDATE texts SET l1 = CONCAT(l1, ' à'), cy = 'Ёлка', sj = 'ソ表', u32 = '∑ 😀' WHERE id = 1",
+            first + 1,
+            first + 2
+        )
+    };
+    db.mysql(&writes(10));
+    wait_equal(&db, "texts", cols, &|| run.log());
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+    // A backlog caught up at once.
+    db.mysql(&writes(20));
+    db.mysql("UPDATE texts SET k8 = 'Жук', l2 = 'Ćma' WHERE id > 10");
+    let out = db.ok(&["--config", cfg, "run", "--once"]);
+    assert!(out.contains("replicated"), "{out}");
+    let (s, t) = both(&db, "texts", cols);
+    assert_eq!(s, t);
+    // The latin1 column holding UTF-8 bytes reads as MariaDB converts it, on both sides.
+    let mojibake = db.pg_rows("SELECT l1 FROM public.texts WHERE id = 11");
+    assert_eq!(mojibake[0][0].as_deref(), Some("Ã© Ã¼"));
+}
+
+/// ENUM and SET labels changed on the source (a label inserted mid-list, so every later
+/// label's number shifts; labels appended) are followed at their place in the stream: rows
+/// written after the change read with the new labels, and, after a restart that reads the
+/// binlog from before it, rows written before it keep the labels they had.
+#[test]
+fn enum_and_set_label_changes_are_followed_where_they_happen() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE e (id INT NOT NULL PRIMARY KEY, \
+           s ENUM('pending','paid','shipped') NOT NULL, f SET('a','b') NOT NULL DEFAULT ''); \
+         INSERT INTO e VALUES (1, 'pending', 'a'), (2, 'paid', 'b'), (3, 'shipped', 'a,b')",
+    );
+    let cols = "id, s, f";
+    let cfg = config(&db, &["e"], "");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "e", cols, &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql(
+        "ALTER TABLE e MODIFY s ENUM('new','pending','paid','shipped') NOT NULL, \
+           MODIFY f SET('a','b','c') NOT NULL DEFAULT ''; \
+         INSERT INTO e VALUES (4, 'new', 'c'), (5, 'shipped', 'a,c'); \
+         UPDATE e SET s = 'new', f = 'b,c' WHERE id = 1; UPDATE e SET s = 'paid' WHERE id = 2",
+    );
+    wait_equal(&db, "e", cols, &|| run.log());
+    db.mysql(
+        "ALTER TABLE e MODIFY s ENUM('new','pending','paid','shipped','returned') NOT NULL; \
+         INSERT INTO e VALUES (6, 'returned', '')",
+    );
+    wait_equal(&db, "e", cols, &|| run.log());
+    signal(&run.child, "TERM");
+    let (status, _) = run.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{}", run.log());
+    // Stopped: rows written with the labels as they are, then a label inserted at the front.
+    db.mysql(
+        "INSERT INTO e VALUES (7, 'shipped', 'b'), (8, 'pending', 'c'); \
+         ALTER TABLE e MODIFY s ENUM('draft','new','pending','paid','shipped','returned') NOT NULL; \
+         INSERT INTO e VALUES (9, 'draft', 'a'); UPDATE e SET s = 'draft' WHERE id = 3",
+    );
+    db.ok(&["--config", cfg, "run", "--once"]);
+    let (s, t) = both(&db, "e", cols);
+    assert_eq!(s, t);
+}
+
+/// Tables whose rows are replaced wholesale: gh-ost's swap of its copy (filled from the table)
+/// goes on without a copy; an ETL job's swap of a table built elsewhere stops the table,
+/// naming the statement, and none of the new rows lands; `CREATE OR REPLACE TABLE` empties
+/// the table, and what follows it (rows inserted after, or its own `SELECT`) lands.
+#[test]
+fn tables_replaced_wholesale_are_followed_or_stop_named() {
+    let db = TestDb::new();
+    let mut ddl = String::new();
+    for t in ["ghosted", "swapped", "recreated"] {
+        ddl.push_str(&format!(
+            "CREATE TABLE {t} (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
+             INSERT INTO {t} SELECT seq, CONCAT('v', seq) FROM seq_1_to_50; "
+        ));
+    }
+    db.mysql(&ddl);
+    let cfg = config(&db, &["ghosted", "swapped", "recreated"], "");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    for t in ["ghosted", "swapped", "recreated"] {
+        wait_equal(&db, t, "id, v", &|| run.log());
+    }
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    // gh-ost: a copy, changed, filled from the table, changes on both, the swap.
+    db.mysql(
+        "CREATE TABLE _ghosted_gho LIKE ghosted; ALTER TABLE _ghosted_gho ADD INDEX (v); \
+         INSERT INTO _ghosted_gho SELECT * FROM ghosted; \
+         UPDATE ghosted SET v = 'during' WHERE id = 3; UPDATE _ghosted_gho SET v = 'during' WHERE id = 3; \
+         RENAME TABLE ghosted TO _ghosted_del, _ghosted_gho TO ghosted; \
+         INSERT INTO ghosted VALUES (100, 'after the swap'); DROP TABLE _ghosted_del",
+    );
+    wait_equal(&db, "ghosted", "id, v", &|| run.log());
+    // An ETL job publishing a table it built elsewhere.
+    db.mysql(
+        "CREATE TABLE swapped_next LIKE swapped; \
+         INSERT INTO swapped_next SELECT seq, 'rebuilt' FROM seq_1_to_20; \
+         RENAME TABLE swapped TO swapped_old, swapped_next TO swapped; \
+         INSERT INTO swapped VALUES (500, 'after')",
+    );
+    run.wait_for("put table", Duration::from_secs(30));
+    assert!(
+        run.log().contains("RENAME TABLE swapped TO swapped_old"),
+        "{}",
+        run.log()
+    );
+    // CREATE OR REPLACE: emptied, then its new rows.
+    db.mysql(
+        "CREATE OR REPLACE TABLE recreated (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO recreated VALUES (7, 'new')",
+    );
+    wait_equal(&db, "recreated", "id, v", &|| run.log());
+    db.mysql(
+        "CREATE OR REPLACE TABLE recreated (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)) \
+           SELECT seq AS id, 'selected' AS v FROM seq_1_to_30",
+    );
+    wait_equal(&db, "recreated", "id, v", &|| run.log());
+    // The stopped table kept what it had; status names the statement.
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM public.swapped WHERE id = 500 OR v = 'rebuilt'"),
+        0
+    );
+    let status = db.ok(&["--config", cfg, "status"]);
+    assert!(status.contains("swapped_next"), "{status}");
+    signal(&run.child, "TERM");
+    run.wait_exit(Duration::from_secs(30));
+}
+
+/// Writes without row images stop the replicated tables they change, naming the statement
+/// and the fix, and never diverge silently: statement-format writes (a session with
+/// `binlog_format = STATEMENT`), one to a table not replicated (ignored), and a row image
+/// without every column (a session with `binlog_row_image = MINIMAL`). The other tables go on.
+#[test]
+fn writes_without_whole_row_images_stop_their_table_naming_the_fix() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE stmt (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
+         CREATE TABLE minimal (id INT NOT NULL PRIMARY KEY, v VARCHAR(20), n INT); \
+         CREATE TABLE fine (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
+         CREATE TABLE unreplicated (id INT NOT NULL PRIMARY KEY); \
+         INSERT INTO stmt VALUES (1, 'a'); INSERT INTO minimal VALUES (1, 'a', 1); \
+         INSERT INTO fine VALUES (1, 'a')",
+    );
+    let cfg = config(&db, &["stmt", "minimal", "fine"], "");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "fine", "id, v", &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql(
+        "SET SESSION binlog_format = 'STATEMENT'; \
+         INSERT INTO unreplicated VALUES (1); \
+         UPDATE stmt SET v = 'by statement' WHERE id = 1; \
+         SET SESSION binlog_format = 'ROW'; \
+         SET SESSION binlog_row_image = 'MINIMAL'; \
+         UPDATE minimal SET n = 2 WHERE id = 1",
+    );
+    run.wait_for("a statement-format write at", Duration::from_secs(30));
+    run.wait_for(
+        "binlog_row_image = MINIMAL or NOBLOB",
+        Duration::from_secs(30),
+    );
+    let log = run.log();
+    assert!(log.contains("UPDATE stmt SET v = 'by statement'"), "{log}");
+    assert!(!log.contains("table \"unreplicated\""), "{log}");
+    // Nothing of either landed, and the other table goes on.
+    assert_eq!(
+        db.pg_rows("SELECT v FROM public.stmt")[0][0].as_deref(),
+        Some("a")
+    );
+    assert_eq!(db.pg_i64("SELECT n::bigint FROM public.minimal"), 1);
+    db.mysql("INSERT INTO fine VALUES (2, 'b')");
+    wait_equal(&db, "fine", "id, v", &|| run.log());
+    let status = db.ok(&["--config", cfg, "status"]);
+    assert!(status.contains("binlog_format"), "{status}");
+    signal(&run.child, "TERM");
+    run.wait_exit(Duration::from_secs(30));
+}
+
 /// A transaction that also changes a non-transactional (MyISAM) table after a savepoint and
 /// then rolls back to it: MariaDB writes the rows read since the savepoint into the group
 /// with `SAVEPOINT` and `ROLLBACK TO` statements around them (the non-transactional change

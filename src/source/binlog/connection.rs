@@ -10,6 +10,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 use tracing::{debug, warn};
 
+use super::charset::Charsets;
 use super::{BinlogPos, GtidState};
 use crate::error::{Error, Result, Side};
 
@@ -153,6 +154,8 @@ pub(super) struct Connection {
     pub by_gtid: bool,
     /// The server's binlog files (to read the first rotate's file name).
     pub files: Vec<String>,
+    /// The server's collations, to read text columns in their character set.
+    pub charsets: Charsets,
 }
 
 /// A scalar of the server, as text.
@@ -215,6 +218,9 @@ impl Connection {
             .await
             .map_err(|e| source_err("listing the binary logs (SHOW BINARY LOGS)", e))?;
         let files: Vec<String> = logs.iter().filter_map(|r| r.get::<String, _>(0)).collect();
+        let charsets = Charsets::load(&mut conn)
+            .await
+            .map_err(|e| source_err("reading the server's character sets", e))?;
         let here = BinlogPos {
             server_id: Some(server_id),
             server_uuid: server_uuid.clone(),
@@ -309,6 +315,7 @@ impl Connection {
             start_gtid,
             by_gtid,
             files,
+            charsets,
         })
     }
 

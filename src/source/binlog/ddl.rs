@@ -9,6 +9,9 @@
 /// A table's name in a statement, with its database when the statement names one.
 pub(super) type QualifiedName = (Option<String>, String);
 
+/// A table's database and name.
+pub(super) type FullName = (String, String);
+
 /// The tables a `DROP TABLE [IF EXISTS] a, b`, `RENAME TABLE a TO b, …` or `ALTER TABLE a
 /// … RENAME [TO|AS] b` statement takes away, each with its database (`schema`, the session's,
 /// where the statement names none). A table renamed away and another renamed to its name in
@@ -29,12 +32,28 @@ pub(super) fn tables_gone(sql: &str, schema: &str) -> Vec<(String, String)> {
                 None => break,
             }
         }
-    } else if let Some(mut rest) = strip_word(sql, "RENAME").and_then(|r| strip_word(r, "TABLE")) {
+    } else {
+        for (from, to) in renames(sql) {
+            gone.push(from);
+            arrived.push(to);
+        }
+    }
+    let full = |(db, name): QualifiedName| (db.unwrap_or_else(|| schema.to_string()), name);
+    let arrived: Vec<_> = arrived.into_iter().map(full).collect();
+    let mut gone: Vec<_> = gone.into_iter().map(full).collect();
+    gone.retain(|g| !arrived.contains(g));
+    gone
+}
+
+/// The renames of a `RENAME TABLE a TO b, …` or `ALTER TABLE a … RENAME [TO|AS] b`
+/// statement, in order (`sql` without comments).
+fn renames(sql: &str) -> Vec<(QualifiedName, QualifiedName)> {
+    let mut out = Vec::new();
+    if let Some(mut rest) = strip_word(sql, "RENAME").and_then(|r| strip_word(r, "TABLE")) {
         while let Some((from, r)) = qualified(rest) {
             let Some(r) = strip_word(r, "TO") else { break };
             let Some((to, r)) = qualified(r) else { break };
-            gone.push(from);
-            arrived.push(to);
+            out.push((from, to));
             match r.trim_start().strip_prefix(',') {
                 Some(r) => rest = r,
                 None => break,
@@ -52,17 +71,64 @@ pub(super) fn tables_gone(sql: &str, schema: &str) -> Vec<(String, String)> {
                     .or_else(|| strip_word(r, "AS"))
                     .unwrap_or(r);
                 if let Some((to, _)) = qualified(r) {
-                    gone.push(from.clone());
-                    arrived.push(to);
+                    out.push((from.clone(), to));
                 }
             }
         }
     }
+    out
+}
+
+/// Tables whose rows a statement replaces wholesale, each `(db, name)` (`schema` where it
+/// names none) with where the new rows come from: `Some(table)` for a table renamed onto the
+/// name (`RENAME TABLE t TO t_old, t_new TO t`, chains and swaps followed), `None` for
+/// `CREATE OR REPLACE TABLE t` (empty, or filled by the row events that follow).
+pub(super) fn tables_replaced(
+    sql: &str,
+    schema: &str,
+) -> Vec<(FullName, Option<FullName>)> {
+    let sql = &without_comments(sql);
     let full = |(db, name): QualifiedName| (db.unwrap_or_else(|| schema.to_string()), name);
-    let arrived: Vec<_> = arrived.into_iter().map(full).collect();
-    let mut gone: Vec<_> = gone.into_iter().map(full).collect();
-    gone.retain(|g| !arrived.contains(g));
-    gone
+    if let Some(rest) = strip_word(sql, "CREATE")
+        .and_then(|r| strip_word(r, "OR"))
+        .and_then(|r| strip_word(r, "REPLACE"))
+    {
+        let rest = strip_word(rest, "TEMPORARY").map_or(rest, |_| "");
+        return strip_word(rest, "TABLE")
+            .and_then(qualified)
+            .map(|(n, _)| vec![(full(n), None)])
+            .unwrap_or_default();
+    }
+    // Where each name's rows come from after the renames, in order.
+    let mut origin: Vec<(FullName, FullName)> = Vec::new();
+    for (from, to) in renames(sql) {
+        let (from, to) = (full(from), full(to));
+        let source = match origin.iter().position(|(n, _)| *n == from) {
+            Some(i) => origin.remove(i).1,
+            None => from,
+        };
+        origin.push((to, source));
+    }
+    origin
+        .into_iter()
+        .filter(|(name, source)| name != source)
+        .map(|(name, source)| (name, Some(source)))
+        .collect()
+}
+
+/// Whether `copy` is named as an online schema change tool names the copy of `table` it
+/// fills from it and swaps in: gh-ost `_t_gho`, pt-online-schema-change `_t_new` (and
+/// `__t_new`), Facebook's OSC `__osc_new_t`, LHM `lhmn_t`, Spirit `_t_new`.
+pub(super) fn schema_tool_copy(table: &str, copy: &str) -> bool {
+    [
+        format!("_{table}_gho"),
+        format!("_{table}_new"),
+        format!("__{table}_new"),
+        format!("__osc_new_{table}"),
+        format!("lhmn_{table}"),
+    ]
+    .iter()
+    .any(|n| n == copy)
 }
 
 /// The table a `CREATE [UNIQUE] INDEX … ON t` or `DROP INDEX … ON t` statement changes.
@@ -286,6 +352,105 @@ pub(super) fn savepoint_statement(sql: &str) -> Option<Savepoint> {
     let r = strip_word(&r, "TO")?;
     let r = strip_word(r, "SAVEPOINT").unwrap_or(r);
     ident(r.trim_start()).map(|(n, _)| Savepoint::RollbackTo(n))
+}
+
+/// The tables a data-changing statement written as text (a statement-format binlog event,
+/// which carries no row images) may change: `INSERT`/`REPLACE … [INTO] t`, `LOAD DATA …
+/// INTO TABLE t`, and for `UPDATE` and `DELETE` every name before `SET` / `WHERE` (a
+/// multi-table one names there all it may change, and some it only reads: those are taken
+/// too, since a table stopped by mistake is named and can be copied again, where a change
+/// missed is silent). `None`: not such a statement.
+pub(super) fn written_tables(sql: &str) -> Option<Vec<QualifiedName>> {
+    let sql = without_comments(sql);
+    let s = sql.trim_start();
+    let (verb, rest) = ident(s)?;
+    let verb = verb.to_ascii_uppercase();
+    match verb.as_str() {
+        "INSERT" | "REPLACE" => {
+            let mut r = rest;
+            let words = ["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"];
+            while let Some(next) = words.iter().find_map(|w| strip_word(r, w)) {
+                r = next;
+            }
+            qualified(r).map(|(n, _)| vec![n])
+        }
+        "LOAD" => {
+            let upper = rest.to_ascii_uppercase();
+            let at = upper.find(" INTO TABLE ")?;
+            qualified(&rest[at + " INTO TABLE ".len()..]).map(|(n, _)| vec![n])
+        }
+        "UPDATE" => Some(names_until(rest, &["SET"])),
+        "DELETE" => Some(names_until(rest, &["WHERE", "ORDER", "LIMIT", "RETURNING"])),
+        _ => None,
+    }
+}
+
+/// Every table-like name in `s` up to the first of the `stop` words outside quotes: names
+/// joined by commas and JOINs, keywords, aliases after `AS` and `ON` conditions skipped.
+fn names_until(s: &str, stop: &[&str]) -> Vec<QualifiedName> {
+    const KEYWORDS: &[&str] = &[
+        "LOW_PRIORITY",
+        "QUICK",
+        "IGNORE",
+        "FROM",
+        "USING",
+        "JOIN",
+        "INNER",
+        "LEFT",
+        "RIGHT",
+        "OUTER",
+        "CROSS",
+        "NATURAL",
+        "STRAIGHT_JOIN",
+        "USE",
+        "FORCE",
+        "INDEX",
+        "KEY",
+        "FOR",
+    ];
+    let mut names = Vec::new();
+    let mut r = s;
+    let mut in_condition = false;
+    loop {
+        r = r.trim_start_matches(|c: char| {
+            c.is_whitespace() || c == ',' || c == '(' || c == ')' || c == '*'
+        });
+        if r.is_empty() {
+            break;
+        }
+        // A quoted string or number in a condition: past it.
+        if let Some(q) = r.strip_prefix('\'').or_else(|| r.strip_prefix('"')) {
+            let quote = r.as_bytes()[0] as char;
+            r = q.find(quote).map_or("", |i| &q[i + 1..]);
+            continue;
+        }
+        let Some((name, after)) = qualified(r) else {
+            // An operator or other punctuation.
+            let n = r.chars().next().map_or(1, char::len_utf8);
+            r = &r[n..];
+            continue;
+        };
+        let word = name.1.to_ascii_uppercase();
+        if name.0.is_none() && stop.contains(&word.as_str()) {
+            break;
+        }
+        if name.0.is_none() && word == "ON" {
+            in_condition = true;
+        } else if name.0.is_none() && (word == "JOIN" || word == "STRAIGHT_JOIN") {
+            in_condition = false;
+        } else if name.0.is_none() && word == "AS" {
+            // The alias that follows.
+            r = qualified(after).map_or(after, |(_, a)| a);
+            continue;
+        } else {
+            let keyword = name.0.is_none() && KEYWORDS.contains(&word.as_str());
+            if !in_condition && !keyword {
+                names.push(name);
+            }
+        }
+        r = after;
+    }
+    names
 }
 
 /// A table's name, `name` or `db.name` (each bare or backquoted, spaces around the dot

@@ -17,6 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value as My;
 
+use super::charset::Codec;
 use crate::model::{parse_labels, Column, Kind};
 use crate::value::Value;
 
@@ -84,6 +85,14 @@ pub fn fits(
     }
 }
 
+/// What a row image's table map says of one column: the character set of its text, and its
+/// ENUM or SET labels at that place in the stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageColumn {
+    pub codec: Codec,
+    pub labels: Option<Vec<String>>,
+}
+
 /// How one column's binlog values become [`Value`]s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnDecoder {
@@ -118,9 +127,22 @@ impl ColumnDecoder {
         }
     }
 
-    /// Decodes one value; the error is the reason, for a message that names the table, key
-    /// and column.
+    /// Decodes one value of a UTF-8 column, ENUM and SET with the labels of the column's type;
+    /// see [`ColumnDecoder::decode_with`].
     pub fn decode(&self, v: Option<&BinlogValue<'_>>) -> Result<Value, String> {
+        self.decode_with(v, &ImageColumn::default())
+    }
+
+    /// Decodes one value as the row image's table map says (`how`): text in its character
+    /// set, ENUM and SET with its labels (those of the column's type when the map has none);
+    /// the error is the reason, for a message that names the table, key and column.
+    pub fn decode_with(
+        &self,
+        v: Option<&BinlogValue<'_>>,
+        how: &ImageColumn,
+    ) -> Result<Value, String> {
+        let codec = &how.codec;
+        let labels = how.labels.as_deref().unwrap_or(&self.labels);
         let v = match v {
             None | Some(BinlogValue::Value(My::NULL)) => return Ok(Value::Null),
             Some(BinlogValue::Value(v)) => v,
@@ -157,18 +179,18 @@ impl ColumnDecoder {
             (Kind::Float32, My::Float(f)) => Value::Float(f64::from(*f)),
             (Kind::Float64, My::Double(d)) => Value::Float(*d),
             (Kind::Float64, My::Float(f)) => Value::Float(f64::from(*f)),
-            (Kind::Decimal { .. } | Kind::Text | Kind::Json, My::Bytes(b)) => Value::Text(text(b)?),
+            (Kind::Text | Kind::Json, My::Bytes(b)) => Value::Text(codec.decode(b)?),
+            (Kind::Decimal { .. }, My::Bytes(b)) => Value::Text(text(b)?),
             (Kind::Enum, My::Int(i)) => Value::Text(match *i {
                 0 => String::new(),
-                i => self
-                    .labels
+                i => labels
                     .get(i as usize - 1)
                     .cloned()
-                    .ok_or_else(|| format!("ENUM index {i} is past its {} labels", self.labels.len()))?,
+                    .ok_or_else(|| format!("ENUM index {i} is past its {} labels", labels.len()))?,
             }),
             (Kind::Set, My::Bytes(mask)) => {
                 let mut on = Vec::new();
-                for (i, label) in self.labels.iter().enumerate() {
+                for (i, label) in labels.iter().enumerate() {
                     if mask.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
                         on.push(label.as_str());
                     }

@@ -31,7 +31,8 @@
 //!     (`log_bin_compress`) are read as the plain ones by the vendored mysql_common.
 //! - `position`: a position (file and offset, the GTID state there, the server's id), and
 //!   GTID states in MariaDB's and MySQL's formats.
-//! - [`decode`]: row images into the same values polling reads.
+//! - [`decode`]: row images into the same values polling reads; [`charset`]: text of every
+//!   character set, as a SELECT reads it.
 //!
 //! # Positions
 //! A table's position is `{"binlog": {"file": …, "pos": …, "gtid": …, "server_id": …}}`:
@@ -45,6 +46,7 @@
 //! every change since is applied again over the rows copied (row images are whole, so
 //! replaying them converges on the source's state).
 
+pub mod charset;
 pub mod checks;
 mod connection;
 mod ddl;

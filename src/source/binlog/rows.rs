@@ -4,6 +4,8 @@
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::binlog::row::BinlogRow;
 
+use super::charset::Charsets;
+use super::decode::ImageColumn;
 use super::table::BTable;
 use crate::error::{Error, Result};
 use crate::model::Change;
@@ -15,6 +17,9 @@ pub(super) struct Mapping {
     pub(super) table: usize,
     /// Empty until the table's first rows event after its table map.
     pub(super) cols: Vec<usize>,
+    /// How each model column's values are read (its character set, its ENUM or SET labels
+    /// as this table map has them), beside `cols`.
+    pub(super) image: Vec<ImageColumn>,
 }
 
 /// The changes a rows event holds for table `t`, and their size. `Err`: a row that cannot
@@ -24,7 +29,18 @@ pub(super) fn changes(
     mapping: &mut Mapping,
     ev: &RowsEventData<'_>,
     tme: &TableMapEvent<'_>,
+    charsets: &Charsets,
 ) -> Result<(Vec<Change>, usize)> {
+    // A row image without every column (a session with binlog_row_image = MINIMAL or NOBLOB)
+    // is never applied: the missing columns would be taken for NULLs.
+    let before = ev.columns_before_image().is_none_or(|b| b.all());
+    let after = ev.columns_after_image().is_none_or(|b| b.all());
+    if !before || !after {
+        return Err(Error::Schema(format!(
+            "table {:?}: a binlog row image without every column (written by a session with binlog_row_image = MINIMAL or NOBLOB); sluice never applies part of a row, so the table stops here, the others go on. Set binlog_row_image = FULL for every session (SET GLOBAL binlog_row_image = 'FULL', and in my.cnf; sessions that set it themselves must stop), then copy the table again: stop sluice, delete its row from sluice.replication_state, empty its target table, and start sluice",
+            t.spec.model.name
+        )));
+    }
     let mut changes = Vec::new();
     let mut bytes = 0;
     for r in ev.rows(tme) {
@@ -44,8 +60,28 @@ pub(super) fn changes(
                 .or(before.as_ref())
                 .expect("a row has an image");
             mapping.cols = map_columns(t, image)?;
+            let cols = image.columns_ref();
+            let mut labels = labels(tme);
+            mapping.image = mapping
+                .cols
+                .iter()
+                .map(|&j| {
+                    let codec = charsets.codec(cols[j].character_set()).clone();
+                    let labels = labels.remove(&j).map(|raw| {
+                        raw.iter()
+                            .map(|l| {
+                                codec
+                                    .decode(l)
+                                    .unwrap_or_else(|_| String::from_utf8_lossy(l).into_owned())
+                            })
+                            .collect()
+                    });
+                    ImageColumn { codec, labels }
+                })
+                .collect();
         }
-        let decode = |img: &BinlogRow| -> Result<Row> { decode_row(t, &mapping.cols, img) };
+        let decode =
+            |img: &BinlogRow| -> Result<Row> { decode_row(t, &mapping.cols, &mapping.image, img) };
         let change = match (before, after) {
             (None, Some(a)) => Change::insert(decode(&a)?),
             (Some(b), Some(a)) => match (decode(&b), decode(&a)) {
@@ -62,6 +98,43 @@ pub(super) fn changes(
         changes.push(change);
     }
     Ok((changes, bytes))
+}
+
+/// The ENUM and SET labels the table map carries (`binlog_row_metadata = FULL`), by column
+/// index, in definition order: the labels at this place in the stream (an ALTER that adds or
+/// reorders them comes with a new table map), raw in the column's character set.
+fn labels(tme: &TableMapEvent<'_>) -> std::collections::HashMap<usize, Vec<Vec<u8>>> {
+    use mysql_async::binlog::events::OptionalMetadataField as F;
+    use mysql_async::consts::ColumnType as T;
+    let (mut enums, mut sets) = (Vec::new(), Vec::new());
+    for field in tme.iter_optional_meta().flatten() {
+        match field {
+            F::EnumStrValue(v) => {
+                for e in v.iter_values().flatten() {
+                    enums.push(e.values().iter().map(|x| x.value_raw().to_vec()).collect());
+                }
+            }
+            F::SetStrValue(v) => {
+                for e in v.iter_values().flatten() {
+                    sets.push(e.values().iter().map(|x| x.value_raw().to_vec()).collect());
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    let mut out = std::collections::HashMap::new();
+    for i in 0..tme.columns_count() as usize {
+        let found = match tme.get_column_type(i).ok().flatten() {
+            Some(T::MYSQL_TYPE_ENUM) => enums.next(),
+            Some(T::MYSQL_TYPE_SET) => sets.next(),
+            _ => None,
+        };
+        if let Some(l) = found {
+            out.insert(i, l);
+        }
+    }
+    out
 }
 
 /// Where each model column sits in the row image, by name; refuses an image that lacks one.
@@ -95,11 +168,11 @@ fn map_columns(t: &BTable, image: &BinlogRow) -> Result<Vec<usize>> {
 }
 
 /// One row image as a model row.
-fn decode_row(t: &BTable, cols: &[usize], image: &BinlogRow) -> Result<Row> {
+fn decode_row(t: &BTable, cols: &[usize], how: &[ImageColumn], image: &BinlogRow) -> Result<Row> {
     let model = &t.spec.model;
     let mut row = Vec::with_capacity(cols.len());
     for (i, &j) in cols.iter().enumerate() {
-        match t.decoders[i].decode(image.as_ref(j)) {
+        match t.decoders[i].decode_with(image.as_ref(j), &how[i]) {
             Ok(v) => row.push(v),
             Err(reason) => {
                 let key = model
@@ -107,7 +180,7 @@ fn decode_row(t: &BTable, cols: &[usize], image: &BinlogRow) -> Result<Row> {
                     .iter()
                     .map(|&k| {
                         let v = t.decoders[k]
-                            .decode(image.as_ref(cols[k]))
+                            .decode_with(image.as_ref(cols[k]), &how[k])
                             .map(|v| v.display())
                             .unwrap_or_else(|_| "?".into());
                         format!("{}={v}", model.columns[k].name)

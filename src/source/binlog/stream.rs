@@ -18,7 +18,8 @@ use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 
 use super::connection::{Connection, SILENCE};
 use super::ddl::{
-    column_renames, index_statement, savepoint_statement, tables_gone, truncated_table, Savepoint,
+    column_renames, index_statement, savepoint_statement, schema_tool_copy, tables_gone,
+    tables_replaced, truncated_table, written_tables, QualifiedName, Savepoint,
 };
 use super::events;
 use super::gtid::{self, Gtid, XaStatement};
@@ -74,6 +75,9 @@ pub(super) struct Stream {
     seeking: bool,
     /// A connection was opened (the server checked the position) at least once.
     opened: bool,
+    /// Table failures found together (one statement writing several tables), handed out one
+    /// at a time.
+    failures: Vec<Out>,
 }
 
 impl Stream {
@@ -94,6 +98,7 @@ impl Stream {
             files: Vec::new(),
             seeking: false,
             opened: false,
+            failures: Vec::new(),
             conn: None,
             file: resume.file.clone(),
             last_end: resume.pos,
@@ -176,6 +181,9 @@ impl Stream {
             self.connect(url, server_id).await?;
         }
         loop {
+            if let Some(failed) = self.failures.pop() {
+                return Ok(failed);
+            }
             // Right after a transaction, a short wait tells a burst from a quiet source.
             let wait = match (&self.txn, self.quiet_since) {
                 (Some(_), _) => SILENCE,
@@ -283,6 +291,12 @@ impl Stream {
                         // among the rest), but savepoints and a rollback take some back.
                         if let Some(sp) = savepoint_statement(sql) {
                             self.savepoint(sp, end, tables)?;
+                        } else if let Some(names) = written_tables(sql) {
+                            // A write in statement format: no row images to apply.
+                            self.statement_write(sql, &q.schema(), &names, tables);
+                        } else {
+                            // `CREATE OR REPLACE TABLE … SELECT`: emptied, then its rows.
+                            self.replaced_in_txn(sql, &q.schema(), tables);
                         }
                     } else if xa == Some(XaStatement::Start) {
                         // MySQL's XA transaction: its group starts with the statement.
@@ -318,6 +332,7 @@ impl Stream {
                                 Some(Mapping {
                                     table: i,
                                     cols: Vec::new(),
+                                    image: Vec::new(),
                                 }),
                             );
                         }
@@ -510,16 +525,17 @@ impl Stream {
             return Ok(None);
         };
         let t = &mut tables[ti];
-        let tme = self
-            .conn
-            .as_ref()
-            .and_then(|c| c.table_map(id))
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "a rows event of table #{id} came without its table map"
-                ))
-            })?;
-        let (changes, bytes) = match super::rows::changes(t, mapping, ev, tme) {
+        let conn = self.conn.as_ref().ok_or_else(|| {
+            Error::Other(format!(
+                "a rows event of table #{id} came without a connection"
+            ))
+        })?;
+        let tme = conn.table_map(id).ok_or_else(|| {
+            Error::Other(format!(
+                "a rows event of table #{id} came without its table map"
+            ))
+        })?;
+        let (changes, bytes) = match super::rows::changes(t, mapping, ev, tme, &conn.charsets) {
             Ok(x) => x,
             Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
         };
@@ -577,6 +593,140 @@ impl Stream {
             if names.is_empty() { "replicated tables".to_string() } else { names.join(", ") },
             self.at(),
         )))
+    }
+
+    /// A data-changing statement in statement format (`names`: the tables it may change, in
+    /// the session's database `schema` where it names none): it carries no row images, so
+    /// each replicated table it may change stops, naming it (never a silent divergence); the
+    /// same on a table not replicated passes by.
+    fn statement_write(
+        &mut self,
+        sql: &str,
+        schema: &str,
+        names: &[QualifiedName],
+        tables: &[BTable],
+    ) {
+        let start = self
+            .txn
+            .as_ref()
+            .map_or_else(|| self.at(), |t| t.start.clone());
+        let mut seen = Vec::new();
+        for (db, name) in names {
+            if db.as_deref().unwrap_or(schema) != self.database || seen.contains(name) {
+                continue;
+            }
+            seen.push(name.clone());
+            let Some(t) = tables.iter().find(|t| t.spec.model.name == *name) else {
+                continue;
+            };
+            if t.done
+                || t.handle.stopped()
+                || t.from
+                    .as_ref()
+                    .is_some_and(|f| covered(f, &start, self.group.as_ref()))
+            {
+                continue;
+            }
+            self.failures.push(Out::Failed {
+                table: t.id,
+                error: Error::Schema(format!(
+                    "table {name:?}: a statement-format write at {} (`{}`) may have changed it, and such an event carries no row images, so sluice cannot apply it; the table stops here, the others go on. The session that wrote it used binlog_format = STATEMENT or MIXED (tools such as pt-table-checksum set it per session): make every session writing replicated tables use ROW (SET GLOBAL binlog_format = 'ROW', in my.cnf too, and end sessions that set it themselves); then copy the table again: stop sluice, delete its row from sluice.replication_state, empty its target table, and start sluice",
+                    self.at(),
+                    sql.chars().take(200).collect::<String>()
+                )),
+            });
+        }
+    }
+
+    /// The replicated tables (live, after their position) a statement replaces wholesale (see
+    /// `tables_replaced`), with where their new rows come from.
+    fn replacements(
+        &self,
+        sql: &str,
+        schema: &str,
+        tables: &[BTable],
+    ) -> Vec<(usize, Option<(String, String)>)> {
+        let start = self
+            .txn
+            .as_ref()
+            .map_or_else(|| self.at(), |t| t.start.clone());
+        tables_replaced(sql, schema)
+            .into_iter()
+            .filter(|((db, _), _)| *db == self.database)
+            .filter_map(|((_, name), from)| {
+                let i = tables.iter().position(|t| t.spec.model.name == name)?;
+                let t = &tables[i];
+                let applied = t
+                    .from
+                    .as_ref()
+                    .is_some_and(|f| covered(f, &start, self.group.as_ref()));
+                (!t.done && !t.handle.stopped() && !applied).then_some((i, from))
+            })
+            .collect()
+    }
+
+    /// A statement outside a transaction that replaces a replicated table's rows wholesale:
+    /// `CREATE OR REPLACE TABLE` empties it (a truncate; its new shape is followed at its next
+    /// change); a table renamed onto its name by an online schema change tool (its copy, filled
+    /// from it) keeps its rows and goes on; any other table renamed onto it brings rows sluice
+    /// never read, so the table stops, naming the statement and how to copy it again.
+    fn replaced(
+        &mut self,
+        sql: &str,
+        schema: &str,
+        pos: &BinlogPos,
+        ts: u32,
+        tables: &mut [BTable],
+    ) -> Option<Out> {
+        let mut parts = Vec::new();
+        for (i, from) in self.replacements(sql, schema, tables) {
+            let t = &mut tables[i];
+            let name = t.spec.model.name.clone();
+            match from {
+                None => {
+                    t.indexes_stale = true;
+                    parts.push(part(t.id, vec![Change::truncate()], None));
+                }
+                Some((db, copy)) if db == self.database && schema_tool_copy(&name, &copy) => {
+                    tracing::info!(table = %name, copy = %copy, "an online schema change tool swapped its copy of the table in: the same rows, followed without a copy");
+                }
+                Some((db, other)) => self.failures.push(Out::Failed {
+                    table: t.id,
+                    error: Error::Schema(format!(
+                        "table {name:?}: `{}` at {} put table {db}.{other} in its place, so its rows are now ones sluice never read; the table stops here, the others go on. To go on with the new rows, copy the table again: stop sluice, delete its row from sluice.replication_state, empty its target table, and start sluice. (An online schema change tool's swap of its copy, gh-ost's _{name}_gho or pt-online-schema-change's _{name}_new, keeps the same rows and is followed without a copy.)",
+                        sql.chars().take(200).collect::<String>(),
+                        self.at()
+                    )),
+                }),
+            }
+        }
+        if let Some(failed) = self.failures.pop() {
+            return Some(failed);
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        self.quiet_since = Some(Instant::now());
+        Some(Out::Txn(finish(
+            parts,
+            &self.prepared.clamp(pos.clone()),
+            ts,
+        )))
+    }
+
+    /// `CREATE OR REPLACE TABLE … SELECT` inside a transaction's group: the table is emptied
+    /// there, and the row events that follow fill it.
+    fn replaced_in_txn(&mut self, sql: &str, schema: &str, tables: &mut [BTable]) {
+        for (i, from) in self.replacements(sql, schema, tables) {
+            if from.is_some() {
+                continue;
+            }
+            let t = &mut tables[i];
+            t.indexes_stale = true;
+            if let Some(txn) = self.txn.as_mut() {
+                txn.add(i, t.id, &mut t.pending_shape, vec![Change::truncate()], 0);
+            }
+        }
     }
 
     /// A group starts here (the event being read): a transaction (`xa`: an XA transaction's,
@@ -698,6 +848,13 @@ impl Stream {
         tables: &mut [BTable],
     ) -> Option<Out> {
         let pos = self.here(end);
+        if let Some(names) = written_tables(sql) {
+            self.statement_write(sql, schema, &names, tables);
+            return self.failures.pop();
+        }
+        if let Some(out) = self.replaced(sql, schema, &pos, ts, tables) {
+            return Some(out);
+        }
         if let Some((db, name)) = truncated_table(sql) {
             let db = db.unwrap_or_else(|| schema.to_string());
             if db == self.database {

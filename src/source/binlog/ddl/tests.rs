@@ -305,3 +305,112 @@ fn savepoints_and_rollbacks_inside_a_transaction() {
     assert_eq!(savepoint_statement("XA END X'31',X'',1"), None);
     assert_eq!(savepoint_statement("ROLLBACKS"), None);
 }
+
+fn written(sql: &str) -> Option<Vec<String>> {
+    written_tables(sql).map(|v| v.iter().map(show).collect())
+}
+
+#[test]
+fn statement_format_writes_name_the_tables_they_may_change() {
+    let w = |sql: &str, want: &[&str]| {
+        assert_eq!(
+            written(sql),
+            Some(want.iter().map(|s| s.to_string()).collect()),
+            "{sql}"
+        )
+    };
+    w("INSERT INTO t VALUES (1)", &["t"]);
+    w(
+        "insert low_priority ignore into `db`.`t` (a) values (1)",
+        &["db.t"],
+    );
+    w("INSERT t SELECT * FROM u", &["t"]);
+    w(
+        "REPLACE INTO percona.checksums SELECT COUNT(*) FROM shop.orders",
+        &["percona.checksums"],
+    );
+    w(
+        "/* app:42 */ UPDATE orders SET n = n + 1 WHERE id = 3",
+        &["orders"],
+    );
+    w(
+        "UPDATE LOW_PRIORITY IGNORE a, b SET a.x = b.x WHERE a.id = b.id",
+        &["a", "b"],
+    );
+    w(
+        "UPDATE a JOIN b AS bb ON a.id = bb.id AND a.k = 'SET x' SET a.x = 1",
+        &["a", "b"],
+    );
+    w("DELETE FROM t WHERE id < 5", &["t"]);
+    w("DELETE QUICK FROM `s`.`t` ORDER BY id LIMIT 3", &["s.t"]);
+    w(
+        "DELETE a, b FROM a INNER JOIN b ON a.id = b.id WHERE a.x = 1",
+        &["a", "b", "a", "b"],
+    );
+    w(
+        "DELETE FROM a USING a, b WHERE a.id = b.id",
+        &["a", "a", "b"],
+    );
+    w(
+        "LOAD DATA INFILE '/tmp/x' INTO TABLE t FIELDS TERMINATED BY ','",
+        &["t"],
+    );
+    assert_eq!(written("SELECT 1"), None);
+    assert_eq!(written("ALTER TABLE t ADD c INT"), None);
+    assert_eq!(written("CREATE TABLE t (a INT)"), None);
+    assert_eq!(written("SAVEPOINT s1"), None);
+    // Never a panic, whatever the text.
+    for sql in [
+        "UPDATE",
+        "DELETE",
+        "INSERT INTO",
+        "UPDATE 'x",
+        "DELETE ```",
+        "UPDATE é SET",
+    ] {
+        let _ = written(sql);
+    }
+}
+
+#[test]
+fn tables_replaced_wholesale_and_where_their_rows_come_from() {
+    let r = |sql: &str| -> Vec<String> {
+        tables_replaced(sql, "app")
+            .into_iter()
+            .map(|((d, n), from)| match from {
+                Some((fd, f)) => format!("{d}.{n}<-{fd}.{f}"),
+                None => format!("{d}.{n}<-new"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        r("RENAME TABLE t TO t_old, t_new TO t"),
+        ["app.t_old<-app.t", "app.t<-app.t_new"]
+    );
+    // A swap through a third name.
+    assert_eq!(
+        r("RENAME TABLE a TO tmp, b TO a, tmp TO b"),
+        ["app.a<-app.b", "app.b<-app.a"]
+    );
+    assert_eq!(
+        r("/* gh-ost */ RENAME TABLE `app`.`t` TO `app`.`_t_del`, `app`.`_t_gho` TO `app`.`t`"),
+        ["app._t_del<-app.t", "app.t<-app._t_gho"]
+    );
+    assert_eq!(r("ALTER TABLE t_new RENAME TO t"), ["app.t<-app.t_new"]);
+    assert_eq!(
+        r("CREATE OR REPLACE TABLE t (id INT PRIMARY KEY)"),
+        ["app.t<-new"]
+    );
+    assert_eq!(
+        r("create or replace table other.t like x"),
+        ["other.t<-new"]
+    );
+    assert!(r("CREATE OR REPLACE TEMPORARY TABLE t (id INT)").is_empty());
+    assert!(r("CREATE TABLE t (id INT)").is_empty());
+    assert!(
+        r("RENAME TABLE a TO b, b TO a").is_empty(),
+        "renamed back: the same rows"
+    );
+    assert!(schema_tool_copy("t", "_t_gho") && schema_tool_copy("t", "_t_new"));
+    assert!(!schema_tool_copy("t", "t_new") && !schema_tool_copy("t", "_u_gho"));
+}
