@@ -295,10 +295,11 @@ fn writes_without_whole_row_images_stop_their_table_naming_the_fix() {
          CREATE TABLE minimal (id INT NOT NULL PRIMARY KEY, v VARCHAR(20), n INT); \
          CREATE TABLE fine (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
          CREATE TABLE unreplicated (id INT NOT NULL PRIMARY KEY); \
+         CREATE TABLE loaded (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
          INSERT INTO stmt VALUES (1, 'a'); INSERT INTO minimal VALUES (1, 'a', 1); \
          INSERT INTO fine VALUES (1, 'a')",
     );
-    let cfg = config(&db, &["stmt", "minimal", "fine"], "");
+    let cfg = config(&db, &["stmt", "minimal", "fine", "loaded"], "");
     let cfg = cfg.to_str().unwrap();
     let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
     wait_equal(&db, "fine", "id, v", &|| run.log());
@@ -311,6 +312,14 @@ fn writes_without_whole_row_images_stop_their_table_naming_the_fix() {
          SET SESSION binlog_row_image = 'MINIMAL'; \
          UPDATE minimal SET n = 2 WHERE id = 1",
     );
+    // A statement-based LOAD DATA (its own binlog events, the file's rows in none).
+    let file = format!("/tmp/{}.txt", db.name);
+    db.mysql(&format!(
+        "SELECT 5, 'loaded' INTO OUTFILE '{file}'; \
+         SET SESSION binlog_format = 'STATEMENT'; \
+         LOAD DATA INFILE '{file}' INTO TABLE loaded"
+    ));
+    run.wait_for("(`LOAD DATA INFILE", Duration::from_secs(30));
     run.wait_for("a statement-format write at", Duration::from_secs(30));
     run.wait_for(
         "binlog_row_image = MINIMAL or NOBLOB",
@@ -325,6 +334,7 @@ fn writes_without_whole_row_images_stop_their_table_naming_the_fix() {
         Some("a")
     );
     assert_eq!(db.pg_i64("SELECT n::bigint FROM public.minimal"), 1);
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.loaded"), 0);
     db.mysql("INSERT INTO fine VALUES (2, 'b')");
     wait_equal(&db, "fine", "id, v", &|| run.log());
     let status = db.ok(&["--config", cfg, "status"]);
@@ -801,6 +811,75 @@ fn foreign_key_cascades_the_binlog_does_not_carry_apply_on_the_target() {
     assert!(run.log().contains("foreign key mirrored"), "{}", run.log());
     signal(&run.child, "TERM");
     assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+/// Cascades the target applies itself depend on the order of the source's changes: a
+/// `REPLACE` of a referenced parent (a delete and an insert on InnoDB, whose cascade deletes
+/// the children) leaves no child on the target either; inserting a parent, a child and
+/// deleting the parent in one transaction lands (the child goes with the cascade, no 23503);
+/// and 300 mixed parent/child transactions, caught up by one `run --once` that merges many
+/// source transactions into each target transaction, end equal.
+#[test]
+fn cascades_follow_the_source_order_within_and_across_transactions() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE parent (id INT NOT NULL PRIMARY KEY, name VARCHAR(20)); \
+         CREATE TABLE child (id INT NOT NULL PRIMARY KEY, parent_id INT NULL, \
+           FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE); \
+         CREATE TABLE note (id INT NOT NULL PRIMARY KEY, parent_id INT NULL, \
+           FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE SET NULL); \
+         INSERT INTO parent VALUES (1, 'one'), (2, 'two'); \
+         INSERT INTO child VALUES (10, 1), (11, 1), (20, 2); INSERT INTO note VALUES (1, 1)",
+    );
+    let tables = ["parent", "child", "note"];
+    let cfg = config(&db, &tables, "");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    let log = || run.log();
+    wait_equal(&db, "child", "id, parent_id", &log);
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql(
+        "REPLACE INTO parent VALUES (1, 'replaced'); \
+         BEGIN; INSERT INTO parent VALUES (3, 'brief'); INSERT INTO child VALUES (30, 3); \
+           INSERT INTO note VALUES (3, 3); DELETE FROM parent WHERE id = 3; COMMIT; \
+         INSERT INTO child VALUES (12, 1)",
+    );
+    for (t, cols) in [
+        ("parent", "id, name"),
+        ("child", "id, parent_id"),
+        ("note", "id, parent_id"),
+    ] {
+        wait_equal(&db, t, cols, &log);
+    }
+    signal(&run.child, "TERM");
+    assert!(
+        run.wait_exit(Duration::from_secs(30)).0.success(),
+        "{}",
+        run.log()
+    );
+    // A backlog of mixed transactions, caught up at once.
+    let mut sql = String::new();
+    for i in 0..300 {
+        let p = 100 + i % 40;
+        sql.push_str(&match i % 5 {
+            0 => format!("REPLACE INTO parent VALUES ({p}, 'r{i}'); "),
+            1 => format!("INSERT IGNORE INTO parent VALUES ({p}, 'p{i}'); INSERT INTO child SELECT {}, {p} FROM parent WHERE id = {p}; ", 1000 + i),
+            2 => format!("BEGIN; INSERT IGNORE INTO parent VALUES ({p}, 'b{i}'); INSERT INTO child SELECT {}, {p} FROM parent WHERE id = {p}; DELETE FROM parent WHERE id = {p}; COMMIT; ", 1000 + i),
+            3 => format!("INSERT IGNORE INTO parent VALUES ({p}, 'n{i}'); INSERT INTO note SELECT {}, {p} FROM parent WHERE id = {p}; ", 1000 + i),
+            _ => format!("DELETE FROM parent WHERE id = {p}; "),
+        });
+    }
+    db.mysql(&sql);
+    let out = db.ok(&["--config", cfg, "run", "--once"]);
+    assert!(out.contains("replicated"), "{out}");
+    for (t, cols) in [
+        ("parent", "id, name"),
+        ("child", "id, parent_id"),
+        ("note", "id, parent_id"),
+    ] {
+        let (s, t2) = both(&db, t, cols);
+        assert_eq!(s, t2, "{t}");
+    }
 }
 
 #[test]

@@ -23,6 +23,10 @@ pub struct BatcherConfig {
     pub input: Receiver<ReadMsg>,
     pub out: Sender<BatchMsg>,
     pub handles: Arc<[Arc<TableHandle>]>,
+    /// Tables whose changes keep their order among each other (`source::ordered_tables`):
+    /// a transaction's changes of one are added to its part only while no part of another
+    /// such table follows that part.
+    pub ordered: Arc<std::collections::HashSet<TableId>>,
     pub shutdown: Shutdown,
 }
 
@@ -258,8 +262,15 @@ impl Inner {
             self.cfg.handles[part.table].rows_batched(part.changes.len());
             t.rows += part.changes.len();
             t.bytes += part.bytes;
-            match t.index.get(&part.table) {
-                Some(&i) => {
+            // An ordered table's part takes more changes only while no other ordered table's
+            // part follows it; else its changes start a part of their own, in their place.
+            let ordered = &self.cfg.ordered;
+            let open_part = t.index.get(&part.table).copied().filter(|&i| {
+                !ordered.contains(&part.table)
+                    || t.parts[i + 1..].iter().all(|q| !ordered.contains(&q.table))
+            });
+            match open_part {
+                Some(i) => {
                     let p = &mut t.parts[i];
                     p.changes.extend(part.changes);
                     p.bytes += part.bytes;

@@ -20,7 +20,7 @@ use super::{Budget, Event};
 use crate::config::{OnTableError, Settings};
 use crate::conn::SharedHelpers;
 use crate::error::Error;
-use crate::model::Position;
+use crate::model::{Position, TableId};
 use crate::shutdown::Shutdown;
 use crate::sink::{SinkFactory, SinkTable};
 use crate::source::capture::{Mode, SourcePosition};
@@ -162,17 +162,23 @@ impl Supervisor {
         let ids = self.lanes[lane].ids.clone();
         let shutdown = self.lanes[lane].shutdown.clone();
         let budget = self.budget.clone().expect("set before lanes start");
+        let names: Vec<&str> = self.tables.iter().map(|t| t.handle.name.as_str()).collect();
+        let fks: Vec<(TableId, Vec<crate::model::ForeignKey>)> = ids
+            .iter()
+            .map(|&id| (id, self.tables[id].plan.foreign_keys(&names)))
+            .collect();
+        let ordered = crate::source::ordered_tables(fks.iter().map(|(id, k)| (*id, k.as_slice())));
         let open: Vec<OpenTable> = ids
             .iter()
             .map(|&id| OpenTable {
                 id,
+                ordered: ordered.contains(&id),
                 plan: self.tables[id].plan.clone(),
                 start: self.tables[id].start.clone(),
                 handle: self.tables[id].handle.clone(),
             })
             .collect();
         let source = crate::source::open(&self.settings, self.once, open)?;
-        let names: Vec<&str> = self.tables.iter().map(|t| t.handle.name.as_str()).collect();
         let sink_tables = ids
             .iter()
             .map(|&id| {
@@ -183,7 +189,11 @@ impl Supervisor {
                     epoch: t.epoch,
                     deferred_key: t.deferred_key.clone(),
                     version_columns: t.plan.version_columns(),
-                    foreign_keys: t.plan.foreign_keys(&names),
+                    foreign_keys: fks
+                        .iter()
+                        .find(|(fid, _)| *fid == id)
+                        .map(|(_, k)| k.clone())
+                        .unwrap_or_default(),
                     loading: t.plan.will_load(t.start.as_ref()),
                     on_drop_column: self
                         .settings
@@ -215,6 +225,7 @@ impl Supervisor {
             input: read_rx,
             out: batch_tx,
             handles: handles.clone(),
+            ordered: Arc::new(ordered),
             shutdown: shutdown.clone(),
         };
         let poller = PollerConfig {

@@ -170,7 +170,14 @@ impl TablePlan {
         plan.foreign_keys
             .iter()
             .filter_map(|fk| {
-                let parent = tables.iter().position(|t| *t == fk.parent)?;
+                let acts = action(&fk.on_delete) != FkAction::None
+                    || action(&fk.on_update) != FkAction::None;
+                let Some(parent) = tables.iter().position(|t| *t == fk.parent) else {
+                    if acts {
+                        tracing::warn!(table = %model.name, foreign_key = %fk.name, parent = %fk.parent, on_delete = %fk.on_delete, on_update = %fk.on_update, "this foreign key's parent is not replicated (not in [[tables]], or in another database), so its cascade cannot be mirrored: rows of this table that the source deletes or changes through it (no binlog event says so) stay unchanged on the target. Replicate the parent too, or repair the table from time to time (`sluice verify --table {} --repair`, or [verify] repair = true)", model.name);
+                    }
+                    return None;
+                };
                 let columns = fk
                     .columns
                     .iter()
@@ -234,6 +241,26 @@ pub struct OpenTable {
     /// The stored position to resume after; `None` to start from the beginning.
     pub start: Option<Position>,
     pub handle: Arc<TableHandle>,
+    /// Its changes keep their order among those of the other `ordered` tables (see
+    /// [`ordered_tables`]).
+    pub ordered: bool,
+}
+
+/// The tables whose changes must reach the target in the source's order among each other:
+/// both ends of every mirrored foreign key whose actions change rows (the target applies
+/// the cascade itself, so what it deletes depends on which rows are there when the parent
+/// goes). `fks`: each table's foreign keys (as the child), parents by id.
+pub fn ordered_tables<'a>(
+    fks: impl IntoIterator<Item = (TableId, &'a [crate::model::ForeignKey])>,
+) -> std::collections::HashSet<TableId> {
+    let mut out = std::collections::HashSet::new();
+    for (child, keys) in fks {
+        for fk in keys {
+            out.insert(child);
+            out.insert(fk.parent);
+        }
+    }
+    out
 }
 
 /// Opens the source the configuration asks for, serving `tables`. `once`: stop at the end

@@ -44,6 +44,7 @@ fn rig(batch_rows: usize, batch_bytes: usize, linger: Duration) -> Rig {
         input,
         out: out_tx,
         handles: handles.clone(),
+        ordered: Default::default(),
         shutdown: Shutdown::new(),
     }));
     Rig {

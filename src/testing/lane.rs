@@ -164,6 +164,7 @@ impl Lane {
                     input: read_rx,
                     out: batch_tx,
                     handles: handles.clone(),
+                    ordered: Default::default(),
                     shutdown: shutdown.clone(),
                 },
                 Batcher::new,

@@ -92,11 +92,20 @@ impl PgSink {
             .flat_map(|t| t.foreign_keys.iter().map(|fk| (t.id, fk.clone())))
             .collect();
         let loading = tables.iter().filter(|t| t.loading).map(|t| t.id).collect();
+        let parents: std::collections::HashSet<TableId> = tables
+            .iter()
+            .flat_map(|t| &t.foreign_keys)
+            .filter(|fk| fk.on_delete != crate::model::FkAction::None)
+            .map(|fk| fk.parent)
+            .collect();
         let tables = tables
             .into_iter()
             .map(|t| {
                 let key = StateKey::new(&opts.pipeline, &t.model.name);
-                (t.id, TableWriter::new(&opts, key, t))
+                let id = t.id;
+                let mut w = TableWriter::new(&opts, key, t);
+                w.cascade_parent = parents.contains(&id);
+                (id, w)
             })
             .collect();
         PgSink {

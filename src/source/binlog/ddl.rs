@@ -83,10 +83,7 @@ fn renames(sql: &str) -> Vec<(QualifiedName, QualifiedName)> {
 /// names none) with where the new rows come from: `Some(table)` for a table renamed onto the
 /// name (`RENAME TABLE t TO t_old, t_new TO t`, chains and swaps followed), `None` for
 /// `CREATE OR REPLACE TABLE t` (empty, or filled by the row events that follow).
-pub(super) fn tables_replaced(
-    sql: &str,
-    schema: &str,
-) -> Vec<(FullName, Option<FullName>)> {
+pub(super) fn tables_replaced(sql: &str, schema: &str) -> Vec<(FullName, Option<FullName>)> {
     let sql = &without_comments(sql);
     let full = |(db, name): QualifiedName| (db.unwrap_or_else(|| schema.to_string()), name);
     if let Some(rest) = strip_word(sql, "CREATE")

@@ -274,32 +274,6 @@ pub async fn server_identity(
     ))
 }
 
-/// MariaDB's GTID state at a file and offset of its binlog (`BINLOG_GTID_POS`, which reads
-/// the file up to there); `None` where the file is gone or the offset is not an event
-/// boundary, and on MySQL, which has no such function.
-pub async fn gtid_at(
-    conn: &mut MySqlConnection,
-    flavor: mysql::Flavor,
-    at: &BinlogPos,
-) -> Result<Option<GtidState>> {
-    if !flavor.mariadb {
-        return Ok(None);
-    }
-    let found: Option<String> = sqlx::query_scalar("SELECT BINLOG_GTID_POS(?, ?)")
-        .bind(&at.file)
-        .bind(at.pos)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| {
-            Error::db(
-                Side::Source,
-                "reading the GTID state at a binlog position (BINLOG_GTID_POS)",
-                &e,
-            )
-        })?;
-    Ok(found.and_then(|s| GtidState::parse(&s)))
-}
-
 /// The binlog files the server still has, oldest first, with their sizes.
 pub async fn binary_logs(conn: &mut MySqlConnection) -> Result<Vec<(String, u64)>> {
     let rows = sqlx::query("SHOW BINARY LOGS")

@@ -83,6 +83,7 @@ impl BinlogSource {
                     pending_shape: None,
                     renames: Vec::new(),
                     indexes_stale: false,
+                    ordered: t.ordered,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -232,6 +233,8 @@ impl BinlogSource {
                     };
                     if done {
                         t.snapshot = None;
+                        // Its position moves with the stream's from now on, changed or not.
+                        t.reported = Some(stored.binlog.clone());
                         info!(table = %t.spec.model.name, "snapshot of the table done; its changes follow from the binlog");
                     }
                     let bytes = rows.iter().map(row_bytes).sum();
@@ -262,7 +265,12 @@ impl BinlogSource {
                             && read_to >= *target
                         {
                             info!(position = %st.read_to(), "caught up with the binlog as of start");
+                            // Every table's position moves up to here before the end.
+                            let boundary = st.boundary();
                             self.phase = Phase::Done;
+                            if let Some(txn) = self.advance_idle(boundary) {
+                                return Ok(Step::Txn(txn));
+                            }
                             continue;
                         }
                     }
@@ -322,11 +330,13 @@ impl BinlogSource {
             .iter_mut()
             .filter(|t| !t.done && !t.handle.stopped())
         {
-            // A position on another server (before a failover) is behind any of this one.
-            if t.reported
-                .as_ref()
-                .is_some_and(|r| !r.same_server(&boundary) || *r < boundary)
-            {
+            // A position on another server (before a failover) is behind any of this one; one
+            // without its GTID state (a snapshot's, an older sluice's) gains it.
+            if t.reported.as_ref().is_some_and(|r| {
+                !r.same_server(&boundary)
+                    || *r < boundary
+                    || (r.gtid.is_none() && boundary.gtid.is_some())
+            }) {
                 t.reported = Some(boundary.clone());
                 parts.push(ChangeSet {
                     table: t.id,

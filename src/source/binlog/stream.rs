@@ -160,6 +160,12 @@ impl Stream {
         self.server_uuid = conn.server_uuid.clone();
         self.file_unknown = conn.by_gtid;
         self.seeking = conn.by_gtid;
+        if !conn.by_gtid {
+            // Read where it starts: the place is this server's, with the state there.
+            self.resume.gtid = self.state.clone();
+            self.resume.server_id = self.server_id;
+            self.resume.server_uuid = self.server_uuid.clone();
+        }
         self.files = conn.files.clone();
         self.file = self.resume.file.clone();
         self.last_end = self.resume.pos;
@@ -363,6 +369,22 @@ impl Stream {
                 // Nothing to apply: transaction ids, a statement's context (its rows events
                 // carry what it did), the server's housekeeping; a transaction payload's events
                 // follow it.
+                // A statement-based `LOAD DATA`: its rows are in no row event.
+                Some(EventData::ExecuteLoadQueryEvent(q)) => {
+                    let sql = q.query();
+                    if let Some(names) = written_tables(&sql) {
+                        self.statement_write(&sql, &q.schema(), &names, tables);
+                    }
+                }
+                // The server could not write some changes to its binlog (they are missing
+                // from it): which tables they touched is not said, so the run stops.
+                Some(EventData::IncidentEvent(i)) => {
+                    return Err(Error::Other(format!(
+                        "the source's binlog holds an INCIDENT at {} ({}): the server failed to write some changes to its binary log, so they are missing from it, and any replicated table may lack them. sluice stops here rather than go on without them. Copy the tables again: stop sluice, delete this pipeline's rows from sluice.replication_state, empty the target tables, and start sluice",
+                        self.at(),
+                        i.message()
+                    )));
+                }
                 // MySQL's GTID: the group that follows is that transaction.
                 Some(EventData::GtidEvent(g)) => {
                     starts_group = true;
@@ -539,7 +561,7 @@ impl Stream {
             Ok(x) => x,
             Err(error) => return Ok(Some(Out::Failed { table: t.id, error })),
         };
-        txn.add(ti, t.id, &mut t.pending_shape, changes, bytes);
+        txn.add(ti, t.id, t.ordered, &mut t.pending_shape, changes, bytes);
         Ok(None)
     }
 
@@ -724,7 +746,14 @@ impl Stream {
             let t = &mut tables[i];
             t.indexes_stale = true;
             if let Some(txn) = self.txn.as_mut() {
-                txn.add(i, t.id, &mut t.pending_shape, vec![Change::truncate()], 0);
+                txn.add(
+                    i,
+                    t.id,
+                    t.ordered,
+                    &mut t.pending_shape,
+                    vec![Change::truncate()],
+                    0,
+                );
             }
         }
     }

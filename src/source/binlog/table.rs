@@ -39,4 +39,6 @@ pub(super) struct BTable {
     pub renames: Vec<(String, String)>,
     /// A statement may have changed the table's indexes: read them again at its next change.
     pub indexes_stale: bool,
+    /// Its changes keep their order among other ordered tables' (`source::ordered_tables`).
+    pub ordered: bool,
 }

@@ -36,6 +36,8 @@ pub(super) struct OpenTxn {
     chunks: usize,
     /// Every table it changed, chunks handed out included: each gets the end position.
     touched: Vec<TableId>,
+    /// The ordered tables among them (see [`OpenTxn::add`]).
+    ordered: Vec<TableId>,
     /// An XA transaction's group, up to its `XA PREPARE`: held whole until its commit, never
     /// handed out in chunks (see `xa.rs`).
     pub(super) xa: bool,
@@ -72,6 +74,7 @@ impl OpenTxn {
             bytes: 0,
             chunks: 0,
             touched: Vec::new(),
+            ordered: Vec::new(),
             xa,
             savepoints: Vec::new(),
         }
@@ -131,11 +134,15 @@ impl OpenTxn {
     /// Adds changes of table `ti` (index into the source's tables; `table` its id). The
     /// table's first part in the transaction (or chunk) carries its `pending_shape`; in an XA
     /// transaction, held until its commit while later transactions of the table may apply
-    /// first, the part takes it only at the commit (`take_shapes`).
+    /// first, the part takes it only at the commit (`take_shapes`). An `ordered` table's
+    /// changes go to its part only while no other ordered table's part follows it; else they
+    /// start a part of their own, so that the target applies them in the source's order
+    /// (a parent's delete after the child rows inserted before it, which its cascade takes).
     pub(super) fn add(
         &mut self,
         ti: usize,
         table: TableId,
+        ordered: bool,
         pending_shape: &mut Option<Arc<TableModel>>,
         changes: Vec<Change>,
         bytes: usize,
@@ -143,11 +150,25 @@ impl OpenTxn {
         if !self.touched.contains(&table) {
             self.touched.push(table);
         }
-        let part = match self.index.get(&ti) {
-            Some(&p) => p,
+        if ordered && !self.ordered.contains(&table) {
+            self.ordered.push(table);
+        }
+        let open = self.index.get(&ti).copied().filter(|&p| {
+            !ordered
+                || self.parts[p + 1..]
+                    .iter()
+                    .all(|q| !self.ordered.contains(&q.table))
+        });
+        let part = match open {
+            Some(p) => p,
             None => {
+                let first = !self.parts.iter().any(|p| p.table == table);
                 self.index.insert(ti, self.parts.len());
-                let shape = if self.xa { None } else { pending_shape.take() };
+                let shape = if self.xa || !first {
+                    None
+                } else {
+                    pending_shape.take()
+                };
                 self.parts.push(part(table, Vec::new(), shape));
                 self.parts.len() - 1
             }
@@ -253,6 +274,7 @@ mod tests {
             t.add(
                 ti,
                 ti,
+                false,
                 &mut None,
                 vec![Change::insert(vec![Value::Int(id)])],
                 10,
@@ -272,6 +294,7 @@ mod tests {
         t.add(
             0,
             0,
+            false,
             &mut None,
             vec![Change::insert(vec![Value::Int(2)])],
             10,
@@ -279,6 +302,7 @@ mod tests {
         t.add(
             1,
             1,
+            false,
             &mut None,
             vec![Change::insert(vec![Value::Int(3)])],
             10,
@@ -287,6 +311,7 @@ mod tests {
         t.add(
             1,
             1,
+            false,
             &mut None,
             vec![Change::insert(vec![Value::Int(4)])],
             10,
@@ -309,6 +334,7 @@ mod tests {
         t.add(
             0,
             0,
+            false,
             &mut None,
             vec![Change::insert(vec![Value::Int(2)])],
             10,
@@ -321,6 +347,7 @@ mod tests {
         t.add(
             0,
             0,
+            false,
             &mut None,
             vec![Change::insert(vec![Value::Int(3)])],
             10,
@@ -348,5 +375,33 @@ mod tests {
             commit_time(ts, at("2026-11-25T09:59:59Z")),
             Some(at("2026-11-25T10:00:00Z"))
         );
+    }
+
+    #[test]
+    fn ordered_tables_keep_the_source_order_in_parts_of_their_own() {
+        // Parent (0) and child (1) ordered, 2 not: insert parent, insert child, delete parent,
+        // a change of the unordered table between.
+        let mut t = OpenTxn::new(BinlogPos::at("mysql-bin.000001", 4), false);
+        let add = |t: &mut OpenTxn, ti: usize, ordered: bool| {
+            t.add(
+                ti,
+                ti,
+                ordered,
+                &mut None,
+                vec![Change::insert(vec![Value::Int(1)])],
+                10,
+            )
+        };
+        add(&mut t, 0, true);
+        add(&mut t, 0, true);
+        add(&mut t, 1, true);
+        add(&mut t, 2, false);
+        add(&mut t, 0, true);
+        add(&mut t, 2, false);
+        add(&mut t, 1, true);
+        assert_eq!(ids(&t), vec![(0, 2), (1, 1), (2, 2), (0, 1), (1, 1)]);
+        // Unordered tables keep one part each, as before.
+        let t = txn_with(&[(0, 1), (1, 2), (0, 3)]);
+        assert_eq!(ids(&t), vec![(0, 2), (1, 1)]);
     }
 }

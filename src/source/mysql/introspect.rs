@@ -66,14 +66,16 @@ pub struct ForeignKeyInfo {
 pub async fn foreign_keys(conn: &mut MySqlConnection, table: &str) -> Result<Vec<ForeignKeyInfo>> {
     let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
         "SELECT CAST(k.CONSTRAINT_NAME AS CHAR), CAST(k.COLUMN_NAME AS CHAR), \
-                CAST(k.REFERENCED_TABLE_NAME AS CHAR), CAST(k.REFERENCED_COLUMN_NAME AS CHAR), \
+                CAST(IF(k.REFERENCED_TABLE_SCHEMA = DATABASE(), k.REFERENCED_TABLE_NAME, \
+                  CONCAT(k.REFERENCED_TABLE_SCHEMA, '.', k.REFERENCED_TABLE_NAME)) AS CHAR), \
+                CAST(k.REFERENCED_COLUMN_NAME AS CHAR), \
                 CAST(r.DELETE_RULE AS CHAR), CAST(r.UPDATE_RULE AS CHAR) \
          FROM information_schema.KEY_COLUMN_USAGE k \
          JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
            ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
           AND r.TABLE_NAME = k.TABLE_NAME \
          WHERE k.TABLE_SCHEMA = DATABASE() AND k.TABLE_NAME = ? \
-           AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
+           AND k.REFERENCED_TABLE_NAME IS NOT NULL \
          ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
     )
     .bind(table)

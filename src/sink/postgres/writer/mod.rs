@@ -89,6 +89,11 @@ pub(super) struct TableWriter {
     helpers: crate::conn::SharedHelpers,
     /// The table's stats: its DDL lock waits are counted there.
     handle: std::sync::Arc<crate::telemetry::TableHandle>,
+    /// A mirrored foreign key deletes or changes other tables' rows when this table's rows go
+    /// (`ON DELETE CASCADE`, `SET NULL`): a delete followed by a new row of the same key (a
+    /// `REPLACE`) is applied as a delete and then an insert, never merged into an update,
+    /// so the target's cascade runs as the source's did.
+    pub(in crate::sink::postgres) cascade_parent: bool,
 }
 
 impl TableWriter {
@@ -168,6 +173,7 @@ impl TableWriter {
             url: opts.url.clone(),
             helpers: opts.helpers.clone(),
             handle: t.handle,
+            cascade_parent: false,
         }
     }
 }
@@ -377,25 +383,64 @@ impl TableWriter {
             }
             None => &part.changes[..],
         };
-        let plain = changes.iter().all(|c| {
-            matches!(c.op, Op::Insert | Op::Upsert) || (c.op == Op::Update && c.old_key.is_none())
-        });
-        let renames = self.deferred_key.is_none() && changes.iter().any(|c| self.renames(c));
-        let (merged, dead) = if changes.is_empty() {
-            (false, 0)
-        } else if plain {
-            self.apply_plain(tx, changes, buf).await?
-        } else if renames {
-            self.apply_in_order(tx, changes, buf).await?
-        } else {
-            self.apply_merged(tx, changes, buf).await?
-        };
+        let (mut merged, mut dead) = (false, 0);
+        for segment in self.segments(changes) {
+            let (m, d) = self.apply_changes(tx, segment, buf).await?;
+            merged |= m;
+            dead += d;
+        }
         Ok(PartApplied {
             table: part.table,
             rows: part.changes.len() - dead,
             merged,
             dead_lettered: dead,
         })
+    }
+
+    /// `changes` cut where a row of a cascade parent is deleted and then written again (see
+    /// `cascade_parent`): each piece is applied after the one before.
+    fn segments<'c>(&self, changes: &'c [Change]) -> Vec<&'c [Change]> {
+        if !self.cascade_parent {
+            return vec![changes];
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut deleted = std::collections::HashSet::new();
+        for (i, c) in changes.iter().enumerate() {
+            let key = keys::Key::of(&self.model.primary_key, &c.row);
+            if c.op == Op::Delete {
+                deleted.insert(key);
+            } else if deleted.contains(&key) {
+                out.push(&changes[start..i]);
+                start = i;
+                deleted.clear();
+            }
+        }
+        out.push(&changes[start..]);
+        out
+    }
+
+    /// One piece of a part's changes: plain inserts through COPY, key moves in order, the
+    /// rest through the merge. Returns whether it merged, and the dead letters.
+    async fn apply_changes(
+        &mut self,
+        tx: &mut PgConnection,
+        changes: &[Change],
+        buf: &mut Vec<u8>,
+    ) -> Result<(bool, usize)> {
+        let plain = changes.iter().all(|c| {
+            matches!(c.op, Op::Insert | Op::Upsert) || (c.op == Op::Update && c.old_key.is_none())
+        });
+        let renames = self.deferred_key.is_none() && changes.iter().any(|c| self.renames(c));
+        if changes.is_empty() {
+            Ok((false, 0))
+        } else if plain {
+            self.apply_plain(tx, changes, buf).await
+        } else if renames {
+            self.apply_in_order(tx, changes, buf).await
+        } else {
+            self.apply_merged(tx, changes, buf).await
+        }
     }
 
     /// Inserts and upserts: a direct COPY when it can, the merge otherwise. Returns whether
