@@ -170,12 +170,15 @@ impl Connection {
     /// Connects as replica `replica_id` and asks for the binlog from `from`: by its file and
     /// offset on the server that wrote it, by its GTID state on any other server of the
     /// topology (a failover), refusing a server whose history does not hold that state.
-    /// `by_gtid`: by the GTID state even on the server that wrote the position.
+    /// `by_gtid`: by the GTID state even on the server that wrote the position. `trusted`:
+    /// the position was read from this server by this process (a snapshot's), so its GTID
+    /// state needs no check against the server's binlog.
     pub(super) async fn open(
         url: &str,
         replica_id: u32,
         from: &BinlogPos,
         by_gtid: bool,
+        trusted: bool,
     ) -> Result<Connection> {
         let (opts, plaintext) = crate::source::mysql::binlog_opts(url)?;
         let no_tls = |e: &mysql_async::Error| {
@@ -236,7 +239,7 @@ impl Connection {
             if !files.contains(&from.file) {
                 return Err(purged(from, files.first().map(String::as_str)));
             }
-            if mariadb {
+            if mariadb && !(trusted && from.gtid.is_some()) {
                 let at: Option<String> = conn
                     .exec_first(
                         "SELECT BINLOG_GTID_POS(?, ?)",

@@ -40,6 +40,8 @@ pub struct BinlogSource {
     phase: Phase,
     /// `--once`: the server's position at start.
     target: Option<BinlogPos>,
+    /// Where this process's snapshot was consistent with (read from the server just now).
+    taken: Option<BinlogPos>,
     positions_at: Instant,
 }
 
@@ -96,6 +98,7 @@ impl BinlogSource {
             tables,
             phase: Phase::Start,
             target: None,
+            taken: None,
             positions_at: Instant::now(),
         })
     }
@@ -152,9 +155,14 @@ impl BinlogSource {
             )
         };
         info!(from = %from, server = %from.server(), by_gtid, "reading the binlog");
+        let trusted = self
+            .taken
+            .as_ref()
+            .is_some_and(|t| *t == from && t.same_server(&from) && t.gtid == from.gtid);
         self.phase = Phase::Stream(Box::new(Stream::new(
             from,
             by_gtid,
+            trusted,
             self.database.clone(),
             self.zero_dates,
         )));
@@ -203,6 +211,7 @@ impl BinlogSource {
                     if t.snapshot == Some(None) && t.from.is_none() {
                         info!(table = %t.spec.model.name, consistent_with = %snap.pos, "snapshot of the table started");
                     }
+                    self.taken = Some(snap.pos.clone());
                     let from = t.from.get_or_insert_with(|| snap.pos.clone()).clone();
                     let after = t.snapshot.clone().flatten();
                     let (rows, done) = match snap
@@ -255,6 +264,8 @@ impl BinlogSource {
                 }
                 Phase::Stream(st) => {
                     if let Some(target) = &self.target {
+                        // The server accepts the position first (it may not hold it at all).
+                        st.connect_if_needed(&self.url, self.server_id).await?;
                         // Read that far (positions may stay behind, at a prepared XA).
                         let read_to = st.read_to();
                         // Never before the server has accepted the position (it may not

@@ -65,6 +65,9 @@ pub(super) struct Stream {
     /// The next connection asks for the binlog by GTID: the tables' positions are in more
     /// than one server's binlog.
     by_gtid: bool,
+    /// The first connection's position was read from that server by this process (see
+    /// `Connection::open`).
+    trusted: bool,
     /// The stream was asked for by GTID and its first rotate (the file it reads) has not come.
     file_unknown: bool,
     /// The server's binlog files, for that first rotate.
@@ -85,10 +88,12 @@ impl Stream {
     pub fn new(
         resume: BinlogPos,
         by_gtid: bool,
+        trusted: bool,
         database: String,
         zero_dates: crate::config::ZeroDates,
     ) -> Self {
         Stream {
+            trusted,
             state: resume.gtid.clone(),
             group: None,
             server_id: resume.server_id,
@@ -150,9 +155,19 @@ impl Stream {
         self.shapes.reset();
     }
 
+    /// Connects, unless connected: the server checks the position (see `Connection::open`).
+    pub async fn connect_if_needed(&mut self, url: &str, replica_id: u32) -> Result<()> {
+        if self.conn.is_none() {
+            self.connect(url, replica_id).await?;
+        }
+        Ok(())
+    }
+
     async fn connect(&mut self, url: &str, replica_id: u32) -> Result<()> {
-        let conn = Connection::open(url, replica_id, &self.resume, self.by_gtid).await?;
+        let conn =
+            Connection::open(url, replica_id, &self.resume, self.by_gtid, self.trusted).await?;
         self.by_gtid = false;
+        self.trusted = false;
         self.described = false;
         self.group = None;
         self.state = conn.start_gtid.clone();
