@@ -23,6 +23,8 @@ else
 fi
 
 bash scripts/services.sh
+# The validators tests/deploy.rs and tests/ops.rs call (promtool, kubernetes-validate).
+. scripts/tools.sh
 
 echo "[test] SLUICE_TEST_MYSQL_URL=$SLUICE_TEST_MYSQL_URL SLUICE_TEST_PG_URL=$SLUICE_TEST_PG_URL"
 echo "[test] cargo test --workspace --locked $*"

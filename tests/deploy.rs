@@ -1034,3 +1034,104 @@ fn url_scan_finds_passwords_only() {
     assert!(urls_with_password("mysql://u@h:3306/db postgres://h:5432/db").is_empty());
     assert!(urls_with_password("mysql://u:@h/db").is_empty());
 }
+
+/// Runs a validator installed by `scripts/tools.sh` (on PATH after `. scripts/tools.sh`, as
+/// `scripts/test.sh` does; or in its virtualenv), failing the test when it is missing: a check
+/// that did not run must not pass.
+fn validator(name: &str) -> std::process::Command {
+    let venv = std::env::var_os("SLUICE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|c| c.join("sluice-tools"))
+        })
+        .map(|d| d.join("venv").join("bin").join(name))
+        .filter(|p| p.exists());
+    let program = venv.unwrap_or_else(|| PathBuf::from(name));
+    let found = std::process::Command::new(&program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is not installed: run `. scripts/tools.sh` (scripts/test.sh does), which installs it"
+    );
+    let mut cmd = std::process::Command::new(program);
+    cmd.current_dir(repo());
+    cmd
+}
+
+/// The Kubernetes manifests against the real API schemas, strictly: an unknown field (a typo
+/// such as `allowPrivilegeEscallation`) fails. The hand checks above stay for sluice's own
+/// policy (probes, secrets, ports, annotations).
+#[test]
+fn kubernetes_manifests_pass_the_real_schemas_and_a_typo_fails_them() {
+    let manifests: Vec<String> = yaml_files(&kube_dir())
+        .into_iter()
+        .filter(|(_, text)| !text.contains("kind: Kustomization"))
+        .map(|(name, _)| format!("deploy/kubernetes/{name}"))
+        .collect();
+    assert!(manifests.len() >= 3, "{manifests:?}");
+    let out = validator("kubernetes-validate")
+        .arg("--strict")
+        .args(&manifests)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The same with one typo in the Deployment's security context.
+    let dir = std::env::temp_dir().join(format!("sluice-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("deployment.yaml");
+    let text = read("deploy/kubernetes/deployment.yaml");
+    assert!(text.contains("allowPrivilegeEscalation"));
+    std::fs::write(
+        &broken,
+        text.replace("allowPrivilegeEscalation", "allowPrivilegeEscallation"),
+    )
+    .unwrap();
+    let out = validator("kubernetes-validate")
+        .arg("--strict")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the typo passed: {said}");
+    assert!(said.contains("allowPrivilegeEscallation"), "{said}");
+}
+
+/// The alert rules (lag, stopped tables, drift, binlog behind, no owner, down) and the
+/// Prometheus configuration that loads them, checked by promtool, and the rules' unit tests
+/// (`deploy/alerts.test.yml`: each alert fires on its series and stays quiet before).
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    for args in [
+        &["check", "rules", "deploy/alerts.yml"][..],
+        &["check", "config", "deploy/prometheus.yml"],
+        &["test", "rules", "deploy/alerts.test.yml"],
+    ] {
+        let out = validator("promtool").args(args).output().unwrap();
+        assert!(out.status.success(), "promtool {args:?}: {out:?}");
+    }
+    let rules = read("deploy/alerts.yml");
+    for alert in [
+        "SluiceDown",
+        "SluiceReplicationLagHigh",
+        "SluiceTableStopped",
+        "SluiceDrift",
+        "SluiceBinlogFarBehind",
+        "SluiceNoOwner",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+        assert!(
+            read("deploy/alerts.test.yml").contains(&format!("alertname: {alert}")),
+            "{alert} has no unit test"
+        );
+    }
+}

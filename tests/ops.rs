@@ -161,6 +161,21 @@ fn http_metrics_health_readiness_and_status_during_a_run() {
     );
     let (code, m) = get(port, "/metrics").unwrap();
     assert_eq!(code, 200);
+    // Read by a real exposition-format parser and linter (promtool, from scripts/tools.sh).
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run `. scripts/tools.sh` (scripts/test.sh does)");
+    use std::io::Write as _;
+    lint.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    let linted = lint.wait_with_output().unwrap();
+    assert!(
+        linted.status.success(),
+        "promtool check metrics: {linted:?}\n{m}"
+    );
     for needle in [
         "# TYPE sluice_rows_read_total counter",
         "sluice_rows_read_total{table=\"orders\"} 500",
