@@ -1,4 +1,4 @@
-//! The command line (a contract: see DESIGN.md §3 and README).
+//! The command line (a contract: see the README's Commands section).
 
 use std::path::PathBuf;
 
