@@ -34,6 +34,9 @@ pub enum Codec {
     Multi(&'static Encoding),
     /// UTF-32, big-endian (MySQL's `utf32`).
     Utf32,
+    /// A character set sluice could not learn from the server (named): ASCII passes, any
+    /// other byte stops the table rather than be read in a guessed encoding.
+    Unknown(String),
 }
 
 impl Codec {
@@ -62,6 +65,10 @@ impl Codec {
                     })
                     .collect()
             }
+            Codec::Unknown(name) if !b.is_ascii() => Err(format!(
+                "its character set ({name}) is not one sluice could read from the server, and the value is not plain ASCII"
+            )),
+            Codec::Unknown(_) => Ok(b.iter().map(|&x| char::from(x)).collect()),
         }
     }
 
@@ -92,9 +99,12 @@ pub struct Charsets {
 }
 
 impl Charsets {
-    /// The codec of collation `id`: UTF-8 for one the server did not list.
-    pub fn codec(&self, id: u16) -> &Codec {
-        self.by_collation.get(&id).unwrap_or(&Codec::Utf8)
+    /// The codec of collation `id` (one the server did not list reads only ASCII).
+    pub fn codec(&self, id: u16) -> Codec {
+        self.by_collation
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Codec::Unknown(format!("collation id {id}")))
     }
 
     /// Reads the server's collations and character sets (a few queries, once per connection).
@@ -128,7 +138,8 @@ impl Charsets {
                 let codec = tables
                     .get(&cs)
                     .cloned()
-                    .or_else(|| Codec::multi_byte(&cs))?;
+                    .or_else(|| Codec::multi_byte(&cs))
+                    .unwrap_or(Codec::Unknown(cs));
                 Some((u16::try_from(id).ok()?, codec))
             })
             .collect();
@@ -221,6 +232,8 @@ mod tests {
         };
         assert_eq!(table.decode(b"\xe9t\xe9").unwrap(), "été");
         let unknown = Charsets::default();
-        assert_eq!(unknown.codec(8), &Codec::Utf8);
+        assert_eq!(unknown.codec(8), Codec::Unknown("collation id 8".into()));
+        assert_eq!(unknown.codec(8).decode(b"plain").unwrap(), "plain");
+        assert!(unknown.codec(8).decode("é".as_bytes()).is_err());
     }
 }

@@ -66,7 +66,7 @@ pub(super) fn changes(
                 .cols
                 .iter()
                 .map(|&j| {
-                    let codec = charsets.codec(cols[j].character_set()).clone();
+                    let codec = charsets.codec(cols[j].character_set());
                     let labels = labels.remove(&j).map(|raw| {
                         raw.iter()
                             .map(|l| {

@@ -273,6 +273,13 @@ impl Stream {
                             self.file = f.clone();
                             self.last_end = r.position();
                             self.file_unknown = false;
+                        } else {
+                            // Positions would carry the old server's file name: never.
+                            return Err(Error::Other(format!(
+                                "the binlog stream asked for by GTID starts in a file the server does not list ({:?}; SHOW BINARY LOGS: {}); sluice cannot tell where it reads, so it stops here",
+                                String::from_utf8_lossy(raw),
+                                self.files.join(", ")
+                            )));
                         }
                     }
                     continue;
