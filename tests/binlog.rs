@@ -930,6 +930,19 @@ fn the_demo_runs_in_binlog_mode_with_lag_in_milliseconds() {
 /// failed half-way would otherwise leave them holding locks on its database).
 struct XaGuard<'a>(&'a TestDb, Vec<String>);
 
+/// Runs `XA COMMIT`/`XA ROLLBACK` (`sql`) from a new connection, again until the server takes
+/// it: the preparing connection has just closed, and the server hands a prepared transaction
+/// over to other connections only once it has detached it (until then: `XAER_NOTA`).
+fn xa_end(db: &TestDb, sql: &str) {
+    wait_until(sql, Duration::from_secs(30), || match db.mysql_try(sql) {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(e.contains("XAER_NOTA"), "{sql}: {e}");
+            false
+        }
+    });
+}
+
 impl Drop for XaGuard<'_> {
     fn drop(&mut self) {
         for x in &self.1 {
@@ -977,14 +990,14 @@ fn xa_transactions_apply_at_their_commit_and_rolled_back_ones_never() {
     });
     assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.a WHERE id = 1"), 0);
     assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.b WHERE v = 'x1'"), 0);
-    db.mysql(&format!("XA COMMIT {x1}"));
+    xa_end(&db, &format!("XA COMMIT {x1}"));
     wait_equal(&db, "b", "id, v", &|| log(&run));
     // Prepared, then rolled back: never applied.
     db.mysql(&format!(
         "XA START {x2}; INSERT INTO a VALUES (2, 'x2'); DELETE FROM b WHERE id = 1; \
          XA END {x2}; XA PREPARE {x2}"
     ));
-    db.mysql(&format!("XA ROLLBACK {x2}"));
+    xa_end(&db, &format!("XA ROLLBACK {x2}"));
     // One phase: an ordinary transaction.
     db.mysql(&format!(
         "XA START {x3}; INSERT INTO a VALUES (3, 'x3'); UPDATE b SET v = 'x3' WHERE id = 1; \
@@ -1019,7 +1032,7 @@ fn xa_transactions_apply_at_their_commit_and_rolled_back_ones_never() {
         db.pg_i64("SELECT COUNT(*) FROM public.b WHERE id = 51") == 1
     });
     assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.a WHERE id = 5"), 0);
-    db.mysql(&format!("XA COMMIT {x5}"));
+    xa_end(&db, &format!("XA COMMIT {x5}"));
     stop.store(true, Ordering::Relaxed);
     assert!(load.join().unwrap() > 0);
     for (table, cols) in [("a", "id, v"), ("b", "id, v"), ("load_rows", "id, n")] {
