@@ -11,6 +11,13 @@
 //! yet reported), `before_key_commit` (an initial load's deferred primary key is built, the
 //! transaction is not committed), `after_shape_commit` (a batch that followed a schema change
 //! of the source committed, with the target's DDL).
+//!
+//! Modes, which change behaviour instead of aborting ([`is`]): `chunk_late` (binlog capture
+//! beside the stream: after each chunk is read, the stream reads on past the chunk's position
+//! before the chunk is applied, as when the binlog had the next transactions before the
+//! engine committed them); `lost_after_read:<n>` (polling: the `n`th read that returns rows
+//! loses its connection right after, at the check of the table's definition, as when the
+//! server went down at that moment).
 
 #[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +65,32 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// Whether `name` is armed and this is its `n`th hit (a one-time fault to simulate).
+#[cfg(feature = "failpoints")]
+pub fn trip(name: &str) -> bool {
+    armed().is_some_and(|a| a.name == name && a.hits.fetch_add(1, Ordering::Relaxed) + 1 == a.nth)
+}
+
+/// Without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn trip(_name: &str) -> bool {
+    false
+}
+
+/// Whether the mode `name` is armed.
+#[cfg(feature = "failpoints")]
+pub fn is(name: &str) -> bool {
+    armed().is_some_and(|a| a.name == name)
+}
+
+/// Without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn is(_name: &str) -> bool {
+    false
+}
 
 /// Warns when `SLUICE_FAILPOINT` is set in a build that ignores it.
 pub fn warn_if_ignored() {

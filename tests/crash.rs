@@ -5,7 +5,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{signal, wait_output, wait_until, TestDb};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use common::{mysql_worker, signal, wait_output, wait_until, TestDb};
 use sea_orm::sqlx::{self, Connection, MySqlConnection};
 
 /// The target holds exactly the rows its watermark covers: the count recorded with the
@@ -236,5 +239,112 @@ fn without_the_process_privilege_every_read_locks_and_nothing_is_lost() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("no PROCESS privilege"), "{log}");
+    assert_eq!(db.assert_orders_equal(), 3000);
+}
+
+/// A statement takes its row's stamp (`NOW(6)`) as it starts, and may reach the table's
+/// index much later: waiting for a lock (a metadata lock behind a schema change, a row
+/// lock, a user lock), or busy first, as an `INSERT … SELECT` is. Newer rows committed
+/// meanwhile must not carry the position past its row: nothing newer is written until it
+/// lands, and then it arrives. A long read (a report) holds nothing back.
+#[test]
+fn a_row_whose_statement_waited_before_reaching_the_table_still_arrives() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let run = db.spawn(&["run"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut holder = rt
+        .block_on(MySqlConnection::connect(&db.source_url))
+        .unwrap();
+    let lock = format!("late_{}", db.name);
+    rt.block_on(async {
+        let got: i64 = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(&lock)
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+        assert_eq!(got, 1);
+    });
+    // The statement stamps its row now, then waits for the user lock before inserting it.
+    let never = Arc::new(AtomicBool::new(false));
+    let stmt = mysql_worker(db.source_url.clone(), never.clone(), {
+        let lock = lock.clone();
+        move |n| {
+            (n == 0).then(|| {
+                format!(
+                    "INSERT INTO orders (order_id, created) \
+                     SELECT 'late-row', NOW(6) FROM DUAL WHERE GET_LOCK('{lock}', 60) = 1"
+                )
+            })
+        }
+    });
+    wait_until(
+        "the statement to wait for the lock",
+        Duration::from_secs(10),
+        || {
+            db.mysql_i64(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO orders%GET_LOCK%'",
+        ) == 1
+        },
+    );
+    // A report reads for a long time meanwhile: it writes nothing, so it holds nothing back.
+    let _report = mysql_worker(db.source_url.clone(), never, |n| {
+        (n == 0).then(|| "SELECT SLEEP(30) FROM DUAL".to_string())
+    });
+    wait_until("the report to run", Duration::from_secs(10), || {
+        db.mysql_i64(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(30)%'",
+        ) == 1
+    });
+    db.ok(&["generate", "--rate", "200", "--total", "400"]);
+    let open_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < open_until {
+        assert_eq!(
+            db.pg_i64("SELECT COUNT(*) FROM public.orders"),
+            0,
+            "rows newer than a statement still running were written"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    rt.block_on(async {
+        sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&lock)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    });
+    stmt.join().unwrap();
+    wait_until(
+        "the late row and all later rows to arrive while the report still runs",
+        Duration::from_secs(15),
+        || db.pg_i64("SELECT COUNT(*) FROM public.orders") == 401,
+    );
+    signal(&run, "TERM");
+    let out = wait_output(run, Duration::from_secs(30));
+    assert!(out.status.success());
+    assert_eq!(db.assert_orders_equal(), 401);
+}
+
+/// The connection lost right after a page was read (the server going down as sluice checks
+/// the table's definition): the page is not handed out, and it is read again after the
+/// reconnect rather than skipped.
+#[test]
+fn a_page_read_as_the_connection_drops_is_read_again() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "3000"]);
+    let cfg = db.config("[pipeline]\nbatch_rows = 500\n[retry]\nbackoff_max_ms = 200\n");
+    let out = db
+        .sluice()
+        .env("SLUICE_FAILPOINT", "lost_after_read:2")
+        .args(["--config", cfg.to_str().unwrap(), "run", "--once"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("failpoint lost_after_read"), "{log}");
     assert_eq!(db.assert_orders_equal(), 3000);
 }

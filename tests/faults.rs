@@ -65,8 +65,16 @@ fn survives(restart: fn(), what: &str, extra: &str) {
             // Say what sluice was doing, not just that it timed out.
             let _ = run.kill();
             let out = run.wait_with_output().unwrap();
+            // Which rows are missing, and how their stamps stand to the newest copied one.
+            let (src, tgt) = db.orders_both_sides();
+            let missing: Vec<_> = src
+                .iter()
+                .filter(|r| tgt.binary_search(r).is_err())
+                .collect();
+            let newest = tgt.iter().filter_map(|r| r[1].clone()).max();
             panic!(
-                "after {what} restarted, the target has {} of {source_rows} rows after 90 s; sluice's log:\n{}",
+                "after {what} restarted, the target has {} of {source_rows} rows after 90 s; \
+                 missing {missing:?}, the target's newest stamp {newest:?}; sluice's log:\n{}",
                 db.pg_i64("SELECT COUNT(*) FROM public.orders"),
                 String::from_utf8_lossy(&out.stderr)
             );

@@ -98,6 +98,15 @@ pub fn binlog_opts(url: &str) -> Result<(mysql_async::Opts, Option<mysql_async::
     Ok((b.ssl_opts(Some(ssl)).into(), None))
 }
 
+/// Statements that stamp no rows, by their first word (after spaces, parentheses and
+/// `/* … */` comments; case aside): reads, and schema changes and maintenance, which may
+/// run for hours. Anything else (INSERT, UPDATE, REPLACE, LOAD DATA, CALL, a statement
+/// this does not know) counts as a writer: holding reads back for it costs lag, never rows.
+/// Written for both MariaDB's PCRE and MySQL 8's ICU expressions.
+const NON_WRITING: &str = "(?i)^([[:space:](]|/[*]([^*]|[*]+[^*/])*[*]+/)*\
+(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP|ALTER|CREATE|DROP|RENAME|TRUNCATE|OPTIMIZE|ANALYZE|CHECK|CHECKSUM|REPAIR|FLUSH|BACKUP|KILL|GRANT|REVOKE)\
+([^a-z0-9_]|$)";
+
 /// The zone DATETIME cursors are written in, and its offset from UTC now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
@@ -126,14 +135,39 @@ impl Zone {
         }
     }
 
-    /// The read horizon, as SQL: the clock (see [`Zone::clock_sql`]), or the start of the
-    /// oldest open InnoDB transaction less a second (`trx_started` holds whole seconds, in
-    /// the server's system zone), whichever is earlier, less `lag_us`. Needs the PROCESS
-    /// privilege.
-    pub fn horizon_sql(&self, local: bool, lag_us: u64) -> String {
-        let (now, zone) = self.clock_sql(local);
+    /// The start of the oldest statement still running on the server that may write rows,
+    /// or the clock (see [`Zone::clock_sql`]) when none runs, as SQL. A statement stamps
+    /// its rows (`NOW(6)`) as it starts, and may put them in the table's index much later:
+    /// waiting for a metadata lock behind a schema change, for a row or user lock, or busy
+    /// reading first (`INSERT … SELECT`). Until then no lock shows its rows, so reads stay
+    /// below its start. Reads (`SELECT`, `SHOW`, …) and schema changes (which copy rows but
+    /// stamp none) are left out, so a long report or `ALTER TABLE` holds nothing back.
+    /// Seeing other users' statements needs the PROCESS privilege; without it only the
+    /// safety lag covers them. MariaDB gives each statement's age in microseconds
+    /// (`TIME_MS`); MySQL in whole seconds (`TIME`), so a second more is taken there.
+    pub fn statements_sql(&self, local: bool, mariadb: bool) -> String {
+        let (now, _) = self.clock_sql(local);
+        let age = if mariadb {
+            "CEIL(COALESCE(MAX(TIME_MS), 0) * 1000) MICROSECOND"
+        } else {
+            "COALESCE(MAX(TIME) + 1, 0) SECOND"
+        };
         format!(
-            "(SELECT LEAST({now}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone}'), {now}) - INTERVAL 1 SECOND) \
+            "(SELECT {now} - INTERVAL {age} FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() AND COMMAND IN ('Query', 'Execute') \
+             AND (INFO IS NULL OR INFO NOT REGEXP '{NON_WRITING}'))"
+        )
+    }
+
+    /// The read horizon, as SQL: the start of the oldest statement that may write
+    /// ([`Zone::statements_sql`]), or the start of the oldest open InnoDB transaction less
+    /// a second (`trx_started` holds whole seconds, in the server's system zone), whichever
+    /// is earlier, less `lag_us`. Needs the PROCESS privilege.
+    pub fn horizon_sql(&self, local: bool, mariadb: bool, lag_us: u64) -> String {
+        let (now, zone) = self.clock_sql(local);
+        let statements = self.statements_sql(local, mariadb);
+        format!(
+            "(SELECT LEAST({statements}, COALESCE(CONVERT_TZ(MIN(trx_started), 'SYSTEM', '{zone}'), {now}) - INTERVAL 1 SECOND) \
              - INTERVAL {lag_us} MICROSECOND FROM information_schema.INNODB_TRX)"
         )
     }

@@ -315,7 +315,19 @@ impl PollSource {
         };
         // A schema change: rows read across it are read again, in the new shape.
         if matches!(&outcome, Outcome::Rows { rows, .. } if !rows.is_empty()) {
-            match t.follow_shape(conn, config, self.zero_dates, before).await {
+            let shape = if crate::failpoint::trip("lost_after_read") {
+                Err(Error::Database {
+                    side: crate::error::Side::Source,
+                    context: format!("reading the definition of table {:?}", t.name()),
+                    message: "connection lost (failpoint lost_after_read)".into(),
+                    code: None,
+                    transient: true,
+                })
+            } else {
+                t.follow_shape(conn, config, self.zero_dates, before.clone())
+                    .await
+            };
+            match shape {
                 Ok(false) => {}
                 Ok(true) => {
                     return Ok(Step::Read(Read {
@@ -324,7 +336,13 @@ impl PollSource {
                         after: After::More,
                     }))
                 }
-                Err(e) if e.is_retryable() => return Err(e),
+                // The rows just read are dropped with the error: read them again after it
+                // (the position had moved past them; going on from there lost them when
+                // the server went down at this moment).
+                Err(e) if e.is_retryable() => {
+                    t.restore(before);
+                    return Err(e);
+                }
                 Err(error) => {
                     t.done = true;
                     return Ok(crate::source::table_failed(id, config, error));
@@ -369,7 +387,14 @@ impl PollSource {
         if after == After::CaughtUp && t.ahead_checked.is_none_or(|at| at.elapsed() >= AHEAD_EVERY)
         {
             t.ahead_checked = Some(now);
-            let ahead = t.ahead(conn, zone).await?;
+            let ahead = match t.ahead(conn, zone).await {
+                Ok(a) => a,
+                // As above: the rows read are not handed out, so they are read again.
+                Err(e) => {
+                    t.restore(before);
+                    return Err(e);
+                }
+            };
             if let Some(a) = ahead {
                 t.handle.set_rows_future(a.rows);
             }

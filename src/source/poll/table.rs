@@ -88,6 +88,7 @@ pub(super) struct TableReader {
 }
 
 /// Where reading was (see [`TableReader::mark`]).
+#[derive(Clone)]
 pub(super) struct Mark(Option<Vec<Value>>, Option<KeyLoad>);
 
 /// An initial load read in primary-key order. Every row whose cursor is below `until` (the
@@ -137,6 +138,15 @@ impl TableReader {
     /// Where reading is, to go back to.
     pub fn mark(&self) -> Mark {
         Mark(self.position.clone(), self.load.clone())
+    }
+
+    /// Goes back to `mark`: rows read since are read again (they were not handed out).
+    pub fn restore(&mut self, mark: Mark) {
+        let Mark(position, load) = mark;
+        self.position = position;
+        self.load = load;
+        self.last_full = true;
+        self.due = Instant::now();
     }
 
     /// Looks at the table's definition after rows were read from `before` (or after a read
@@ -235,12 +245,14 @@ impl TableReader {
         // The clock in the cursor's zone: a DATETIME holds local time in the zone it is
         // written in (`zone`); a TIMESTAMP is read in UTC (the session's zone).
         let local = self.local_time_cursor();
-        let (now, _) = zone.clock_sql(local);
         if time_cursor {
-            // Server-set times are taken as a statement starts, a moment before its row is
-            // in the index; the safety lag covers that moment (and client clocks, if raised).
+            // Server-set times are taken as a statement starts, before its row is in the
+            // index (where a locking read would meet it): reads stay below the oldest
+            // statement still running that may write, and the safety lag covers the moment
+            // before a statement shows in the process list (and client clocks, if raised).
             common.push(format!(
-                "{first_cursor} < {now} - INTERVAL {lag_us} MICROSECOND"
+                "{first_cursor} < {} - INTERVAL {lag_us} MICROSECOND",
+                zone.statements_sql(local, flavor.mariadb)
             ));
         }
         let where_of = |mut conds: Vec<String>| {
@@ -253,7 +265,10 @@ impl TableReader {
         };
         let lock = flavor.share_nowait();
         let free = time_cursor.then(|| {
-            let horizon = format!("{first_cursor} < {}", zone.horizon_sql(local, lag_us));
+            let horizon = format!(
+                "{first_cursor} < {}",
+                zone.horizon_sql(local, flavor.mariadb, lag_us)
+            );
             (
                 format!(
                     "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ?",
@@ -310,7 +325,8 @@ impl TableReader {
             return Ok(Outcome::Exhausted);
         }
         if !self.load_decided {
-            self.consider_load(conn, zone, opts, *free_reads).await?;
+            self.consider_load(conn, flavor, zone, opts, *free_reads)
+                .await?;
         }
         if self.load.is_some() {
             return self.read_load(conn, opts).await;
@@ -390,6 +406,7 @@ impl TableReader {
     async fn consider_load(
         &mut self,
         conn: &mut MySqlConnection,
+        flavor: Flavor,
         zone: &Zone,
         opts: &super::PollOptions,
         free_reads: bool,
@@ -407,7 +424,7 @@ impl TableReader {
         // The same horizon the reads below it use.
         let sql = format!(
             "SELECT {}",
-            zone.horizon_sql(local, opts.safety_lag.as_micros() as u64)
+            zone.horizon_sql(local, flavor.mariadb, opts.safety_lag.as_micros() as u64)
         );
         let until: chrono::NaiveDateTime = match sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_one(&mut *conn)
@@ -683,13 +700,22 @@ mod tests {
         for sql in [&mariadb.first, &mariadb.after] {
             assert!(sql.ends_with("LIMIT ? LOCK IN SHARE MODE NOWAIT"), "{sql}");
         }
+        // Below the oldest statement still running that may write, less the safety lag.
+        let statements = zone.statements_sql(true, false);
+        assert!(statements.starts_with(
+            "(SELECT CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '+02:00') - INTERVAL COALESCE(MAX(TIME) + 1, 0) SECOND \
+             FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()"
+        ));
+        assert!(zone.statements_sql(true, true).contains("TIME_MS"));
         assert_eq!(
             mysql.after,
-            "SELECT `order_id`, `created`, CASE WHEN YEAR(`created`) = 0 OR MONTH(`created`) = 0 OR DAYOFMONTH(`created`) = 0 THEN 1 ELSE 0 END \
-             FROM `orders` WHERE `created` >= ? AND (`created` > ? OR (`created` = ? AND `order_id` > ?)) \
-             AND `created` <= ? AND (`created` < ? OR (`created` = ? AND `order_id` <= ?)) \
-             AND `created` < CONVERT_TZ(UTC_TIMESTAMP(6), '+00:00', '+02:00') - INTERVAL 20000 MICROSECOND \
-             ORDER BY `created`, `order_id` LIMIT ? FOR SHARE NOWAIT"
+            format!(
+                "SELECT `order_id`, `created`, CASE WHEN YEAR(`created`) = 0 OR MONTH(`created`) = 0 OR DAYOFMONTH(`created`) = 0 THEN 1 ELSE 0 END \
+                 FROM `orders` WHERE `created` >= ? AND (`created` > ? OR (`created` = ? AND `order_id` > ?)) \
+                 AND `created` <= ? AND (`created` < ? OR (`created` = ? AND `order_id` <= ?)) \
+                 AND `created` < {statements} - INTERVAL 20000 MICROSECOND \
+                 ORDER BY `created`, `order_id` LIMIT ? FOR SHARE NOWAIT"
+            )
         );
         // Reads below the horizon take no lock on either server.
         let (free_first, _) = mysql.free.as_ref().unwrap();
