@@ -36,7 +36,12 @@ impl TableWriter {
                 "copying deleted keys of {:?}",
                 self.model.name
             )))?;
-        sqlx::raw_sql(AssertSqlSafe(self.sql.delete_keys.as_str()))
+        let delete = if self.deferred_key.is_some() {
+            &self.sql.delete_keys_unindexed
+        } else {
+            &self.sql.delete_keys
+        };
+        sqlx::raw_sql(AssertSqlSafe(delete.as_str()))
             .execute(&mut *tx)
             .await
             .map_err(tgt(format!("deleting rows of {:?}", self.model.name)))?;

@@ -18,6 +18,7 @@ pub(super) struct Statements {
     pub(super) create_keys: String,
     pub(super) copy_keys: String,
     pub(super) delete_keys: String,
+    pub(super) delete_keys_unindexed: String,
     pub(super) truncate_keys: String,
     /// `UPDATE … SET <every column> = $i WHERE <key> = $j`: a row whose primary key changed,
     /// updated in place (so that foreign keys `ON UPDATE CASCADE` follow it).
@@ -61,7 +62,16 @@ impl Statements {
                 id
             ),
             copy_keys: format!("COPY {keys} ({pk_list}) FROM STDIN"),
-            delete_keys: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
+            // The key table's statistics are never gathered: left to itself, the planner
+            // takes it for thousands of rows and hash-joins it with a scan of the whole
+            // target (a second on a large table, for a handful of keys). With the primary
+            // key's index, one lookup per key; without it (a deferred key), the hash join.
+            delete_keys: format!(
+                "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+                 DELETE FROM {target} t USING {keys} k WHERE {same_key}; \
+                 SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+            ),
+            delete_keys_unindexed: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
             truncate_keys: format!("TRUNCATE {keys}"),
             update_key: {
                 let n = model.columns.len();
