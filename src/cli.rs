@@ -85,6 +85,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy tables again from the source while replication goes on: the run that holds each
+    /// takes the request within a second (or at its start), empties its target table and
+    /// copies it beside the stream of the other tables.
+    Snapshot {
+        /// A table the pipeline replicates (repeat for more).
+        #[arg(long = "table", value_name = "T", required = true)]
+        tables: Vec<String>,
+    },
     /// First look: migrate, generate, replicate, and print one line a second.
     Demo {
         /// Generated rows per second.

@@ -196,6 +196,19 @@ fn execute(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
+        Command::Snapshot { tables } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let shutdown = sluice::shutdown::Shutdown::new();
+            rt.block_on(sluice::commands::snapshot(&settings, &tables, &shutdown))?;
+            println!(
+                "asked for a new copy of {}: the run that holds {} empties its target and copies it from the source within a second or so (a run started later, at its start), while the other tables go on; `sluice status` shows the copy",
+                tables.join(", "),
+                if tables.len() == 1 { "it" } else { "each" }
+            );
+        }
         Command::Verify {
             table,
             repair,

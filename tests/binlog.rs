@@ -23,6 +23,18 @@ fn config(db: &TestDb, tables: &[&str], extra: &str) -> std::path::PathBuf {
     db.config(&text)
 }
 
+/// `sluice verify` finds the tables equal; then the run stops cleanly on SIGTERM.
+fn verify_then_stop(db: &TestDb, cfg: &str, mut run: common::Logged) {
+    let out = db.run(&["--config", cfg, "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
 #[test]
 fn every_kind_of_change_ends_as_on_the_source() {
     let db = TestDb::new();
@@ -544,7 +556,7 @@ fn a_snapshot_taken_under_writes_ends_equal() {
         &["busy"],
         "[pipeline]\nbatch_rows = 500\ndefer_key_min_rows = 0\n",
     );
-    let mut run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
+    let run = db.spawn_logged(&["--config", cfg.to_str().unwrap(), "run"], &[]);
     run.wait_for("snapshot of the table done", Duration::from_secs(120));
     wait_until(
         "some writes after the snapshot",
@@ -554,14 +566,7 @@ fn a_snapshot_taken_under_writes_ends_equal() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     wait_equal(&db, "busy", "id, v", &|| run.log());
-    let out = db.run(&["--config", cfg.to_str().unwrap(), "verify"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    signal(&run.child, "TERM");
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    verify_then_stop(&db, cfg.to_str().unwrap(), run);
 }
 
 #[test]
@@ -1045,4 +1050,201 @@ fn xa_transactions_apply_at_their_commit_and_rolled_back_ones_never() {
         "{}",
         run.log()
     );
+}
+
+/// A table added to a pipeline that streams is copied beside the stream, a chunk at a time
+/// (each at the exact binlog position of its own snapshot): the streaming table's changes
+/// keep arriving while the copy runs; inserts, updates, deletes and key changes inside the
+/// table being copied all end right; a kill -9 in the middle resumes the copy where it got
+/// instead of starting it over.
+#[test]
+fn a_table_added_later_is_copied_beside_the_stream() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE busy (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL); \
+         CREATE TABLE big (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, pad CHAR(100) NOT NULL DEFAULT 'x'); \
+         INSERT INTO big (id, v) SELECT seq, seq FROM seq_1_to_150000",
+    );
+    // Small chunks, so the copy takes a while among the writes.
+    let extra = "[pipeline]\nbatch_rows = 300\n";
+    let first = config(&db, &["busy"], extra);
+    let mut run = db.spawn_logged(&["--config", first.to_str().unwrap(), "run"], &[]);
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql("INSERT INTO busy (v) VALUES (0)");
+    wait_until("busy to stream", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.busy") == 1
+    });
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+
+    // Writes to both tables all along: `busy` gets rows, `big` every kind of change,
+    // across the whole key range (behind, inside and ahead of the chunk being copied).
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = mysql_worker(db.source_url.clone(), stop.clone(), |n| {
+        std::thread::sleep(Duration::from_millis(5));
+        Some(format!("INSERT INTO busy (v) VALUES ({n})"))
+    });
+    // Half of `big`'s writes land just ahead of what the target holds: inside the chunk
+    // being copied, or the next.
+    let frontier = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let watcher = std::thread::spawn({
+        let (frontier, stop, url) = (frontier.clone(), stop.clone(), db.target_url.clone());
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sea_orm::sqlx::Connection;
+                let mut pg = sea_orm::sqlx::PgConnection::connect(&url).await.unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let max: Option<i64> = sea_orm::sqlx::query_scalar(
+                        "SELECT MAX(id)::bigint FROM public.big WHERE id <= 150000",
+                    )
+                    .fetch_one(&mut pg)
+                    .await
+                    .unwrap_or(None);
+                    frontier.store(max.unwrap_or(0), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    let big = mysql_worker(db.source_url.clone(), stop.clone(), move |n| {
+        std::thread::sleep(Duration::from_millis(2));
+        let k = if n % 2 == 0 {
+            (frontier.load(Ordering::Relaxed) + 1 + (n as i64 * 37) % 600).min(150_000) as usize
+        } else {
+            (n * 7919) % 150_000 + 1
+        };
+        Some(match n % 5 {
+            0 => format!("UPDATE big SET v = v + 1 WHERE id = {k}"),
+            1 => format!("DELETE FROM big WHERE id = {k}"),
+            2 => format!(
+                "INSERT INTO big (id, v) VALUES ({}, {n}) ON DUPLICATE KEY UPDATE v = {n}",
+                150_000 + n
+            ),
+            3 => format!("UPDATE IGNORE big SET id = id + 1000000 WHERE id = {k}"),
+            _ => format!("REPLACE INTO big (id, v) VALUES ({k}, {n})"),
+        })
+    });
+    let both_tables = config(&db, &["busy", "big"], extra);
+    let args = ["--config", both_tables.to_str().unwrap(), "run"];
+    // Every chunk is applied only after the stream has read past its position (as when
+    // the binlog had the next transactions before the engine committed them): the
+    // table's changes since then must follow the chunk again.
+    let debug = [
+        ("RUST_LOG", "info,sluice::source::binlog::source=debug"),
+        ("SLUICE_FAILPOINT", "chunk_late"),
+    ];
+    let mut run = db.spawn_logged(&args, &debug);
+    run.wait_for(
+        "copy of the table started beside the stream",
+        Duration::from_secs(60),
+    );
+    // While `big` is being copied, `busy`'s new rows arrive.
+    let before = db.pg_i64("SELECT COUNT(*) FROM public.busy");
+    wait_until(
+        "busy's rows to arrive during the copy",
+        Duration::from_secs(30),
+        || db.pg_i64("SELECT COUNT(*) FROM public.busy") >= before + 50,
+    );
+    let copied = db.pg_i64("SELECT COUNT(*) FROM public.big");
+    assert!(
+        !run.log().contains("copy of the table done"),
+        "the copy must still run while busy streams (it took {copied} rows so far); make it longer: {}",
+        run.log()
+    );
+    // Killed mid-copy: the next run goes on after the last chunk applied.
+    wait_until("a part of big", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.big") >= 20_000
+    });
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let kept = db.pg_i64("SELECT COUNT(*) FROM public.big");
+    assert!(
+        !run.log().contains("copy of the table done"),
+        "{}",
+        run.log()
+    );
+    let run = db.spawn_logged(&args, &debug);
+    run.wait_for(
+        "copy of the table resumed beside the stream",
+        Duration::from_secs(60),
+    );
+    assert!(db.pg_i64("SELECT COUNT(*) FROM public.big") >= kept);
+    run.wait_for("copy of the table done", Duration::from_secs(180));
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    big.join().unwrap();
+    watcher.join().unwrap();
+    wait_equal(&db, "busy", "id, v", &|| run.log());
+    wait_equal(&db, "big", "id, v, pad", &|| run.log());
+    verify_then_stop(&db, both_tables.to_str().unwrap(), run);
+}
+
+/// `sluice snapshot --table T` while `run` runs: T's target, edited by hand (rows deleted,
+/// changed, added), is emptied and copied again beside the stream, and ends equal while
+/// the other table streams on. A table the pipeline does not replicate is refused, and
+/// then nothing is asked for.
+#[test]
+fn a_table_asked_for_is_copied_again_while_the_others_stream() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE a (id INT NOT NULL PRIMARY KEY, v INT NOT NULL); \
+         INSERT INTO a SELECT seq, seq FROM seq_1_to_20000; \
+         CREATE TABLE b (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)",
+    );
+    let cfg = config(&db, &["a", "b"], "[pipeline]\nbatch_rows = 500\n");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "a", "id, v", &|| run.log());
+    // The target drifts: edited by hand.
+    db.pg(
+        "DELETE FROM public.a WHERE id <= 10; UPDATE public.a SET v = -1 WHERE id = 20; \
+           INSERT INTO public.a VALUES (999999, 1)",
+    );
+    let out = db.run(&[
+        "--config", cfg, "snapshot", "--table", "nope", "--table", "a",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("has never replicated \"nope\""), "{err}");
+    assert_eq!(
+        db.pg_i64(
+            "SELECT COUNT(*) FROM sluice.replication_state WHERE snapshot_requested IS NOT NULL"
+        ),
+        0
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = mysql_worker(db.source_url.clone(), stop.clone(), |n| {
+        std::thread::sleep(Duration::from_millis(3));
+        Some(match n % 3 {
+            0 => format!("INSERT INTO b (v) VALUES ({n})"),
+            1 => format!(
+                "UPDATE a SET v = v + 1 WHERE id = {}",
+                (n * 7919) % 20000 + 1
+            ),
+            _ => format!("DELETE FROM a WHERE id = {}", (n * 104729) % 20000 + 1),
+        })
+    });
+    let asked = db.ok(&["--config", cfg, "snapshot", "--table", "a"]);
+    assert!(asked.contains("asked for a new copy of a"), "{asked}");
+    run.wait_for("copying the table again", Duration::from_secs(30));
+    run.wait_for(
+        "copy of the table done beside the stream",
+        Duration::from_secs(120),
+    );
+    stop.store(true, Ordering::Relaxed);
+    writes.join().unwrap();
+    wait_equal(&db, "a", "id, v", &|| run.log());
+    wait_equal(&db, "b", "id, v", &|| run.log());
+    assert_eq!(
+        db.pg_i64(
+            "SELECT COUNT(*) FROM sluice.replication_state WHERE snapshot_requested IS NOT NULL"
+        ),
+        0
+    );
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
 }

@@ -275,3 +275,31 @@ fn wait_for_owner(db: &TestDb, who: &str) {
         },
     );
 }
+
+/// `sluice snapshot --table orders` in polling: the run takes the request, empties the
+/// target table and loads it again from the source; rows edited on the target by hand are
+/// as on the source after it, and the rows generated meanwhile all arrive.
+#[test]
+fn a_polled_table_asked_for_is_loaded_again() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    db.ok(&["generate", "--rate", "1000000", "--total", "5000"]);
+    let mut run = db.spawn_logged(&["run"], &[]);
+    wait_until("the first load", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") == 5000
+    });
+    db.pg("DELETE FROM public.orders WHERE order_id IN (SELECT order_id FROM public.orders LIMIT 10); \
+           INSERT INTO public.orders (order_id, created) VALUES ('not-on-the-source', now())");
+    let gen = db.spawn(&["generate", "--rate", "300", "--total", "600"]);
+    db.ok(&["snapshot", "--table", "orders"]);
+    run.wait_for("copying the table again", Duration::from_secs(30));
+    assert!(wait_output(gen, Duration::from_secs(60)).status.success());
+    wait_until("every row, once", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.orders") == 5600
+            && db.pg_i64("SELECT COUNT(*) FROM public.orders WHERE order_id = 'not-on-the-source'")
+                == 0
+    });
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    assert_eq!(db.assert_orders_equal(), 5600);
+}

@@ -51,6 +51,10 @@ pub struct Model {
     /// The last background comparison of source and target (`[verify] interval_s`), as
     /// `verify::TableReport` serialises it; NULL before the first.
     pub verify: Option<Json>,
+    /// When `sluice snapshot` asked for the table to be copied again, until the run that
+    /// holds it takes the request (it empties the target table and copies it from the
+    /// source, beside the stream of the others); NULL otherwise.
+    pub snapshot_requested: Option<DateTimeWithTimeZone>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl MigratorTraitSelf for State {
             Box::new(CREATE_SCHEMA_HISTORY),
             Box::new(ADD_VERIFY),
             Box::new(CREATE_MEMBERS),
+            Box::new(ADD_SNAPSHOT_REQUESTED),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -205,6 +206,14 @@ const ADD_VERIFY: AddColumn = AddColumn {
     migration: "m20261127_000008_add_verify",
     column: "verify",
     sql_type: "jsonb",
+};
+
+/// `snapshot_requested`: when `sluice snapshot` asked for the table to be copied again; the
+/// run that holds the table takes the request (and clears it) as it readies the table.
+const ADD_SNAPSHOT_REQUESTED: AddColumn = AddColumn {
+    migration: "m20261206_000010_add_snapshot_requested",
+    column: "snapshot_requested",
+    sql_type: "timestamptz",
 };
 
 impl MigrationName for AddColumn {

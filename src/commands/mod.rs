@@ -8,11 +8,13 @@
 //! - [`generate`]: demo orders into the source at a rate.
 //! - [`run`]: rounds of replication (see [`crate::round`]) until stopped.
 //! - [`demo`]: migrate, generate and replicate, a line a second.
+//! - [`snapshot`]: asks for tables to be copied again while replication goes on.
 
 mod demo;
 mod generate;
 mod migrate;
 mod run;
+mod snapshot;
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,6 +26,7 @@ pub use demo::demo;
 pub use generate::generate;
 pub use migrate::migrate;
 pub use run::run;
+pub use snapshot::snapshot;
 
 use crate::config::{host_port, Settings};
 use crate::error::{Error, Result, Side};

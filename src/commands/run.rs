@@ -105,9 +105,16 @@ pub fn run(
             standing_by = false;
             let planned = round::prepare(&expanded, plans, &ownership, &shutdown).await?;
             info!(pipeline = %expanded.pipeline_name, tables = planned.len(), "replicating");
-            let progress = crate::progress::start(&expanded, helpers.clone(), names);
+            let progress = crate::progress::start(&expanded, helpers.clone(), names.clone());
             let (done_tx, done_rx) = oneshot::channel();
             let found = Arc::new(std::sync::Mutex::new(Vec::new()));
+            if !once {
+                actix::spawn(round::watch_snapshot_requests(
+                    expanded.clone(),
+                    names.clone(),
+                    this_round.clone(),
+                ));
+            }
             if discover {
                 actix::spawn(round::discover_tables(
                     settings.clone(),

@@ -176,6 +176,7 @@ impl Supervisor {
                 plan: self.tables[id].plan.clone(),
                 start: self.tables[id].start.clone(),
                 handle: self.tables[id].handle.clone(),
+                deferred_key: self.tables[id].deferred_key.is_some(),
             })
             .collect();
         let source = crate::source::open(&self.settings, self.once, open)?;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
@@ -31,15 +31,38 @@ pub async fn prepare(
     })
     .await?;
     let mode = Mode::of(settings);
+    // Binlog capture copies a table beside the stream when another table streams already:
+    // the stream writes that table's changes while it is copied, so its key stays.
+    let mut streaming = false;
+    if mode.is_binlog() {
+        for plan in &plans {
+            let key = StateKey::new(&settings.pipeline_name, &plan.model().name);
+            if let Some(s) = state::load(&mut tgt, &key).await? {
+                streaming |= s.position.is_some()
+                    && !s.snapshot_requested
+                    && !plan.will_load(s.position.as_ref());
+            }
+        }
+    }
     let mut planned = Vec::with_capacity(plans.len());
     for (i, mut plan) in plans.into_iter().enumerate() {
         let name = plan.model().name.clone();
         let key = StateKey::new(&settings.pipeline_name, &name);
         let epoch = ownership.epoch(i);
-        let (start, mut deferred_key) = match state::load(&mut tgt, &key).await? {
-            Some(s) => (s.position, s.deferred_key),
-            None => (None, None),
+        let (mut start, mut deferred_key, requested) = match state::load(&mut tgt, &key).await? {
+            Some(s) => (s.position, s.deferred_key, s.snapshot_requested),
+            None => (None, None, false),
         };
+        if requested {
+            let target = postgres::types::qualified(&settings.target.schema, &name);
+            match state::take_snapshot_request(&mut tgt, &key, epoch, &target).await? {
+                Ok(()) => {
+                    info!(table = %name, target = %target, "copying the table again, as `sluice snapshot` asked: its target table was emptied, and it is copied from the source while the other tables go on");
+                    start = None;
+                }
+                Err(why) => warn!(table = %name, "{why}"),
+            }
+        }
         let recorded = state::latest_shape(&mut tgt, &key).await?;
         let on_drop = settings
             .tables
@@ -100,6 +123,7 @@ pub async fn prepare(
         }
         if start.is_none()
             && deferred_key.is_none()
+            && !streaming
             && settings.pipeline.defer_key
             && plan.estimated_rows() >= settings.pipeline.defer_key_min_rows
         {
@@ -129,4 +153,31 @@ pub async fn prepare(
 /// A string as an SQL literal, for statements sluice prints for the user to run.
 fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// How often a run looks for `sluice snapshot` requests for the tables it holds.
+const REQUESTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the round when `sluice snapshot` asks for one of `names` (the tables this member
+/// holds) to be copied again: the next round's [`prepare`] takes the request, every other
+/// table resuming from its committed position.
+pub async fn watch_snapshot_requests(settings: Settings, names: Vec<String>, round: Shutdown) {
+    let mut conn = None;
+    while !round.sleep(REQUESTS_EVERY).await {
+        if conn.is_none() {
+            conn = postgres::connect(&settings.target.url, "requests")
+                .await
+                .ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match state::snapshot_requests(c, &settings.pipeline_name, &names).await {
+            Ok(asked) if !asked.is_empty() => {
+                info!(tables = %asked.join(", "), "`sluice snapshot` asked for tables to be copied again; taking the request (the round ends, every table resuming from its committed position)");
+                round.request();
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => conn = None,
+        }
+    }
 }

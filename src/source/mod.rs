@@ -244,6 +244,9 @@ pub struct OpenTable {
     /// Its changes keep their order among those of the other `ordered` tables (see
     /// [`ordered_tables`]).
     pub ordered: bool,
+    /// Its target's primary key is deferred (an initial load in progress): only a copy
+    /// before any streaming may write it (binlog capture copies it so).
+    pub deferred_key: bool,
 }
 
 /// The tables whose changes must reach the target in the source's order among each other:

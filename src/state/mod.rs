@@ -38,24 +38,151 @@ pub struct Stored {
     pub position: Option<Position>,
     pub deferred_key: Option<String>,
     pub owner_epoch: i64,
+    /// `sluice snapshot` asked for the table to be copied again.
+    pub snapshot_requested: bool,
 }
 
 /// The stored state of a table, if any.
 pub async fn load(conn: &mut PgConnection, key: &StateKey) -> Result<Option<Stored>> {
-    let row: Option<(Option<serde_json::Value>, Option<String>, i64)> = sqlx::query_as(
-        "SELECT position, deferred_key, owner_epoch FROM sluice.replication_state \
-         WHERE pipeline = $1 AND table_name = $2",
+    let row: Option<(Option<serde_json::Value>, Option<String>, i64, bool)> = sqlx::query_as(
+        "SELECT position, deferred_key, owner_epoch, snapshot_requested IS NOT NULL \
+         FROM sluice.replication_state WHERE pipeline = $1 AND table_name = $2",
     )
     .bind(&key.pipeline)
     .bind(&key.table)
     .fetch_optional(&mut *conn)
     .await
     .map_err(tgt(format!("reading the state of {:?}", key.table)))?;
-    Ok(row.map(|(position, deferred_key, owner_epoch)| Stored {
-        position: position.filter(|p| !p.is_null()).map(Position),
-        deferred_key,
-        owner_epoch,
-    }))
+    Ok(row.map(
+        |(position, deferred_key, owner_epoch, snapshot_requested)| Stored {
+            position: position.filter(|p| !p.is_null()).map(Position),
+            deferred_key,
+            owner_epoch,
+            snapshot_requested,
+        },
+    ))
+}
+
+/// Asks for tables of `pipeline` to be copied again (`sluice snapshot`), all or none:
+/// returns the ones that have no state in that pipeline (never replicated: nothing to ask
+/// for), and records nothing then.
+pub async fn request_snapshot(
+    conn: &mut PgConnection,
+    pipeline: &str,
+    tables: &[String],
+) -> Result<Vec<String>> {
+    use sea_orm::sqlx::Connection;
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(tgt("beginning the snapshot request"))?;
+    let known: Vec<String> = sqlx::query_scalar(
+        "UPDATE sluice.replication_state SET snapshot_requested = now() \
+         WHERE pipeline = $1 AND table_name = ANY($2) RETURNING table_name",
+    )
+    .bind(pipeline)
+    .bind(tables)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(tgt("recording the snapshot request"))?;
+    let unknown: Vec<String> = tables
+        .iter()
+        .filter(|t| !known.contains(t))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        tx.commit()
+            .await
+            .map_err(tgt("committing the snapshot request"))?;
+    }
+    Ok(unknown)
+}
+
+/// The tables among `tables` of `pipeline` that `sluice snapshot` asked to copy again.
+pub async fn snapshot_requests(
+    conn: &mut PgConnection,
+    pipeline: &str,
+    tables: &[String],
+) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT table_name FROM sluice.replication_state \
+         WHERE pipeline = $1 AND table_name = ANY($2) AND snapshot_requested IS NOT NULL \
+         ORDER BY table_name",
+    )
+    .bind(pipeline)
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(tgt("reading the snapshot requests"))
+}
+
+/// Takes a snapshot request as the table's owner (`epoch`): empties the target table
+/// (`target`, qualified) and forgets the table's position, in one transaction, so the table
+/// is copied from the source as a new one would be. A table the target cannot empty (other
+/// target tables' foreign keys reference it) keeps its position: the request is dropped,
+/// and the error says why. Fails with [`Error::Fenced`] when the table is no longer this
+/// process's.
+pub async fn take_snapshot_request(
+    conn: &mut PgConnection,
+    key: &StateKey,
+    epoch: i64,
+    target: &str,
+) -> Result<std::result::Result<(), String>> {
+    use sea_orm::sqlx::{AssertSqlSafe, Connection};
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(tgt("beginning the snapshot request's transaction"))?;
+    let n = sqlx::query(
+        "UPDATE sluice.replication_state \
+         SET position = NULL, snapshot_requested = NULL, source_time = NULL, \
+             last_error = NULL, updated_at = now() \
+         WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
+    )
+    .bind(&key.pipeline)
+    .bind(&key.table)
+    .bind(epoch)
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt(format!(
+        "taking the snapshot request of {:?}",
+        key.table
+    )))?
+    .rows_affected();
+    if n == 0 {
+        return Err(fenced(key, epoch));
+    }
+    if let Err(e) = sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {target}")))
+        .execute(&mut *tx)
+        .await
+    {
+        drop(tx);
+        sqlx::query(
+            "UPDATE sluice.replication_state SET snapshot_requested = NULL \
+             WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
+        )
+        .bind(&key.pipeline)
+        .bind(&key.table)
+        .bind(epoch)
+        .execute(&mut *conn)
+        .await
+        .map_err(tgt(format!(
+            "dropping the snapshot request of {:?}",
+            key.table
+        )))?;
+        return Ok(Err(format!(
+            "table {:?} is not copied again, as `sluice snapshot` asked: emptying its target \
+             table {target} failed ({e}), so the request is dropped and the table goes on from \
+             its position. sluice does not copy again a table that other target tables' foreign \
+             keys reference (emptying it would empty or break them); `sluice verify --table {} \
+             --repair` brings it equal instead",
+            key.table, key.table
+        )));
+    }
+    tx.commit()
+        .await
+        .map_err(tgt("committing the snapshot request's transaction"))?;
+    Ok(Ok(()))
 }
 
 /// Makes this process the table's owner: adopts a row stored before pipelines had names

@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`checks`]: what the server must be set to (ROW format, FULL row image, FULL row
 //!   metadata) and the privileges capture needs, refused at start with how to fix them.
-//! - `source`: the [`BinlogSource`]: snapshots first, then the stream; positions.
+//! - `source`: the [`BinlogSource`]: a new pipeline's snapshots first, then the stream; a
+//!   table added later copied beside the stream, a chunk at a time; positions.
 //! - `table`: a table it serves (`BTable`), shared by the source and the stream.
 //! - `snapshot`: the initial copy, in primary-key order, inside one `START TRANSACTION WITH
 //!   CONSISTENT SNAPSHOT` whose binlog position MariaDB reports exactly
-//!   (`binlog_snapshot_file` / `binlog_snapshot_position`).
+//!   (`binlog_snapshot_file` / `binlog_snapshot_position`); and the chunks of a copy beside
+//!   the stream, each in a snapshot of its own (`Chunker`).
 //! - `stream`: events into transactions of changes (inserts, updates with the old key when
 //!   it changed, deletes, TRUNCATE): the event loop, and what a statement means for the
 //!   tables. It uses:

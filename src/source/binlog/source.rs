@@ -1,12 +1,25 @@
-//! The binlog source: snapshots first (the tables without a position), then the stream from
-//! the oldest position of all tables.
+//! The binlog source: the stream from the oldest position of all tables, and the tables
+//! that need a copy copied, either before it or beside it.
+//!
+//! When no table streams yet (a new pipeline), every table is copied first, in one
+//! consistent snapshot (`Phase::Snapshot`: the fastest copy, which may defer the target's
+//! primary key). When others stream (a table added later, or copied again), a table is
+//! copied beside the stream on MariaDB, a chunk at a time: each chunk read in a snapshot of
+//! its own at the exact binlog position the server reports for it, held until the stream
+//! stands at that position, and applied there, in the stream's order. Every change of the
+//! table from where its copy started is applied as it comes (as upserts and deletes, whole
+//! row images), so a chunk finds the target as the source was at its position for the
+//! rows copied before it and for every row changed since, and the rows it brings are the
+//! source's there: the table ends exact, and no other table waits for more than a chunk's
+//! read. A chunk read after the stream had passed its position (the binlog is written a
+//! moment before InnoDB commits) is read again.
 
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tracing::info;
 
-use super::snapshot::{Snapshot, TableCopy};
+use super::snapshot::{Chunk, Chunker, Snapshot, TableCopy};
 use super::stream::Stream;
 use super::table::BTable;
 use super::txn::Out;
@@ -17,7 +30,7 @@ use crate::model::{Change, ChangeSet};
 use crate::source::mysql::{self, Flavor};
 use crate::source::poll::PollOptions;
 use crate::source::{After, OpenTable, Read, Source, Step, TablePlan, Txn};
-use crate::value::row_bytes;
+use crate::value::{row_bytes, Value};
 
 /// How often idle tables' positions are moved up to the stream's, so a restart never reads
 /// far back for a table that rarely changes.
@@ -43,6 +56,20 @@ pub struct BinlogSource {
     /// Where this process's snapshot was consistent with (read from the server just now).
     taken: Option<BinlogPos>,
     positions_at: Instant,
+    /// Tables are copied beside the stream (see the module's doc).
+    beside: bool,
+    /// The connection chunks are read on.
+    chunker: Option<Chunker>,
+    /// The chunk read, waiting for the stream to reach its position.
+    pending: Option<Chunk>,
+    /// A table whose last chunk was handed out: its copy is over (indexes, foreign keys).
+    copied: Option<crate::model::TableId>,
+    /// The changes of tables being copied handed out since the last chunk was read, with
+    /// where their group started: a chunk read at a position the stream had passed already
+    /// gets those after it again (see `beside_step`).
+    replay: std::collections::VecDeque<(BinlogPos, crate::model::TableId, Vec<Change>)>,
+    /// Tests (`chunk_late`): the stream reads on once past the pending chunk's position.
+    late: bool,
 }
 
 impl BinlogSource {
@@ -86,6 +113,7 @@ impl BinlogSource {
                     renames: Vec::new(),
                     indexes_stale: false,
                     ordered: t.ordered,
+                    deferred_key: t.deferred_key,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -100,7 +128,186 @@ impl BinlogSource {
             target: None,
             taken: None,
             positions_at: Instant::now(),
+            beside: false,
+            chunker: None,
+            pending: None,
+            copied: None,
+            replay: Default::default(),
+            late: false,
         })
+    }
+
+    /// A table still to copy (or being copied).
+    fn copying(t: &BTable) -> bool {
+        Self::live(t) && t.snapshot.is_some()
+    }
+
+    /// Whether the tables to copy go beside the stream: others stream already, none of
+    /// them has its key deferred, and the server reports each snapshot's exact position
+    /// (MariaDB). Opens the connection chunks are read on when so.
+    async fn choose_beside(&mut self) -> Result<bool> {
+        let streaming = self
+            .tables
+            .iter()
+            .any(|t| Self::live(t) && t.snapshot.is_none() && t.from.is_some());
+        let keyed = self
+            .tables
+            .iter()
+            .filter(|t| Self::copying(t))
+            .all(|t| !t.deferred_key);
+        if !streaming || !keyed {
+            return Ok(false);
+        }
+        let mut conn = mysql::connect(&self.url).await?;
+        if !Flavor::detect(&mut conn).await?.mariadb {
+            info!("MySQL reports no binlog position for a consistent snapshot: the tables to copy are copied before the stream goes on");
+            return Ok(false);
+        }
+        drop(conn);
+        self.chunker = Some(Chunker::open(&self.url).await?);
+        Ok(true)
+    }
+
+    /// The table part of a stream transaction, or an idle move, of a table being copied
+    /// carries how far its copy got.
+    fn with_progress(
+        &self,
+        table: crate::model::TableId,
+        position: crate::model::Position,
+    ) -> crate::model::Position {
+        let Some(t) = self
+            .tables
+            .iter()
+            .find(|t| t.id == table && t.snapshot.is_some())
+        else {
+            return position;
+        };
+        match serde_json::from_value::<Stored>(position.0.clone()) {
+            Ok(mut stored) => {
+                stored.snapshot = Some(SnapshotProgress {
+                    after: t.snapshot.clone().flatten(),
+                });
+                stored.position()
+            }
+            // Not a stored position (a chunk of a transaction still open): left as is.
+            Err(_) => position,
+        }
+    }
+
+    /// Beside the stream: the next chunk to read, or the one read to hand out once the
+    /// stream stands at its position. `None`: nothing to do before reading the stream on.
+    async fn beside_step(&mut self) -> Result<Option<Step>> {
+        let Phase::Stream(st) = &mut self.phase else {
+            return Ok(None);
+        };
+        if let Some(table) = self.copied.take() {
+            return Ok(Some(Step::Read(Read {
+                table,
+                changes: None,
+                after: After::CaughtUp,
+            })));
+        }
+        if let Some(chunk) = &self.pending {
+            let t = &self.tables[chunk.table];
+            let stale = !Self::live(t)
+                || (st.opened() && !st.read_to().same_server(&chunk.at))
+                || t.pending_shape.is_some()
+                || t.spec.model.version != chunk.version;
+            if stale {
+                // The table stopped, the stream is another server's now, or the table's
+                // shape changed since the chunk was read: read it again.
+                self.pending = None;
+                return Ok(None);
+            }
+            let table = self.tables[chunk.table].id;
+            let late = self.late
+                && !self
+                    .replay
+                    .iter()
+                    .any(|(start, t, _)| *t == table && *start >= chunk.at);
+            if late || !st.reached(&chunk.at) {
+                return Ok(None);
+            }
+            let chunk = self.pending.take().expect("checked above");
+            let pos = st.boundary();
+            // The stream passed the chunk's position before the chunk was read (the binlog
+            // is written a moment before the engine commits): the table's changes handed
+            // out since then come again after the chunk's rows, which are older. (They are
+            // whole row images: applied again, rows outside the chunk end as they were.)
+            let again: Vec<Change> = self
+                .replay
+                .iter()
+                .filter(|(start, table, _)| {
+                    *table == self.tables[chunk.table].id
+                        && start.same_server(&chunk.at)
+                        && *start >= chunk.at
+                })
+                .flat_map(|(_, _, changes)| changes.iter().cloned())
+                .collect();
+            let t = &mut self.tables[chunk.table];
+            if !again.is_empty() {
+                tracing::debug!(table = %t.spec.model.name, at = %chunk.at, stream = %pos, changes = again.len(), "a chunk read behind the stream: the changes since its position follow it again");
+            }
+            if let Some(last) = chunk.rows.last() {
+                t.snapshot = Some(Some(t.keyset.of(last)));
+            }
+            let stored = Stored {
+                binlog: pos.clone(),
+                snapshot: (!chunk.done).then(|| SnapshotProgress {
+                    after: t.snapshot.clone().flatten(),
+                }),
+            };
+            if chunk.done {
+                t.snapshot = None;
+                self.copied = Some(t.id);
+                info!(table = %t.spec.model.name, "copy of the table done beside the stream; its changes follow from the binlog");
+            }
+            t.reported = Some(pos);
+            let bytes = chunk.rows.iter().map(row_bytes).sum::<usize>()
+                + again.iter().map(|c| row_bytes(&c.row)).sum::<usize>();
+            let mut changes: Vec<Change> = chunk.rows.into_iter().map(Change::insert).collect();
+            changes.extend(again);
+            crate::failpoint::hit("after_read");
+            return Ok(Some(Step::Txn(Txn {
+                parts: vec![ChangeSet {
+                    table: t.id,
+                    changes,
+                    position: stored.position(),
+                    bytes,
+                    source_time: None,
+                    shape: None,
+                }],
+                complete: true,
+            })));
+        }
+        // One chunk at a time, the tables in turn (the one copied longest ago first).
+        let Some(i) = self.tables.iter().position(Self::copying) else {
+            return Ok(None);
+        };
+        if self.chunker.is_none() {
+            self.chunker = Some(Chunker::open(&self.url).await?);
+        }
+        let page = (self.opts.page_bytes, self.opts.page_rows);
+        let chunker = self.chunker.as_mut().expect("opened above");
+        let t = &mut self.tables[i];
+        let fresh = t.from.is_none();
+        let chunk = match chunker.read(i, t, page).await {
+            Ok(c) => c,
+            Err(e) => return copy_failed(t, e).map(Some),
+        };
+        // Changes whose group started before the chunk's position are in it.
+        self.replay
+            .retain(|(start, _, _)| !(start.same_server(&chunk.at) && *start < chunk.at));
+        if fresh {
+            // Its changes apply from the first chunk's position on: the target holds none
+            // of the table's rows before it.
+            info!(table = %t.spec.model.name, from = %chunk.at, "copy of the table started beside the stream");
+            t.from = Some(chunk.at.clone());
+            t.reported = Some(chunk.at.clone());
+        }
+        self.pending = Some(chunk);
+        self.late = crate::failpoint::is("chunk_late");
+        Ok(None)
     }
 
     fn live(t: &BTable) -> bool {
@@ -182,13 +389,21 @@ impl BinlogSource {
                         info!(position = %target, "catching up to the binlog position as of start");
                         self.target = Some(target);
                     }
-                    if self
-                        .tables
-                        .iter()
-                        .any(|t| Self::live(t) && t.snapshot.is_some())
-                    {
+                    let copy = self.tables.iter().any(Self::copying);
+                    if copy && !self.beside && !self.choose_beside().await? {
                         self.phase = Phase::Snapshot(Snapshot::begin(&self.url).await?);
                     } else {
+                        if copy && !self.beside {
+                            for t in self.tables.iter().filter(|t| Self::copying(t)) {
+                                if let (Some(from), Some(after)) = (&t.from, &t.snapshot) {
+                                    let after = after.as_ref().map_or("the start".into(), |k| {
+                                        k.iter().map(Value::display).collect::<Vec<_>>().join(", ")
+                                    });
+                                    info!(table = %t.spec.model.name, after = %after, changes_from = %from, "copy of the table resumed beside the stream");
+                                }
+                            }
+                        }
+                        self.beside = copy || self.beside;
                         self.start_stream()?;
                     }
                 }
@@ -206,30 +421,16 @@ impl BinlogSource {
                         self.start_stream()?;
                         continue;
                     };
-                    let (page_bytes, page_rows) = (self.opts.page_bytes, self.opts.page_rows);
+                    let page = (self.opts.page_bytes, self.opts.page_rows);
                     let t = &mut self.tables[i];
                     if t.snapshot == Some(None) && t.from.is_none() {
                         info!(table = %t.spec.model.name, consistent_with = %snap.pos, "snapshot of the table started");
                     }
                     self.taken = Some(snap.pos.clone());
                     let from = t.from.get_or_insert_with(|| snap.pos.clone()).clone();
-                    let after = t.snapshot.clone().flatten();
-                    let (rows, done) = match snap
-                        .read(
-                            &t.spec,
-                            &mut t.copy,
-                            after.as_deref(),
-                            page_bytes,
-                            page_rows,
-                        )
-                        .await
-                    {
+                    let (rows, done) = match snap.read(t, page).await {
                         Ok(x) => x,
-                        Err(e) if e.is_retryable() => return Err(e),
-                        Err(error) => {
-                            t.done = true;
-                            return Ok(Step::Failed { table: t.id, error });
-                        }
+                        Err(e) => return copy_failed(t, e),
                     };
                     if let Some(last) = rows.last() {
                         t.snapshot = Some(Some(t.keyset.of(last)));
@@ -262,68 +463,123 @@ impl BinlogSource {
                         after: if done { After::CaughtUp } else { After::More },
                     }));
                 }
-                Phase::Stream(st) => {
-                    if let Some(target) = &self.target {
-                        // The server accepts the position first (it may not hold it at all).
-                        st.connect_if_needed(&self.url, self.server_id).await?;
-                        // Read that far (positions may stay behind, at a prepared XA).
-                        let read_to = st.read_to();
-                        // Never before the server has accepted the position (it may not
-                        // hold it at all).
-                        if st.opened()
-                            && !st.in_transaction()
-                            && read_to.same_server(target)
-                            && read_to >= *target
+                Phase::Stream(_) if self.beside => {
+                    if let Some(step) = self.beside_step().await? {
+                        return Ok(step);
+                    }
+                    match self.stream_step().await? {
+                        Some(step) => return Ok(step),
+                        None => continue,
+                    }
+                }
+                Phase::Stream(_) => match self.stream_step().await? {
+                    Some(step) => return Ok(step),
+                    None => continue,
+                },
+                Phase::Done => return Ok(Step::Finished),
+            }
+        }
+    }
+
+    /// Reads the stream on (up to the pending chunk's position, if any). `None`: go round
+    /// again (the phase changed, or the stream stands at the chunk's position).
+    async fn stream_step(&mut self) -> Result<Option<Step>> {
+        let copying = self.tables.iter().any(Self::copying);
+        // Tests (`chunk_late`): read on past the chunk's position, until a change of its
+        // table there has been handed out.
+        let stop_at = match &self.pending {
+            Some(c)
+                if self.late
+                    && !self.replay.iter().any(|(start, table, _)| {
+                        *table == self.tables[c.table].id && *start >= c.at
+                    }) =>
+            {
+                None
+            }
+            Some(c) => Some(c.at.clone()),
+            None => None,
+        };
+        let Phase::Stream(st) = &mut self.phase else {
+            return Ok(None);
+        };
+        if let (Some(target), false) = (&self.target, copying) {
+            // The server accepts the position first (it may not hold it at all).
+            st.connect_if_needed(&self.url, self.server_id).await?;
+            // Read that far (positions may stay behind, at a prepared XA).
+            let read_to = st.read_to();
+            // Never before the server has accepted the position (it may not hold it at all).
+            if st.opened()
+                && !st.in_transaction()
+                && read_to.same_server(target)
+                && read_to >= *target
+            {
+                info!(position = %st.read_to(), "caught up with the binlog as of start");
+                // Every table's position moves up to here before the end.
+                let boundary = st.boundary();
+                self.phase = Phase::Done;
+                return Ok(self.advance_idle(boundary).map(Step::Txn));
+            }
+        }
+        let chunk = self.opts.page_bytes;
+        let out = st
+            .next(
+                &self.url,
+                self.server_id,
+                &mut self.tables,
+                chunk,
+                stop_at.as_ref(),
+            )
+            .await?;
+        let (boundary, group_from) = (st.boundary(), st.group_from().clone());
+        match out {
+            Out::Reached => Ok(None),
+            Out::Txn(mut txn) => {
+                if copying {
+                    for p in &txn.parts {
+                        if !p.changes.is_empty()
+                            && self
+                                .tables
+                                .iter()
+                                .any(|t| t.id == p.table && t.snapshot.is_some())
                         {
-                            info!(position = %st.read_to(), "caught up with the binlog as of start");
-                            // Every table's position moves up to here before the end.
-                            let boundary = st.boundary();
-                            self.phase = Phase::Done;
-                            if let Some(txn) = self.advance_idle(boundary) {
-                                return Ok(Step::Txn(txn));
-                            }
-                            continue;
+                            self.replay
+                                .push_back((group_from.clone(), p.table, p.changes.clone()));
                         }
                     }
-                    let chunk = self.opts.page_bytes;
-                    match st
-                        .next(&self.url, self.server_id, &mut self.tables, chunk)
-                        .await?
-                    {
-                        Out::Txn(txn) => {
-                            if txn.complete {
-                                let pos = st.boundary();
-                                for p in &txn.parts {
-                                    if let Some(t) =
-                                        self.tables.iter_mut().find(|t| t.id == p.table)
-                                    {
-                                        t.reported = Some(pos.clone());
-                                    }
-                                }
-                            }
-                            crate::failpoint::hit("after_read");
-                            return Ok(Step::Txn(txn));
-                        }
-                        Out::Failed { table, error } => {
-                            let Some(t) = self.tables.iter_mut().find(|t| t.id == table) else {
-                                return Ok(Step::Failed { table, error });
-                            };
-                            t.done = true;
-                            return Ok(crate::source::table_failed(table, &t.config, error));
-                        }
-                        Out::Idle => {
-                            let boundary = st.boundary();
-                            if self.positions_at.elapsed() >= POSITIONS_EVERY {
-                                self.positions_at = Instant::now();
-                                if let Some(txn) = self.advance_idle(boundary) {
-                                    return Ok(Step::Txn(txn));
-                                }
-                            }
-                            return Ok(Step::Idle);
+                    for p in &mut txn.parts {
+                        let position = std::mem::replace(
+                            &mut p.position,
+                            crate::model::Position(serde_json::Value::Null),
+                        );
+                        p.position = self.with_progress(p.table, position);
+                    }
+                }
+                if txn.complete {
+                    for p in &txn.parts {
+                        if let Some(t) = self.tables.iter_mut().find(|t| t.id == p.table) {
+                            t.reported = Some(boundary.clone());
                         }
                     }
                 }
-                Phase::Done => return Ok(Step::Finished),
+                crate::failpoint::hit("after_read");
+                Ok(Some(Step::Txn(txn)))
+            }
+            Out::Failed { table, error } => {
+                let Some(t) = self.tables.iter_mut().find(|t| t.id == table) else {
+                    return Ok(Some(Step::Failed { table, error }));
+                };
+                t.done = true;
+                Ok(Some(crate::source::table_failed(table, &t.config, error)))
+            }
+            Out::Idle => {
+                self.late = false;
+                if self.positions_at.elapsed() >= POSITIONS_EVERY {
+                    self.positions_at = Instant::now();
+                    if let Some(txn) = self.advance_idle(boundary) {
+                        return Ok(Some(Step::Txn(txn)));
+                    }
+                }
+                Ok(Some(Step::Idle))
             }
         }
     }
@@ -336,6 +592,12 @@ impl BinlogSource {
         }
         .position();
         let mut parts = Vec::new();
+        let progress: Vec<(crate::model::TableId, crate::model::Position)> = self
+            .tables
+            .iter()
+            .filter(|t| t.snapshot.is_some())
+            .map(|t| (t.id, self.with_progress(t.id, position.clone())))
+            .collect();
         for t in self
             .tables
             .iter_mut()
@@ -349,10 +611,14 @@ impl BinlogSource {
                     || (r.gtid.is_none() && boundary.gtid.is_some())
             }) {
                 t.reported = Some(boundary.clone());
+                let position = progress
+                    .iter()
+                    .find(|(id, _)| *id == t.id)
+                    .map_or_else(|| position.clone(), |(_, p)| p.clone());
                 parts.push(ChangeSet {
                     table: t.id,
                     changes: Vec::new(),
-                    position: position.clone(),
+                    position,
                     bytes: 0,
                     source_time: None,
                     shape: None,
@@ -366,6 +632,18 @@ impl BinlogSource {
     }
 }
 
+/// A copy's read failed: retried when the error is transient, otherwise the table stops.
+fn copy_failed(t: &mut BTable, e: Error) -> Result<Step> {
+    if e.is_retryable() {
+        return Err(e);
+    }
+    t.done = true;
+    Ok(Step::Failed {
+        table: t.id,
+        error: e,
+    })
+}
+
 impl Source for BinlogSource {
     fn next(&mut self) -> BoxFuture<'_, Result<Step>> {
         Box::pin(self.step())
@@ -375,7 +653,12 @@ impl Source for BinlogSource {
         match &mut self.phase {
             // The snapshot's transaction is gone: a new one takes over where the copy got.
             Phase::Snapshot(_) => self.phase = Phase::Start,
-            Phase::Stream(st) => st.reset(),
+            Phase::Stream(st) => {
+                st.reset();
+                // Its connection may be gone too; a chunk read stays good (its position is
+                // ahead of where the stream reconnects).
+                self.chunker = None;
+            }
             Phase::Start | Phase::Done => {}
         }
     }

@@ -78,6 +78,8 @@ pub(super) struct Stream {
     seeking: bool,
     /// A connection was opened (the server checked the position) at least once.
     opened: bool,
+    /// The boundary the group being read (or the one handed out last) started at.
+    group_from: BinlogPos,
     /// Table failures found together (one statement writing several tables), handed out one
     /// at a time.
     failures: Vec<Out>,
@@ -107,6 +109,7 @@ impl Stream {
             conn: None,
             file: resume.file.clone(),
             last_end: resume.pos,
+            group_from: resume.clone(),
             resume,
             txn: None,
             standalone: None,
@@ -128,6 +131,23 @@ impl Stream {
     /// The last group boundary read.
     pub fn read_to(&self) -> BinlogPos {
         self.resume.clone()
+    }
+
+    /// The stream stands at a group boundary at or past `pos` (a position of the same
+    /// server's binlog), with nothing of a later group read.
+    pub fn reached(&self, pos: &BinlogPos) -> bool {
+        self.opened
+            && !self.in_transaction()
+            && self.group.is_none()
+            && !self.seeking
+            && !self.file_unknown
+            && self.resume.same_server(pos)
+            && self.resume >= *pos
+    }
+
+    /// Where the group whose changes were handed out last started: the boundary before it.
+    pub fn group_from(&self) -> &BinlogPos {
+        &self.group_from
     }
 
     /// A connection was opened at least once: the server accepted the position.
@@ -191,12 +211,15 @@ impl Stream {
 
     /// Reads events until there is something to hand out. `chunk_bytes`: a transaction
     /// holding this much is handed out in chunks.
+    /// `stop_at`: a group boundary of this server's binlog (a chunk's snapshot position):
+    /// `Out::Reached` as soon as the stream stands there, before reading any group after it.
     pub async fn next(
         &mut self,
         url: &str,
         server_id: u32,
         tables: &mut [BTable],
         chunk_bytes: usize,
+        stop_at: Option<&BinlogPos>,
     ) -> Result<Out> {
         if self.conn.is_none() {
             self.connect(url, server_id).await?;
@@ -204,6 +227,12 @@ impl Stream {
         loop {
             if let Some(failed) = self.failures.pop() {
                 return Ok(failed);
+            }
+            if !self.in_transaction() && self.group.is_none() {
+                self.group_from = self.resume.clone();
+            }
+            if stop_at.is_some_and(|s| self.reached(s)) {
+                return Ok(Out::Reached);
             }
             // Right after a transaction, a short wait tells a burst from a quiet source.
             let wait = match (&self.txn, self.quiet_since) {

@@ -41,4 +41,6 @@ pub(super) struct BTable {
     pub indexes_stale: bool,
     /// Its changes keep their order among other ordered tables' (`source::ordered_tables`).
     pub ordered: bool,
+    /// Its target's primary key is deferred: it is copied before the stream starts.
+    pub deferred_key: bool,
 }

@@ -16,6 +16,8 @@ pub(super) enum Out {
     Txn(Txn),
     /// Nothing arrived for a moment: the tables are caught up.
     Idle,
+    /// The stream stands at the boundary it was asked to stop at (see `Stream::next`).
+    Reached,
     /// A table's change could not be read: that table stops.
     Failed {
         table: TableId,
