@@ -163,13 +163,7 @@ echo "== sysbench oltp_write_only, 8 threads, ${LOAD_SECONDS}s"
 tps_of() { awk '/transactions:/ { gsub(/[()]/, "", $3); print $3 }' "$1"; }
 "${SB[@]}" --threads=8 --time="$LOAD_SECONDS" run >"$WORK/alone.txt"
 TPS_ALONE=$(tps_of "$WORK/alone.txt")
-"${MY[@]}" "$DB" -e "CREATE TABLE probe (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)"
-"${PG[@]}" -d "$DB" -c "
-  CREATE TABLE public.probe (id integer PRIMARY KEY, at timestamp(6) NOT NULL);
-  CREATE TABLE public.landed (id integer PRIMARY KEY, at timestamptz NOT NULL);
-  CREATE FUNCTION public.note_landed() RETURNS trigger LANGUAGE plpgsql AS
-    \$\$ BEGIN INSERT INTO public.landed VALUES (NEW.id, clock_timestamp()); RETURN NULL; END \$\$;
-  CREATE TRIGGER note_landed AFTER INSERT ON public.probe FOR EACH ROW EXECUTE FUNCTION public.note_landed();"
+probe_tables "$DB"
 config "$WORK/load.toml" sbtest1 sbtest2 sbtest3 sbtest4 probe
 sluice_once "$WORK/load.toml"  # the snapshot of the sysbench tables
 /usr/bin/time -f '%M' -o "$WORK/rss" "$BIN" --config "$WORK/load.toml" run >"$WORK/run.log" 2>&1 &

@@ -18,3 +18,12 @@ bench_setup() {
 
 now() { date +%s.%N; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+probe_tables() { # probe_tables DB: a probe table on both sides; the target stamps each row as it lands
+    "${MY[@]}" "$1" -e "CREATE TABLE probe (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)"
+    "${PG[@]}" -d "$1" -c "
+      CREATE TABLE public.probe (id integer PRIMARY KEY, at timestamp(6) NOT NULL);
+      CREATE TABLE public.landed (id integer PRIMARY KEY, at timestamptz NOT NULL);
+      CREATE FUNCTION public.note_landed() RETURNS trigger LANGUAGE plpgsql AS
+        \$\$ BEGIN INSERT INTO public.landed VALUES (NEW.id, clock_timestamp()); RETURN NULL; END \$\$;
+      CREATE TRIGGER note_landed AFTER INSERT ON public.probe FOR EACH ROW EXECUTE FUNCTION public.note_landed();"
+}

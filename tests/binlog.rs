@@ -291,6 +291,17 @@ fn tables_replaced_wholesale_are_followed_or_stop_named() {
     );
     let status = db.ok(&["--config", cfg, "status"]);
     assert!(status.contains("swapped_next"), "{status}");
+    // What the message says to do: copy it again, while the run goes on.
+    assert!(
+        run.log().contains("sluice snapshot --table swapped"),
+        "{}",
+        run.log()
+    );
+    db.ok(&["--config", cfg, "snapshot", "--table", "swapped"]);
+    run.wait_for("copy of the table done", Duration::from_secs(60));
+    db.mysql("INSERT INTO swapped VALUES (501, 'after the copy')");
+    wait_equal(&db, "swapped", "id, v", &|| run.log());
+    assert!(run.child.try_wait().unwrap().is_none(), "{}", run.log());
     signal(&run.child, "TERM");
     run.wait_exit(Duration::from_secs(30));
 }

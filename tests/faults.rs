@@ -301,21 +301,15 @@ fn postgres_restart_inside_a_large_transaction_starts_the_lane_again() {
     assert!(status.success(), "{}", run.log());
 }
 
-#[test]
-fn a_purged_binlog_stops_the_run_naming_the_file() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let db = TestDb::new();
-    db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY)");
-    let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n");
-    let cfg = cfg.to_str().unwrap();
-    db.ok(&["--config", cfg, "run", "--once"]);
+/// Runs `writes` (which end with `FLUSH BINARY LOGS`) and purges the binlog up to the current
+/// file, until the file the pipeline's stored position is in is gone. Returns that file and
+/// the server's oldest file now.
+fn purge_after(db: &TestDb, writes: &str) -> (String, String) {
     let stored = db.pg_rows("SELECT position->'binlog'->>'file' FROM sluice.replication_state")[0]
         [0]
     .clone()
     .unwrap();
-    db.mysql(
-        "INSERT INTO t VALUES (1); FLUSH BINARY LOGS; INSERT INTO t VALUES (2); FLUSH BINARY LOGS",
-    );
+    db.mysql(writes);
     let current = db.mysql_text("SHOW MASTER STATUS");
     // The server keeps a file a dump thread (the last run's, until it notices the closed
     // connection) still reads: purge until the stored file is gone.
@@ -328,6 +322,21 @@ fn a_purged_binlog_stops_the_run_naming_the_file() {
             oldest = db.mysql_text("SHOW BINARY LOGS");
             oldest != stored
         },
+    );
+    (stored, oldest)
+}
+
+#[test]
+fn a_purged_binlog_stops_the_run_naming_the_file() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY)");
+    let cfg = db.config("[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t\"\n");
+    let cfg = cfg.to_str().unwrap();
+    db.ok(&["--config", cfg, "run", "--once"]);
+    let (stored, oldest) = purge_after(
+        &db,
+        "INSERT INTO t VALUES (1); FLUSH BINARY LOGS; INSERT INTO t VALUES (2); FLUSH BINARY LOGS",
     );
     let out = db.run(&["--config", cfg, "run", "--once"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -929,4 +938,39 @@ fn a_memory_table_emptied_by_a_restart_is_emptied_on_the_target() {
     signal(&run.child, "TERM");
     let (status, _) = run.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{}", run.log());
+}
+
+/// `[source] on_binlog_gone = "snapshot"`: a table whose binlog file was purged while sluice
+/// was stopped has its target emptied and is copied again (a stale row on the target goes),
+/// said at warn; the run ends equal instead of stopping.
+#[test]
+fn a_purged_binlog_is_copied_again_when_asked_to() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT NOT NULL); INSERT INTO t VALUES (1, 1), (2, 2)");
+    let cfg = db.config(
+        "[source]\ncapture = \"binlog\"\non_binlog_gone = \"snapshot\"\n[[tables]]\nname = \"t\"\n",
+    );
+    let cfg = cfg.to_str().unwrap();
+    db.ok(&["--config", cfg, "run", "--once"]);
+    purge_after(
+        &db,
+        "INSERT INTO t VALUES (3, 3); FLUSH BINARY LOGS; DELETE FROM t WHERE id = 1; \
+         UPDATE t SET v = 20 WHERE id = 2; FLUSH BINARY LOGS",
+    );
+    db.pg("INSERT INTO public.t VALUES (99, 99)");
+    db.mysql("INSERT INTO t VALUES (4, 4)");
+    let out = db.run(&["--config", cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("no longer has the binlog file of the table's position"),
+        "{err}"
+    );
+    let rows = db.pg_rows("SELECT id::text, v::text FROM public.t ORDER BY id");
+    let want: Vec<Vec<Option<String>>> = [(2, 20), (3, 3), (4, 4)]
+        .iter()
+        .map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())])
+        .collect();
+    assert_eq!(rows, want, "{err}");
 }

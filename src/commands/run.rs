@@ -108,11 +108,13 @@ pub fn run(
             let progress = crate::progress::start(&expanded, helpers.clone(), names.clone());
             let (done_tx, done_rx) = oneshot::channel();
             let found = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
             if !once {
                 actix::spawn(round::watch_snapshot_requests(
                     expanded.clone(),
                     names.clone(),
                     this_round.clone(),
+                    asked.clone(),
                 ));
             }
             if discover {
@@ -155,6 +157,11 @@ pub fn run(
             let handed_over = |t: &crate::pipeline::supervisor::TableSummary| {
                 matches!(t.failed.as_deref(), Some(Error::Fenced { .. }))
             };
+            // `sluice snapshot` asked for a table (a stopped one, perhaps): the next round
+            // copies it, every other table resuming from its committed position.
+            if asked.load(std::sync::atomic::Ordering::Relaxed) && !shutdown.requested() {
+                continue;
+            }
             if !once && !discover && !shutdown.requested() && outcome.failures().all(handed_over)
             {
                 // The group changed: this member takes its new share.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Capture, Cluster, Pipeline, Retry, TableSettings, Verify, ZeroDates};
+use super::{Capture, Cluster, OnBinlogGone, Pipeline, Retry, TableSettings, Verify, ZeroDates};
 use crate::error::{Error, Result};
 use crate::redact::redact;
 
@@ -47,6 +47,7 @@ pub(super) struct FileSource {
     pub(super) datetime_zone: Option<String>,
     pub(super) capture: Option<Capture>,
     pub(super) server_id: Option<u32>,
+    pub(super) on_binlog_gone: Option<OnBinlogGone>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -57,6 +57,8 @@ pub struct SourceConfig {
     pub datetime_zone: Option<String>,
     /// `[source] capture`: how changes are read.
     pub capture: Capture,
+    /// `[source] on_binlog_gone`: what binlog capture does when a table's binlog was purged.
+    pub on_binlog_gone: OnBinlogGone,
     /// `[source] server_id`: the replica id binlog capture announces to the source.
     pub server_id: u32,
     /// `server_id` was derived (not configured): each member of a group announces its own
@@ -111,6 +113,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("zero_dates", &self.zero_dates)
             .field("datetime_zone", &self.datetime_zone)
             .field("capture", &self.capture)
+            .field("on_binlog_gone", &self.on_binlog_gone)
             .field("server_id", &self.server_id)
             .finish()
     }
@@ -176,6 +179,7 @@ impl Settings {
                 zero_dates: parsed.source.zero_dates.unwrap_or_default(),
                 datetime_zone: parsed.source.datetime_zone,
                 capture: parsed.source.capture.unwrap_or_default(),
+                on_binlog_gone: parsed.source.on_binlog_gone.unwrap_or_default(),
                 server_id: parsed.source.server_id.unwrap_or(0),
                 server_id_derived: false,
             },

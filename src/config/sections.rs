@@ -220,6 +220,20 @@ pub enum ZeroDates {
     Error,
 }
 
+/// `[source] on_binlog_gone`: binlog capture finds that the source purged the binlog file a
+/// table's position is in (sluice was stopped longer than the binlog is kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBinlogGone {
+    /// Stop, naming the file and how to start over (the default: nothing is copied again
+    /// behind the operator's back).
+    #[default]
+    Stop,
+    /// Copy each such table again (its target emptied and copied beside the stream, or
+    /// before it when no table streams), logged at warn and counted.
+    Snapshot,
+}
+
 /// `[pipeline] on_bad_row`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -161,7 +161,13 @@ const REQUESTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Ends the round when `sluice snapshot` asks for one of `names` (the tables this member
 /// holds) to be copied again: the next round's [`prepare`] takes the request, every other
 /// table resuming from its committed position.
-pub async fn watch_snapshot_requests(settings: Settings, names: Vec<String>, round: Shutdown) {
+/// Sets `asked` when it ends the round.
+pub async fn watch_snapshot_requests(
+    settings: Settings,
+    names: Vec<String>,
+    round: Shutdown,
+    asked: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut conn = None;
     while !round.sleep(REQUESTS_EVERY).await {
         if conn.is_none() {
@@ -171,8 +177,9 @@ pub async fn watch_snapshot_requests(settings: Settings, names: Vec<String>, rou
         }
         let Some(c) = conn.as_mut() else { continue };
         match state::snapshot_requests(c, &settings.pipeline_name, &names).await {
-            Ok(asked) if !asked.is_empty() => {
-                info!(tables = %asked.join(", "), "`sluice snapshot` asked for tables to be copied again; taking the request (the round ends, every table resuming from its committed position)");
+            Ok(tables) if !tables.is_empty() => {
+                info!(tables = %tables.join(", "), "`sluice snapshot` asked for tables to be copied again; taking the request (the round ends, every table resuming from its committed position)");
+                asked.store(true, std::sync::atomic::Ordering::Relaxed);
                 round.request();
                 return;
             }

@@ -17,6 +17,7 @@ pub const TABLE_RUNNING: &str = "sluice_table_running";
 pub const CHANGES: &str = "sluice_changes_total";
 pub const TRANSACTIONS: &str = "sluice_source_transactions_total";
 pub const EVENTS_SKIPPED: &str = "sluice_binlog_events_skipped_total";
+pub const BINLOG_GONE: &str = "sluice_binlog_gone_copies_total";
 pub const BYTES_BEHIND: &str = "sluice_binlog_bytes_behind";
 pub const DDL_LOCK_WAITS: &str = "sluice_ddl_lock_waits_total";
 pub const ROWS_FUTURE: &str = "sluice_rows_future_cursor";

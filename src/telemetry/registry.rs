@@ -31,6 +31,16 @@ pub fn binlog_event_skipped(kind: &str) -> bool {
     *n == 1
 }
 
+/// Tables copied again because their binlog was purged (`on_binlog_gone = "snapshot"`).
+pub(super) static BINLOG_GONE: LazyLock<Mutex<BTreeMap<String, u64>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// Table `table` is copied again: the binlog file its position is in was purged.
+pub fn binlog_gone_copy(table: &str) {
+    let mut copies = BINLOG_GONE.lock().unwrap_or_else(|p| p.into_inner());
+    *copies.entry(table.to_string()).or_insert(0) += 1;
+}
+
 /// Set while this process is a member of its pipeline's group holding no table (a standby).
 static STANDBY: AtomicBool = AtomicBool::new(false);
 

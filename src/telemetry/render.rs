@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 
 use super::names;
-use super::registry::{snapshot, EVENTS_SKIPPED, TRANSACTIONS};
+use super::registry::{snapshot, BINLOG_GONE, EVENTS_SKIPPED, TRANSACTIONS};
 use super::table::{Histogram, TableMetrics};
 
 /// Prometheus label value escaping.
@@ -180,6 +180,17 @@ pub fn render(now: DateTime<Utc>) -> String {
                     names::EVENTS_SKIPPED,
                     label(kind)
                 );
+            }
+        },
+    );
+    family(
+        names::BINLOG_GONE,
+        "counter",
+        "Tables binlog capture copied again because the source had purged the binlog file their position was in ([source] on_binlog_gone = \"snapshot\").",
+        &mut |o| {
+            let copies = BINLOG_GONE.lock().unwrap_or_else(|p| p.into_inner());
+            for (table, n) in copies.iter() {
+                let _ = writeln!(o, "{}{{table=\"{}\"}} {n}", names::BINLOG_GONE, label(table));
             }
         },
     );

@@ -21,7 +21,7 @@ pub(super) const SILENCE: Duration = Duration::from_secs(10);
 /// The binlog file sluice needs is gone: a permanent stop, saying how to start over.
 fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
     Error::Other(format!(
-        "the source no longer has binlog file {} (needed from position {from}); its oldest is {}. The changes in between are lost to binlog capture: to start over, stop sluice, delete this pipeline's rows from sluice.replication_state and empty the target tables (they are snapshotted again), or keep binary logs longer (binlog_expire_logs_seconds) so that sluice can be down that long",
+        "the source no longer has binlog file {} (needed from position {from}); its oldest is {}. The changes in between are lost to binlog capture: set [source] on_binlog_gone = \"snapshot\" and start sluice again (the tables whose file is gone have their target emptied and are snapshotted again, the others go on), and keep binary logs longer (binlog_expire_logs_seconds) so that sluice can be down that long",
         from.file,
         oldest.unwrap_or("(none)")
     ))

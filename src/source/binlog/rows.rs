@@ -37,8 +37,8 @@ pub(super) fn changes(
     let after = ev.columns_after_image().is_none_or(|b| b.all());
     if !before || !after {
         return Err(Error::Schema(format!(
-            "table {:?}: a binlog row image without every column (written by a session with binlog_row_image = MINIMAL or NOBLOB); sluice never applies part of a row, so the table stops here, the others go on. Set binlog_row_image = FULL for every session (SET GLOBAL binlog_row_image = 'FULL', and in my.cnf; sessions that set it themselves must stop), then copy the table again: stop sluice, delete its row from sluice.replication_state, empty its target table, and start sluice",
-            t.spec.model.name
+            "table {:?}: a binlog row image without every column (written by a session with binlog_row_image = MINIMAL or NOBLOB); sluice never applies part of a row, so the table stops here, the others go on. Set binlog_row_image = FULL for every session (SET GLOBAL binlog_row_image = 'FULL', and in my.cnf; sessions that set it themselves must stop), then copy the table again: `sluice snapshot --table {}` (while sluice runs; the others go on meanwhile)",
+            t.spec.model.name, t.spec.model.name
         )));
     }
     let mut changes = Vec::new();

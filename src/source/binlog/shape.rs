@@ -164,8 +164,8 @@ impl ShapeFollower {
                 Some(c) => columns.push(c),
                 None => {
                     return Ok(Some(Error::Schema(format!(
-                        "table {:?} changed shape at binlog position {}:{} and again since: column {name:?} there matches neither its definition now nor the one sluice had, so its values there cannot be read. Restart sluice once the table's definition no longer changes; if this repeats, copy the table again (delete its row from sluice.replication_state and empty the target table)",
-                        model.name, at.0, at.1
+                        "table {:?} changed shape at binlog position {}:{} and again since: column {name:?} there matches neither its definition now nor the one sluice had, so its values there cannot be read. Restart sluice once the table's definition no longer changes; if this repeats, copy the table again: `sluice snapshot --table {}`",
+                        model.name, at.0, at.1, model.name
                     ))))
                 }
             }

@@ -14,8 +14,7 @@ use super::table::BTable;
 use super::{BinlogPos, GtidState};
 use crate::error::{Error, Result, Side};
 use crate::source::mysql::read::{bind_value, read_page};
-use crate::source::mysql::{self, quote, Flavor, ReadSpec};
-use crate::source::poll::keyset::{self, Keyset};
+use crate::source::mysql::{self, Flavor};
 use crate::value::Row;
 
 /// A consistent snapshot, open on its own connection.
@@ -23,44 +22,6 @@ pub(super) struct Snapshot {
     conn: MySqlConnection,
     /// The binlog position the snapshot is consistent with.
     pub pos: BinlogPos,
-}
-
-/// One table's snapshot reads.
-pub(super) struct TableCopy {
-    first: String,
-    after: String,
-    binds: Vec<usize>,
-    /// Rows asked for per page, following the row width.
-    pub limit: usize,
-}
-
-impl TableCopy {
-    pub fn new(spec: &ReadSpec, keyset: &Keyset, first_limit: usize) -> Self {
-        let t = &spec.model;
-        let cols: Vec<String> = keyset
-            .columns
-            .iter()
-            .map(|&i| quote(&t.columns[i].name))
-            .collect();
-        let phs: Vec<String> = keyset
-            .columns
-            .iter()
-            .map(|&i| match t.columns[i].kind {
-                crate::model::Kind::Decimal { precision, scale } => {
-                    format!("CAST(? AS DECIMAL({precision},{scale}))")
-                }
-                _ => "?".into(),
-            })
-            .collect();
-        let (cond, binds) = keyset::condition(&cols, &phs, true, true);
-        let (select, from, order) = (spec.select_list(), quote(&t.name), cols.join(", "));
-        TableCopy {
-            first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT ?"),
-            after: format!("SELECT {select} FROM {from} WHERE {cond} ORDER BY {order} LIMIT ?"),
-            binds,
-            limit: first_limit.max(1),
-        }
-    }
 }
 
 impl Snapshot {

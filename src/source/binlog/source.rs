@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tracing::info;
 
-use super::snapshot::{Chunk, Chunker, Snapshot, TableCopy};
+use super::snapshot::{Chunk, Chunker, Snapshot};
 use super::stream::Stream;
-use super::table::BTable;
+use super::table::{BTable, TableCopy};
 use super::txn::Out;
 use super::{BinlogPos, SnapshotProgress, Stored};
 use crate::config::Settings;
@@ -70,6 +70,9 @@ pub struct BinlogSource {
     replay: std::collections::VecDeque<(BinlogPos, crate::model::TableId, Vec<Change>)>,
     /// Tests (`chunk_late`): the stream reads on once past the pending chunk's position.
     late: bool,
+    /// `[source] on_binlog_gone`, and whether the tables' files were looked at.
+    on_binlog_gone: crate::config::OnBinlogGone,
+    gone_checked: bool,
 }
 
 impl BinlogSource {
@@ -114,6 +117,7 @@ impl BinlogSource {
                     indexes_stale: false,
                     ordered: t.ordered,
                     deferred_key: t.deferred_key,
+                    empty_first: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -134,7 +138,39 @@ impl BinlogSource {
             copied: None,
             replay: Default::default(),
             late: false,
+            on_binlog_gone: settings.source.on_binlog_gone,
+            gone_checked: false,
         })
+    }
+
+    /// `on_binlog_gone = "snapshot"`: a table whose position is in a binlog file the server
+    /// purged is copied again (its target emptied first) instead of stopping the run.
+    async fn copy_again_where_binlog_gone(&mut self) -> Result<()> {
+        let mut conn = mysql::connect(&self.url).await?;
+        let flavor = Flavor::detect(&mut conn).await?;
+        let (id, uuid) = super::server_identity(&mut conn, flavor).await?;
+        let files = super::binary_logs(&mut conn).await?;
+        let here = BinlogPos {
+            server_id: Some(id),
+            server_uuid: uuid,
+            ..BinlogPos::at(String::new(), 4)
+        };
+        for t in self.tables.iter_mut().filter(|t| Self::live(t)) {
+            let Some(from) = &t.from else { continue };
+            if !from.same_server(&here)
+                || files.is_empty()
+                || files.iter().any(|(f, _)| *f == from.file)
+            {
+                continue;
+            }
+            tracing::warn!(table = %t.spec.model.name, position = %from, oldest = %files[0].0, "the source no longer has the binlog file of the table's position ([source] on_binlog_gone = \"snapshot\"): its target is emptied and it is copied again");
+            crate::telemetry::binlog_gone_copy(&t.spec.model.name);
+            t.from = None;
+            t.reported = None;
+            t.snapshot = Some(None);
+            t.empty_first = true;
+        }
+        Ok(())
     }
 
     /// A table still to copy (or being copied).
@@ -265,7 +301,11 @@ impl BinlogSource {
             t.reported = Some(pos);
             let bytes = chunk.rows.iter().map(row_bytes).sum::<usize>()
                 + again.iter().map(|c| row_bytes(&c.row)).sum::<usize>();
-            let mut changes: Vec<Change> = chunk.rows.into_iter().map(Change::insert).collect();
+            let mut changes: Vec<Change> = Vec::with_capacity(chunk.rows.len() + 1);
+            if std::mem::take(&mut t.empty_first) {
+                changes.push(Change::truncate());
+            }
+            changes.extend(chunk.rows.into_iter().map(Change::insert));
             changes.extend(again);
             crate::failpoint::hit("after_read");
             return Ok(Some(Step::Txn(Txn {
@@ -389,6 +429,12 @@ impl BinlogSource {
                         info!(position = %target, "catching up to the binlog position as of start");
                         self.target = Some(target);
                     }
+                    if self.on_binlog_gone == crate::config::OnBinlogGone::Snapshot
+                        && !self.gone_checked
+                    {
+                        self.copy_again_where_binlog_gone().await?;
+                        self.gone_checked = true;
+                    }
                     let copy = self.tables.iter().any(Self::copying);
                     if copy && !self.beside && !self.choose_beside().await? {
                         self.phase = Phase::Snapshot(Snapshot::begin(&self.url).await?);
@@ -448,9 +494,14 @@ impl BinlogSource {
                         info!(table = %t.spec.model.name, "snapshot of the table done; its changes follow from the binlog");
                     }
                     let bytes = rows.iter().map(row_bytes).sum();
+                    let mut changes = Vec::with_capacity(rows.len() + 1);
+                    if std::mem::take(&mut t.empty_first) {
+                        changes.push(Change::truncate());
+                    }
+                    changes.extend(rows.into_iter().map(Change::insert));
                     let set = ChangeSet {
                         table: t.id,
-                        changes: rows.into_iter().map(Change::insert).collect(),
+                        changes,
                         position: stored.position(),
                         bytes,
                         source_time: None,

@@ -581,8 +581,8 @@ impl Stream {
         Ok(Some(Out::Failed {
             table: t.id,
             error: Error::Schema(format!(
-                "table {:?}: its binlog {name} event at {at} cannot be read ({e}); the table stops, the others go on. Its position stays before that event's transaction, so a sluice that reads it resumes there; otherwise snapshot the table again (delete its row from sluice.replication_state and empty its target table)",
-                t.spec.model.name
+                "table {:?}: its binlog {name} event at {at} cannot be read ({e}); the table stops, the others go on. Its position stays before that event's transaction, so a sluice that reads it resumes there; otherwise copy the table again: `sluice snapshot --table {}` (the others go on meanwhile)",
+                t.spec.model.name, t.spec.model.name
             )),
         }))
     }
@@ -662,7 +662,7 @@ impl Stream {
             }
         };
         Err(Error::Other(format!(
-            "binlog: a transaction changing {} takes changes back at {} ({sp:?}), and {why}; sluice cannot apply it exactly. Re-copy the tables: delete their rows from sluice.replication_state and empty the target tables, or run `sluice verify --repair` once replication has passed this point",
+            "binlog: a transaction changing {} takes changes back at {} ({sp:?}), and {why}; sluice cannot apply it exactly. Copy the tables again (`sluice snapshot --table T` for each), or run `sluice verify --repair` once replication has passed this point",
             if names.is_empty() { "replicated tables".to_string() } else { names.join(", ") },
             self.at(),
         )))
@@ -703,7 +703,7 @@ impl Stream {
             self.failures.push(Out::Failed {
                 table: t.id,
                 error: Error::Schema(format!(
-                    "table {name:?}: a statement-format write at {} (`{}`) may have changed it, and such an event carries no row images, so sluice cannot apply it; the table stops here, the others go on. The session that wrote it used binlog_format = STATEMENT or MIXED (tools such as pt-table-checksum set it per session): make every session writing replicated tables use ROW (SET GLOBAL binlog_format = 'ROW', in my.cnf too, and end sessions that set it themselves); then copy the table again: stop sluice, delete its row from sluice.replication_state, empty its target table, and start sluice",
+                    "table {name:?}: a statement-format write at {} (`{}`) may have changed it, and such an event carries no row images, so sluice cannot apply it; the table stops here, the others go on. The session that wrote it used binlog_format = STATEMENT or MIXED (tools such as pt-table-checksum set it per session): make every session writing replicated tables use ROW (SET GLOBAL binlog_format = 'ROW', in my.cnf too, and end sessions that set it themselves); then copy the table again: `sluice snapshot --table {name}` (while sluice runs; the others go on meanwhile)",
                     self.at(),
                     sql.chars().take(200).collect::<String>()
                 )),
@@ -766,7 +766,7 @@ impl Stream {
                 Some((db, other)) => self.failures.push(Out::Failed {
                     table: t.id,
                     error: Error::Schema(format!(
-                        "table {name:?}: `{}` at {} put table {db}.{other} in its place, so its rows are now ones sluice never read; the table stops here, the others go on. To go on with the new rows, copy the table again: stop sluice, delete its row from sluice.replication_state, empty its target table, and start sluice. (An online schema change tool's swap of its copy, gh-ost's _{name}_gho or pt-online-schema-change's _{name}_new, keeps the same rows and is followed without a copy.)",
+                        "table {name:?}: `{}` at {} put table {db}.{other} in its place, so its rows are now ones sluice never read; the table stops here, the others go on. To go on with the new rows, copy the table again: `sluice snapshot --table {name}` (while sluice runs; the others go on meanwhile). (An online schema change tool's swap of its copy, gh-ost's _{name}_gho or pt-online-schema-change's _{name}_new, keeps the same rows and is followed without a copy.)",
                         sql.chars().take(200).collect::<String>(),
                         self.at()
                     )),

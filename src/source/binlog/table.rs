@@ -1,14 +1,14 @@
 //! A table the binlog source serves: its shape, where it stands, and what the stream noted
-//! about it; shared by the source (snapshots, positions) and the stream (its changes).
+//! about it, and the SQL its copy reads with; shared by the source (snapshots, positions)
+//! and the stream (its changes).
 
 use std::sync::Arc;
 
 use super::decode::ColumnDecoder;
-use super::snapshot::TableCopy;
 use super::BinlogPos;
 use crate::model::TableId;
-use crate::source::mysql::ReadSpec;
-use crate::source::poll::keyset::Keyset;
+use crate::source::mysql::{quote, ReadSpec};
+use crate::source::poll::keyset::{self, Keyset};
 use crate::telemetry::TableHandle;
 use crate::value::Value;
 
@@ -43,4 +43,45 @@ pub(super) struct BTable {
     pub ordered: bool,
     /// Its target's primary key is deferred: it is copied before the stream starts.
     pub deferred_key: bool,
+    /// Its copy starts by emptying the target table (its binlog was purged: what the target
+    /// holds may be stale).
+    pub empty_first: bool,
+}
+
+/// One table's snapshot reads.
+pub(super) struct TableCopy {
+    pub first: String,
+    pub after: String,
+    pub binds: Vec<usize>,
+    /// Rows asked for per page, following the row width.
+    pub limit: usize,
+}
+
+impl TableCopy {
+    pub fn new(spec: &ReadSpec, keyset: &Keyset, first_limit: usize) -> Self {
+        let t = &spec.model;
+        let cols: Vec<String> = keyset
+            .columns
+            .iter()
+            .map(|&i| quote(&t.columns[i].name))
+            .collect();
+        let phs: Vec<String> = keyset
+            .columns
+            .iter()
+            .map(|&i| match t.columns[i].kind {
+                crate::model::Kind::Decimal { precision, scale } => {
+                    format!("CAST(? AS DECIMAL({precision},{scale}))")
+                }
+                _ => "?".into(),
+            })
+            .collect();
+        let (cond, binds) = keyset::condition(&cols, &phs, true, true);
+        let (select, from, order) = (spec.select_list(), quote(&t.name), cols.join(", "));
+        TableCopy {
+            first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT ?"),
+            after: format!("SELECT {select} FROM {from} WHERE {cond} ORDER BY {order} LIMIT ?"),
+            binds,
+            limit: first_limit.max(1),
+        }
+    }
 }
