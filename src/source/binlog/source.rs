@@ -514,6 +514,10 @@ impl BinlogSource {
                         after: if done { After::CaughtUp } else { After::More },
                     }));
                 }
+                // A table the stream put back to copying (another table swapped in).
+                Phase::Stream(_) if !self.beside && self.tables.iter().any(Self::copying) => {
+                    self.beside = true;
+                }
                 Phase::Stream(_) if self.beside => {
                     if let Some(step) = self.beside_step().await? {
                         return Ok(step);
@@ -582,6 +586,9 @@ impl BinlogSource {
             )
             .await?;
         let (boundary, group_from) = (st.boundary(), st.group_from().clone());
+        // The stream may have put a table back to copying (another table swapped in): its
+        // position carries that from this transaction on.
+        let copying = copying || self.tables.iter().any(Self::copying);
         match out {
             Out::Reached => Ok(None),
             Out::Txn(mut txn) => {

@@ -742,7 +742,9 @@ impl Stream {
     /// `CREATE OR REPLACE TABLE` empties it (a truncate; its new shape is followed at its next
     /// change); a table renamed onto its name by an online schema change tool (its copy, filled
     /// from it) keeps its rows and goes on; any other table renamed onto it brings rows sluice
-    /// never read, so the table stops, naming the statement and how to copy it again.
+    /// never read: on MariaDB the target is emptied there and the table copied again beside
+    /// the stream, elsewhere (no exact snapshot position) the table stops, naming the
+    /// statement and how to copy it again.
     fn replaced(
         &mut self,
         sql: &str,
@@ -762,6 +764,16 @@ impl Stream {
                 }
                 Some((db, copy)) if db == self.database && schema_tool_copy(&name, &copy) => {
                     tracing::info!(table = %name, copy = %copy, "an online schema change tool swapped its copy of the table in: the same rows, followed without a copy");
+                }
+                // MariaDB: the target is emptied here, in the stream's order, and the table
+                // copied again beside the stream from the next chunk on (its changes after
+                // this point apply as they come, as for a new table; see `source.rs`).
+                Some((db, other)) if self.server_uuid.is_none() => {
+                    tracing::warn!(table = %name, statement = %sql.chars().take(200).collect::<String>(), at = %self.at(), replaced_by = %format!("{db}.{other}"), "another table was put in the table's place, so its rows are ones sluice never read: its target is emptied here and it is copied again beside the stream");
+                    t.indexes_stale = true;
+                    t.snapshot = Some(None);
+                    t.from = None;
+                    parts.push(part(t.id, vec![Change::truncate()], None));
                 }
                 Some((db, other)) => self.failures.push(Out::Failed {
                     table: t.id,
