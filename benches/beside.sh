@@ -39,9 +39,10 @@ seed_orders() { echo "INSERT INTO big SELECT UUID(), TIMESTAMP('2026-01-01') + I
 
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 config() { # config FILE TABLE...
-    printf '[source]\ncapture = "binlog"\n' >"$1"
+    local file=$1
     shift
-    for t in "$@"; do printf '[[tables]]\nname = "%s"\n' "$t" >>"$1"; done
+    printf '[source]\ncapture = "binlog"\n' >"$file"
+    for t in "$@"; do printf '[[tables]]\nname = "%s"\n' "$t" >>"$file"; done
 }
 lag() { # lag FROM TO: the probe rows written between two epoch times
     "${PG[@]}" -d "$DB" -At -F ' ' -c "

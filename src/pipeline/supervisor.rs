@@ -179,7 +179,11 @@ impl Supervisor {
                 deferred_key: self.tables[id].deferred_key.is_some(),
             })
             .collect();
-        let source = crate::source::open(&self.settings, self.once, open)?;
+        let held: crate::source::HeldBytes = {
+            let budget = budget.clone();
+            Arc::new(move || budget.used())
+        };
+        let source = crate::source::open(&self.settings, self.once, open, held)?;
         let sink_tables = ids
             .iter()
             .map(|&id| {

@@ -266,15 +266,25 @@ pub fn ordered_tables<'a>(
     out
 }
 
+/// Bytes read and not yet committed on the target, as the pipeline counts them: binlog
+/// capture reads a copy's next chunk only once the last ones are written, so the changes
+/// streamed meanwhile never queue behind a backlog of chunks.
+pub type HeldBytes = std::sync::Arc<dyn Fn() -> usize + Send + Sync>;
+
 /// Opens the source the configuration asks for, serving `tables`. `once`: stop at the end
 /// of each table as of start.
-pub fn open(settings: &Settings, once: bool, tables: Vec<OpenTable>) -> Result<Box<dyn Source>> {
+pub fn open(
+    settings: &Settings,
+    once: bool,
+    tables: Vec<OpenTable>,
+    held: HeldBytes,
+) -> Result<Box<dyn Source>> {
     match settings.source.capture {
         crate::config::Capture::Poll => {
             Ok(Box::new(poll::PollSource::new(settings, once, tables)?))
         }
-        crate::config::Capture::Binlog => {
-            Ok(Box::new(binlog::BinlogSource::new(settings, once, tables)?))
-        }
+        crate::config::Capture::Binlog => Ok(Box::new(binlog::BinlogSource::new(
+            settings, once, tables, held,
+        )?)),
     }
 }

@@ -73,10 +73,20 @@ pub struct BinlogSource {
     /// `[source] on_binlog_gone`, and whether the tables' files were looked at.
     on_binlog_gone: crate::config::OnBinlogGone,
     gone_checked: bool,
+    /// Bytes read and not yet committed (see `HeldBytes`).
+    held: crate::source::HeldBytes,
+    /// The next chunk waits for the chunks in flight to be written: the stream is read
+    /// meanwhile, looking again soon when it is quiet.
+    paced: bool,
 }
 
 impl BinlogSource {
-    pub fn new(settings: &Settings, once: bool, tables: Vec<OpenTable>) -> Result<Self> {
+    pub fn new(
+        settings: &Settings,
+        once: bool,
+        tables: Vec<OpenTable>,
+        held: crate::source::HeldBytes,
+    ) -> Result<Self> {
         let opts = PollOptions::new(settings, once);
         let tables = tables
             .into_iter()
@@ -140,6 +150,8 @@ impl BinlogSource {
             late: false,
             on_binlog_gone: settings.source.on_binlog_gone,
             gone_checked: false,
+            held,
+            paced: false,
         })
     }
 
@@ -320,10 +332,17 @@ impl BinlogSource {
                 complete: true,
             })));
         }
-        // One chunk at a time, the tables in turn (the one copied longest ago first).
+        // One chunk at a time, the tables one after another.
         let Some(i) = self.tables.iter().position(Self::copying) else {
             return Ok(None);
         };
+        // Chunks read faster than the target takes them would queue up in the lane, and the
+        // streamed changes behind them: the next one waits while two pages' worth is in
+        // flight (one being written, one read meanwhile).
+        if (self.held)() > 2 * self.opts.page_bytes {
+            self.paced = true;
+            return Ok(None);
+        }
         if self.chunker.is_none() {
             self.chunker = Some(Chunker::open(&self.url).await?);
         }
@@ -576,6 +595,7 @@ impl BinlogSource {
             }
         }
         let chunk = self.opts.page_bytes;
+        st.quick_idle = std::mem::take(&mut self.paced);
         let out = st
             .next(
                 &self.url,

@@ -80,6 +80,9 @@ pub(super) struct Stream {
     opened: bool,
     /// The boundary the group being read (or the one handed out last) started at.
     group_from: BinlogPos,
+    /// A quiet stream says so after milliseconds rather than a quarter of a second (the
+    /// source has a copy's chunk to read as soon as the target has taken the last).
+    pub quick_idle: bool,
     /// Table failures found together (one statement writing several tables), handed out one
     /// at a time.
     failures: Vec<Out>,
@@ -110,6 +113,7 @@ impl Stream {
             file: resume.file.clone(),
             last_end: resume.pos,
             group_from: resume.clone(),
+            quick_idle: false,
             resume,
             txn: None,
             standalone: None,
@@ -240,6 +244,7 @@ impl Stream {
                 (None, Some(since)) if since.elapsed() < Duration::from_millis(2) => {
                     Duration::from_millis(2)
                 }
+                (None, _) if self.quick_idle => Duration::from_millis(5),
                 (None, _) => Duration::from_millis(250),
             };
             let in_group = self.in_transaction();
