@@ -67,7 +67,12 @@ pub struct BinlogSource {
     /// The changes of tables being copied handed out since the last chunk was read, with
     /// where their group started: a chunk read at a position the stream had passed already
     /// gets those after it again (see `beside_step`).
-    replay: std::collections::VecDeque<(BinlogPos, crate::model::TableId, Vec<Change>)>,
+    replay: std::collections::VecDeque<(BinlogPos, crate::model::TableId, Vec<Change>, usize)>,
+    /// The bytes `replay` holds: at most four pages, the oldest dropped first, and then
+    /// `replay_floor` is where the oldest dropped group started: a chunk at or before it
+    /// that the stream had passed is read again rather than applied short of a change.
+    replay_bytes: usize,
+    replay_floor: Option<BinlogPos>,
     /// Tests (`chunk_late`): the stream reads on once past the pending chunk's position.
     late: bool,
     /// `[source] on_binlog_gone`, and whether the tables' files were looked at.
@@ -147,6 +152,8 @@ impl BinlogSource {
             pending: None,
             copied: None,
             replay: Default::default(),
+            replay_bytes: 0,
+            replay_floor: None,
             late: false,
             on_binlog_gone: settings.source.on_binlog_gone,
             gone_checked: false,
@@ -272,7 +279,7 @@ impl BinlogSource {
                 && !self
                     .replay
                     .iter()
-                    .any(|(start, t, _)| *t == table && *start >= chunk.at);
+                    .any(|(start, t, _, _)| *t == table && *start >= chunk.at);
             if late || !st.reached(&chunk.at) {
                 return Ok(None);
             }
@@ -285,12 +292,12 @@ impl BinlogSource {
             let again: Vec<Change> = self
                 .replay
                 .iter()
-                .filter(|(start, table, _)| {
+                .filter(|(start, table, _, _)| {
                     *table == self.tables[chunk.table].id
                         && start.same_server(&chunk.at)
                         && *start >= chunk.at
                 })
-                .flat_map(|(_, _, changes)| changes.iter().cloned())
+                .flat_map(|(_, _, changes, _)| changes.iter().cloned())
                 .collect();
             let t = &mut self.tables[chunk.table];
             if !again.is_empty() {
@@ -356,7 +363,17 @@ impl BinlogSource {
         };
         // Changes whose group started before the chunk's position are in it.
         self.replay
-            .retain(|(start, _, _)| !(start.same_server(&chunk.at) && *start < chunk.at));
+            .retain(|(start, _, _, _)| !(start.same_server(&chunk.at) && *start < chunk.at));
+        self.replay_bytes = self.replay.iter().map(|(_, _, _, b)| b).sum();
+        // The stream passed the chunk's position, and changes after it were dropped from the
+        // replay for room: read the chunk again later rather than apply it short of them.
+        if let (Phase::Stream(st), Some(floor)) = (&self.phase, &self.replay_floor) {
+            let read_to = st.read_to();
+            if read_to.same_server(&chunk.at) && read_to > chunk.at && *floor >= chunk.at {
+                tracing::debug!(table = %t.spec.model.name, at = %chunk.at, "a chunk read behind the stream with its replay cut short; reading it again");
+                return Ok(None);
+            }
+        }
         if fresh {
             // Its changes apply from the first chunk's position on: the target holds none
             // of the table's rows before it.
@@ -564,7 +581,7 @@ impl BinlogSource {
         let stop_at = match &self.pending {
             Some(c)
                 if self.late
-                    && !self.replay.iter().any(|(start, table, _)| {
+                    && !self.replay.iter().any(|(start, table, _, _)| {
                         *table == self.tables[c.table].id && *start >= c.at
                     }) =>
             {
@@ -613,16 +630,34 @@ impl BinlogSource {
             Out::Reached => Ok(None),
             Out::Txn(mut txn) => {
                 if copying {
+                    // A chunk waiting for the stream to reach it needs nothing from before.
+                    let needed = self
+                        .pending
+                        .as_ref()
+                        .is_none_or(|c| !group_from.same_server(&c.at) || group_from >= c.at);
                     for p in &txn.parts {
-                        if !p.changes.is_empty()
+                        if needed
+                            && !p.changes.is_empty()
                             && self
                                 .tables
                                 .iter()
                                 .any(|t| t.id == p.table && t.snapshot.is_some())
                         {
-                            self.replay
-                                .push_back((group_from.clone(), p.table, p.changes.clone()));
+                            self.replay.push_back((
+                                group_from.clone(),
+                                p.table,
+                                p.changes.clone(),
+                                p.bytes,
+                            ));
+                            self.replay_bytes += p.bytes;
                         }
+                    }
+                    while self.replay_bytes > 4 * self.opts.page_bytes {
+                        let Some((start, _, _, bytes)) = self.replay.pop_front() else {
+                            break;
+                        };
+                        self.replay_bytes -= bytes;
+                        self.replay_floor = Some(start);
                     }
                     for p in &mut txn.parts {
                         let position = std::mem::replace(
