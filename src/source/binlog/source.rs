@@ -623,6 +623,10 @@ impl BinlogSource {
             )
             .await?;
         let (boundary, group_from) = (st.boundary(), st.group_from().clone());
+        // A statement on its own (DDL) is logged once done, so a chunk read after the stream
+        // saw it holds its effect already, whatever position the snapshot reports (MariaDB's
+        // counts transactions' commits only): never applied again after a chunk.
+        let ddl = st.ddl_out();
         // The stream may have put a table back to copying (another table swapped in): its
         // position carries that from this transaction on.
         let copying = copying || self.tables.iter().any(Self::copying);
@@ -637,6 +641,7 @@ impl BinlogSource {
                         .is_none_or(|c| !group_from.same_server(&c.at) || group_from >= c.at);
                     for p in &txn.parts {
                         if needed
+                            && !ddl
                             && !p.changes.is_empty()
                             && self
                                 .tables

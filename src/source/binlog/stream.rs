@@ -83,6 +83,9 @@ pub(super) struct Stream {
     /// A quiet stream says so after milliseconds rather than a quarter of a second (the
     /// source has a copy's chunk to read as soon as the target has taken the last).
     pub quick_idle: bool,
+    /// What was handed out last came from a statement on its own (DDL: a `TRUNCATE`, a table
+    /// replaced), which the server logs once it is done: a snapshot taken after it sees it.
+    ddl_out: bool,
     /// Table failures found together (one statement writing several tables), handed out one
     /// at a time.
     failures: Vec<Out>,
@@ -114,6 +117,7 @@ impl Stream {
             last_end: resume.pos,
             group_from: resume.clone(),
             quick_idle: false,
+            ddl_out: false,
             resume,
             txn: None,
             standalone: None,
@@ -147,6 +151,11 @@ impl Stream {
             && !self.file_unknown
             && self.resume.same_server(pos)
             && self.resume >= *pos
+    }
+
+    /// What was handed out last came from a statement on its own (see `ddl_out`).
+    pub fn ddl_out(&self) -> bool {
+        self.ddl_out
     }
 
     /// Where the group whose changes were handed out last started: the boundary before it.
@@ -235,6 +244,7 @@ impl Stream {
             if !self.in_transaction() && self.group.is_none() {
                 self.group_from = self.resume.clone();
             }
+            self.ddl_out = false;
             if stop_at.is_some_and(|s| self.reached(s)) {
                 return Ok(Out::Reached);
             }
@@ -371,6 +381,7 @@ impl Stream {
                         // A statement on its own (DDL): a transaction of its own.
                         let schema = q.schema().into_owned();
                         out = self.statement(sql, &schema, end, ts, tables);
+                        self.ddl_out = out.is_some();
                     }
                     // A standalone group is its one statement.
                     if self.txn.is_none() {
