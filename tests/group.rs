@@ -110,14 +110,30 @@ fn three_members_share_nine_tables_take_over_a_killed_one_and_rebalance_when_it_
     let took = killed.elapsed();
     eprintln!("the killed member's tables committed by the others after {took:?}");
     assert!(took < Duration::from_secs(15), "took over in {took:?}");
-    // 9 tables over 2 members: 5 and 4.
-    let o = owners(&db);
-    let mut counts: Vec<usize> = survivors
-        .iter()
-        .map(|p| o.get(p).map_or(0, Vec::len))
-        .collect();
-    counts.sort_unstable();
-    assert_eq!(counts, vec![4, 5], "{o:?}");
+    // 9 tables over 2 members: 5 and 4. A survivor whose look at the group missed the other
+    // (a heartbeat late under load) may reach for all the free tables first; its next look
+    // lets the excess go.
+    let split = || {
+        let o = owners(&db);
+        let mut counts: Vec<usize> = survivors
+            .iter()
+            .map(|p| o.get(p).map_or(0, Vec::len))
+            .collect();
+        counts.sort_unstable();
+        (counts, o)
+    };
+    let shared = Instant::now();
+    loop {
+        let (counts, o) = split();
+        if counts == [4, 5] {
+            break;
+        }
+        assert!(
+            shared.elapsed() < Duration::from_secs(20),
+            "the tables not shared 5 and 4 after 20 s: {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // It comes back: the share is 3 each again.
     members.push(member(&db, &cfg));
