@@ -46,6 +46,8 @@ pub struct TableStatus {
     /// follows from the position it is consistent with), `"done"` once it is; `null` when
     /// polling.
     pub snapshot: Option<&'static str>,
+    /// Binlog capture, while the table is being copied: how far the copy got.
+    pub copy: Option<CopyStatus>,
     /// Polling: how far the newest cursor value is ahead of the source's clock, when it is
     /// by more than 5 s: such rows wait until the clock reaches them (a DATETIME cursor
     /// written in another zone than the server's: see `[source] datetime_zone`).
@@ -61,6 +63,90 @@ pub struct TableStatus {
     /// The position read back, for [`describe`].
     #[serde(skip)]
     read: Option<SourcePosition>,
+}
+
+/// A table's copy in progress (binlog capture), as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyStatus {
+    /// Copied beside the stream (the table's changes applied as the copy goes), or before
+    /// it (a new pipeline's first copy: the changes follow once every table is copied).
+    pub beside: bool,
+    pub rows_copied: u64,
+    /// Chunks applied (pages, for a copy before the stream).
+    pub chunks: u64,
+    /// The source's row count: exact under 100,000 rows, InnoDB's estimate above.
+    pub rows_estimated: Option<u64>,
+    /// `rows_copied` of `rows_estimated`, at most 100.
+    pub percent: Option<f64>,
+    /// The rest of the estimate at the rate so far.
+    pub eta_seconds: Option<f64>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl CopyStatus {
+    fn of(p: &crate::source::binlog::SnapshotProgress, estimated: Option<u64>) -> CopyStatus {
+        let estimated = estimated.map(|e| e.max(p.rows));
+        let elapsed = p
+            .started_at
+            .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1e3)
+            .filter(|s| *s > 0.0);
+        let eta_seconds = match (estimated, elapsed) {
+            (Some(e), Some(s)) if p.rows > 0 => Some((e - p.rows) as f64 * s / p.rows as f64),
+            _ => None,
+        };
+        CopyStatus {
+            beside: p.beside,
+            rows_copied: p.rows,
+            chunks: p.chunks,
+            rows_estimated: estimated,
+            percent: estimated
+                .filter(|e| *e > 0)
+                .map(|e| (p.rows as f64 * 100.0 / e as f64).min(100.0)),
+            eta_seconds,
+            started_at: p.started_at,
+        }
+    }
+
+    /// `1200000 of about 2000000 rows (60%) in 40 chunks, about 25 s left`.
+    pub fn describe(&self) -> String {
+        let of = match (self.rows_estimated, self.percent) {
+            (Some(e), Some(p)) => format!(" of about {e} rows ({p:.0}%)"),
+            _ => " rows".to_string(),
+        };
+        let left = self
+            .eta_seconds
+            .map_or(String::new(), |s| format!(", about {s:.0} s left"));
+        format!(
+            "{} copied{of} in {} chunk(s){left}",
+            self.rows_copied, self.chunks
+        )
+    }
+}
+
+/// The source's rows in `table`: counted under 100,000 by InnoDB's estimate, else that
+/// estimate (a count would scan the table).
+async fn source_rows(conn: &mut sqlx::MySqlConnection, table: &str) -> Option<u64> {
+    let estimate: Option<u64> = sqlx::query_scalar(
+        "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .ok()
+    .flatten()
+    .flatten();
+    match estimate {
+        Some(e) if e >= 100_000 => Some(e),
+        _ => sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {}",
+            mysql::quote(table)
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .ok()
+        .map(|n| n.max(0) as u64),
+    }
 }
 
 /// The whole answer.
@@ -221,6 +307,19 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                     .map(|n| ((n - at).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0));
             }
         }
+        let copy = match (binlog, my.as_mut()) {
+            (Some(SourcePosition::Binlog(b)), conn) => match &b.snapshot {
+                Some(p) => {
+                    let estimated = match conn {
+                        Ok(conn) => source_rows(conn, &r.table_name).await,
+                        Err(_) => None,
+                    };
+                    Some(CopyStatus::of(p, estimated))
+                }
+                None => None,
+            },
+            _ => None,
+        };
         let mut cursor_ahead_seconds = None;
         let mut rows_future_cursor = None;
         let cursor = settings
@@ -277,6 +376,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                 .clone()
                 .and_then(|v| serde_json::from_value(v).ok()),
             snapshot: binlog.map(|p| if p.loading() { "running" } else { "done" }),
+            copy,
             read,
         });
     }
@@ -321,6 +421,9 @@ pub fn describe(t: &TableStatus) -> String {
     let mut behind = t
         .bytes_behind
         .map_or(String::new(), |b| format!(" ({b} bytes of binlog behind)"));
+    if let Some(c) = &t.copy {
+        behind.push_str(&format!(": {}", c.describe()));
+    }
     if let Some(s) = t.cursor_ahead_seconds {
         behind.push_str(&format!(
             " ({} rows, the newest {s} s, ahead of the source's clock: they wait for it; if the application writes another time zone, set [source] datetime_zone)",

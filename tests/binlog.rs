@@ -1175,6 +1175,49 @@ fn a_table_added_later_is_copied_beside_the_stream() {
         "the copy must still run while busy streams (it took {copied} rows so far); make it longer: {}",
         run.log()
     );
+    // `status` shows how far the copy got: rows, chunks, of about how many, how long left.
+    let status: serde_json::Value = serde_json::from_str(&db.ok(&[
+        "--config",
+        both_tables.to_str().unwrap(),
+        "status",
+        "--json",
+    ]))
+    .unwrap();
+    let big_status = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "big")
+        .unwrap();
+    let copy = &big_status["copy"];
+    assert_eq!(copy["beside"], true, "{big_status}");
+    let rows = copy["rows_copied"].as_u64().unwrap();
+    assert!(
+        rows > 0 && copy["chunks"].as_u64().unwrap() > 0,
+        "{big_status}"
+    );
+    // The source's estimate (InnoDB's, over 100,000 rows) is near its 150,000 rows.
+    let estimated = copy["rows_estimated"].as_u64().unwrap();
+    assert!((100_000..=250_000).contains(&estimated), "{big_status}");
+    let percent = copy["percent"].as_f64().unwrap();
+    assert!(percent > 0.0 && percent < 100.0, "{big_status}");
+    assert!(copy["eta_seconds"].as_f64().unwrap() > 0.0, "{big_status}");
+    let text = db.ok(&["--config", both_tables.to_str().unwrap(), "status"]);
+    assert!(
+        text.contains("copy beside the stream after key (")
+            && text.contains("its changes applied up to binlog")
+            && text.contains(" rows (")
+            && text.contains("s left"),
+        "{text}"
+    );
+    assert!(
+        status["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["table"] == "busy" && t["copy"].is_null()),
+        "{status}"
+    );
     // Killed mid-copy: the next run goes on after the last chunk applied.
     wait_until("a part of big", Duration::from_secs(60), || {
         db.pg_i64("SELECT COUNT(*) FROM public.big") >= 20_000

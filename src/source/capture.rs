@@ -186,6 +186,7 @@ mod tests {
             binlog: binlog::BinlogPos::at("mysql-bin.000003", 4567),
             snapshot: Some(binlog::SnapshotProgress {
                 after: Some(vec![Value::Int(7)]),
+                ..Default::default()
             }),
         };
         let p = s.position();
@@ -193,6 +194,28 @@ mod tests {
             SourcePosition::read(&p).unwrap().describe(),
             "snapshot after key (7) (then binlog from mysql-bin.000003:4567)"
         );
+        // A copy beside the stream says where its changes are applied up to; its counts
+        // round-trip, and a position written before sluice counted reads them as 0.
+        let mut beside = s.clone();
+        if let Some(p) = &mut beside.snapshot {
+            p.beside = true;
+            p.copied(Some(vec![Value::Int(9)]), 3);
+        }
+        let read = SourcePosition::read(&beside.position()).unwrap();
+        assert_eq!(
+            read.describe(),
+            "copy beside the stream after key (9) (its changes applied up to binlog mysql-bin.000003:4567)"
+        );
+        let SourcePosition::Binlog(b) = read else {
+            panic!("a binlog position")
+        };
+        let progress = b.snapshot.unwrap();
+        assert_eq!((progress.rows, progress.chunks), (3, 1));
+        assert!(progress.started_at.is_some());
+        let mut old = p.0.clone();
+        old["snapshot"] = serde_json::json!({ "after": old["snapshot"]["after"].clone() });
+        let old: binlog::Stored = serde_json::from_value(old).unwrap();
+        assert_eq!(old.snapshot.map(|p| (p.rows, p.chunks)), Some((0, 0)));
         let done = binlog::Stored {
             snapshot: None,
             ..s

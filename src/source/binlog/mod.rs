@@ -89,10 +89,35 @@ pub struct Stored {
 }
 
 /// How far a snapshot got.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotProgress {
     /// Primary key of the last row copied; `None` before the first.
     pub after: Option<Vec<Value>>,
+    /// Rows copied so far, and in how many chunks (pages, for a copy before the stream).
+    /// Positions written before sluice counted them read 0.
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub chunks: u64,
+    /// When the copy's first chunk was read: with `rows`, the copy's rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Copied beside the stream: the table's changes are applied up to the binlog position
+    /// as the copy goes (before the stream, they follow from it once the copy is done).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub beside: bool,
+}
+
+impl SnapshotProgress {
+    /// A chunk of `rows` rows, the last of them keyed `after`, was copied.
+    pub fn copied(&mut self, after: Option<Vec<Value>>, rows: usize) {
+        if after.is_some() {
+            self.after = after;
+        }
+        self.rows += rows as u64;
+        self.chunks += 1;
+        self.started_at.get_or_insert_with(chrono::Utc::now);
+    }
 }
 
 impl Stored {
@@ -104,7 +129,7 @@ impl Stored {
     pub fn decode(t: &TableModel, p: &Position) -> Result<Stored> {
         serde_json::from_value(p.0.clone()).map_err(|_| {
             Error::Schema(format!(
-                "table {:?}: its stored position ({}) was not written by binlog capture, and starting from it would keep the rows deleted on the source while polling could not see them. To move the table to binlog capture, either delete its row from sluice.replication_state and empty its target table (TRUNCATE): it is snapshotted again; or, to keep the target readable meanwhile, delete only that row, then run `sluice run --once` (a snapshot over the existing rows), `sluice verify --table {} --repair` (it removes the stale rows) and `sluice run` (README: Binlog capture, Switching from polling)",
+                "table {:?}: its stored position ({}) was not written by binlog capture, and starting from it would keep the rows deleted on the source while polling could not see them. To move the table to binlog capture, either delete its row from sluice.replication_state and empty its target table (TRUNCATE): it is snapshotted again; or, to keep the target readable meanwhile, delete only that row, then run `sluice run --once` (a snapshot over the existing rows), `sluice verify --table {} --repair` (it removes the stale rows) and `sluice run` (docs: Binlog capture › Switching from polling, docs/src/capture/binlog.md)",
                 t.name, p.0, t.name
             ))
         })
@@ -113,13 +138,18 @@ impl Stored {
 
 /// A binlog position for `status`: `mysql-bin.000012:4567`, and the snapshot's progress.
 pub fn describe(s: &Stored) -> String {
-    match &s.snapshot {
-        None => format!("binlog {}", s.binlog),
-        Some(SnapshotProgress { after: None }) => {
-            format!("snapshot starting (then binlog from {})", s.binlog)
-        }
-        Some(SnapshotProgress { after: Some(k) }) => format!(
-            "snapshot after key ({}) (then binlog from {})",
+    let Some(p) = &s.snapshot else {
+        return format!("binlog {}", s.binlog);
+    };
+    let (what, then) = if p.beside {
+        ("copy beside the stream", "its changes applied up to binlog")
+    } else {
+        ("snapshot", "then binlog from")
+    };
+    match &p.after {
+        None => format!("{what} starting ({then} {})", s.binlog),
+        Some(k) => format!(
+            "{what} after key ({}) ({then} {})",
             k.iter().map(Value::display).collect::<Vec<_>>().join(", "),
             s.binlog
         ),

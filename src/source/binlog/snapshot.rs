@@ -124,7 +124,7 @@ async fn copy_page(
     (page_bytes, page_rows): (usize, usize),
 ) -> Result<(Vec<Row>, bool)> {
     let (spec, copy) = (&t.spec, &mut t.copy);
-    let after = t.snapshot.as_ref().and_then(|a| a.as_deref());
+    let after = t.snapshot.as_ref().and_then(|a| a.after.as_deref());
     let q = match after {
         None => sqlx::query(AssertSqlSafe(copy.first.as_str())),
         Some(key) => {

@@ -108,8 +108,8 @@ impl BinlogSource {
                     .map(|p| Stored::decode(&plan.spec.model, p))
                     .transpose()?;
                 let (from, snapshot) = match stored {
-                    None => (None, Some(None)),
-                    Some(s) => (Some(s.binlog), s.snapshot.map(|p| p.after)),
+                    None => (None, Some(SnapshotProgress::default())),
+                    Some(s) => (Some(s.binlog), s.snapshot),
                 };
                 let first = opts.page_bytes / (plan.avg_row_bytes as usize * 2).max(64);
                 Ok(BTable {
@@ -186,7 +186,7 @@ impl BinlogSource {
             crate::telemetry::binlog_gone_copy(&t.spec.model.name);
             t.from = None;
             t.reported = None;
-            t.snapshot = Some(None);
+            t.snapshot = Some(SnapshotProgress::default());
             t.empty_first = true;
         }
         Ok(())
@@ -239,9 +239,7 @@ impl BinlogSource {
         };
         match serde_json::from_value::<Stored>(position.0.clone()) {
             Ok(mut stored) => {
-                stored.snapshot = Some(SnapshotProgress {
-                    after: t.snapshot.clone().flatten(),
-                });
+                stored.snapshot = t.snapshot.clone();
                 stored.position()
             }
             // Not a stored position (a chunk of a transaction still open): left as is.
@@ -303,14 +301,14 @@ impl BinlogSource {
             if !again.is_empty() {
                 tracing::debug!(table = %t.spec.model.name, at = %chunk.at, stream = %pos, changes = again.len(), "a chunk read behind the stream: the changes since its position follow it again");
             }
-            if let Some(last) = chunk.rows.last() {
-                t.snapshot = Some(Some(t.keyset.of(last)));
+            let last = chunk.rows.last().map(|r| t.keyset.of(r));
+            if let Some(p) = &mut t.snapshot {
+                p.copied(last, chunk.rows.len());
+                p.beside = true;
             }
             let stored = Stored {
                 binlog: pos.clone(),
-                snapshot: (!chunk.done).then(|| SnapshotProgress {
-                    after: t.snapshot.clone().flatten(),
-                }),
+                snapshot: t.snapshot.clone().filter(|_| !chunk.done),
             };
             if chunk.done {
                 t.snapshot = None;
@@ -477,8 +475,8 @@ impl BinlogSource {
                     } else {
                         if copy && !self.beside {
                             for t in self.tables.iter().filter(|t| Self::copying(t)) {
-                                if let (Some(from), Some(after)) = (&t.from, &t.snapshot) {
-                                    let after = after.as_ref().map_or("the start".into(), |k| {
+                                if let (Some(from), Some(p)) = (&t.from, &t.snapshot) {
+                                    let after = p.after.as_ref().map_or("the start".into(), |k| {
                                         k.iter().map(Value::display).collect::<Vec<_>>().join(", ")
                                     });
                                     info!(table = %t.spec.model.name, after = %after, changes_from = %from, "copy of the table resumed beside the stream");
@@ -505,7 +503,7 @@ impl BinlogSource {
                     };
                     let page = (self.opts.page_bytes, self.opts.page_rows);
                     let t = &mut self.tables[i];
-                    if t.snapshot == Some(None) && t.from.is_none() {
+                    if t.snapshot.as_ref().is_some_and(|p| p.after.is_none()) && t.from.is_none() {
                         info!(table = %t.spec.model.name, consistent_with = %snap.pos, "snapshot of the table started");
                     }
                     self.taken = Some(snap.pos.clone());
@@ -514,14 +512,13 @@ impl BinlogSource {
                         Ok(x) => x,
                         Err(e) => return copy_failed(t, e),
                     };
-                    if let Some(last) = rows.last() {
-                        t.snapshot = Some(Some(t.keyset.of(last)));
+                    let last = rows.last().map(|r| t.keyset.of(r));
+                    if let Some(p) = &mut t.snapshot {
+                        p.copied(last, rows.len());
                     }
                     let stored = Stored {
                         binlog: from,
-                        snapshot: (!done).then(|| SnapshotProgress {
-                            after: t.snapshot.clone().flatten(),
-                        }),
+                        snapshot: t.snapshot.clone().filter(|_| !done),
                     };
                     if done {
                         t.snapshot = None;

@@ -787,7 +787,7 @@ impl Stream {
                 Some((db, other)) if self.server_uuid.is_none() => {
                     tracing::warn!(table = %name, statement = %sql.chars().take(200).collect::<String>(), at = %self.at(), replaced_by = %format!("{db}.{other}"), "another table was put in the table's place, so its rows are ones sluice never read: its target is emptied here and it is copied again beside the stream");
                     t.indexes_stale = true;
-                    t.snapshot = Some(None);
+                    t.snapshot = Some(Default::default());
                     t.from = None;
                     parts.push(part(t.id, vec![Change::truncate()], None));
                 }

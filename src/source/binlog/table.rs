@@ -10,7 +10,6 @@ use crate::model::TableId;
 use crate::source::mysql::{quote, ReadSpec};
 use crate::source::poll::keyset::{self, Keyset};
 use crate::telemetry::TableHandle;
-use crate::value::Value;
 
 /// One table served by the binlog source.
 pub(super) struct BTable {
@@ -21,8 +20,8 @@ pub(super) struct BTable {
     pub handle: Arc<TableHandle>,
     /// The table's binlog position: transactions that start before it are applied already.
     pub from: Option<BinlogPos>,
-    /// The snapshot still to do, and the key after which it goes on.
-    pub snapshot: Option<Option<Vec<Value>>>,
+    /// The snapshot still to do: the key after which it goes on, and how far it got.
+    pub snapshot: Option<super::SnapshotProgress>,
     pub(super) copy: TableCopy,
     /// The last position handed out for the table.
     pub(super) reported: Option<BinlogPos>,
