@@ -1087,15 +1087,7 @@ fn a_table_added_later_is_copied_beside_the_stream() {
     );
     // Small chunks, so the copy takes a while among the writes.
     let extra = "[pipeline]\nbatch_rows = 300\n";
-    let first = config(&db, &["busy"], extra);
-    let mut run = db.spawn_logged(&["--config", first.to_str().unwrap(), "run"], &[]);
-    run.wait_for("reading the binlog", Duration::from_secs(60));
-    db.mysql("INSERT INTO busy (v) VALUES (0)");
-    wait_until("busy to stream", Duration::from_secs(60), || {
-        db.pg_i64("SELECT COUNT(*) FROM public.busy") == 1
-    });
-    signal(&run.child, "TERM");
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    stream_busy_alone(&db, extra);
 
     // Writes to both tables all along: `busy` gets rows, `big` every kind of change,
     // across the whole key range (behind, inside and ahead of the chunk being copied).
@@ -1244,6 +1236,113 @@ fn a_table_added_later_is_copied_beside_the_stream() {
     wait_equal(&db, "busy", "id, v", &|| run.log());
     wait_equal(&db, "big", "id, v, pad", &|| run.log());
     verify_then_stop(&db, both_tables.to_str().unwrap(), run);
+}
+
+/// A run of table `busy` alone, until its first row streams, then stopped: `busy` streams
+/// when tables are added to the configuration after.
+fn stream_busy_alone(db: &TestDb, extra: &str) {
+    let first = config(db, &["busy"], extra);
+    let mut run = db.spawn_logged(&["--config", first.to_str().unwrap(), "run"], &[]);
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql("INSERT INTO busy (v) VALUES (0)");
+    wait_until("busy to stream", Duration::from_secs(60), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.busy") == 1
+    });
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+/// Connections the process `pid` holds to the source's port.
+fn source_connections(pid: u32) -> usize {
+    let port = common::mysql_server()
+        .rsplit(':')
+        .next()
+        .unwrap_or("3306")
+        .to_string();
+    let out = std::process::Command::new("ss")
+        .args(["-tnpH", "state", "established"])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|peer| peer.ends_with(&format!(":{port}")))
+                && l.contains(&format!("pid={pid},"))
+        })
+        .count()
+}
+
+/// Three tables added while another streams are copied beside the stream at once, each
+/// chunk on a connection of its own, within `max_source_connections` (5: the stream, the
+/// helper and three readers): all three make progress together (`status`), the process
+/// never holds more connections to the source than allowed, and all end equal under
+/// writes.
+#[test]
+fn three_tables_are_copied_at_once_within_the_connection_limit() {
+    let db = TestDb::new();
+    db.mysql("CREATE TABLE busy (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL)");
+    for t in ["c1", "c2", "c3"] {
+        db.mysql(&format!(
+            "CREATE TABLE {t} (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, pad CHAR(100) NOT NULL DEFAULT 'x'); \
+             INSERT INTO {t} (id, v) SELECT seq, seq FROM seq_1_to_40000"
+        ));
+    }
+    let extra = "[pipeline]\nbatch_rows = 300\nmax_source_connections = 5\n";
+    stream_busy_alone(&db, extra);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = mysql_worker(db.source_url.clone(), stop.clone(), |n| {
+        std::thread::sleep(Duration::from_millis(5));
+        Some(format!("INSERT INTO busy (v) VALUES ({n})"))
+    });
+    let writes = mysql_worker(db.source_url.clone(), stop.clone(), |n| {
+        std::thread::sleep(Duration::from_millis(5));
+        let (t, k) = (n % 3 + 1, (n * 7919) % 40_000 + 1);
+        Some(match n % 3 {
+            0 => format!("UPDATE c{t} SET v = v + 1 WHERE id = {k}"),
+            1 => format!("DELETE FROM c{t} WHERE id = {k}"),
+            _ => format!("INSERT INTO c{t} (id, v) VALUES ({}, {n})", 40_000 + n),
+        })
+    });
+    let all = config(&db, &["busy", "c1", "c2", "c3"], extra);
+    let cfg = all.to_str().unwrap();
+    let run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    let pid = run.child.id();
+    let (mut together, mut peak) = (false, 0);
+    let started = Instant::now();
+    while !together || !run.log().contains("copy of the table done") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the three copies never ran together (peak {peak} source connections): {}",
+            run.log()
+        );
+        peak = peak.max(source_connections(pid));
+        let status: serde_json::Value =
+            serde_json::from_str(&db.ok(&["--config", cfg, "status", "--json"])).unwrap();
+        let copying = status["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["copy"]["rows_copied"].as_u64().is_some_and(|n| n > 0))
+            .count();
+        together |= copying == 3;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until("the three copies done", Duration::from_secs(180), || {
+        peak = peak.max(source_connections(pid));
+        run.log().matches("copy of the table done").count() == 3
+    });
+    // The stream and the helper, and at least two readers at once; never past the limit.
+    assert!((4..=5).contains(&peak), "peak {peak} source connections");
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    writes.join().unwrap();
+    for t in ["busy", "c1", "c2", "c3"] {
+        wait_equal(&db, t, "id, v", &|| run.log());
+    }
+    verify_then_stop(&db, cfg, run);
 }
 
 /// `sluice snapshot --table T` while `run` runs: T's target, edited by hand (rows deleted,

@@ -30,11 +30,18 @@ use crate::model::{Change, ChangeSet};
 use crate::source::mysql::{self, Flavor};
 use crate::source::poll::PollOptions;
 use crate::source::{After, OpenTable, Read, Source, Step, TablePlan, Txn};
-use crate::value::{row_bytes, Value};
+use crate::value::{row_bytes, Row, Value};
 
 /// How often idle tables' positions are moved up to the stream's, so a restart never reads
 /// far back for a table that rarely changes.
 const POSITIONS_EVERY: Duration = Duration::from_secs(10);
+
+/// A chunk read, waiting for the stream to reach its position.
+struct Pending {
+    chunk: Chunk,
+    /// Tests (`chunk_late`): the stream reads on past the chunk's position first.
+    late: bool,
+}
 
 enum Phase {
     Start,
@@ -58,10 +65,16 @@ pub struct BinlogSource {
     positions_at: Instant,
     /// Tables are copied beside the stream (see the module's doc).
     beside: bool,
-    /// The connection chunks are read on.
-    chunker: Option<Chunker>,
-    /// The chunk read, waiting for the stream to reach its position.
-    pending: Option<Chunk>,
+    /// The connections chunks are read on: up to `readers`, one chunk each at a time.
+    chunkers: Vec<Chunker>,
+    /// `[pipeline] max_source_connections` less the stream's, the helpers' and the
+    /// background verify's: how many tables' chunks are read at once (at least one).
+    readers: usize,
+    /// Where the last chunks read went: the next ones start after it (the tables in turn).
+    turn: usize,
+    /// The chunks read, each waiting for the stream to reach its position: one per table at
+    /// most.
+    pending: Vec<Pending>,
     /// A table whose last chunk was handed out: its copy is over (indexes, foreign keys).
     copied: Option<crate::model::TableId>,
     /// The changes of tables being copied handed out since the last chunk was read, with
@@ -73,8 +86,6 @@ pub struct BinlogSource {
     /// that the stream had passed is read again rather than applied short of a change.
     replay_bytes: usize,
     replay_floor: Option<BinlogPos>,
-    /// Tests (`chunk_late`): the stream reads on once past the pending chunk's position.
-    late: bool,
     /// `[source] on_binlog_gone`, and whether the tables' files were looked at.
     on_binlog_gone: crate::config::OnBinlogGone,
     gone_checked: bool,
@@ -148,13 +159,18 @@ impl BinlogSource {
             taken: None,
             positions_at: Instant::now(),
             beside: false,
-            chunker: None,
-            pending: None,
+            chunkers: Vec::new(),
+            readers: settings
+                .pipeline
+                .max_source_connections
+                .saturating_sub(2 + usize::from(settings.verify.interval_s > 0))
+                .max(1),
+            turn: 0,
+            pending: Vec::new(),
             copied: None,
             replay: Default::default(),
             replay_bytes: 0,
             replay_floor: None,
-            late: false,
             on_binlog_gone: settings.source.on_binlog_gone,
             gone_checked: false,
             held,
@@ -218,8 +234,6 @@ impl BinlogSource {
             info!("MySQL reports no binlog position for a consistent snapshot: the tables to copy are copied before the stream goes on");
             return Ok(false);
         }
-        drop(conn);
-        self.chunker = Some(Chunker::open(&self.url).await?);
         Ok(true)
     }
 
@@ -247,12 +261,9 @@ impl BinlogSource {
         }
     }
 
-    /// Beside the stream: the next chunk to read, or the one read to hand out once the
-    /// stream stands at its position. `None`: nothing to do before reading the stream on.
+    /// Beside the stream: a chunk read to hand out once the stream stands at its position,
+    /// or the next chunks to read. `None`: nothing to do before reading the stream on.
     async fn beside_step(&mut self) -> Result<Option<Step>> {
-        let Phase::Stream(st) = &mut self.phase else {
-            return Ok(None);
-        };
         if let Some(table) = self.copied.take() {
             return Ok(Some(Step::Read(Read {
                 table,
@@ -260,128 +271,163 @@ impl BinlogSource {
                 after: After::CaughtUp,
             })));
         }
-        if let Some(chunk) = &self.pending {
-            let t = &self.tables[chunk.table];
-            let stale = !Self::live(t)
-                || (st.opened() && !st.read_to().same_server(&chunk.at))
-                || t.pending_shape.is_some()
-                || t.spec.model.version != chunk.version;
-            if stale {
-                // The table stopped, the stream is another server's now, or the table's
-                // shape changed since the chunk was read: read it again.
-                self.pending = None;
-                return Ok(None);
-            }
-            let table = self.tables[chunk.table].id;
-            let late = self.late
-                && !self
-                    .replay
-                    .iter()
-                    .any(|(start, t, _, _)| *t == table && *start >= chunk.at);
-            if late || !st.reached(&chunk.at) {
-                return Ok(None);
-            }
-            let chunk = self.pending.take().expect("checked above");
-            let pos = st.boundary();
-            // The stream passed the chunk's position before the chunk was read (the binlog
-            // is written a moment before the engine commits): the table's changes handed
-            // out since then come again after the chunk's rows, which are older. (They are
-            // whole row images: applied again, rows outside the chunk end as they were.)
-            let again: Vec<Change> = self
+        if let Some(step) = self.hand_out() {
+            return Ok(Some(step));
+        }
+        self.read_chunks().await
+    }
+
+    /// The chunk, of those read, that the stream stands at (the earliest first), as the
+    /// transaction that applies it.
+    fn hand_out(&mut self) -> Option<Step> {
+        let Phase::Stream(st) = &self.phase else {
+            return None;
+        };
+        // The table stopped, the stream is another server's now, or the table's shape
+        // changed since the chunk was read: read it again.
+        let tables = &self.tables;
+        self.pending.retain(|p| {
+            let t = &tables[p.chunk.table];
+            Self::live(t)
+                && (!st.opened() || st.read_to().same_server(&p.chunk.at))
+                && t.pending_shape.is_none()
+                && t.spec.model.version == p.chunk.version
+        });
+        let ready = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !self.held_late(p) && st.reached(&p.chunk.at))
+            .min_by(|(_, a), (_, b)| a.chunk.at.cmp(&b.chunk.at))
+            .map(|(i, _)| i)?;
+        let chunk = self.pending.swap_remove(ready).chunk;
+        let pos = st.boundary();
+        let id = self.tables[chunk.table].id;
+        // The stream passed the chunk's position before the chunk was read (the binlog
+        // is written a moment before the engine commits): the table's changes handed
+        // out since then come again after the chunk's rows, which are older. (They are
+        // whole row images: applied again, rows outside the chunk end as they were.)
+        let again: Vec<Change> = self
+            .replay
+            .iter()
+            .filter(|(start, table, _, _)| {
+                *table == id && start.same_server(&chunk.at) && *start >= chunk.at
+            })
+            .flat_map(|(_, _, changes, _)| changes.iter().cloned())
+            .collect();
+        let t = &mut self.tables[chunk.table];
+        if !again.is_empty() {
+            tracing::debug!(table = %t.spec.model.name, at = %chunk.at, stream = %pos, changes = again.len(), "a chunk read behind the stream: the changes since its position follow it again");
+        }
+        let last = chunk.rows.last().map(|r| t.keyset.of(r));
+        if let Some(p) = &mut t.snapshot {
+            p.copied(last, chunk.rows.len());
+            p.beside = true;
+        }
+        let stored = Stored {
+            binlog: pos.clone(),
+            snapshot: t.snapshot.clone().filter(|_| !chunk.done),
+        };
+        if chunk.done {
+            t.snapshot = None;
+            self.copied = Some(t.id);
+            info!(table = %t.spec.model.name, "copy of the table done beside the stream; its changes follow from the binlog");
+        }
+        t.reported = Some(pos);
+        let set = t.copied_rows(chunk.rows, again, &stored);
+        crate::failpoint::hit("after_read");
+        Some(Step::Txn(Txn {
+            parts: vec![set],
+            complete: true,
+        }))
+    }
+
+    /// Tests (`chunk_late`): the chunk is held until the stream has handed out a change of
+    /// its table from past its position.
+    fn held_late(&self, p: &Pending) -> bool {
+        let table = self.tables[p.chunk.table].id;
+        p.late
+            && !self
                 .replay
                 .iter()
-                .filter(|(start, table, _, _)| {
-                    *table == self.tables[chunk.table].id
-                        && start.same_server(&chunk.at)
-                        && *start >= chunk.at
-                })
-                .flat_map(|(_, _, changes, _)| changes.iter().cloned())
-                .collect();
-            let t = &mut self.tables[chunk.table];
-            if !again.is_empty() {
-                tracing::debug!(table = %t.spec.model.name, at = %chunk.at, stream = %pos, changes = again.len(), "a chunk read behind the stream: the changes since its position follow it again");
-            }
-            let last = chunk.rows.last().map(|r| t.keyset.of(r));
-            if let Some(p) = &mut t.snapshot {
-                p.copied(last, chunk.rows.len());
-                p.beside = true;
-            }
-            let stored = Stored {
-                binlog: pos.clone(),
-                snapshot: t.snapshot.clone().filter(|_| !chunk.done),
-            };
-            if chunk.done {
-                t.snapshot = None;
-                self.copied = Some(t.id);
-                info!(table = %t.spec.model.name, "copy of the table done beside the stream; its changes follow from the binlog");
-            }
-            t.reported = Some(pos);
-            let bytes = chunk.rows.iter().map(row_bytes).sum::<usize>()
-                + again.iter().map(|c| row_bytes(&c.row)).sum::<usize>();
-            let mut changes: Vec<Change> = Vec::with_capacity(chunk.rows.len() + 1);
-            if std::mem::take(&mut t.empty_first) {
-                changes.push(Change::truncate());
-            }
-            changes.extend(chunk.rows.into_iter().map(Change::insert));
-            changes.extend(again);
-            crate::failpoint::hit("after_read");
-            return Ok(Some(Step::Txn(Txn {
-                parts: vec![ChangeSet {
-                    table: t.id,
-                    changes,
-                    position: stored.position(),
-                    bytes,
-                    source_time: None,
-                    shape: None,
-                }],
-                complete: true,
-            })));
-        }
-        // One chunk at a time, the tables one after another.
-        let Some(i) = self.tables.iter().position(Self::copying) else {
+                .any(|(start, t, _, _)| *t == table && *start >= p.chunk.at)
+    }
+
+    /// Reads the next chunk of each table being copied that has none waiting, up to
+    /// `readers` tables at once, each on a connection of its own, the tables in turn.
+    async fn read_chunks(&mut self) -> Result<Option<Step>> {
+        let waiting: Vec<usize> = (0..self.tables.len())
+            .map(|k| (self.turn + 1 + k) % self.tables.len())
+            .filter(|&i| {
+                Self::copying(&self.tables[i]) && !self.pending.iter().any(|p| p.chunk.table == i)
+            })
+            .take(self.readers)
+            .collect();
+        if waiting.is_empty() {
             return Ok(None);
-        };
+        }
         // Chunks read faster than the target takes them would queue up in the lane, and the
-        // streamed changes behind them: the next one waits while two pages' worth is in
+        // streamed changes behind them: the next ones wait while two pages' worth is in
         // flight (one being written, one read meanwhile).
         if (self.held)() > 2 * self.opts.page_bytes {
             self.paced = true;
             return Ok(None);
         }
-        if self.chunker.is_none() {
-            self.chunker = Some(Chunker::open(&self.url).await?);
+        while self.chunkers.len() < waiting.len() {
+            self.chunkers.push(Chunker::open(&self.url).await?);
         }
+        self.turn = *waiting.last().expect("not empty");
         let page = (self.opts.page_bytes, self.opts.page_rows);
-        let chunker = self.chunker.as_mut().expect("opened above");
-        let t = &mut self.tables[i];
-        let fresh = t.from.is_none();
-        let chunk = match chunker.read(i, t, page).await {
-            Ok(c) => c,
-            Err(e) => return copy_failed(t, e).map(Some),
-        };
-        // Changes whose group started before the chunk's position are in it.
-        self.replay
-            .retain(|(start, _, _, _)| !(start.same_server(&chunk.at) && *start < chunk.at));
+        let reads = self
+            .tables
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| waiting.contains(i))
+            .zip(self.chunkers.iter_mut())
+            .map(|((i, t), chunker)| async move { (i, chunker.read(i, t, page).await) });
+        let read = futures::future::join_all(reads).await;
+        let mut failed = None;
+        for (i, chunk) in read {
+            match chunk {
+                Ok(chunk) => self.accept(chunk),
+                Err(e) if failed.is_none() => failed = Some(copy_failed(&mut self.tables[i], e)),
+                // Read again at the next turn (or failing then).
+                Err(_) => {}
+            }
+        }
+        failed.transpose()
+    }
+
+    /// A chunk just read waits for the stream to reach its position (or is read again, when
+    /// the changes to follow it were dropped).
+    fn accept(&mut self, chunk: Chunk) {
+        let id = self.tables[chunk.table].id;
+        // The table's changes whose group started before the chunk's position are in it.
+        self.replay.retain(|(start, table, _, _)| {
+            !(*table == id && start.same_server(&chunk.at) && *start < chunk.at)
+        });
         self.replay_bytes = self.replay.iter().map(|(_, _, _, b)| b).sum();
+        let t = &mut self.tables[chunk.table];
         // The stream passed the chunk's position, and changes after it were dropped from the
         // replay for room: read the chunk again later rather than apply it short of them.
         if let (Phase::Stream(st), Some(floor)) = (&self.phase, &self.replay_floor) {
             let read_to = st.read_to();
             if read_to.same_server(&chunk.at) && read_to > chunk.at && *floor >= chunk.at {
                 tracing::debug!(table = %t.spec.model.name, at = %chunk.at, "a chunk read behind the stream with its replay cut short; reading it again");
-                return Ok(None);
+                return;
             }
         }
-        if fresh {
+        if t.from.is_none() {
             // Its changes apply from the first chunk's position on: the target holds none
             // of the table's rows before it.
             info!(table = %t.spec.model.name, from = %chunk.at, "copy of the table started beside the stream");
             t.from = Some(chunk.at.clone());
             t.reported = Some(chunk.at.clone());
         }
-        self.pending = Some(chunk);
-        self.late = crate::failpoint::is("chunk_late");
-        Ok(None)
+        self.pending.push(Pending {
+            chunk,
+            late: crate::failpoint::is("chunk_late"),
+        });
     }
 
     fn live(t: &BTable) -> bool {
@@ -526,20 +572,7 @@ impl BinlogSource {
                         t.reported = Some(stored.binlog.clone());
                         info!(table = %t.spec.model.name, "snapshot of the table done; its changes follow from the binlog");
                     }
-                    let bytes = rows.iter().map(row_bytes).sum();
-                    let mut changes = Vec::with_capacity(rows.len() + 1);
-                    if std::mem::take(&mut t.empty_first) {
-                        changes.push(Change::truncate());
-                    }
-                    changes.extend(rows.into_iter().map(Change::insert));
-                    let set = ChangeSet {
-                        table: t.id,
-                        changes,
-                        position: stored.position(),
-                        bytes,
-                        source_time: None,
-                        shape: None,
-                    };
+                    let set = t.copied_rows(rows, Vec::new(), &stored);
                     crate::failpoint::hit("after_read");
                     return Ok(Step::Read(Read {
                         table: t.id,
@@ -575,18 +608,13 @@ impl BinlogSource {
         let copying = self.tables.iter().any(Self::copying);
         // Tests (`chunk_late`): read on past the chunk's position, until a change of its
         // table there has been handed out.
-        let stop_at = match &self.pending {
-            Some(c)
-                if self.late
-                    && !self.replay.iter().any(|(start, table, _, _)| {
-                        *table == self.tables[c.table].id && *start >= c.at
-                    }) =>
-            {
-                None
-            }
-            Some(c) => Some(c.at.clone()),
-            None => None,
-        };
+        let stop_at = self
+            .pending
+            .iter()
+            .filter(|p| !self.held_late(p))
+            .map(|p| &p.chunk.at)
+            .min()
+            .cloned();
         let Phase::Stream(st) = &mut self.phase else {
             return Ok(None);
         };
@@ -632,12 +660,15 @@ impl BinlogSource {
             Out::Txn(mut txn) => {
                 if copying {
                     // A chunk waiting for the stream to reach it needs nothing from before.
-                    let needed = self
-                        .pending
-                        .as_ref()
-                        .is_none_or(|c| !group_from.same_server(&c.at) || group_from >= c.at);
+                    let needed = |table: usize| {
+                        self.pending.iter().all(|c| {
+                            self.tables[c.chunk.table].id != table
+                                || !group_from.same_server(&c.chunk.at)
+                                || group_from >= c.chunk.at
+                        })
+                    };
                     for p in &txn.parts {
-                        if needed
+                        if needed(p.table)
                             && !ddl
                             && !p.changes.is_empty()
                             && self
@@ -687,7 +718,9 @@ impl BinlogSource {
                 Ok(Some(crate::source::table_failed(table, &t.config, error)))
             }
             Out::Idle => {
-                self.late = false;
+                for p in &mut self.pending {
+                    p.late = false;
+                }
                 if self.positions_at.elapsed() >= POSITIONS_EVERY {
                     self.positions_at = Instant::now();
                     if let Some(txn) = self.advance_idle(boundary) {
@@ -747,6 +780,30 @@ impl BinlogSource {
     }
 }
 
+impl BTable {
+    /// A page or chunk of the table's copy, as the change set that applies it at `stored`:
+    /// the target emptied first when the copy starts so, the rows, then `again` (its
+    /// changes replayed after a chunk read behind the stream).
+    fn copied_rows(&mut self, rows: Vec<Row>, again: Vec<Change>, stored: &Stored) -> ChangeSet {
+        let bytes = rows.iter().map(row_bytes).sum::<usize>()
+            + again.iter().map(|c| row_bytes(&c.row)).sum::<usize>();
+        let mut changes = Vec::with_capacity(rows.len() + again.len() + 1);
+        if std::mem::take(&mut self.empty_first) {
+            changes.push(Change::truncate());
+        }
+        changes.extend(rows.into_iter().map(Change::insert));
+        changes.extend(again);
+        ChangeSet {
+            table: self.id,
+            changes,
+            position: stored.position(),
+            bytes,
+            source_time: None,
+            shape: None,
+        }
+    }
+}
+
 /// A copy's read failed: retried when the error is transient, otherwise the table stops.
 fn copy_failed(t: &mut BTable, e: Error) -> Result<Step> {
     if e.is_retryable() {
@@ -772,7 +829,7 @@ impl Source for BinlogSource {
                 st.reset();
                 // Its connection may be gone too; a chunk read stays good (its position is
                 // ahead of where the stream reconnects).
-                self.chunker = None;
+                self.chunkers.clear();
             }
             Phase::Start | Phase::Done => {}
         }
