@@ -2,7 +2,7 @@
 # Wide rows: `sluice run --once` against the raw pipe on a table of large BLOBs (by default
 # 2,000 rows of 512 KiB: 1 GiB), A/B/A/B in one run, each into a fresh, empty keyed target.
 # Prints rows/s and MiB/s of each run, the ratio, and sluice's peak RSS (the memory bound:
-# pages, batches and channels are sized in bytes, see README "Memory").
+# pages, batches and channels are sized in bytes, see docs/src/internals/how-it-works.md, "Memory is bounded in bytes, not rows").
 #
 # The raw pipe is `mariadb --quick … | psql -c '\copy … from stdin'`: the BLOB travels as
 # hex (`CONCAT('\\x', HEX(data))`, bytea's text input), since COPY text cannot carry raw

@@ -23,8 +23,12 @@ else
 fi
 
 bash scripts/services.sh
-# The validators tests/deploy.rs and tests/ops.rs call (promtool, kubernetes-validate).
+# The validators tests/deploy.rs and tests/ops.rs call (promtool, kubernetes-validate), and mdbook.
 . scripts/tools.sh
+
+# The book (docs/): a page that does not build fails the run; the HTML goes to docs/book/ (ignored).
+echo "[test] mdbook build docs"
+mdbook build docs
 
 echo "[test] SLUICE_TEST_MYSQL_URL=$SLUICE_TEST_MYSQL_URL SLUICE_TEST_PG_URL=$SLUICE_TEST_PG_URL"
 echo "[test] cargo test --workspace --locked $*"

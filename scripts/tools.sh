@@ -3,12 +3,15 @@
 # - promtool (Debian's `prometheus` package): the alert rules, their unit tests, the
 #   Prometheus config, and /metrics as scraped;
 # - kubernetes-validate (PyPI, in a virtualenv of its own): the Kubernetes manifests against
-#   the real API schemas, strictly (an unknown field fails).
-# Source it (`. scripts/tools.sh`) to get both on PATH; scripts/test.sh does.
+#   the real API schemas, strictly (an unknown field fails);
+# - mdbook (crates.io, `cargo install`): builds the book in docs/ (scripts/test.sh runs
+#   `mdbook build docs`).
+# Source it (`. scripts/tools.sh`) to get them on PATH; scripts/test.sh does.
 set -euo pipefail
 
 tools_dir="${SLUICE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-tools}"
 kv_version=1.37.0
+mdbook_version=0.5.4
 
 if ! command -v promtool >/dev/null 2>&1; then
     echo "[tools] installing promtool (Debian package prometheus)"
@@ -30,5 +33,10 @@ if [ ! -x "$tools_dir/venv/bin/kubernetes-validate" ] ||
     "$tools_dir/venv/bin/pip" install --quiet "kubernetes-validate==$kv_version"
 fi
 
-export PATH="$tools_dir/venv/bin:$PATH"
-echo "[tools] promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), kubernetes-validate $(kubernetes-validate --version)"
+export PATH="$tools_dir/venv/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if ! command -v mdbook >/dev/null 2>&1 || [ "$(mdbook --version 2>/dev/null)" != "mdbook v$mdbook_version" ]; then
+    echo "[tools] installing mdbook $mdbook_version (cargo install)"
+    cargo install mdbook --locked --version "$mdbook_version"
+fi
+
+echo "[tools] promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), kubernetes-validate $(kubernetes-validate --version), $(mdbook --version)"

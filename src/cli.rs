@@ -1,4 +1,5 @@
-//! The command line (a contract: see the README's Commands section).
+//! The command line (a contract: see the book's Quick start › Commands, `docs/src/quick-start.md`,
+//! and the README's Commands section, which repeats it).
 
 use std::path::PathBuf;
 

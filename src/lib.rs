@@ -8,10 +8,10 @@
 //!
 //! # Layout
 //! From the top floor down; a module uses only those below it (`tests/layers.rs` checks that
-//! no import circle exists; `docs/internals/architecture.md` draws the house).
+//! no import circle exists; `docs/src/internals/architecture.md`, in the book, draws the house).
 //! - [`main`](../sluice/index.html): thin binary (command line, logging, signals, exit code).
-//! - [`commands`]: one module per command (`migrate`, `generate`, `run`, `demo`), each taking
-//!   its shutdown as a future.
+//! - [`commands`]: one module per command (`migrate`, `generate`, `run`, `demo`, `snapshot`),
+//!   each taking its shutdown as a future.
 //! - [`round`]: one round of `run`: plan the tables, claim this member's share, prepare them.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
 //! - [`status`]: per-table stored state and lag, for `status` and `/status`.
@@ -25,8 +25,8 @@
 //!   [`source::poll`] (keyset polling), [`source::binlog`] (snapshot, then the binlog).
 //! - [`sink`]: the `Sink` contract; [`sink::postgres`] (types, DDL, COPY, the table writer,
 //!   the initial load, readying a table).
-//! - [`state`]: positions, shape history, ownership epochs and the advisory lock, the
-//!   group's members (`state::members`), dead letters.
+//! - [`state`]: positions, shape history, ownership epochs and the advisory lock
+//!   (`state::ownership`), the group's members (`state::members`), dead letters.
 //! - [`telemetry`]: metric names, the per-table stats and their handles, the registry, the
 //!   Prometheus rendering.
 //! - [`conn`]: connections to both sides, and the helpers' pair shared by handle.

@@ -1,5 +1,5 @@
 //! TLS on both sides: what the URLs ask for is the drivers' business (`sslmode=` for
-//! PostgreSQL, `ssl-mode=` for MySQL, see the README); this module says what happened.
+//! PostgreSQL, `ssl-mode=` for MySQL, see `docs/src/operations/passwords-and-tls.md`); this module says what happened.
 //! A connection in plaintext to a host that is not this machine is logged at warn, once
 //! per side; a certificate the client cannot trust is a permanent error saying what to fix.
 

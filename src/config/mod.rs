@@ -48,7 +48,7 @@ pub struct SourceConfig {
     /// The URL, holding the password given apart from it.
     pub url: String,
     /// How far behind the source's clock reads stay on a DATETIME/TIMESTAMP cursor (see
-    /// README, Guarantees).
+    /// the book, `docs/src/internals/guarantees.md`: Time cursors and clocks).
     pub safety_lag_ms: u64,
     /// What a zero date (`0000-00-00`, or a zero month or day) in the source becomes.
     pub zero_dates: ZeroDates,

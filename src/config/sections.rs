@@ -165,7 +165,8 @@ pub enum OnTableError {
 #[serde(rename_all = "snake_case")]
 pub enum CopyFormat {
     /// COPY binary for tables whose every target column is boolean, an integer, a float,
-    /// text/varchar/json/jsonb, bytea, date or timestamp; COPY text otherwise.
+    /// numeric, text/varchar/json/jsonb, bytea, date, timestamp or timestamptz; COPY text
+    /// otherwise.
     #[default]
     Auto,
     /// Always COPY text.

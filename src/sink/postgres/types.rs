@@ -1,22 +1,8 @@
 //! The MySQL → PostgreSQL type mapping, by the model's [`Kind`].
 //!
-//! | source kind (MySQL / MariaDB)          | PostgreSQL              |
-//! |----------------------------------------|-------------------------|
-//! | Bool (TINYINT(1))                      | boolean                 |
-//! | Int 1–2 bytes (TINYINT, SMALLINT)      | smallint                |
-//! | Int 3–4 bytes (MEDIUMINT, INT)         | integer                 |
-//! | Int 8 bytes (BIGINT)                   | bigint                  |
-//! | UInt 1 byte / 2–3 bytes / 4 bytes      | smallint / integer / bigint |
-//! | UInt 8 bytes (BIGINT UNSIGNED)         | numeric(20,0)           |
-//! | Decimal(p,s)                           | numeric(p,s)            |
-//! | Float32 / Float64                      | real / double precision |
-//! | Text, Enum, Set                        | text                    |
-//! | Json                                   | jsonb                   |
-//! | Bytes                                  | bytea                   |
-//! | Date / DateTime(n) / Timestamp(n)      | date / timestamp(n) / timestamptz(n) |
-//! | Time                                   | interval                |
-//! | Year                                   | smallint                |
-//! | Bits(n)                                | bit(n)                  |
+//! The mapping, from MySQL type to [`Kind`] and on to the PostgreSQL type, is one table in the
+//! book, `docs/src/type-mapping.md`; `tests/docs.rs` checks every row of it against
+//! `source::mysql::introspect::map_column` and [`pg_type`].
 
 use crate::model::{Column, Kind};
 

@@ -1,20 +1,9 @@
 //! What a source table looks like, from `information_schema`, mapped to the neutral
 //! [`Kind`]s of the model.
 //!
-//! | MySQL / MariaDB                       | kind                         |
-//! |---------------------------------------|------------------------------|
-//! | TINYINT(1)                            | Bool (`tinyint1_as_boolean = false`: Int 1 byte) |
-//! | TINYINT, SMALLINT, MEDIUMINT, INT, BIGINT [UNSIGNED] | Int / UInt of 1, 2, 3, 4, 8 bytes |
-//! | DECIMAL(p,s)                          | Decimal(p,s)                 |
-//! | FLOAT / DOUBLE                        | Float32 / Float64            |
-//! | CHAR, VARCHAR, *TEXT                  | Text                         |
-//! | ENUM / SET                            | Enum / Set                   |
-//! | JSON (MySQL), LONGTEXT with a `json_valid(col)` CHECK (MariaDB) | Json |
-//! | BINARY, VARBINARY, *BLOB              | Bytes                        |
-//! | DATE / DATETIME(n) / TIMESTAMP(n)     | Date / DateTime(n) / Timestamp(n) |
-//! | TIME(n)                               | Time(n)                      |
-//! | YEAR                                  | Year                         |
-//! | BIT(n)                                | Bits(n)                      |
+//! The mapping, from MySQL type to [`Kind`] and on to the PostgreSQL type, is one table in the
+//! book, `docs/src/type-mapping.md`; `tests/docs.rs` checks every row of it against
+//! [`map_column`] and `sink::postgres::types::pg_type`.
 //!
 //! Anything else (spatial types, MariaDB's UUID and INET types, for instance) is refused at
 //! start naming the table and column: a column is never silently dropped.
