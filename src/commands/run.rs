@@ -170,11 +170,13 @@ pub fn run(
             if discover && !shutdown.requested() && outcome.failures().all(handed_over) {
                 if found.is_empty() {
                     info!("the tables a [[tables]] pattern took are gone or done; looking at the source's tables again");
+                    // Not at once: what ended the round may still hold.
+                    if shutdown.sleep(Duration::from_secs(1)).await {
+                        return Ok(outcome);
+                    }
                 } else {
+                    // At once: the other tables wait for the next round only.
                     info!(tables = %found.join(", "), "the tables a [[tables]] pattern takes changed on the source; replicating them as they are now, every table resuming from its committed position");
-                }
-                if shutdown.sleep(Duration::from_secs(1)).await {
-                    return Ok(outcome);
                 }
                 continue;
             }
