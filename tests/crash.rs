@@ -348,3 +348,32 @@ fn a_page_read_as_the_connection_drops_is_read_again() {
     assert!(log.contains("failpoint lost_after_read"), "{log}");
     assert_eq!(db.assert_orders_equal(), 3000);
 }
+
+/// `run --once` ends at the end of the source as of start, not where the read horizon
+/// stops: with a statement still running on the server that may write (here an insert that
+/// stamps its row, then sleeps before putting it in the table), newer rows are held back,
+/// and `--once` waits for them rather than ending with them unread.
+#[test]
+fn run_once_reads_to_its_end_past_a_statement_still_running() {
+    let db = TestDb::new();
+    db.ok(&["migrate"]);
+    let never = Arc::new(AtomicBool::new(false));
+    let slow = mysql_worker(db.source_url.clone(), never, |n| {
+        (n == 0).then(|| {
+            "INSERT INTO orders (order_id, created) \
+             SELECT 'slow-row', NOW(6) FROM DUAL WHERE SLEEP(3) = 0"
+                .to_string()
+        })
+    });
+    wait_until("the slow insert to run", Duration::from_secs(10), || {
+        db.mysql_i64(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO orders%SLEEP(3)%'",
+        ) == 1
+    });
+    db.ok(&["generate", "--rate", "1000000", "--total", "500"]);
+    let out = db.run(&["run", "--once"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    slow.join().unwrap();
+    assert_eq!(db.assert_orders_equal(), 501, "{log}");
+}

@@ -99,12 +99,12 @@ pub fn binlog_opts(url: &str) -> Result<(mysql_async::Opts, Option<mysql_async::
 }
 
 /// Statements that stamp no rows, by their first word (after spaces, parentheses and
-/// `/* … */` comments; case aside): reads, and schema changes and maintenance, which may
+/// `/* … */` comments; case aside): reads (`SELECT`, `DO`, …), and schema changes and maintenance, which may
 /// run for hours. Anything else (INSERT, UPDATE, REPLACE, LOAD DATA, CALL, a statement
 /// this does not know) counts as a writer: holding reads back for it costs lag, never rows.
 /// Written for both MariaDB's PCRE and MySQL 8's ICU expressions.
 const NON_WRITING: &str = "(?i)^([[:space:](]|/[*]([^*]|[*]+[^*/])*[*]+/)*\
-(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP|ALTER|CREATE|DROP|RENAME|TRUNCATE|OPTIMIZE|ANALYZE|CHECK|CHECKSUM|REPAIR|FLUSH|BACKUP|KILL|GRANT|REVOKE)\
+(SELECT|DO|SHOW|EXPLAIN|DESCRIBE|DESC|HELP|ALTER|CREATE|DROP|RENAME|TRUNCATE|OPTIMIZE|ANALYZE|CHECK|CHECKSUM|REPAIR|FLUSH|BACKUP|KILL|GRANT|REVOKE)\
 ([^a-z0-9_]|$)";
 
 /// The zone DATETIME cursors are written in, and its offset from UTC now.

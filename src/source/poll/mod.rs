@@ -351,7 +351,7 @@ impl PollSource {
         }
         crate::failpoint::hit("after_read");
         let now = Instant::now();
-        let (changes, after) = match outcome {
+        let (changes, mut after) = match outcome {
             Outcome::Exhausted => (None, After::CaughtUp),
             Outcome::Held => (None, After::Held),
             Outcome::Rows { rows, full } => {
@@ -379,6 +379,18 @@ impl PollSource {
                 (set, after)
             }
         };
+        // `--once` ends a table at its end as of start, not where the read horizon stops.
+        if after == After::CaughtUp && self.opts.once {
+            match t.left_as_of_start(conn).await {
+                Ok(true) => after = After::Held,
+                Ok(false) => {}
+                // As below: the rows read are not handed out, so they are read again.
+                Err(e) => {
+                    t.restore(before);
+                    return Err(e);
+                }
+            }
+        }
         match after {
             After::More => t.due = now,
             After::CaughtUp | After::Held => t.due = now + self.opts.poll_interval,

@@ -50,6 +50,9 @@ struct Sql {
     binds_upper: Vec<usize>,
     /// `--once`: the last keyset as of start.
     last_row: String,
+    /// `--once`: whether a row up to the end as of start is left after the position (from
+    /// the start, and after a position), whatever the read horizon holds back.
+    left: (String, String),
 }
 
 /// One polled table's reading state.
@@ -237,7 +240,7 @@ impl TableReader {
         let (after_cond, binds_after) = keyset::condition(&cols, &phs, true, true);
         let mut common = Vec::new();
         if once {
-            common.push(upper_cond);
+            common.push(upper_cond.clone());
         }
         let time_cursor = self.keyset.time_cursor(t);
         let first_cursor = quote(&t.columns[self.keyset.cursor[0]].name);
@@ -287,12 +290,16 @@ impl TableReader {
             ),
             after: format!(
                 "SELECT {select} FROM {from}{} ORDER BY {order} LIMIT ? {lock}",
-                where_of(vec![after_cond])
+                where_of(vec![after_cond.clone()])
             ),
             free,
             binds_after,
             binds_upper,
             last_row: format!("SELECT {select} FROM {from} ORDER BY {desc} LIMIT 1"),
+            left: (
+                format!("SELECT 1 FROM {from} WHERE {upper_cond} LIMIT 1"),
+                format!("SELECT 1 FROM {from} WHERE {after_cond} AND {upper_cond} LIMIT 1"),
+            ),
         }
     }
 
@@ -370,6 +377,34 @@ impl TableReader {
             }
             Err(e) => Err(self.read_error("reading", &e)),
         }
+    }
+
+    /// `--once`: rows up to the end of the table as of start are left after the position.
+    /// A page short of full is then no end: the read horizon held those rows back (a
+    /// statement still running on the server that may write, or the safety lag), and they
+    /// are read once it moves past them.
+    pub async fn left_as_of_start(&mut self, conn: &mut MySqlConnection) -> Result<bool> {
+        let (Some(Some(upper)), Some(sql), None) = (&self.upper, &self.sql, &self.load) else {
+            return Ok(false);
+        };
+        let mut q = match &self.position {
+            None => sqlx::query(AssertSqlSafe(sql.left.0.as_str())),
+            Some(pos) => {
+                let mut q = sqlx::query(AssertSqlSafe(sql.left.1.as_str()));
+                for &i in &sql.binds_after {
+                    q = bind_value(q, &pos[i]);
+                }
+                q
+            }
+        };
+        for &i in &sql.binds_upper {
+            q = bind_value(q, &upper[i]);
+        }
+        let row = q
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.read_error("reading what is left as of start of", &e))?;
+        Ok(row.is_some())
     }
 
     /// Resumes a load in primary-key order from a stored position.
