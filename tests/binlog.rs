@@ -1336,6 +1336,12 @@ fn three_tables_are_copied_at_once_within_the_connection_limit() {
     });
     // The stream and the helper, and at least two readers at once; never past the limit.
     assert!((4..=5).contains(&peak), "peak {peak} source connections");
+    // The copies done, the readers' connections go back to the server.
+    wait_until(
+        "the readers' connections closed",
+        Duration::from_secs(30),
+        || source_connections(pid) <= 2,
+    );
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();
     writes.join().unwrap();

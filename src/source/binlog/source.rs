@@ -364,6 +364,10 @@ impl BinlogSource {
             .take(self.readers)
             .collect();
         if waiting.is_empty() {
+            if self.pending.is_empty() {
+                // Every copy is done: the connections go back to the server.
+                self.chunkers.clear();
+            }
             return Ok(None);
         }
         // Chunks read faster than the target takes them would queue up in the lane, and the
