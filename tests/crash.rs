@@ -374,6 +374,7 @@ fn run_once_reads_to_its_end_past_a_statement_still_running() {
     let out = db.run(&["run", "--once"]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
+    assert!(log.contains("waiting for them"), "{log}");
     slow.join().unwrap();
     assert_eq!(db.assert_orders_equal(), 501, "{log}");
 }

@@ -70,6 +70,8 @@ pub(super) struct TableReader {
     last_full: bool,
     /// The last read met a row of an open transaction.
     held: bool,
+    /// `--once` said it waits for rows the read horizon holds back.
+    said_waiting: bool,
     /// Rows asked for per page, adapted to the row width.
     pub limit: usize,
     /// When this table may be read next.
@@ -126,6 +128,7 @@ impl TableReader {
             sql: None,
             last_full: true,
             held: false,
+            said_waiting: false,
             limit: first_limit.max(1),
             due: Instant::now(),
             done: false,
@@ -404,6 +407,9 @@ impl TableReader {
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.read_error("reading what is left as of start of", &e))?;
+        if row.is_some() && !std::mem::replace(&mut self.said_waiting, true) {
+            tracing::info!(table = %self.name(), "run --once: rows up to the table's end as of start are held back by a statement still running on the source that may write (information_schema.PROCESSLIST), or by [source] safety_lag_ms; waiting for them");
+        }
         Ok(row.is_some())
     }
 
