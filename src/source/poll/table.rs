@@ -50,8 +50,9 @@ struct Sql {
     binds_upper: Vec<usize>,
     /// `--once`: the last keyset as of start.
     last_row: String,
-    /// `--once`: whether a row up to the end as of start is left after the position (from
-    /// the start, and after a position), whatever the read horizon holds back.
+    /// `--once`: whether a row up to the end as of start, and behind the source's clock, is
+    /// left after the position (from the start, and after a position), whatever the read
+    /// horizon holds back.
     left: (String, String),
 }
 
@@ -299,10 +300,21 @@ impl TableReader {
             binds_after,
             binds_upper,
             last_row: format!("SELECT {select} FROM {from} ORDER BY {desc} LIMIT 1"),
-            left: (
-                format!("SELECT 1 FROM {from} WHERE {upper_cond} LIMIT 1"),
-                format!("SELECT 1 FROM {from} WHERE {after_cond} AND {upper_cond} LIMIT 1"),
-            ),
+            left: {
+                // Rows ahead of the source's clock (written in another zone) wait for the
+                // clock, which may be hours: `--once` ends without them, saying so.
+                let passed = if time_cursor {
+                    format!(" AND {first_cursor} < {}", zone.clock_sql(local).0)
+                } else {
+                    String::new()
+                };
+                (
+                    format!("SELECT 1 FROM {from} WHERE {upper_cond}{passed} LIMIT 1"),
+                    format!(
+                        "SELECT 1 FROM {from} WHERE {after_cond} AND {upper_cond}{passed} LIMIT 1"
+                    ),
+                )
+            },
         }
     }
 
