@@ -21,7 +21,6 @@ use tracing::info;
 use crate::config::Settings;
 use crate::conn::SharedHelpers;
 use crate::sink::postgres::types::qualified;
-use crate::source::mysql::quote as quote_mysql;
 
 /// Up to this many tables get a bar (or line) each; more share one.
 pub const PER_TABLE_UP_TO: usize = 8;
@@ -48,7 +47,7 @@ fn done_by_group(tables: &[String], many: bool) -> BTreeMap<String, u64> {
 }
 
 /// Tables whose statistics say they hold fewer rows than this are counted exactly.
-const COUNT_BELOW: i64 = 100_000;
+const COUNT_BELOW: i64 = crate::source::mysql::COUNT_BELOW as i64;
 
 /// Rows still to replicate per table, estimated (`None` when a count failed).
 async fn remaining(
@@ -65,21 +64,9 @@ async fn remaining(
         return out;
     };
     for t in tables {
-        let estimate = crate::source::mysql::estimate_rows(my, t)
+        let src = crate::source::mysql::rows_for_progress(my, t)
             .await
-            .map_or(0, |n| n as i64);
-        let src = if estimate >= COUNT_BELOW {
-            Some(estimate)
-        } else {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
-                quote_mysql(t)
-            )))
-            .fetch_one(&mut *my)
-            .await
-            .ok()
-            .and_then(|r| r.try_get::<i64, _>(0).ok())
-        };
+            .map(|n| n as i64);
         let target = qualified(&settings.target.schema, t);
         let estimate: i64 = sqlx::query_scalar(
             "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",

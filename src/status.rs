@@ -123,32 +123,6 @@ impl CopyStatus {
     }
 }
 
-/// The source's rows in `table`: counted under 100,000 by InnoDB's estimate, else that
-/// estimate (a count would scan the table).
-async fn source_rows(conn: &mut sqlx::MySqlConnection, table: &str) -> Option<u64> {
-    let estimate: Option<u64> = sqlx::query_scalar(
-        "SELECT CAST(TABLE_ROWS AS UNSIGNED) FROM information_schema.TABLES \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-    )
-    .bind(table)
-    .fetch_optional(&mut *conn)
-    .await
-    .ok()
-    .flatten()
-    .flatten();
-    match estimate {
-        Some(e) if e >= 100_000 => Some(e),
-        _ => sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {}",
-            mysql::quote(table)
-        )))
-        .fetch_one(&mut *conn)
-        .await
-        .ok()
-        .map(|n| n.max(0) as u64),
-    }
-}
-
 /// The whole answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -311,7 +285,7 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
             (Some(SourcePosition::Binlog(b)), conn) => match &b.snapshot {
                 Some(p) => {
                     let estimated = match conn {
-                        Ok(conn) => source_rows(conn, &r.table_name).await,
+                        Ok(conn) => mysql::rows_for_progress(conn, &r.table_name).await,
                         Err(_) => None,
                     };
                     Some(CopyStatus::of(p, estimated))

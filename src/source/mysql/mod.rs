@@ -438,6 +438,27 @@ pub async fn estimate_rows(conn: &mut MySqlConnection, table: &str) -> Result<u6
     Ok(table_stats(conn, table).await?.rows)
 }
 
+/// Tables whose statistics say they hold fewer rows than this are counted exactly.
+pub const COUNT_BELOW: u64 = 100_000;
+
+/// The rows of a table, for progress: counted when InnoDB's estimate is under
+/// [`COUNT_BELOW`], else that estimate (a count would scan a large table). `None` when the
+/// server could not say.
+pub async fn rows_for_progress(conn: &mut MySqlConnection, table: &str) -> Option<u64> {
+    let estimate = estimate_rows(conn, table).await.unwrap_or(0);
+    if estimate >= COUNT_BELOW {
+        return Some(estimate);
+    }
+    sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+        "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
+        quote(table)
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .ok()
+    .map(|n| n.max(0) as u64)
+}
+
 /// A configured table's columns and primary key (the `primary_key` setting, or the
 /// table's own; refused without either).
 pub async fn introspect_keyed(
