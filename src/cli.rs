@@ -68,7 +68,8 @@ pub enum Command {
         once: bool,
     },
     /// Per table: watermark, rows replicated, lag, last commit, last error, owner, last
-    /// background verify; and the pipeline's members.
+    /// background verify, a copy's progress (rows, chunks, time left); and the pipeline's
+    /// members.
     Status {
         /// Print JSON (what GET /status answers).
         #[arg(long)]
