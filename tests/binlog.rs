@@ -1238,6 +1238,147 @@ fn a_table_added_later_is_copied_beside_the_stream() {
     verify_then_stop(&db, both_tables.to_str().unwrap(), run);
 }
 
+/// A table copied beside the stream gets its source's secondary indexes off the lane (`CREATE
+/// INDEX CONCURRENTLY` on a connection of its own): while the build waits (here for a
+/// session holding a lock on the table, as a long report would), the other table's changes
+/// and the copied table's own keep arriving. A process killed during the build leaves an
+/// invalid index, which the next start drops and builds again.
+#[test]
+fn a_copied_tables_indexes_are_built_off_the_lane() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE busy (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL); \
+         CREATE TABLE big (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, code CHAR(12) NOT NULL, \
+                           UNIQUE KEY u (code), KEY k (v)); \
+         INSERT INTO big SELECT seq, seq MOD 1000, LPAD(seq, 12, '0') FROM seq_1_to_60000",
+    );
+    // Small chunks: the copy lasts long enough for the lock to be taken before its end.
+    let extra = "[pipeline]\nbatch_rows = 500\n";
+    stream_busy_alone(&db, extra);
+    let both_tables = config(&db, &["busy", "big"], extra);
+    let args = ["--config", both_tables.to_str().unwrap(), "run"];
+    let mut run = db.spawn_logged(&args, &[]);
+    run.wait_for(
+        "copy of the table started beside the stream",
+        Duration::from_secs(60),
+    );
+    // A session holds a lock on the target table that a plain CREATE INDEX would queue
+    // behind (and every table in the lane with it); rows go on being written meanwhile.
+    let hold = || {
+        std::process::Command::new("psql")
+            .args([
+                db.target_url.as_str(),
+                "-q",
+                "-c",
+                "BEGIN; LOCK TABLE public.big IN ROW EXCLUSIVE MODE; SELECT pg_sleep(600)",
+            ])
+            .env("PGAPPNAME", "lock holder")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("psql")
+    };
+    // Its session ends with it (a session asleep does not notice its client is gone).
+    let release = |mut holder: std::process::Child| {
+        db.pg(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'lock holder' AND datname = '{}'",
+            db.name
+        ));
+        let _ = holder.kill();
+        let _ = holder.wait();
+    };
+    let holder = hold();
+    wait_until("the lock to be held", Duration::from_secs(30), || {
+        db.pg_i64(
+            "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'big' AND l.mode = 'RowExclusiveLock' AND l.granted \
+               AND l.pid <> pg_backend_pid()",
+        ) > 0
+    });
+    run.wait_for(
+        "building the copied table's indexes beside the stream",
+        Duration::from_secs(120),
+    );
+    let valid = |db: &TestDb| {
+        db.pg_i64(
+            "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname IN ('big_u', 'big_k') AND i.indisvalid \
+               AND obj_description(c.oid, 'pg_class') LIKE 'sluice: source index %'",
+        )
+    };
+    // The lane goes on while the build waits for the lock: both tables' changes arrive.
+    db.mysql(
+        "INSERT INTO busy (v) SELECT seq FROM seq_1_to_50; UPDATE big SET v = v + 1 WHERE id <= 10",
+    );
+    wait_until(
+        "busy's rows during the build",
+        Duration::from_secs(30),
+        || db.pg_i64("SELECT COUNT(*) FROM public.busy") == 51,
+    );
+    wait_until(
+        "big's changes during the build",
+        Duration::from_secs(30),
+        || db.pg_i64("SELECT COUNT(*) FROM public.big WHERE id <= 10 AND v = id + 1") == 10,
+    );
+    assert_eq!(valid(&db), 0, "the build must be waiting: {}", run.log());
+    // Killed during the build: the build ends with the process (it looks for its client
+    // every second while it waits), and the index it started is left invalid.
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    wait_until(
+        "the build to end with the process",
+        Duration::from_secs(30),
+        || {
+            db.pg_i64(&format!(
+                "SELECT COUNT(*) FROM pg_stat_progress_create_index p JOIN pg_database d \
+             ON d.oid = p.datid WHERE d.datname = '{}'",
+                db.name
+            )) == 0
+        },
+    );
+    release(holder);
+    assert!(
+        db.pg_i64(
+            "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname IN ('big_u', 'big_k') AND NOT i.indisvalid"
+        ) > 0,
+        "a killed CREATE INDEX CONCURRENTLY leaves its index invalid"
+    );
+    // The next start drops it and builds both.
+    let run = db.spawn_logged(&args, &[]);
+    run.wait_until("both indexes valid", || valid(&db) == 2);
+    assert_eq!(
+        db.pg_i64(
+            "SELECT COUNT(*) FROM pg_constraint WHERE conname = 'big_u' AND contype = 'u' AND condeferrable"
+        ),
+        1,
+        "the unique index is a deferred unique constraint, as a copy's in the lane: {}",
+        run.log()
+    );
+    db.mysql("INSERT INTO busy (v) VALUES (1); UPDATE big SET code = 'swapped' WHERE id = 60000");
+    wait_equal(&db, "busy", "id, v", &|| run.log());
+    wait_equal(&db, "big", "id, v, code", &|| run.log());
+    // Built beside the stream to the end, with the process alive: the table copied again
+    // (asked for) after its indexes were dropped by hand.
+    db.pg("DROP INDEX public.big_k; ALTER TABLE public.big DROP CONSTRAINT big_u");
+    db.ok(&[
+        "--config",
+        both_tables.to_str().unwrap(),
+        "snapshot",
+        "--table",
+        "big",
+    ]);
+    run.wait_until("both indexes built again", || valid(&db) == 2);
+    assert!(
+        run.log().matches("index built beside the stream").count() >= 2,
+        "{}",
+        run.log()
+    );
+    wait_equal(&db, "big", "id, v, code", &|| run.log());
+    verify_then_stop(&db, both_tables.to_str().unwrap(), run);
+}
+
 /// A run of table `busy` alone, until its first row streams, then stopped: `busy` streams
 /// when tables are added to the configuration after.
 fn stream_busy_alone(db: &TestDb, extra: &str) {

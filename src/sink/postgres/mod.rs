@@ -238,9 +238,60 @@ impl PgSink {
     async fn catch_up(&mut self, table: TableId) -> Result<CaughtUp> {
         self.conn().await?;
         let conn = self.conn.as_mut().expect("connected above");
+        // Others stream in this lane (a table copied beside the stream): its indexes are
+        // built off the lane, on a connection of their own, so none of them waits.
+        let others_stream = self
+            .tables
+            .keys()
+            .any(|id| *id != table && !self.loading.contains(id));
         let w = Self::writer(&mut self.tables, table)?;
         let key_built = w.build_key(conn).await?;
-        if let Some(unique) = self.opts.indexes {
+        if let (Some(unique), true) = (self.opts.indexes, others_stream && key_built.is_none()) {
+            let (url, role) = (self.opts.url.clone(), self.opts.role.clone());
+            let (schema, wait) = (self.opts.schema.clone(), self.opts.lock_wait);
+            let (model, handle) = (w.model().clone(), w.handle().clone());
+            // A thread of its own: the writer runs on a sync actor's thread, whose runtime
+            // only turns while a batch is applied.
+            let build = async move {
+                tracing::info!(table = %model.name, "building the copied table's indexes beside the stream");
+                let built = async {
+                    let mut conn = connect(&url, &role).await?;
+                    // A build waiting for a lock notices that sluice is gone (PostgreSQL
+                    // 14 on): it ends there, leaving an invalid index that the next start
+                    // builds again, rather than finishing unmarked.
+                    let _ = sqlx::raw_sql("SET client_connection_check_interval = '1s'")
+                        .execute(&mut conn)
+                        .await;
+                    reshape::build_indexes_concurrently(
+                        &mut conn,
+                        &schema,
+                        &model,
+                        unique,
+                        wait,
+                        Some(&handle),
+                    )
+                    .await
+                }
+                .await;
+                if let Err(e) = built {
+                    tracing::error!(table = %model.name, error = %e, "building the copied table's indexes failed; its rows are complete and replication goes on without them. The next start of sluice builds them again (or fix what the error names and restart)");
+                }
+            };
+            let spawned = std::thread::Builder::new()
+                .name("sluice-index-build".into())
+                .spawn(move || match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(build),
+                    Err(e) => tracing::error!(error = %e, "no runtime for the index build; the next start of sluice builds the indexes"),
+                });
+            if let Err(e) = spawned {
+                return Err(Error::Other(format!(
+                    "starting the thread that builds the copied table's indexes: {e}"
+                )));
+            }
+        } else if let Some(unique) = self.opts.indexes {
             // The load is over: the source's indexes, built once rather than row by row.
             raw(conn, "BEGIN").await?;
             let synced = reshape::sync_indexes(

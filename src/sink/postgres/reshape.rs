@@ -417,27 +417,26 @@ fn index_comment(i: &crate::model::Index, unique: bool) -> String {
     )
 }
 
-/// Gives target table `table` (in `schema`) the source's secondary indexes of `model`, and
-/// drops those sluice made for source indexes that are gone; indexes of the target's own are
-/// left alone. `unique`: a unique source index becomes a unique constraint checked at commit
-/// (`DEFERRABLE INITIALLY DEFERRED`), so a source transaction that swaps unique values
-/// between rows applies; else (polling, whose reads are not transactions of the source)
-/// every index is a plain one. A unique index the target's rows do not satisfy becomes a
-/// plain one, said at warn. Runs in the caller's transaction; returns the statements run.
-pub async fn sync_indexes(
+/// What the target's indexes lack of the source's: sluice's indexes to drop (their source
+/// index is gone or changed), and the source indexes to build, with their target names.
+struct IndexPlan<'m> {
+    target: String,
+    drop: Vec<String>,
+    build: Vec<(String, &'m crate::model::Index)>,
+}
+
+async fn index_plan<'m>(
     tx: &mut PgConnection,
     schema: &str,
-    model: &TableModel,
+    model: &'m TableModel,
     unique: bool,
-    wait: super::lock::LockWait,
-    counted: Option<&crate::telemetry::TableHandle>,
-) -> Result<Vec<String>> {
+) -> Result<IndexPlan<'m>> {
     let target = super::types::qualified(schema, &model.name);
     let have: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, obj_description(c.oid, 'pg_class') FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
          JOIN pg_namespace n ON n.oid = t.relnamespace \
-         WHERE n.nspname = $1 AND t.relname = $2 \
+         WHERE n.nspname = $1 AND t.relname = $2 AND i.indisvalid \
            AND obj_description(c.oid, 'pg_class') LIKE 'sluice: source index %'",
     )
     .bind(schema)
@@ -454,7 +453,7 @@ pub async fn sync_indexes(
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
          JOIN pg_namespace n ON n.oid = t.relnamespace \
          WHERE n.nspname = $1 AND t.relname = $2 AND i.indexprs IS NULL AND i.indpred IS NULL \
-           AND NOT i.indisprimary \
+           AND NOT i.indisprimary AND i.indisvalid \
            AND COALESCE(obj_description(c.oid, 'pg_class'), '') NOT LIKE 'sluice: source index %'",
     )
     .bind(schema)
@@ -462,8 +461,21 @@ pub async fn sync_indexes(
     .fetch_all(&mut *tx)
     .await
     .map_err(tgt(format!("reading the indexes of {target}")))?;
-    let mut ran = Vec::new();
-    let drop = |name: &str| {
+    // Indexes left invalid (a `CREATE INDEX CONCURRENTLY` that did not finish: the process
+    // stopped during it), and whether one is being built right now (by another process).
+    let invalid: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, EXISTS (SELECT 1 FROM pg_stat_progress_create_index p \
+                                         WHERE p.index_relid = c.oid) \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = $1 AND t.relname = $2 AND NOT i.indisvalid",
+    )
+    .bind(schema)
+    .bind(&model.name)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(tgt(format!("reading the indexes of {target}")))?;
+    let drop_sql = |name: &str| {
         format!(
             "ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {q}; DROP INDEX IF EXISTS {}.{q}",
             quote(schema),
@@ -475,6 +487,11 @@ pub async fn sync_indexes(
         .iter()
         .map(|i| (index_name(&model.name, &i.name), i))
         .collect();
+    let mut plan = IndexPlan {
+        target: target.clone(),
+        drop: Vec::new(),
+        build: Vec::new(),
+    };
     for (name, comment) in &have {
         let keep = wanted.iter().any(|(n, i)| {
             n == name
@@ -482,10 +499,7 @@ pub async fn sync_indexes(
                     || *comment == index_comment(i, false))
         });
         if !keep {
-            let sql = drop(name);
-            super::lock::ddl_until_done(tx, &target, &sql, "dropping an index", wait, counted)
-                .await?;
-            ran.push(sql);
+            plan.drop.push(drop_sql(name));
         }
     }
     for (name, i) in wanted {
@@ -496,15 +510,60 @@ pub async fn sync_indexes(
         let served = own
             .iter()
             .any(|(cols, u)| *cols == i.columns && (*u || !(unique && i.unique)));
-        if exists || served {
-            continue;
+        match invalid.iter().find(|(n, _)| *n == name) {
+            // Another session builds it: it ends valid there.
+            Some((_, true)) => continue,
+            Some((_, false)) => plan.drop.push(drop_sql(&name)),
+            None => {}
         }
-        let cols = i
-            .columns
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        if !(exists || served) {
+            plan.build.push((name, i));
+        }
+    }
+    Ok(plan)
+}
+
+/// The comment that marks index `q` as sluice's (see [`index_comment`]).
+fn mark(schema: &str, q: &str, i: &crate::model::Index, unique: bool) -> String {
+    format!(
+        "COMMENT ON INDEX {}.{q} IS '{}'",
+        quote(schema),
+        index_comment(i, unique).replace('\'', "''")
+    )
+}
+
+fn index_columns(i: &crate::model::Index) -> String {
+    i.columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Gives target table `table` (in `schema`) the source's secondary indexes of `model`, and
+/// drops those sluice made for source indexes that are gone; indexes of the target's own are
+/// left alone. `unique`: a unique source index becomes a unique constraint checked at commit
+/// (`DEFERRABLE INITIALLY DEFERRED`), so a source transaction that swaps unique values
+/// between rows applies; else (polling, whose reads are not transactions of the source)
+/// every index is a plain one. A unique index the target's rows do not satisfy becomes a
+/// plain one, said at warn. Runs in the caller's transaction; returns the statements run.
+pub async fn sync_indexes(
+    tx: &mut PgConnection,
+    schema: &str,
+    model: &TableModel,
+    unique: bool,
+    wait: super::lock::LockWait,
+    counted: Option<&crate::telemetry::TableHandle>,
+) -> Result<Vec<String>> {
+    let plan = index_plan(tx, schema, model, unique).await?;
+    let target = plan.target;
+    let mut ran = Vec::new();
+    for sql in plan.drop {
+        super::lock::ddl_until_done(tx, &target, &sql, "dropping an index", wait, counted).await?;
+        ran.push(sql);
+    }
+    for (name, i) in plan.build {
+        let cols = index_columns(i);
         let q = quote(&name);
         let plain = format!("CREATE INDEX {q} ON {target} ({cols})");
         let mut made_unique = false;
@@ -534,15 +593,97 @@ pub async fn sync_indexes(
                 .await?;
             ran.push(plain);
         }
-        let comment = format!(
-            "COMMENT ON INDEX {}.{q} IS '{}'",
-            quote(schema),
-            index_comment(i, made_unique).replace('\'', "''")
-        );
-        raw(tx, &comment).await?;
+        raw(tx, &mark(schema, &q, i, made_unique)).await?;
     }
     if !ran.is_empty() {
         tracing::info!(table = %model.name, statements = ?ran, "the target's indexes follow the source's");
+    }
+    Ok(ran)
+}
+
+/// As [`sync_indexes`], on connection `conn` of its own and outside any transaction: each
+/// index built with `CREATE INDEX CONCURRENTLY`, so the table's writes (and every other
+/// table's, in the same lane) go on meanwhile. For a table copied beside the stream, whose
+/// indexes wait for the end of its copy. An index whose build fails is dropped again (a
+/// concurrent build that fails leaves an invalid index) and the error returned; one left
+/// invalid by a process that stopped during its build is dropped and built again by the
+/// next [`sync_indexes`] or build.
+pub async fn build_indexes_concurrently(
+    conn: &mut PgConnection,
+    schema: &str,
+    model: &TableModel,
+    unique: bool,
+    wait: super::lock::LockWait,
+    counted: Option<&crate::telemetry::TableHandle>,
+) -> Result<Vec<String>> {
+    let plan = index_plan(conn, schema, model, unique).await?;
+    let target = plan.target;
+    let mut ran = Vec::new();
+    // Short statements, each in a transaction of its own (the lock waits retry there).
+    async fn in_tx(
+        conn: &mut PgConnection,
+        target: &str,
+        sql: &str,
+        what: &str,
+        wait: super::lock::LockWait,
+        counted: Option<&crate::telemetry::TableHandle>,
+    ) -> Result<()> {
+        raw(conn, "BEGIN").await?;
+        let r = super::lock::ddl_until_done(conn, target, sql, what, wait, counted).await;
+        raw(conn, if r.is_ok() { "COMMIT" } else { "ROLLBACK" }).await?;
+        r
+    }
+    for sql in plan.drop {
+        in_tx(conn, &target, &sql, "dropping an index", wait, counted).await?;
+        ran.push(sql);
+    }
+    for (name, i) in plan.build {
+        let cols = index_columns(i);
+        let q = quote(&name);
+        let dropped = format!("DROP INDEX CONCURRENTLY IF EXISTS {}.{q}", quote(schema));
+        let build =
+            |kind: &str| format!("CREATE {kind}INDEX CONCURRENTLY {q} ON {target} ({cols})");
+        let started = std::time::Instant::now();
+        let mut made_unique = false;
+        if unique && i.unique {
+            let sql = build("UNIQUE ");
+            match raw(conn, &sql).await {
+                Ok(()) => {
+                    let constraint = format!(
+                        "ALTER TABLE {target} ADD CONSTRAINT {q} UNIQUE USING INDEX {q} DEFERRABLE INITIALLY DEFERRED"
+                    );
+                    in_tx(
+                        conn,
+                        &target,
+                        &constraint,
+                        "creating an index",
+                        wait,
+                        counted,
+                    )
+                    .await?;
+                    ran.push(sql);
+                    ran.push(constraint);
+                    made_unique = true;
+                }
+                Err(e) => {
+                    raw(conn, &dropped).await?;
+                    if e.sqlstate() != Some("23505") {
+                        return Err(e);
+                    }
+                    tracing::warn!(table = %model.name, index = %i.name, error = %e, "the target's rows do not satisfy the source's unique index, so it is mirrored as a plain index; `sluice verify --table {} --repair` finds the rows that differ", model.name);
+                }
+            }
+        }
+        if !made_unique {
+            let sql = build("");
+            if let Err(e) = raw(conn, &sql).await {
+                let _ = raw(conn, &dropped).await;
+                return Err(e);
+            }
+            ran.push(sql);
+        }
+        raw(conn, &mark(schema, &q, i, made_unique)).await?;
+        tracing::info!(table = %model.name, index = %name, seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "index built beside the stream (CREATE INDEX CONCURRENTLY)");
     }
     Ok(ran)
 }

@@ -187,7 +187,7 @@ impl TableWriter {
         &self.model
     }
 
-    pub fn handle(&self) -> &crate::telemetry::TableHandle {
+    pub fn handle(&self) -> &std::sync::Arc<crate::telemetry::TableHandle> {
         &self.handle
     }
 
