@@ -13,7 +13,7 @@
 # Prints per shape: baseline lag p50/p99/max, lag during the copy p50/p99/max, copy rate,
 # key-after rate, the ratio, and sluice's peak RSS.
 #
-#   benches/beside.sh [ROWS]     (default 2000000)
+#   benches/beside.sh [ROWS]     (default 2000000; SHAPES="orders" for one shape)
 #
 # Needs the local servers (scripts/services.sh); builds sluice in release mode.
 set -euo pipefail
@@ -59,7 +59,7 @@ log_epoch() { # log_epoch FILE NEEDLE: the time of the first log line holding NE
     grep -m1 "$2" "$1" | cut -d' ' -f1 | xargs -I{} date -d {} +%s.%N
 }
 
-for shape in sbtest orders; do
+for shape in ${SHAPES:-sbtest orders}; do
     echo "== $shape: seeding $ROWS rows"
     "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
     "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"

@@ -371,9 +371,11 @@ impl BinlogSource {
             return Ok(None);
         }
         // Chunks read faster than the target takes them would queue up in the lane, and the
-        // streamed changes behind them: the next ones wait while two pages' worth is in
-        // flight (one being written, one read meanwhile).
-        if (self.held)() > 2 * self.opts.page_bytes {
+        // streamed changes behind them: the next ones wait while two chunks' worth is in
+        // flight (one being written, one read meanwhile). A chunk is half a page: a streamed
+        // change waits behind at most about a page of copied rows.
+        let chunk_bytes = (self.opts.page_bytes / 2).max(1);
+        if (self.held)() > 2 * chunk_bytes {
             self.paced = true;
             return Ok(None);
         }
@@ -381,7 +383,7 @@ impl BinlogSource {
             self.chunkers.push(Chunker::open(&self.url).await?);
         }
         self.turn = *waiting.last().expect("not empty");
-        let page = (self.opts.page_bytes, self.opts.page_rows);
+        let page = (chunk_bytes, self.opts.page_rows);
         let reads = self
             .tables
             .iter_mut()
