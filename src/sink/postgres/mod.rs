@@ -238,12 +238,15 @@ impl PgSink {
     async fn catch_up(&mut self, table: TableId) -> Result<CaughtUp> {
         self.conn().await?;
         let conn = self.conn.as_mut().expect("connected above");
-        // Others stream in this lane (a table copied beside the stream): its indexes are
-        // built off the lane, on a connection of their own, so none of them waits.
-        let others_stream = self
-            .tables
-            .keys()
-            .any(|id| *id != table && !self.loading.contains(id));
+        // Binlog capture (one lane, transaction order) where others stream already (a table
+        // copied beside the stream): its indexes are built off the lane, so none of them
+        // waits. One build at a time, on one more connection to the target. (Polling's
+        // lanes, up to `max_target_connections`, build in the lane as before.)
+        let others_stream = self.opts.indexes == Some(true)
+            && self
+                .tables
+                .keys()
+                .any(|id| *id != table && !self.loading.contains(id));
         let w = Self::writer(&mut self.tables, table)?;
         let key_built = w.build_key(conn).await?;
         if let (Some(unique), true) = (self.opts.indexes, others_stream && key_built.is_none()) {
@@ -279,12 +282,17 @@ impl PgSink {
             };
             let spawned = std::thread::Builder::new()
                 .name("sluice-index-build".into())
-                .spawn(move || match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(build),
-                    Err(e) => tracing::error!(error = %e, "no runtime for the index build; the next start of sluice builds the indexes"),
+                .spawn(move || {
+                    // One build at a time in the process: one connection more at most.
+                    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                    let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(build),
+                        Err(e) => tracing::error!(error = %e, "no runtime for the index build; the next start of sluice builds the indexes"),
+                    }
                 });
             if let Err(e) = spawned {
                 return Err(Error::Other(format!(
