@@ -2,7 +2,9 @@
 //! (matched by name, `binlog_row_metadata = FULL`), and its rows decoded into model rows.
 
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
-use mysql_async::binlog::row::BinlogRow;
+use mysql_async::binlog::row::{BinlogRow, RowImageLayout};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_common::io::ParseBuf;
 
 use super::charset::Charsets;
 use super::decode::ImageColumn;
@@ -41,47 +43,65 @@ pub(super) fn changes(
             t.spec.model.name, t.spec.model.name
         )));
     }
+    let unreadable = |e: std::io::Error| Error::BadRow {
+        table: t.spec.model.name.clone(),
+        key: "?".into(),
+        reason: format!("its binlog row image cannot be read: {e}"),
+    };
+    if mapping.cols.is_empty() {
+        // The columns' names and character sets, from the event's first row.
+        let Some(first) = ev.rows(tme).next() else {
+            return Ok((Vec::new(), 0));
+        };
+        let (before, after) = first.map_err(unreadable)?;
+        let image = after
+            .as_ref()
+            .or(before.as_ref())
+            .expect("a row has an image");
+        mapping.cols = map_columns(t, image)?;
+        let cols = image.columns_ref();
+        let mut labels = labels(tme);
+        mapping.image = mapping
+            .cols
+            .iter()
+            .map(|&j| {
+                let codec = charsets.codec(cols[j].character_set());
+                let labels = labels.remove(&j).map(|raw| {
+                    raw.iter()
+                        .map(|l| {
+                            codec
+                                .decode(l)
+                                .unwrap_or_else(|_| String::from_utf8_lossy(l).into_owned())
+                        })
+                        .collect()
+                });
+                ImageColumn { codec, labels }
+            })
+            .collect();
+    }
+    // The values read straight from the event (the table map's layout worked out once for
+    // the event, not once per row).
+    let layout = RowImageLayout::new(tme).map_err(unreadable)?;
+    let partial = matches!(ev, RowsEventData::PartialUpdateRowsEvent(_));
+    let (before_cols, after_cols) = (ev.columns_before_image(), ev.columns_after_image());
+    if before_cols.is_none() && after_cols.is_none() {
+        return Ok((Vec::new(), 0));
+    }
+    let mut buf = ParseBuf(ev.rows_data());
     let mut changes = Vec::new();
     let mut bytes = 0;
-    for r in ev.rows(tme) {
-        let (before, after) = match r {
-            Ok(x) => x,
-            Err(e) => {
-                return Err(Error::BadRow {
-                    table: t.spec.model.name.clone(),
-                    key: "?".into(),
-                    reason: format!("its binlog row image cannot be read: {e}"),
-                })
-            }
+    while !buf.is_empty() {
+        let before = before_cols
+            .map(|c| layout.values(&mut buf, c, false))
+            .transpose()
+            .map_err(unreadable)?;
+        let after = after_cols
+            .map(|c| layout.values(&mut buf, c, partial))
+            .transpose()
+            .map_err(unreadable)?;
+        let decode = |img: &[BinlogValue<'_>]| -> Result<Row> {
+            decode_row(t, &mapping.cols, &mapping.image, img)
         };
-        if mapping.cols.is_empty() {
-            let image = after
-                .as_ref()
-                .or(before.as_ref())
-                .expect("a row has an image");
-            mapping.cols = map_columns(t, image)?;
-            let cols = image.columns_ref();
-            let mut labels = labels(tme);
-            mapping.image = mapping
-                .cols
-                .iter()
-                .map(|&j| {
-                    let codec = charsets.codec(cols[j].character_set());
-                    let labels = labels.remove(&j).map(|raw| {
-                        raw.iter()
-                            .map(|l| {
-                                codec
-                                    .decode(l)
-                                    .unwrap_or_else(|_| String::from_utf8_lossy(l).into_owned())
-                            })
-                            .collect()
-                    });
-                    ImageColumn { codec, labels }
-                })
-                .collect();
-        }
-        let decode =
-            |img: &BinlogRow| -> Result<Row> { decode_row(t, &mapping.cols, &mapping.image, img) };
         let change = match (before, after) {
             (None, Some(a)) => Change::insert(decode(&a)?),
             (Some(b), Some(a)) => match (decode(&b), decode(&a)) {
@@ -167,12 +187,17 @@ fn map_columns(t: &BTable, image: &BinlogRow) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// One row image as a model row.
-fn decode_row(t: &BTable, cols: &[usize], how: &[ImageColumn], image: &BinlogRow) -> Result<Row> {
+/// One row image (its values, in column order) as a model row.
+fn decode_row(
+    t: &BTable,
+    cols: &[usize],
+    how: &[ImageColumn],
+    image: &[BinlogValue<'_>],
+) -> Result<Row> {
     let model = &t.spec.model;
     let mut row = Vec::with_capacity(cols.len());
     for (i, &j) in cols.iter().enumerate() {
-        match t.decoders[i].decode_with(image.as_ref(j), &how[i]) {
+        match t.decoders[i].decode_with(image.get(j), &how[i]) {
             Ok(v) => row.push(v),
             Err(reason) => {
                 let key = model
@@ -180,7 +205,7 @@ fn decode_row(t: &BTable, cols: &[usize], how: &[ImageColumn], image: &BinlogRow
                     .iter()
                     .map(|&k| {
                         let v = t.decoders[k]
-                            .decode_with(image.as_ref(cols[k]), &how[k])
+                            .decode_with(image.get(cols[k]), &how[k])
                             .map(|v| v.display())
                             .unwrap_or_else(|_| "?".into());
                         format!("{}={v}", model.columns[k].name)

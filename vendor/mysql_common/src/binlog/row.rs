@@ -270,6 +270,96 @@ impl<'de> MyDeserialize<'de> for BinlogRow {
     }
 }
 
+/// sluice: what reading a row image needs of each column of a table map, worked out once
+/// (`BinlogRow::deserialize` works it out again for every row image, finds each column's
+/// metadata walking from the first column, and builds a `Column`, with owned copies of the
+/// names, for every column of every row).
+#[derive(Debug, Clone)]
+pub struct RowImageLayout<'t> {
+    /// Each column's type (its real type: ENUM and SET as such), metadata and signedness.
+    columns: Vec<(ColumnType, &'t [u8], bool)>,
+    json_columns: usize,
+}
+
+impl<'t> RowImageLayout<'t> {
+    pub fn new(table_info: &'t TableMapEvent<'t>) -> io::Result<Self> {
+        let opt_meta_extractor = OptionalMetaExtractor::new(table_info.iter_optional_meta())?;
+        let mut signedness = opt_meta_extractor.iter_signedness();
+        let metas = table_info.columns_metadata();
+        let mut columns = Vec::with_capacity(metas.len());
+        for (i, meta) in metas.into_iter().enumerate() {
+            let column_type = match table_info.get_column_type(i) {
+                Ok(Some(ty)) => ty,
+                Ok(None) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "No column type"));
+                }
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            };
+            let is_unsigned = column_type
+                .is_numeric_type()
+                .then(|| signedness.next())
+                .flatten()
+                .unwrap_or_default();
+            columns.push((column_type, meta.unwrap_or(&[]), is_unsigned));
+        }
+        Ok(Self {
+            columns,
+            json_columns: table_info.json_column_count(),
+        })
+    }
+
+    /// The values of the row image at `buf` (the columns `cols` holds, in order), read as
+    /// `BinlogRow::deserialize` reads them, borrowing from the event where they can.
+    pub fn values<'de>(
+        &self,
+        buf: &mut ParseBuf<'de>,
+        cols: &BitSlice<u8>,
+        have_shared_image: bool,
+    ) -> io::Result<Vec<BinlogValue<'de>>>
+    where
+        't: 'de,
+    {
+        let mut partial_cols = if have_shared_image {
+            let value_options = *buf.parse::<RawInt<LenEnc>>(())?;
+            if value_options & BinlogRowValueOptions::PARTIAL_JSON_UPDATES as u64 > 0 {
+                let partial_columns_len = self.json_columns.div_ceil(8);
+                let partial_columns: &[u8] = buf.parse(partial_columns_len)?;
+                let partial_columns = BitSlice::<u8>::from_slice(partial_columns);
+                Some(partial_columns.into_iter().take(self.json_columns))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let num_bits = cols.count_ones();
+        let bitmap_buf: &[u8] = buf.parse(num_bits.div_ceil(8))?;
+        let null_bitmap = BitSlice::<u8>::from_slice(bitmap_buf);
+        let mut values = Vec::with_capacity(num_bits);
+        let mut image_idx = 0;
+        for (i, &(column_type, column_meta, is_unsigned)) in self.columns.iter().enumerate() {
+            let is_partial = column_type == ColumnType::MYSQL_TYPE_JSON
+                && partial_cols
+                    .as_mut()
+                    .and_then(|bits| bits.next().as_deref().copied())
+                    .unwrap_or(false);
+            if !cols.get(i).as_deref().copied().unwrap_or(false) {
+                continue;
+            }
+            let null = image_idx >= num_bits
+                || null_bitmap.get(image_idx).as_deref().copied().unwrap_or(true);
+            if null {
+                values.push(BinlogValue::Value(Value::NULL));
+            } else {
+                let ctx = (column_type, column_meta, is_unsigned, is_partial);
+                values.push(buf.parse::<BinlogValue<'de>>(ctx)?);
+            }
+            image_idx += 1;
+        }
+        Ok(values)
+    }
+}
+
 impl fmt::Debug for BinlogRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("BinlogRow");

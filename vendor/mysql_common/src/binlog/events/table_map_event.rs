@@ -180,6 +180,25 @@ impl<'a> TableMapEvent<'a> {
         None
     }
 
+    /// sluice: every column's metadata, in one pass (`get_column_metadata` walks from the
+    /// first column for each). `None` where an offset cannot be worked out (an unknown type
+    /// before the column), as there.
+    pub fn columns_metadata(&self) -> Vec<Option<&[u8]>> {
+        let n = self.columns_count() as usize;
+        let mut out = Vec::with_capacity(n);
+        let mut offset = Some(0usize);
+        for i in 0..n {
+            let meta = offset.and_then(|o| {
+                let ty = self.columns_type.get(i)?.get().ok()?;
+                let ptr = self.columns_metadata.as_bytes().get(o..)?;
+                ty.get_metadata(ptr, false)
+            });
+            out.push(meta.map(|(m, _)| m));
+            offset = offset.zip(meta).map(|(o, (_, len))| o + len);
+        }
+        out
+    }
+
     pub fn iter_optional_meta(&'a self) -> OptionalMetadataIter<'a> {
         OptionalMetadataIter {
             columns: &self.columns_type,
