@@ -19,7 +19,8 @@
 #    the source (UTC_TIMESTAMP(6)) and stamped by a trigger as it lands on the target: lag =
 #    landed - written, during the load; "drained" = how long after sysbench stopped the
 #    target had everything (a marker row written as it stopped landed). Then `verify`.
-# Prints every rate, the ratios, and sluice's peak RSS over all runs.
+# Prints every rate, the ratios, sluice's own CPU seconds (user + system) per million rows of
+# each run, and sluice's peak RSS over all runs.
 #
 #   benches/binlog.sh [ROWS] [ROUNDS] [LOAD_SECONDS]   (defaults: 1000000 rows, 2 rounds, 30 s)
 #
@@ -43,14 +44,22 @@ trap 'rm -rf "$WORK"; kill $(jobs -p) 2>/dev/null || true' EXIT
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 PEAK_RSS=0
-note_rss() { local r; r=$(tail -1 "$WORK/rss"); [ "$r" -gt "$PEAK_RSS" ] && PEAK_RSS=$r; return 0; }
+CPU=0 # sluice's own CPU seconds (user + system) in its last run
+note_rss() {
+    local r u s
+    read -r r u s < <(tail -1 "$WORK/rss")
+    [ "$r" -gt "$PEAK_RSS" ] && PEAK_RSS=$r
+    CPU=$(awk -v u="${u:-0}" -v s="${s:-0}" 'BEGIN { print u + s }')
+    return 0
+}
+per_million() { awk -v c="$CPU" -v n="$1" 'BEGIN { printf "%.2f", c * 1000000 / n }'; }
 config() { # config FILE TABLE...
     local f=$1; shift
     printf '[source]\ncapture = "binlog"\n' >"$f"
     for t in "$@"; do printf '[[tables]]\nname = "%s"\n' "$t" >>"$f"; done
 }
 sluice_once() { # sluice_once CONFIG: run --once, peak RSS noted
-    /usr/bin/time -f '%M' -o "$WORK/rss" "$BIN" --config "$1" run --once >/dev/null
+    /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$BIN" --config "$1" run --once >/dev/null
     note_rss
 }
 pg_count() { "${PG[@]}" -d "$DB" -At -c "SELECT count(*) FROM public.$1"; }
@@ -116,13 +125,13 @@ pipe() { # pipe SHAPE TABLE
     "${MY[@]}" --quick -N --batch "$DB" -e "$(pipe_"$1" "$2")" | "${PG[@]}" -d "$DB" -c "\\copy public.$2 from stdin"
 }
 
-declare -A RES
+declare -A RES CPUS
 for shape in orders sbtest; do
     src=${shape}_1m
     echo "== $shape: seeding $ROWS rows"
     "${MY[@]}" "$DB" -e "$(ddl_$shape "$src"); $(seed_$shape "$src" 1 "$ROWS"); ANALYZE TABLE $src" >/dev/null
     config "$WORK/snap.toml" "$src"
-    P=(); A=(); S=(); BI=(); BU=(); U=()
+    P=(); A=(); S=(); BI=(); BU=(); U=(); SC=(); BIC=(); BUC=()
     for round in $(seq 1 "$ROUNDS"); do
         fresh_target "$shape" "$src"
         t0=$(now); pipe "$shape" "$src"; t1=$(now); P+=("$(rate "$ROWS" "$t0" "$t1")")
@@ -130,7 +139,7 @@ for shape in orders sbtest; do
         t0=$(now); pipe "$shape" "$src"; "${PG[@]}" -d "$DB" -c "ALTER TABLE public.$src ADD PRIMARY KEY ($([ $shape = orders ] && echo order_id || echo id))"
         t1=$(now); A+=("$(rate "$ROWS" "$t0" "$t1")")
         fresh_target "$shape" "$src"
-        t0=$(now); sluice_once "$WORK/snap.toml"; t1=$(now); S+=("$(rate "$ROWS" "$t0" "$t1")")
+        t0=$(now); sluice_once "$WORK/snap.toml"; t1=$(now); S+=("$(rate "$ROWS" "$t0" "$t1")"); SC+=("$(per_million "$ROWS")")
         expect_rows "$src" "$ROWS" "the snapshot"
 
         # The backlog: a table followed from the binlog, sluice stopped, then ROWS changes.
@@ -144,15 +153,16 @@ for shape in orders sbtest; do
             to=$((from + step - 1)); [ $to -gt "$ROWS" ] && to=$ROWS
             seed_$shape "$bl" "$from" "$to"; echo ";"
         done | "${MY[@]}" "$DB"
-        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BI+=("$(rate "$ROWS" "$t0" "$t1")")
+        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BI+=("$(rate "$ROWS" "$t0" "$t1")"); BIC+=("$(per_million "$ROWS")")
         expect_rows "$bl" "$ROWS" "the insert backlog"
         U+=("$(upsert_reference "$shape" "$bl")")
         update_$shape "$bl" | "${MY[@]}" "$DB"
-        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BU+=("$(rate "$ROWS" "$t0" "$t1")")
+        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BU+=("$(rate "$ROWS" "$t0" "$t1")"); BUC+=("$(per_million "$ROWS")")
         "$BIN" --config "$WORK/backlog.toml" verify >/dev/null || { echo "verify found differences after the update backlog" >&2; exit 1; }
-        echo "round $round: raw pipe ${P[-1]}, key-after pipe ${A[-1]}, snapshot ${S[-1]}, insert backlog ${BI[-1]}, update backlog ${BU[-1]} rows/s (PostgreSQL's own upsert ${U[-1]}), peak RSS $((PEAK_RSS / 1024)) MiB so far"
+        echo "round $round: raw pipe ${P[-1]}, key-after pipe ${A[-1]}, snapshot ${S[-1]}, insert backlog ${BI[-1]}, update backlog ${BU[-1]} rows/s (PostgreSQL's own upsert ${U[-1]}); sluice's CPU s per million rows: snapshot ${SC[-1]}, inserts ${BIC[-1]}, updates ${BUC[-1]}; peak RSS $((PEAK_RSS / 1024)) MiB so far"
     done
     RES[$shape]="$(median "${P[@]}") $(median "${A[@]}") $(median "${S[@]}") $(median "${BI[@]}") $(median "${BU[@]}") $(median "${U[@]}")"
+    CPUS[$shape]="$(median "${SC[@]}") $(median "${BIC[@]}") $(median "${BUC[@]}")"
 done
 
 # Peak write load: sysbench oltp_write_only, alone, then followed by sluice.
@@ -208,6 +218,8 @@ for shape in orders sbtest; do
     read -r p a s bi bu u <<<"${RES[$shape]}"
     printf '%-8s %10s %10s %10s %12s %12s %12s\n' "$shape" "$p" "$a" "$s" "$bi" "$bu" "$u"
     echo "         snapshot / key-after pipe $(ratio "$s" "$a"); insert backlog / raw pipe $(ratio "$bi" "$p"); update backlog / raw pipe $(ratio "$bu" "$p"), / PostgreSQL's own upsert $(ratio "$bu" "$u")"
+    read -r sc bic buc <<<"${CPUS[$shape]}"
+    echo "         sluice's CPU seconds per million rows: snapshot $sc, insert backlog $bic, update backlog $buc"
 done
 echo "sysbench oltp_write_only 8 threads ${LOAD_SECONDS}s: $TPS_ALONE tps alone, $TPS_FOLLOWED tps followed by sluice ($(ratio "$TPS_FOLLOWED" "$TPS_ALONE")), $CHANGES row-changing statements"
 echo "lag during the load ($LAG_N probes): p50 ${LAG_P50} ms, p99 ${LAG_P99} ms, max ${LAG_MAX} ms; everything landed ${DRAINED} s after the load stopped; verify: equal"
