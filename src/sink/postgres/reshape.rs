@@ -652,7 +652,7 @@ pub async fn build_indexes_concurrently(
                     let constraint = format!(
                         "ALTER TABLE {target} ADD CONSTRAINT {q} UNIQUE USING INDEX {q} DEFERRABLE INITIALLY DEFERRED"
                     );
-                    in_tx(
+                    let made = in_tx(
                         conn,
                         &target,
                         &constraint,
@@ -660,7 +660,13 @@ pub async fn build_indexes_concurrently(
                         wait,
                         counted,
                     )
-                    .await?;
+                    .await;
+                    // Not left behind unmarked (it would pass for an index of the target's
+                    // own): dropped, so the next start builds it again.
+                    if let Err(e) = made {
+                        let _ = raw(conn, &dropped).await;
+                        return Err(e);
+                    }
                     ran.push(sql);
                     ran.push(constraint);
                     made_unique = true;
