@@ -72,6 +72,8 @@ pub struct PgSink {
     fks: Vec<(TableId, crate::model::ForeignKey)>,
     /// Tables still being loaded.
     loading: std::collections::HashSet<TableId>,
+    /// Some table streamed when the sink was made (the others are copied beside it).
+    streamed_at_start: bool,
     /// Tables whose repair lock the open transaction holds.
     locked: std::collections::HashSet<TableId>,
 }
@@ -91,7 +93,9 @@ impl PgSink {
             .iter()
             .flat_map(|t| t.foreign_keys.iter().map(|fk| (t.id, fk.clone())))
             .collect();
-        let loading = tables.iter().filter(|t| t.loading).map(|t| t.id).collect();
+        let loading: std::collections::HashSet<TableId> =
+            tables.iter().filter(|t| t.loading).map(|t| t.id).collect();
+        let streamed_at_start = tables.iter().any(|t| !t.loading);
         let parents: std::collections::HashSet<TableId> = tables
             .iter()
             .flat_map(|t| &t.foreign_keys)
@@ -116,6 +120,7 @@ impl PgSink {
             open: false,
             fks,
             loading,
+            streamed_at_start,
             locked: std::collections::HashSet::new(),
         }
     }
@@ -127,7 +132,8 @@ impl PgSink {
         }
         let conn = self.conn.as_mut().expect("connected before");
         let mut left = Vec::new();
-        for (child, fk) in std::mem::take(&mut self.fks) {
+        let mut pending = std::mem::take(&mut self.fks).into_iter();
+        while let Some((child, fk)) = pending.next() {
             let ready = !self.loading.contains(&child) && !self.loading.contains(&fk.parent);
             let (Some(c), Some(p)) = (self.tables.get(&child), self.tables.get(&fk.parent)) else {
                 continue;
@@ -136,7 +142,16 @@ impl PgSink {
                 left.push((child, fk));
                 continue;
             }
-            foreign_keys::mirror(conn, c.target(), c.model(), p.target(), p.model(), &fk).await?;
+            let mirrored =
+                foreign_keys::mirror(conn, c.target(), c.model(), p.target(), p.model(), &fk).await;
+            if let Err(e) = mirrored {
+                // Kept, with those not tried yet: the next batch (after the lane's retry)
+                // mirrors them, so no cascade goes missing on the target.
+                left.push((child, fk));
+                left.extend(pending);
+                self.fks = left;
+                return Err(e);
+            }
         }
         self.fks = left;
         Ok(())
@@ -242,7 +257,15 @@ impl PgSink {
         // copied beside the stream): its indexes are built off the lane, so none of them
         // waits. One build at a time, on one more connection to the target. (Polling's
         // lanes, up to `max_target_connections`, build in the lane as before.)
+        // Not in a new pipeline's first snapshot (nothing streams yet), and not for a table
+        // with a foreign key still to mirror: that `ALTER TABLE` in the lane and the
+        // concurrent build wait for each other (PostgreSQL reports a deadlock).
         let others_stream = self.opts.indexes == Some(true)
+            && self.streamed_at_start
+            && !self
+                .fks
+                .iter()
+                .any(|(child, fk)| *child == table || fk.parent == table)
             && self
                 .tables
                 .keys()
