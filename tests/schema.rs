@@ -270,10 +270,19 @@ fn narrowing_stops_only_its_table(mode: Mode) {
         },
     );
     db.mysql("ALTER TABLE items MODIFY n INT NOT NULL");
-    db.mysql("UPDATE items SET n = 7 WHERE id = 2");
+    // One source transaction, so one batch in binlog capture: items' part stops items only,
+    // and other's part of the same batch is applied without it.
+    db.mysql(
+        "BEGIN; UPDATE items SET n = 7 WHERE id = 2; UPDATE other SET v = -2 WHERE id = 4; COMMIT",
+    );
     run.wait_for(
         "changed on the source from bigint(20) to int(11)",
         Duration::from_secs(30),
+    );
+    wait_until(
+        "the other table's change of the same transaction",
+        Duration::from_secs(30),
+        || db.pg_i64("SELECT v::bigint FROM public.other WHERE id = 4") == -2,
     );
     let log = run.log();
     assert!(

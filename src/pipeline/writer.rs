@@ -170,7 +170,7 @@ impl Inner {
         super::table_failed(&self.cfg.handles, &self.cfg.events, table, "writer", error);
     }
 
-    fn write(&mut self, mut batch: Batch) {
+    fn write(&mut self, batch: Batch) {
         for p in &batch.parts {
             self.cfg.handles[p.table].batch_queued(-1);
         }
@@ -180,6 +180,13 @@ impl Inner {
         if self.broken {
             return;
         }
+        self.apply(batch);
+    }
+
+    /// Applies `batch` (but its parts of tables stopped meanwhile) and counts it; on a
+    /// permanent error from one table's part, stops that table and applies the rest again
+    /// without it.
+    fn apply(&mut self, mut batch: Batch) {
         // A table that failed meanwhile: its batches are dropped (read again on restart).
         batch.parts.retain(|p| !self.cfg.handles[p.table].stopped());
         if batch.parts.is_empty() {
@@ -228,8 +235,27 @@ impl Inner {
             }
             Err(e) => {
                 let e = Arc::new(e);
-                for t in tables {
-                    self.fail(t, e.clone());
+                // The error came from one table's part: that table stops, the others go on.
+                // Inside a transaction spanning batches, the lane starts again from the
+                // stored positions (see `run`); otherwise the rest of the batch is applied
+                // now, without it.
+                let culprit = self
+                    .cfg
+                    .sink
+                    .failed_table()
+                    .filter(|t| tables.len() > 1 && tables.contains(t));
+                match culprit {
+                    Some(t) => {
+                        self.fail(t, e);
+                        if !self.broken {
+                            self.apply(batch);
+                        }
+                    }
+                    None => {
+                        for t in tables {
+                            self.fail(t, e.clone());
+                        }
+                    }
                 }
             }
         }

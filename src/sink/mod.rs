@@ -101,4 +101,12 @@ pub trait Sink: Send {
     /// [`Batch`]): after an error it cannot be retried alone, since what it applied so far
     /// is rolled back with it; the source must be read again from the stored positions.
     fn in_transaction(&self) -> bool;
+
+    /// After [`Sink::apply`] failed: the table whose part the error came from, when it came
+    /// from one (its definition, one of its rows), so that only that table stops and the
+    /// batch's other parts are applied without it. `None` when the error is the
+    /// transaction's as a whole (BEGIN, COMMIT, the connection).
+    fn failed_table(&self) -> Option<TableId> {
+        None
+    }
 }

@@ -76,6 +76,8 @@ pub struct PgSink {
     streamed_at_start: bool,
     /// Tables whose repair lock the open transaction holds.
     locked: std::collections::HashSet<TableId>,
+    /// The table whose part the last failed batch failed on ([`Sink::failed_table`]).
+    failed: Option<TableId>,
 }
 
 /// Runs a transaction-control statement.
@@ -122,6 +124,7 @@ impl PgSink {
             loading,
             streamed_at_start,
             locked: std::collections::HashSet::new(),
+            failed: None,
         }
     }
 
@@ -171,6 +174,7 @@ impl PgSink {
     }
 
     async fn apply_batch(&mut self, batch: &Batch) -> Result<Vec<PartApplied>> {
+        self.failed = None;
         self.conn().await?;
         if !self.open {
             self.mirror_foreign_keys().await?;
@@ -178,9 +182,13 @@ impl PgSink {
         let conn = self.conn.as_mut().expect("connected above");
         if !self.open {
             for part in &batch.parts {
-                Self::writer(&mut self.tables, part.table)?
+                let prepared = Self::writer(&mut self.tables, part.table)?
                     .prepare(conn)
-                    .await?;
+                    .await;
+                if prepared.is_err() {
+                    self.failed = Some(part.table);
+                }
+                prepared?;
             }
             self.locked.clear();
         }
@@ -213,7 +221,13 @@ impl PgSink {
         for part in &batch.parts {
             let loading = self.loading.contains(&part.table);
             let w = Self::writer(&mut self.tables, part.table)?;
-            out.push(w.apply(conn, part, &mut self.buf, loading).await?);
+            match w.apply(conn, part, &mut self.buf, loading).await {
+                Ok(applied) => out.push(applied),
+                Err(e) => {
+                    self.failed = Some(part.table);
+                    return Err(e);
+                }
+            }
         }
         if !batch.commit {
             // A chunk of a larger source transaction: the next chunks go in this one.
@@ -358,6 +372,10 @@ impl Sink for PgSink {
 
     fn in_transaction(&self) -> bool {
         self.open
+    }
+
+    fn failed_table(&self) -> Option<TableId> {
+        self.failed
     }
 
     fn reset(&mut self) {
