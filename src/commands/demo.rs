@@ -49,7 +49,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         );
         migrate(&settings, &shutdown).await?;
         let helpers = SharedHelpers::default();
-        crate::http::start(&settings, helpers.clone())?;
+        let http = crate::http::start(&settings, helpers.clone())?;
         let round::Planned {
             settings, plans, ..
         } = round::plan(settings, &shutdown).await?;
@@ -58,7 +58,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         let planned = round::prepare(&settings, plans, &ownership, &shutdown).await?;
         let source = orm_connect(&settings.source.url, Side::Source).await?;
         let target = orm_connect(&settings.target.url, Side::Target).await?;
-        let (gen_tx, _gen_rx) = oneshot::channel();
+        let (gen_tx, gen_rx) = oneshot::channel();
         let generator = Generator::new(source.clone(), rate, None, gen_tx).start();
         let (done_tx, done_rx) = oneshot::channel();
         Supervisor::new(
@@ -80,7 +80,7 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
             postgres::types::qualified(&settings.target.schema, "orders")
         );
         println!(
-            "demo: generating {rate} orders/s into the source and replicating them; Ctrl-C stops"
+            "demo: generating {rate} orders/s into the source and replicating them; status page: http://{http}/; Ctrl-C stops"
         );
         let printer = actix::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -107,14 +107,19 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
             20 * settings.pipeline.poll_interval_ms + settings.source.safety_lag_ms + 500,
         );
         let s = shutdown.clone();
+        let gen = generator.clone();
         actix::spawn(async move {
             generator_stop.requested_async().await;
-            generator.do_send(StopGenerator);
+            gen.do_send(StopGenerator);
             tokio::time::sleep(grace).await;
             s.request();
         });
         let outcome = done_rx.await.ok();
         printer.abort();
+        // The replicator ended (Ctrl-C, or every table stopped): the generator's insert in
+        // flight ends before the runtime does.
+        generator.do_send(StopGenerator);
+        let _ = tokio::time::timeout(Duration::from_secs(10), gen_rx).await;
         match outcome.as_ref().and_then(|o| o.failures().next()) {
             Some(t) => Err(Error::Other(format!(
                 "table {:?}: {}",

@@ -32,6 +32,8 @@ pub struct Generator {
     inserted: u64,
     /// An insert is under way; ticks until it returns do nothing.
     busy: bool,
+    /// Asked to stop while an insert was in flight: stops when it ends.
+    stopping: bool,
     started: Instant,
     done: Option<oneshot::Sender<GeneratorReport>>,
 }
@@ -50,6 +52,7 @@ impl Generator {
             total,
             inserted: 0,
             busy: false,
+            stopping: false,
             started: Instant::now(),
             done: Some(done),
         }
@@ -73,7 +76,7 @@ impl Generator {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
+        if self.busy || self.stopping {
             return;
         }
         if self.total.is_some_and(|t| self.inserted >= t) {
@@ -120,6 +123,10 @@ impl Generator {
                         }
                     }
                 }
+                    if act.stopping {
+                        // Asked to stop while this insert ran: it has ended now.
+                        act.finish(ctx, None);
+                    }
                 }),
         );
     }
@@ -145,6 +152,12 @@ pub struct StopGenerator;
 impl Handler<StopGenerator> for Generator {
     type Result = ();
     fn handle(&mut self, _: StopGenerator, ctx: &mut Context<Self>) {
-        self.finish(ctx, None);
+        // An insert in flight ends first: dropped half-way, its pooled connection would be
+        // released outside the runtime once the process ends.
+        if self.busy {
+            self.stopping = true;
+        } else {
+            self.finish(ctx, None);
+        }
     }
 }
