@@ -6,6 +6,9 @@
 #   the real API schemas, strictly (an unknown field fails);
 # - mdbook (crates.io, `cargo install`): builds the book in docs/ (scripts/test.sh runs
 #   `mdbook build docs`).
+# - Chromium (Debian's chromium and chromium-driver), Node.js, and tests/browser's npm
+#   packages (playwright-core, axe-core; no browser download): tests/page.rs drives the
+#   status page in the browser with them.
 # Source it (`. scripts/tools.sh`) to get them on PATH; scripts/test.sh does.
 set -euo pipefail
 
@@ -39,4 +42,27 @@ if ! command -v mdbook >/dev/null 2>&1 || [ "$(mdbook --version 2>/dev/null)" !=
     cargo install mdbook --locked --version "$mdbook_version"
 fi
 
-echo "[tools] promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), kubernetes-validate $(kubernetes-validate --version), $(mdbook --version)"
+apt_install() {
+    sudo_=""
+    [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" ||
+        { $sudo_ apt-get update && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; }
+}
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "[tools] installing Chromium (Debian packages chromium, chromium-driver)"
+    apt_install chromium chromium-driver
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "[tools] installing Node.js (Debian packages nodejs, npm)"
+    apt_install nodejs npm
+fi
+browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+# Installed again when package-lock.json changed since the last install.
+lock_sum="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$browser_dir/node_modules/.sluice-lock-sum" 2>/dev/null)" != "$lock_sum" ]; then
+    echo "[tools] installing tests/browser's npm packages (npm ci)"
+    (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_sum" > "$browser_dir/node_modules/.sluice-lock-sum"
+fi
+
+echo "[tools] promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), kubernetes-validate $(kubernetes-validate --version), $(mdbook --version), $(/usr/bin/chromium --version 2>/dev/null | head -1), node $(node --version)"

@@ -13,7 +13,7 @@
 //! - [`commands`]: one module per command (`migrate`, `generate`, `run`, `demo`, `snapshot`),
 //!   each taking its shutdown as a future.
 //! - [`round`]: one round of `run`: plan the tables, claim this member's share, prepare them.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
+//! - [`http`]: the status page `/`, `/metrics`, `/healthz`, `/readyz`, `/status` (actix-web).
 //! - [`status`]: per-table stored state and lag, for `status` and `/status`.
 //! - [`progress`]: progress bars on a terminal, periodic log lines otherwise.
 //! - [`verify`]: chunked checksum comparison of source and target, and `--repair`; the

@@ -386,12 +386,20 @@ pub fn describe_member(m: &crate::state::members::Member) -> String {
     )
 }
 
+impl TableStatus {
+    /// The position or watermark as people read it (`status` prints it); `None` before the
+    /// first batch.
+    pub fn position_text(&self) -> Option<String> {
+        match (&self.position, &self.read) {
+            (None, _) => None,
+            (Some(_), Some(read)) => Some(read.describe()),
+            (Some(p), None) => Some(p.to_string()),
+        }
+    }
+}
+
 pub fn describe(t: &TableStatus) -> String {
-    let wm = match (&t.position, &t.read) {
-        (None, _) => "none yet".to_string(),
-        (Some(_), Some(read)) => read.describe(),
-        (Some(p), None) => p.to_string(),
-    };
+    let wm = t.position_text().unwrap_or_else(|| "none yet".to_string());
     let mut behind = t
         .bytes_behind
         .map_or(String::new(), |b| format!(" ({b} bytes of binlog behind)"));

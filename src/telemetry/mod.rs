@@ -13,6 +13,7 @@
 //! column, when it is a DATETIME or TIMESTAMP read as UTC). Absent for tables with a
 //! non-time cursor, and before the first commit while still catching up.
 
+pub mod history;
 pub mod names;
 mod registry;
 mod render;

@@ -229,6 +229,17 @@ impl TableMetrics {
         self.newest
             .map(|n| ((now - n).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0))
     }
+
+    /// The status page's lag: while caught up, how late the newest change was applied
+    /// (its commit on the target minus its source time); with a backlog, [`Self::lag_seconds`].
+    pub fn delay_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        let seconds =
+            |d: chrono::Duration| (d.num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0);
+        match (self.lag_seconds(now), self.last_commit, self.newest) {
+            (Some(0.0), Some(c), Some(n)) => Some(seconds(c - n)),
+            (l, ..) => l,
+        }
+    }
 }
 
 /// What one committed batch did to a table.
