@@ -1,7 +1,8 @@
 //! The status page (`GET /`) in a real browser: Debian's Chromium driven by playwright-core
 //! (`tests/browser/page.mjs`; `scripts/tools.sh` installs both), against a running `demo`
 //! in binlog capture. The page loads with no console error and shows the tables and a lag
-//! that moves; it shows a big table's snapshot progress (the pipeline's first copy), and a
+//! that moves, and a table's last background verify; it shows a big table's snapshot
+//! progress (the pipeline's first copy), and a
 //! stopped table's error with
 //! its fix; it fits a phone's width; axe-core finds no serious accessibility violation in
 //! any of these states; no password reaches it.
@@ -65,7 +66,7 @@ fn the_status_page_shows_tables_lag_snapshots_and_errors_in_a_browser() {
     );
     // Small pages: the big table's copy takes many pages, long enough to be watched.
     let cfg = db.config(
-        "[source]\ncapture = \"binlog\"\n[pipeline]\nbatch_rows = 1000\n\
+        "[source]\ncapture = \"binlog\"\n[pipeline]\nbatch_rows = 1000\n[verify]\ninterval_s = 2\n\
          [[tables]]\nname = \"orders\"\n[[tables]]\nname = \"items\"\n[[tables]]\nname = \"big\"\n",
     );
     let port = free_port();
@@ -114,6 +115,15 @@ fn the_status_page_shows_tables_lag_snapshots_and_errors_in_a_browser() {
         said.contains("Capturebinlog") && said.contains("password=***") && !said.contains(SECRET),
         "the header shows the process, its target's password masked: {said}"
     );
+    let said = passed(
+        "verify",
+        wait_output(
+            check(&base, &["verify", "orders"]),
+            Duration::from_secs(120),
+        ),
+        &log,
+    );
+    assert!(said.contains("rows compared"), "{said}");
     passed(
         "phone",
         wait_output(check(&base, &["phone"]), Duration::from_secs(120)),

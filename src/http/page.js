@@ -68,9 +68,9 @@ function lagOf(t) {
 }
 
 // One row of a card's <dl>, hidden while it has nothing to say.
-function row(dl, label) {
+function row(dl, label, className) {
   const dt = el('dt', { textContent: label });
-  const dd = el('dd');
+  const dd = el('dd', className ? { className } : {});
   dl.append(dt, dd);
   return {
     dd,
@@ -101,7 +101,7 @@ function card(name) {
     position: row(dl, 'Position'),
     commit: row(dl, 'Last commit'),
     owner: row(dl, 'Owner'),
-    verify: row(dl, 'Last verify'),
+    verify: row(dl, 'Last verify', 'verify'),
     retrying: row(dl, 'Retrying after'),
   };
   const lagText = el('span', { className: 'lag-value' });

@@ -9,6 +9,7 @@
 //   stopped <table> <text>    the table's card says "stopped" and shows the error containing <text>
 //   snapshot <table>          the table's card shows a copy in progress (a progress bar with rows);
 //                             may start before sluice serves (it waits for /healthz)
+//   verify <table>            the table's card shows its last background verify, equal
 //   phone                     at a phone's width nothing overflows sideways
 // Every check also runs axe-core on the page as it is then, and fails on a serious or
 // critical violation; `--screenshot <file>` saves the page. Exit 0 when the check holds;
@@ -111,6 +112,18 @@ try {
       { timeout: TIMEOUT, polling: 100 },
     );
     console.log(`snapshot: ${await card(t).locator('.copy-text').textContent()}`);
+  } else if (check === 'verify') {
+    const [t] = rest;
+    await page.waitForFunction(
+      (t) => {
+        const c = document.querySelector(`article.card[data-table="${t}"]`);
+        const dd = c && c.querySelector('dd.verify');
+        return dd && !dd.hidden && /equal/i.test(dd.textContent);
+      },
+      t,
+      { timeout: TIMEOUT, polling: 250 },
+    );
+    console.log(`verify: ${await card(t).locator('dd.verify').textContent()}`);
   } else if (check === 'phone') {
     await page.locator('article.card').first().waitFor({ timeout: TIMEOUT });
     const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
