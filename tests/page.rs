@@ -175,6 +175,19 @@ fn the_status_page_shows_tables_lag_snapshots_and_errors_in_a_browser() {
         get(port, "/status").is_some_and(|(_, s)| orders(&s).1 > rows + 100)
     });
 
+    // The target's state cannot be read: the page says why, and still shows the tables as
+    // the process knows them. (Last: orders stops on it too.)
+    db.pg("ALTER TABLE sluice.replication_state RENAME TO replication_state_hidden");
+    let said = passed(
+        "unreadable",
+        wait_output(
+            check(&base, &["unreadable", "orders"]),
+            Duration::from_secs(120),
+        ),
+        &log,
+    );
+    assert!(said.contains("replication_state"), "{said}");
+
     signal(&demo.child, "INT");
     demo.wait_exit(Duration::from_secs(60));
 }

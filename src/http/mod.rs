@@ -224,13 +224,7 @@ async fn status(state: web::Data<State>) -> HttpResponse {
                 Ok(s) => (true, page::live(&state.settings, s)),
                 Err(e) => {
                     helpers.reset();
-                    (
-                        false,
-                        serde_json::json!({
-                            "error": e.to_string(),
-                            "process": page::process(&state.settings),
-                        }),
-                    )
+                    (false, page::unreadable(&state.settings, &e))
                 }
             }
         })

@@ -164,7 +164,7 @@ function renderTable(t, me) {
   c.article.classList.toggle('stopped', s.label === 'stopped');
   c.article.dataset.state = s.label;
 
-  setText(c.rows.rows.dd, fmtInt(t.rows_replicated));
+  setText(c.rows.rows.dd, t.rows_replicated === undefined ? `${fmtInt(t.live.rows_written)} since this process started` : fmtInt(t.rows_replicated));
   c.rows.rows.show(true);
 
   const lag = lagOf(t);
@@ -189,12 +189,14 @@ function renderTable(t, me) {
     setText(c.progressText, 'initial load: the primary key is built once caught up');
   }
 
+  // Without the stored state (the target cannot be read), only what the process knows live.
+  const stored = t.rows_replicated !== undefined;
   setText(c.rows.position.dd, t.position_text || 'none yet');
-  c.rows.position.show(true);
+  c.rows.position.show(stored);
   setText(c.rows.commit.dd, fmtTime(t.last_commit));
-  c.rows.commit.show(true);
+  c.rows.commit.show(stored);
   setText(c.rows.owner.dd, t.owner ? (t.owner === me ? `${t.owner} (this process)` : t.owner) : 'none');
-  c.rows.owner.show(true);
+  c.rows.owner.show(stored);
   c.rows.verify.show(Boolean(t.verify_text));
   setText(c.rows.verify.dd, t.verify_text || '');
 
@@ -281,7 +283,9 @@ async function refresh() {
     if (r.ok) {
       render(data);
     } else {
-      renderProcess(data.process, null);
+      // The stored state cannot be read; the tables as this process knows them live.
+      if (data.tables) render(data);
+      else renderProcess(data.process, null);
       showProblem(`The status cannot be read: ${data.error || r.status}`);
     }
     setText($('updated'), `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`);

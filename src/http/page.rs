@@ -182,6 +182,27 @@ fn live_of(m: &TableMetrics, copying: bool, table: &str, now: DateTime<Utc>) -> 
     }
 }
 
+/// `/status` when the target cannot be read: the error, the process, and the tables this
+/// process runs as it knows them live (`{"table": …, "live": …}`), their stored state
+/// unknown.
+pub fn unreadable(settings: &Settings, error: &crate::error::Error) -> serde_json::Value {
+    let now = Utc::now();
+    let tables: Vec<serde_json::Value> = telemetry::snapshot()
+        .iter()
+        .map(|(t, m)| {
+            serde_json::json!({
+                "table": t,
+                "live": live_of(m, false, t, now),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "error": error.to_string(),
+        "process": process(settings),
+        "tables": tables,
+    })
+}
+
 /// `/status` as served here: `status` and, on each table this process runs, `"live"`
 /// ([`Live`]); `"process"` ([`Process`]).
 pub fn live(settings: &Settings, status: Status) -> serde_json::Value {

@@ -9,6 +9,8 @@
 //   stopped <table> <text>    the table's card says "stopped" and shows the error containing <text>
 //   snapshot <table>          the table's card shows a copy in progress (a progress bar with rows);
 //                             may start before sluice serves (it waits for /healthz)
+//   unreadable <table>        the page says the status cannot be read, and still shows the table
+//                             (as the process knows it live)
 //   verify <table>            the table's card shows its last background verify, equal
 //   phone                     at a phone's width nothing overflows sideways
 // Every check also runs axe-core on the page as it is then, and fails on a serious or
@@ -49,7 +51,7 @@ try {
   page.on('console', (m) => {
     // While sluice starts, /status answers 503 until the target's state table exists (the
     // page says so); the browser logs that answer as an error.
-    if (check === 'snapshot' && /status of 503/.test(m.text())) return;
+    if ((check === 'snapshot' || check === 'unreadable') && /status of 503/.test(m.text())) return;
     if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -112,6 +114,18 @@ try {
       { timeout: TIMEOUT, polling: 100 },
     );
     console.log(`snapshot: ${await card(t).locator('.copy-text').textContent()}`);
+  } else if (check === 'unreadable') {
+    const [t] = rest;
+    await page.waitForFunction(
+      (t) => {
+        const p = document.getElementById('problem');
+        const c = document.querySelector(`article.card[data-table="${t}"]`);
+        return !p.hidden && /cannot be read/.test(p.textContent) && c && !c.hidden;
+      },
+      t,
+      { timeout: TIMEOUT, polling: 250 },
+    );
+    console.log(`unreadable: ${await page.locator('#problem').textContent()}`);
   } else if (check === 'verify') {
     const [t] = rest;
     await page.waitForFunction(
