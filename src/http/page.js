@@ -277,6 +277,8 @@ function render(data) {
 }
 
 async function refresh() {
+  const started = Date.now();
+  let next = REFRESH_MS;
   try {
     const r = await fetch('/status', { cache: 'no-store' });
     const data = await r.json();
@@ -288,11 +290,13 @@ async function refresh() {
       else renderProcess(data.process, null);
       showProblem(`The status cannot be read: ${data.error || r.status}`);
     }
-    setText($('updated'), `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`);
+    // A slow answer (many tables, busy servers): ask less often, at most a fifth of the time.
+    next = Math.max(REFRESH_MS, 5 * (Date.now() - started));
+    setText($('updated'), `Updated ${new Date().toLocaleTimeString()}; refreshes every ${Math.round(next / 1000)} s.`);
   } catch (e) {
     showProblem(`sluice does not answer (${e.message}): is the process running?`);
   } finally {
-    setTimeout(refresh, REFRESH_MS);
+    setTimeout(refresh, next);
   }
 }
 
