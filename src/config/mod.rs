@@ -480,6 +480,7 @@ mod tests {
         let t = TableSettings {
             name: "*".into(),
             exclude: vec!["audit_*".into()],
+            exclude_columns: Vec::new(),
             ..TableSettings::demo_orders()
         };
         assert!(t.is_pattern() && t.takes("orders") && !t.takes("audit_log"));

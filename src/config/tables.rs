@@ -29,6 +29,12 @@ pub struct TableSettings {
     /// take, as patterns too.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Columns never read and never written: left out of every query of the source and of
+    /// the target table (binlog capture skips them in row images without decoding them).
+    /// Not a key or cursor column. A pattern's entry applies them to every table it takes
+    /// that has them.
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
     /// Taken by a pattern (set when patterns are expanded): the table going away is not a
     /// failure.
     #[serde(skip)]
@@ -105,8 +111,17 @@ impl TableSettings {
             tinyint1_as_boolean: true,
             on_drop_column: None,
             exclude: Vec::new(),
+            exclude_columns: Vec::new(),
             from_pattern: false,
         }
+    }
+
+    /// Whether source column `column` is left out (`exclude_columns`; MySQL's column names
+    /// are case-insensitive).
+    pub fn excludes(&self, column: &str) -> bool {
+        self.exclude_columns
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(column))
     }
 }
 
@@ -146,6 +161,20 @@ impl TableSettings {
                     t.name
                 )));
             }
+        }
+        for (role, cols) in [("primary_key", &t.primary_key), ("cursor", &t.cursor)] {
+            if let Some(c) = cols.iter().flat_map(|c| c.to_vec()).find(|c| t.excludes(c)) {
+                return Err(Error::Config(format!(
+                    "{at}.exclude_columns (table {:?}) names {c:?}, which is in its {role}: a {role} column is needed to replicate the table; remove it from exclude_columns",
+                    t.name
+                )));
+            }
+        }
+        if let Some(c) = t.exclude_columns.iter().find(|c| c.is_empty()) {
+            return Err(Error::Config(format!(
+                "{at}.exclude_columns (table {:?}) holds an empty name {c:?}",
+                t.name
+            )));
         }
         Ok(())
     }

@@ -550,6 +550,7 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
     let ts = &crate::config::TableSettings {
         name: name.to_string(),
         exclude: Vec::new(),
+        from_pattern: ts.is_pattern(),
         ..ts.clone()
     };
     let mut my = mysql::connect(&settings.source.url).await?;

@@ -177,7 +177,7 @@ pub async fn plan(
     settings: &Settings,
     t: &TableSettings,
 ) -> Result<BinlogPlan> {
-    let (source, key) = mysql::introspect_keyed(conn, t).await?;
+    let (source, key) = mysql::introspect_keyed(conn, t, true).await?;
     let (spec, keyset, decoders) = shape(&source, key, settings.source.zero_dates, 1)?;
     let stats = mysql::table_stats(conn, &t.name).await?;
     let foreign_keys = mysql::introspect::foreign_keys(conn, &t.name).await?;

@@ -103,6 +103,10 @@ impl ShapeFollower {
             return Ok(None);
         }
         let model = t.spec.model.clone();
+        // The image's columns the model can have (`exclude_columns` left out), by place.
+        let kept: Vec<usize> = (0..names.len())
+            .filter(|&i| !t.config.excludes(&names[i]))
+            .collect();
         let fits = |kind: crate::model::Kind, i: usize| {
             let c = &cols[i];
             let ty = tme
@@ -120,12 +124,12 @@ impl ShapeFollower {
                 c.character_set(),
             )
         };
-        let same = names.len() == model.columns.len()
+        let same = kept.len() == model.columns.len()
             && model
                 .columns
                 .iter()
-                .enumerate()
-                .all(|(i, c)| names[i] == c.name && fits(c.kind, i));
+                .zip(&kept)
+                .all(|(c, &i)| names[i] == c.name && fits(c.kind, i));
         if same {
             t.table_map = Some(sig);
             return Ok(None);
@@ -138,13 +142,15 @@ impl ShapeFollower {
         {
             return Ok(Some(crate::source::mysql::table_gone(&model.name)));
         }
-        let (now, key) = match crate::source::mysql::introspect_keyed(conn, &t.config).await {
+        let (now, key) = match crate::source::mysql::introspect_keyed(conn, &t.config, false).await
+        {
             Ok(x) => x,
             Err(e) if e.is_retryable() => return Err(e),
             Err(error) => return Ok(Some(error)),
         };
-        let mut columns = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
+        let mut columns = Vec::with_capacity(kept.len());
+        for &i in &kept {
+            let name = &names[i];
             let current = now
                 .columns
                 .iter()
@@ -170,6 +176,8 @@ impl ShapeFollower {
                 }
             }
         }
+        // Positions among the kept columns from here on.
+        let names: Vec<String> = kept.iter().map(|&i| names[i].clone()).collect();
         let key_names: Vec<String> = key.iter().map(|&i| now.columns[i].name.clone()).collect();
         let key: Vec<usize> = if key_names.iter().all(|k| names.contains(k)) {
             key_names

@@ -112,6 +112,22 @@ impl Default for MapOptions {
     }
 }
 
+/// Columns left out of a table (`exclude_columns`): never selected, never mapped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exclude<'a> {
+    pub columns: &'a [String],
+    /// A name the table lacks is an error (a table named on its own); a pattern's tables
+    /// need not all have every name.
+    pub strict: bool,
+}
+
+impl Exclude<'_> {
+    /// MySQL's column names are case-insensitive.
+    pub fn has(&self, column: &str) -> bool {
+        self.columns.iter().any(|c| c.eq_ignore_ascii_case(column))
+    }
+}
+
 /// One row of `information_schema.COLUMNS`, plus what other tables say about it.
 #[derive(Debug, Clone, Default)]
 pub struct ColumnInfo {
@@ -131,10 +147,12 @@ pub struct ColumnInfo {
 }
 
 /// Reads a table's columns and primary key from `information_schema`.
+/// `exclude`: columns left out, as if the table had none of them.
 pub async fn introspect(
     conn: &mut MySqlConnection,
     table: &str,
     opts: MapOptions,
+    exclude: Exclude<'_>,
 ) -> Result<SourceTable> {
     let ctx = |what: &str| format!("introspecting table {table:?} ({what})");
     let rows = sqlx::query(
@@ -203,6 +221,20 @@ pub async fn introspect(
             },
         });
     }
+    if exclude.strict {
+        if let Some(c) = exclude
+            .columns
+            .iter()
+            .find(|c| !infos.iter().any(|i| i.name.eq_ignore_ascii_case(c)))
+        {
+            return Err(Error::Schema(format!(
+                "table {table:?}: exclude_columns names {c:?}, which the table does not have (its columns: {}); correct the name or remove it",
+                infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    // Left out before mapping: an excluded column may be of a type sluice cannot carry.
+    infos.retain(|i| !exclude.has(&i.name));
     // MariaDB's JSON is an alias of LONGTEXT plus a `json_valid(`col`)` CHECK constraint
     // (DATA_TYPE says `longtext`); MySQL reports `json` itself and has no TABLE_NAME in
     // CHECK_CONSTRAINTS, so only MariaDB is asked.
@@ -245,7 +277,9 @@ pub async fn introspect(
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| Error::db(Side::Source, ctx("primary key"), &e))?;
-    let indexes = indexes(conn, table).await?;
+    let mut indexes = indexes(conn, table).await?;
+    // An index on an excluded column has no counterpart on the target.
+    indexes.retain(|i| !i.columns.iter().any(|c| exclude.has(c)));
     Ok(SourceTable {
         name: table.to_string(),
         columns,

@@ -460,20 +460,36 @@ pub async fn rows_for_progress(conn: &mut MySqlConnection, table: &str) -> Optio
 }
 
 /// A configured table's columns and primary key (the `primary_key` setting, or the
-/// table's own; refused without either).
+/// table's own; refused without either), its `exclude_columns` left out. `at_start`: an
+/// excluded name the table lacks is an error (a misspelt name would let the column through);
+/// while following a change of the table's shape it is not (the column was dropped).
 pub async fn introspect_keyed(
     conn: &mut MySqlConnection,
     t: &crate::config::TableSettings,
+    at_start: bool,
 ) -> Result<(SourceTable, Vec<usize>)> {
+    let exclude = introspect::Exclude {
+        columns: &t.exclude_columns,
+        strict: at_start && !t.from_pattern && !t.is_pattern(),
+    };
     let source = introspect(
         conn,
         &t.name,
         MapOptions {
             tinyint1_as_boolean: t.tinyint1_as_boolean,
         },
+        exclude,
     )
     .await?;
     let configured = t.primary_key.as_ref().map(|p| p.to_vec());
+    if configured.is_none() {
+        if let Some(k) = source.primary_key.iter().find(|k| exclude.has(k)) {
+            return Err(Error::Schema(format!(
+                "table {:?}: exclude_columns names {k:?}, which is in the table's primary key: the key is needed to replicate the table; remove it from exclude_columns",
+                t.name
+            )));
+        }
+    }
     let key = source.resolve_key(configured.as_deref())?;
     Ok((source, key))
 }

@@ -44,7 +44,7 @@ pub async fn plan(
     settings: &Settings,
     t: &TableSettings,
 ) -> Result<PollPlan> {
-    let (source, key) = mysql::introspect_keyed(conn, t).await?;
+    let (source, key) = mysql::introspect_keyed(conn, t, true).await?;
     let cursor = t.cursor.as_ref().map(|c| c.to_vec()).ok_or_else(|| {
         Error::Config(format!(
             "table {:?} has no cursor; polling needs one (see [[tables]] cursor)",

@@ -176,7 +176,7 @@ impl TableReader {
         if self.fingerprint.as_deref() == Some(fp.as_str()) {
             return Ok(false);
         }
-        let (source, key) = crate::source::mysql::introspect_keyed(conn, config).await?;
+        let (source, key) = crate::source::mysql::introspect_keyed(conn, config, false).await?;
         let old = self.spec.model.clone();
         let cursor: Vec<String> = self
             .keyset

@@ -1,0 +1,244 @@
+//! Choosing what lands on the target, in both capture modes, against real MariaDB and
+//! PostgreSQL: `exclude_columns` keeps columns off the target (never selected; skipped in
+//! binlog row images), including a column of a type sluice cannot carry and the indexes on
+//! it; verify compares without them; dropping an excluded column on the source changes
+//! nothing; a pattern's exclusions apply to every table it takes, also to a column added
+//! later; an excluded key, cursor or misspelt column is refused at start, all at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{signal, TestDb};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Poll,
+    Binlog,
+}
+
+fn config(db: &TestDb, mode: Mode, tables: &str) -> String {
+    let head = match mode {
+        Mode::Poll => String::new(),
+        Mode::Binlog => {
+            db.assert_binlog_on();
+            "[source]\ncapture = \"binlog\"\n".to_string()
+        }
+    };
+    let path = db.config(&format!("{head}{tables}"));
+    path.to_str().unwrap().to_string()
+}
+
+fn cursor(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Poll => "cursor = \"updated\"\n",
+        Mode::Binlog => "",
+    }
+}
+
+const UPDATED: &str = "updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) \
+                       ON UPDATE CURRENT_TIMESTAMP(6)";
+
+/// The target table's columns, in order.
+fn target_columns(db: &TestDb, table: &str) -> Vec<String> {
+    db.pg_rows(&format!(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name = '{table}' ORDER BY ordinal_position"
+    ))
+    .into_iter()
+    .filter_map(|r| r[0].clone())
+    .collect()
+}
+
+/// Waits until the kept columns of `table` are equal on both sides.
+fn wait_equal(db: &TestDb, table: &str, cols: &str, log: &dyn Fn() -> String) {
+    common::wait_equal(db, table, cols, log);
+}
+
+fn excluded_columns_never_reach_the_target(mode: Mode) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE customers (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(40), \
+           password_hash VARCHAR(64) NOT NULL, email VARCHAR(80), home POINT, {UPDATED}, \
+           KEY by_hash (password_hash), KEY by_email (email)); \
+         INSERT INTO customers (id, name, password_hash, email, home) \
+           SELECT seq, CONCAT('n', seq), SHA2(seq, 256), CONCAT('e', seq, '@x'), POINT(seq, seq) \
+           FROM seq_1_to_50"
+    ));
+    let cfg = config(
+        &db,
+        mode,
+        &format!(
+            "[[tables]]\nname = \"customers\"\n{}exclude_columns = [\"password_hash\", \"HOME\"]\n",
+            cursor(mode)
+        ),
+    );
+    let cols = "id, name, email";
+    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, "customers", cols, &|| run.log());
+    assert_eq!(
+        target_columns(&db, "customers"),
+        ["id", "name", "email", "updated"],
+        "the excluded columns (one of a type sluice cannot carry) are not on the target"
+    );
+    let indexes = db.pg_rows(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'customers'",
+    );
+    let indexes = format!("{indexes:?}");
+    assert!(
+        indexes.contains("email") && !indexes.contains("password_hash"),
+        "the index on the excluded column is not mirrored: {indexes}"
+    );
+
+    // Inserts, updates (of an excluded column alone too) and, in binlog capture, deletes
+    // stream as usual.
+    db.mysql(
+        "INSERT INTO customers (id, name, password_hash, email) VALUES (51, 'new', 'h', 'n@x'); \
+         UPDATE customers SET name = 'renamed', password_hash = 'changed' WHERE id = 2; \
+         UPDATE customers SET password_hash = 'only' WHERE id = 3",
+    );
+    if mode == Mode::Binlog {
+        db.mysql("DELETE FROM customers WHERE id = 4");
+    }
+    wait_equal(&db, "customers", cols, &|| run.log());
+    let out = db.run(&["--config", &cfg, "verify"]);
+    assert!(
+        out.status.success(),
+        "verify compares the kept columns: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The source drops an excluded column: nothing to follow on the target.
+    db.mysql("ALTER TABLE customers DROP COLUMN password_hash");
+    db.mysql("UPDATE customers SET email = 'after@x' WHERE id = 5");
+    wait_equal(&db, "customers", cols, &|| run.log());
+    assert_eq!(
+        target_columns(&db, "customers"),
+        ["id", "name", "email", "updated"]
+    );
+    assert!(!run.log().contains("ERROR"), "{}", run.log());
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+
+    // Started again, the name no column has is refused: it may be misspelt, and a misspelt
+    // exclusion lets its column through.
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("exclude_columns names \"password_hash\", which the table does not have"),
+        "{err}"
+    );
+}
+
+#[test]
+fn poll_excluded_columns_never_reach_the_target() {
+    excluded_columns_never_reach_the_target(Mode::Poll);
+}
+
+#[test]
+fn binlog_excluded_columns_never_reach_the_target() {
+    excluded_columns_never_reach_the_target(Mode::Binlog);
+}
+
+#[test]
+fn a_patterns_excluded_columns_apply_to_every_table_it_takes() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE crm_a (id INT NOT NULL PRIMARY KEY, v INT, secret VARCHAR(20)); \
+         CREATE TABLE crm_b (id INT NOT NULL PRIMARY KEY, v INT); \
+         INSERT INTO crm_a VALUES (1, 1, 's1'), (2, 2, 's2'); \
+         INSERT INTO crm_b VALUES (1, 1)",
+    );
+    let cfg = config(
+        &db,
+        Mode::Binlog,
+        "[[tables]]\nname = \"crm_*\"\nexclude_columns = [\"secret\"]\n",
+    );
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    wait_equal(&db, "crm_a", "id, v", &|| run.log());
+    wait_equal(&db, "crm_b", "id, v", &|| run.log());
+    assert_eq!(target_columns(&db, "crm_a"), ["id", "v"]);
+    // A column added later: followed, unless the pattern excludes it.
+    db.mysql(
+        "ALTER TABLE crm_b ADD COLUMN secret VARCHAR(20), ADD COLUMN note VARCHAR(20); \
+         INSERT INTO crm_b VALUES (2, 2, 'hidden', 'shown')",
+    );
+    run.wait_until("the added column on the target", || {
+        target_columns(&db, "crm_b").contains(&"note".to_string())
+    });
+    wait_equal(&db, "crm_b", "id, v, note", &|| run.log());
+    assert_eq!(target_columns(&db, "crm_b"), ["id", "v", "note"]);
+    signal(&run.child, "TERM");
+    let mut run = run;
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+#[test]
+fn an_excluded_key_cursor_or_unknown_column_is_refused_at_start() {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE a (id INT NOT NULL PRIMARY KEY, v INT, {UPDATED}); \
+         CREATE TABLE b (id INT NOT NULL PRIMARY KEY, v INT, {UPDATED})"
+    ));
+    // The table's own key, and a name the table lacks: both named, in one run.
+    let cfg = config(
+        &db,
+        Mode::Poll,
+        "[[tables]]\nname = \"a\"\ncursor = \"updated\"\nexclude_columns = [\"id\"]\n\
+         [[tables]]\nname = \"b\"\ncursor = \"updated\"\nexclude_columns = [\"secrte\"]\n",
+    );
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("exclude_columns names \"id\", which is in the table's primary key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exclude_columns names \"secrte\", which the table does not have (its columns: id, v, updated)"),
+        "{err}"
+    );
+    // The cursor: refused as the configuration is read.
+    let cfg = config(
+        &db,
+        Mode::Poll,
+        "[[tables]]\nname = \"a\"\ncursor = \"updated\"\nexclude_columns = [\"updated\"]\n",
+    );
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("which is in its cursor"), "{err}");
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')"),
+        0,
+        "nothing was replicated"
+    );
+}
+
+#[test]
+fn a_column_excluded_after_it_was_replicated_stays_and_gets_null() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT, note VARCHAR(20) NOT NULL); \
+         INSERT INTO t VALUES (1, 1, 'kept')",
+    );
+    let before = config(&db, Mode::Binlog, "[[tables]]\nname = \"t\"\n");
+    db.ok(&["--config", &before, "run", "--once"]);
+    let after = config(
+        &db,
+        Mode::Binlog,
+        "[[tables]]\nname = \"t\"\nexclude_columns = [\"note\"]\n",
+    );
+    db.mysql("INSERT INTO t VALUES (2, 2, 'not copied'); UPDATE t SET v = 10 WHERE id = 1");
+    db.ok(&["--config", &after, "run", "--once"]);
+    assert_eq!(
+        db.pg_rows("SELECT id::text, v::text, note FROM public.t ORDER BY id"),
+        vec![
+            vec![Some("1".into()), Some("10".into()), Some("kept".into())],
+            vec![Some("2".into()), Some("2".into()), None],
+        ],
+        "the column stays with what it had, and new rows leave it NULL"
+    );
+}
