@@ -67,7 +67,11 @@ async fn remaining(
         let src = crate::source::mysql::rows_for_progress(my, t)
             .await
             .map(|n| n as i64);
-        let target = qualified(&settings.target.schema, t);
+        // Where the table lands (`[[tables]] target`).
+        let target = match settings.tables.iter().position(|c| c.name == *t) {
+            Some(i) => crate::sink::map::TableMap::for_table(settings, i).qualified(t),
+            None => qualified(&settings.target.schema, t),
+        };
         let estimate: i64 = sqlx::query_scalar(
             "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
         )

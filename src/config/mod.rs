@@ -40,6 +40,8 @@ pub struct Settings {
     pub tables: Vec<TableSettings>,
     /// `[http]`: the HTTP surface of `run` and `demo`.
     pub http: HttpConfig,
+    /// The bytes of `[pipeline] mask_salt_file`, read at start.
+    pub mask_salt: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// `[source]`, resolved.
@@ -208,7 +210,21 @@ impl Settings {
                     .or(parsed.http.addr)
                     .unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
             },
+            mask_salt: None,
         };
+        if let Some(path) = &settings.pipeline.mask_salt_file {
+            let salt = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "[pipeline] mask_salt_file = {path:?} cannot be read: {e}; give a readable file (its bytes key the sha256 masks)"
+                ))
+            })?;
+            if salt.is_empty() {
+                return Err(Error::Config(format!(
+                    "[pipeline] mask_salt_file = {path:?} is empty: a salt must hold some bytes (e.g. `head -c 32 /dev/urandom > {path}`)"
+                )));
+            }
+            settings.mask_salt = Some(std::sync::Arc::new(salt));
+        }
         if parsed.source.server_id == Some(0) {
             return Err(Error::Config(
                 "[source] server_id must be 1..4294967295 (0 is no replica id), unique among the source's replicas; leave it out to derive one from the pipeline name".into(),
@@ -468,6 +484,42 @@ mod tests {
             e.contains("verify.max_rows_per_s = 1 is out of range"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mapping_options_are_checked_as_the_file_is_read() {
+        let refused = |tables: &str, needle: &str| {
+            let e = load_str(&format!("[source]\ncapture = \"binlog\"\n{tables}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{tables}: {e}");
+        };
+        refused(
+            "[[tables]]\nname = \"t\"\nmask_columns = { a = \"md5\" }\n",
+            "is not a mask",
+        );
+        refused(
+            "[[tables]]\nname = \"t_*\"\ntarget = \"s.t\"\n",
+            "not with a pattern",
+        );
+        refused(
+            "[[tables]]\nname = \"t\"\ntarget = \"s.\"\n",
+            "schema.table",
+        );
+        refused(
+            "[[tables]]\nname = \"t\"\nexclude_columns = [\"a\"]\nmask_columns = { A = \"null\" }\n",
+            "which exclude_columns leaves out",
+        );
+        refused(
+            "[[tables]]\nname = \"t\"\nprimary_key = \"id\"\nmask_columns = { id = \"null\" }\n",
+            "a key or cursor column",
+        );
+        let ok = load_str(
+            "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"t_*\"\ntarget = \"s.*\"\n\
+             mask_columns = { a = \"constant:n/a\" }\n",
+        )
+        .unwrap();
+        assert_eq!(ok.tables[0].target.as_deref(), Some("s.*"));
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub struct Pipeline {
     /// Connections sluice opens to the target at most: one writer per lane, the one that
     /// holds table ownership, the group member's, and one for status, progress and `/readyz`.
     pub max_target_connections: usize,
+    /// A file whose bytes key the `sha256` masks (`[[tables]] mask_columns`): an HMAC, so
+    /// that a masked value cannot be found by hashing guesses without the file.
+    pub mask_salt_file: Option<String>,
 }
 
 impl Pipeline {
@@ -195,6 +198,7 @@ impl Default for Pipeline {
             on_table_error: OnTableError::StopTable,
             max_source_connections: 4,
             max_target_connections: 8,
+            mask_salt_file: None,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `[[tables]]`: one entry per table or pattern, and how an entry checks itself.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::{Capture, OnDropColumn};
@@ -35,6 +37,18 @@ pub struct TableSettings {
     /// that has them.
     #[serde(default)]
     pub exclude_columns: Vec<String>,
+    /// Where the table lands: `"table"` or `"schema.table"`, or `"schema.*"` (the source's
+    /// name in another schema; the only form a pattern takes). Default: `[target] schema`,
+    /// the source's name.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Source column → target column name.
+    #[serde(default)]
+    pub rename_columns: BTreeMap<String, String>,
+    /// Source column → `"sha256"`, `"null"`, `"redact"` or `"constant:TEXT"`: what the
+    /// target holds instead of its values (see [`crate::sink::map`]).
+    #[serde(default)]
+    pub mask_columns: BTreeMap<String, String>,
     /// Taken by a pattern (set when patterns are expanded): the table going away is not a
     /// failure.
     #[serde(skip)]
@@ -112,6 +126,9 @@ impl TableSettings {
             on_drop_column: None,
             exclude: Vec::new(),
             exclude_columns: Vec::new(),
+            target: None,
+            rename_columns: BTreeMap::new(),
+            mask_columns: BTreeMap::new(),
             from_pattern: false,
         }
     }
@@ -167,6 +184,63 @@ impl TableSettings {
                 return Err(Error::Config(format!(
                     "{at}.exclude_columns (table {:?}) names {c:?}, which is in its {role}: a {role} column is needed to replicate the table; remove it from exclude_columns",
                     t.name
+                )));
+            }
+        }
+        for (c, m) in &t.mask_columns {
+            if crate::sink::map::Mask::parse(m).is_none() {
+                return Err(Error::Config(format!(
+                    "{at}.mask_columns.{c} (table {:?}) = {m:?} is not a mask: use \"sha256\", \"null\", \"redact\" or \"constant:TEXT\"",
+                    t.name
+                )));
+            }
+        }
+        for (what, c) in t
+            .rename_columns
+            .keys()
+            .map(|c| ("rename_columns", c))
+            .chain(t.mask_columns.keys().map(|c| ("mask_columns", c)))
+        {
+            if t.excludes(c) {
+                return Err(Error::Config(format!(
+                    "{at}.{what} (table {:?}) names {c:?}, which exclude_columns leaves out; remove it from one of them",
+                    t.name
+                )));
+            }
+        }
+        if let Some(c) = t
+            .cursor
+            .iter()
+            .flat_map(|c| c.to_vec())
+            .chain(t.primary_key.iter().flat_map(|c| c.to_vec()))
+            .find(|c| t.mask_columns.keys().any(|m| m.eq_ignore_ascii_case(c)))
+        {
+            return Err(Error::Config(format!(
+                "{at}.mask_columns (table {:?}) names {c:?}, a key or cursor column: its own values are needed to replicate the table; remove it from mask_columns",
+                t.name
+            )));
+        }
+        if let Some((c, n)) = t.rename_columns.iter().find(|(_, n)| n.is_empty()) {
+            return Err(Error::Config(format!(
+                "{at}.rename_columns.{c} (table {:?}) = {n:?}: give the target column a name",
+                t.name
+            )));
+        }
+        if let Some(target) = &t.target {
+            let ok = match target.split_once('.') {
+                Some((s, n)) => {
+                    !s.is_empty()
+                        && !n.is_empty()
+                        && !n.contains('.')
+                        && (n == "*" || !t.is_pattern())
+                }
+                None => !target.is_empty() && target != "*" && !t.is_pattern(),
+            };
+            if !ok {
+                return Err(Error::Config(format!(
+                    "{at}.target (table {:?}) = {target:?}: use \"table\" or \"schema.table\"{}, or \"schema.*\" for the source's name in another schema",
+                    t.name,
+                    if t.is_pattern() { " (not with a pattern, whose tables need names of their own)" } else { "" }
                 )));
             }
         }

@@ -55,11 +55,27 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
     let mut plans = Vec::with_capacity(settings.tables.len());
     let mut kept = Vec::with_capacity(settings.tables.len());
     let mut problems = Vec::new();
+    let mut targets: Vec<(String, String)> = Vec::new();
     for t in &settings.tables {
+        let map = crate::sink::map::TableMap::of(t, &settings.target.schema, None);
         let planned = match crate::source::plan_table(&mut src, &settings, t).await {
-            Ok(plan) => ddl::check_names(plan.model()).map(|()| plan),
+            Ok(plan) => map
+                .check(plan.model(), t.from_pattern || t.is_pattern())
+                .and_then(|()| ddl::check_names(&map.model(plan.model())))
+                .map(|()| plan),
             Err(e) => Err(e),
         };
+        let target = map.qualified(&t.name);
+        match targets.iter().find(|(_, q)| *q == target) {
+            Some((other, _)) if planned.is_ok() => {
+                problems.push(Error::Config(format!(
+                    "tables {other:?} and {:?} would both land in {target}; give one another `target`",
+                    t.name
+                )));
+                continue;
+            }
+            _ => targets.push((t.name.clone(), target)),
+        }
         match planned {
             Ok(plan) => {
                 plans.push(plan);

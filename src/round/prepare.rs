@@ -47,6 +47,7 @@ pub async fn prepare(
     let mut planned = Vec::with_capacity(plans.len());
     for (i, mut plan) in plans.into_iter().enumerate() {
         let name = plan.model().name.clone();
+        let map = crate::sink::map::TableMap::for_table(settings, i);
         let key = StateKey::new(&settings.pipeline_name, &name);
         let epoch = ownership.epoch(i);
         let (mut start, mut deferred_key, requested) = match state::load(&mut tgt, &key).await? {
@@ -54,7 +55,7 @@ pub async fn prepare(
             None => (None, None, false),
         };
         if requested {
-            let target = postgres::types::qualified(&settings.target.schema, &name);
+            let target = map.qualified(&name);
             match state::take_snapshot_request(&mut tgt, &key, epoch, &target).await? {
                 Ok(()) => {
                     info!(table = %name, target = %target, "copying the table again, as `sluice snapshot` asked: its target table was emptied, and it is copied from the source while the other tables go on");
@@ -98,7 +99,7 @@ pub async fn prepare(
         PgSink::prepare_table(
             &mut tgt,
             PrepareTable {
-                schema: &settings.target.schema,
+                map: &map,
                 key: &key,
                 model: plan.model(),
                 recorded: recorded.as_ref(),
@@ -131,8 +132,8 @@ pub async fn prepare(
                 &mut tgt,
                 &key,
                 epoch,
-                &settings.target.schema,
-                plan.model(),
+                &map.schema,
+                &map.model(plan.model()),
                 plan.estimated_rows(),
                 settings.lock_wait(),
             )

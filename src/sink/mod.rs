@@ -29,6 +29,7 @@
 //!   positions are stored and the transaction committed with the next batch that has
 //!   `commit: true`.
 
+pub mod map;
 pub mod postgres;
 
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub struct SinkTable {
     pub loading: bool,
     /// What a column dropped on the source does to the target's.
     pub on_drop_column: crate::config::OnDropColumn,
+    /// What the table becomes on the target (its name, schema, columns, masks); `model`
+    /// stays the source's.
+    pub map: map::TableMap,
     /// The table's stats, which the sink counts its waits for DDL locks on.
     pub handle: Arc<crate::telemetry::TableHandle>,
 }

@@ -276,13 +276,17 @@ impl Check<'_> {
         };
         let spec = plan.spec();
         let t = &*spec.model;
-        let p = Plan::new(spec, &self.settings.target.schema);
+        let p = Plan::new(
+            spec,
+            crate::sink::map::TableMap::of(
+                self.table,
+                &self.settings.target.schema,
+                self.settings.mask_salt.clone(),
+            ),
+        );
         let mut report = TableReport {
             table: t.name.clone(),
-            skipped_columns: (0..t.columns.len())
-                .filter(|&i| !super::compared(t, i))
-                .map(|i| t.columns[i].name.clone())
-                .collect(),
+            skipped_columns: p.skipped(t),
             ..Default::default()
         };
         let n = chunk_rows(self.settings.verify.max_rows_per_s);

@@ -172,17 +172,39 @@ pub(crate) struct Plan {
     my_pk: Vec<String>,
     pg_pk: Vec<String>,
     my_key_param: Vec<String>,
+    /// What the table is on the target (`[[tables]] target`, renames, masks).
+    map: crate::sink::map::TableMap,
+    /// The target's model: the source's mapped.
+    target: TableModel,
+    /// Columns compared (masked ones as masked).
+    cols: Vec<usize>,
 }
 
 impl Plan {
-    pub(crate) fn new(spec: &ReadSpec, target_schema: &str) -> Plan {
-        let t = &*spec.model;
-        let cols: Vec<usize> = (0..t.columns.len()).filter(|&i| compared(t, i)).collect();
+    pub(crate) fn new(spec: &ReadSpec, map: crate::sink::map::TableMap) -> Plan {
+        let source = &*spec.model;
+        let masked = map.masked(source);
+        let target = map.model(source);
+        // The target's names and kinds on the PostgreSQL side; the key's kinds are the
+        // source's (a key column is never masked).
+        let t = &target;
+        // A masked column is compared masked: the source's values masked in SQL as the
+        // sink masks them.
+        let cols: Vec<usize> = (0..t.columns.len())
+            .filter(|&i| compared(source, i) || masked.contains(&i))
+            .collect();
+        let canon_my = |i: usize| {
+            let c = &source.columns[i];
+            match map.mysql_masked(c, &mysql_text(spec, i), &quote_mysql(&c.name)) {
+                Some(e) => format!("COALESCE(CONCAT('v', {e}), 'n')"),
+                None => mysql_canon(spec, i),
+            }
+        };
         let join_my = |idx: &[usize]| {
             format!(
                 "CONCAT_WS(CHAR(1 USING utf8mb4), {})",
                 idx.iter()
-                    .map(|&i| mysql_canon(spec, i))
+                    .map(|&i| canon_my(i))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -198,8 +220,8 @@ impl Plan {
         };
         let pk = &t.primary_key;
         Plan {
-            my_from: quote_mysql(&t.name),
-            pg_from: format!("{}.{}", quote_pg(target_schema), quote_pg(&t.name)),
+            my_from: quote_mysql(&source.name),
+            pg_from: format!("{}.{}", quote_pg(&map.schema), quote_pg(&t.name)),
             my_key: join_my(pk),
             my_row: join_my(&cols),
             pg_key: join_pg(pk),
@@ -211,11 +233,23 @@ impl Plan {
                 .collect(),
             my_pk: pk
                 .iter()
-                .map(|&i| quote_mysql(&t.columns[i].name))
+                .map(|&i| quote_mysql(&source.columns[i].name))
                 .collect(),
             pg_pk: pk.iter().map(|&i| quote_pg(&t.columns[i].name)).collect(),
-            my_key_param: pk.iter().map(|&i| mysql_from_text(t, i)).collect(),
+            my_key_param: pk.iter().map(|&i| mysql_from_text(source, i)).collect(),
+            cols,
+            map,
+            target,
         }
+    }
+
+    /// The source's columns left out of the comparison: those whose values the target
+    /// cannot hold alike (see [`compared`]) and are not masked.
+    pub(crate) fn skipped(&self, t: &TableModel) -> Vec<String> {
+        (0..t.columns.len())
+            .filter(|i| !self.cols.contains(i))
+            .map(|i| t.columns[i].name.clone())
+            .collect()
     }
 
     /// `"a" = <from text $n> AND …`: the PostgreSQL condition that selects the row whose
@@ -482,9 +516,25 @@ pub(crate) async fn apply_repair(
 ) -> Result<()> {
     let err = |ctx: &'static str| move |e: sqlx::Error| Error::db(Side::Target, ctx, &e);
     if !rows.is_empty() {
-        let cols: Vec<String> = t.columns.iter().map(|c| quote_pg(&c.name)).collect();
+        // In the target's terms: its names, its masks.
+        let target = &p.target;
+        let masked: Vec<Row>;
+        let rows = if p.map.masks_rows() {
+            masked = rows
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    p.map.mask_row(t, &mut r);
+                    r
+                })
+                .collect();
+            &masked[..]
+        } else {
+            rows
+        };
+        let cols: Vec<String> = target.columns.iter().map(|c| quote_pg(&c.name)).collect();
         let col_list = cols.join(", ");
-        let action = conflict_action(t);
+        let action = conflict_action(target);
         sqlx::raw_sql(AssertSqlSafe(format!(
             "CREATE TEMP TABLE IF NOT EXISTS sluice_repair (LIKE {}) ON COMMIT DROP",
             p.pg_from
@@ -578,13 +628,13 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
             )));
         }
     }
-    let p = Plan::new(spec, &settings.target.schema);
+    let p = Plan::new(
+        spec,
+        crate::sink::map::TableMap::of(ts, &settings.target.schema, settings.mask_salt.clone()),
+    );
     let mut report = TableReport {
         table: t.name.clone(),
-        skipped_columns: (0..t.columns.len())
-            .filter(|&i| !compared(t, i))
-            .map(|i| t.columns[i].name.clone())
-            .collect(),
+        skipped_columns: p.skipped(t),
         ..Default::default()
     };
     let (src, tgt) = tokio::join!(mysql_sums(&mut my, &p), pg_sums(&mut pg, &p));

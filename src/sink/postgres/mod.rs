@@ -145,8 +145,18 @@ impl PgSink {
                 left.push((child, fk));
                 continue;
             }
+            // The parent's columns in the target's names.
+            let mapped = crate::model::ForeignKey {
+                parent_columns: fk
+                    .parent_columns
+                    .iter()
+                    .map(|n| p.map().column(n))
+                    .collect(),
+                ..fk.clone()
+            };
             let mirrored =
-                foreign_keys::mirror(conn, c.target(), c.model(), p.target(), p.model(), &fk).await;
+                foreign_keys::mirror(conn, c.target(), c.model(), p.target(), p.model(), &mapped)
+                    .await;
             if let Err(e) = mirrored {
                 // Kept, with those not tried yet: the next batch (after the lane's retry)
                 // mirrors them, so no cascade goes missing on the target.
@@ -288,7 +298,7 @@ impl PgSink {
         let key_built = w.build_key(conn).await?;
         if let (Some(unique), true) = (self.opts.indexes, others_stream && key_built.is_none()) {
             let (url, role) = (self.opts.url.clone(), self.opts.role.clone());
-            let (schema, wait) = (self.opts.schema.clone(), self.opts.lock_wait);
+            let (schema, wait) = (w.schema().to_string(), self.opts.lock_wait);
             let (model, handle) = (w.model().clone(), w.handle().clone());
             // A thread of its own: the writer runs on a sync actor's thread, whose runtime
             // only turns while a batch is applied.
@@ -341,7 +351,7 @@ impl PgSink {
             raw(conn, "BEGIN").await?;
             let synced = reshape::sync_indexes(
                 conn,
-                &self.opts.schema,
+                w.schema(),
                 w.model(),
                 unique,
                 self.opts.lock_wait,

@@ -13,9 +13,10 @@ use crate::state::{self, StateKey};
 
 /// What [`PgSink::prepare_table`] needs to know of one table.
 pub struct PrepareTable<'a> {
-    pub schema: &'a str,
+    /// What the table becomes on the target (its schema among it).
+    pub map: &'a crate::sink::map::TableMap,
     pub key: &'a StateKey,
-    /// The shape the target is brought to, its version set.
+    /// The shape the target is brought to (the source's, mapped by `map`), its version set.
     pub model: &'a TableModel,
     /// The shape recorded last (`sluice.schema_history`), if any.
     pub recorded: Option<&'a TableModel>,
@@ -42,13 +43,16 @@ impl PgSink {
             .execute(&mut *conn)
             .await
             .map_err(|e| Error::db(Side::Target, "BEGIN", &e))?;
+        // The target's terms; the source's shape is what is recorded.
+        let (model, recorded) = (t.map.model(t.model), t.recorded.map(|r| t.map.model(r)));
+        let schema = t.map.schema.as_str();
         let mut ran = ddl::ensure_table(
             conn,
-            t.schema,
-            t.model,
+            schema,
+            &model,
             t.deferred_key,
             ddl::Follow {
-                old: t.recorded,
+                old: recorded.as_ref(),
                 on_drop: t.on_drop,
                 wait: t.lock_wait,
                 later: t.follow_later,
@@ -57,7 +61,7 @@ impl PgSink {
         .await?;
         if let Some(unique) = t.sync_indexes {
             ran.extend(
-                reshape::sync_indexes(conn, t.schema, t.model, unique, t.lock_wait, None).await?,
+                reshape::sync_indexes(conn, schema, &model, unique, t.lock_wait, None).await?,
             );
         }
         if t.recorded.is_none_or(|r| r.version != t.model.version) {

@@ -40,6 +40,7 @@ use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow, OnDropColumn};
 use crate::error::{on_target as tgt, Error, Result, Side};
 use crate::model::{Change, ChangeSet, Op, TableId, TableModel};
+use crate::sink::map::TableMap;
 use crate::sink::PartApplied;
 use crate::state::StateKey;
 use crate::value::Row;
@@ -57,6 +58,11 @@ pub(super) struct TableWriter {
     /// transaction under way brought.
     model: Arc<TableModel>,
     committed_model: Arc<TableModel>,
+    /// The same shapes in the source's terms (what `sluice.schema_history` records and the
+    /// rows come in); `model` is their mapping ([`TableMap`]).
+    source: Arc<TableModel>,
+    committed_source: Arc<TableModel>,
+    map: TableMap,
     schema: String,
     on_drop: OnDropColumn,
     indexes: Option<bool>,
@@ -143,15 +149,19 @@ impl TableWriter {
     }
 
     pub fn new(opts: &SinkOptions, key: StateKey, t: SinkTable) -> Self {
-        let model = t.model;
-        let target = qualified(&opts.schema, &model.name);
+        let source = t.model;
+        let model = Arc::new(t.map.model(&source));
+        let target = qualified(&t.map.schema, &model.name);
         let sql = Statements::build(t.id, &target, &model);
         TableWriter {
             key,
             id: t.id,
             committed_model: model.clone(),
             model,
-            schema: opts.schema.clone(),
+            committed_source: source.clone(),
+            source,
+            schema: t.map.schema.clone(),
+            map: t.map,
             on_drop: t.on_drop_column,
             indexes: opts.indexes,
             epoch: t.epoch,
@@ -199,6 +209,15 @@ impl TableWriter {
         &self.target
     }
 
+    /// The target schema the table is in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    pub fn map(&self) -> &TableMap {
+        &self.map
+    }
+
     pub fn version_columns(&self) -> &[usize] {
         &self.version_columns
     }
@@ -208,6 +227,7 @@ impl TableWriter {
     pub fn reconnected(&mut self) {
         if !Arc::ptr_eq(&self.model, &self.committed_model) {
             self.model = self.committed_model.clone();
+            self.source = self.committed_source.clone();
             self.sql = Statements::build(self.id, &self.target, &self.model);
             self.format_known = false;
         }
@@ -221,6 +241,7 @@ impl TableWriter {
     /// The batch committed: temporary tables created in it now exist.
     pub fn committed(&mut self) {
         self.committed_model = self.model.clone();
+        self.committed_source = self.source.clone();
         self.stage_ready |= self.stage_created;
         self.keys_ready |= self.keys_created;
         self.stage_created = false;
@@ -292,9 +313,11 @@ impl TableWriter {
         // The shape recorded last is the one the target is in (the source's idea of the old
         // shape may be older: a lane that restarted starts from the shape at start-up).
         let recorded = crate::state::latest_shape(tx, &self.key).await?;
-        let old = recorded.as_ref().unwrap_or(&self.committed_model);
-        let have = reshape::target_columns(tx, &self.schema, &new.name).await?;
-        let r = reshape::plan(&self.target, &have, Some(old), new, self.on_drop)?;
+        let old = recorded.as_ref().unwrap_or(&self.committed_source);
+        // The target's terms: the mapped shapes.
+        let (old, mapped) = (self.map.model(old), Arc::new(self.map.model(new)));
+        let have = reshape::target_columns(tx, &self.schema, &mapped.name).await?;
+        let r = reshape::plan(&self.target, &have, Some(&old), &mapped, self.on_drop)?;
         for note in &r.notes {
             warn!(table = %new.name, "{note}");
         }
@@ -308,7 +331,7 @@ impl TableWriter {
                 reshape::sync_indexes(
                     tx,
                     &self.schema,
-                    new,
+                    &mapped,
                     unique,
                     self.lock_wait,
                     Some(&self.handle),
@@ -343,7 +366,8 @@ impl TableWriter {
         self.stage_created = false;
         self.keys_created = false;
         self.stage_used = false;
-        self.model = new.clone();
+        self.model = Arc::new(self.map.model(new));
+        self.source = new.clone();
         self.sql = Statements::build(self.id, &self.target, &self.model);
         self.learn_format(tx).await?;
         info!(
@@ -374,14 +398,17 @@ impl TableWriter {
         if let Some(shape) = &part.shape {
             self.reshape(tx, shape, &part.position, loading).await?;
         }
+        // Masked columns (`mask_columns`) never reach the target as they are.
+        let masked = self.map.mask_changes(&self.source, &part.changes);
+        let all = masked.as_deref().unwrap_or(&part.changes);
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
-        let changes = match part.changes.iter().rposition(|c| c.op == Op::Truncate) {
+        let changes = match all.iter().rposition(|c| c.op == Op::Truncate) {
             Some(i) => {
                 let sql = format!("TRUNCATE {}", self.target);
                 self.ddl(tx, &sql, "TRUNCATE").await?;
-                &part.changes[i + 1..]
+                &all[i + 1..]
             }
-            None => &part.changes[..],
+            None => all,
         };
         let (mut merged, mut dead) = (false, 0);
         for segment in self.segments(changes) {

@@ -1,0 +1,455 @@
+//! What a table becomes on the target (`[[tables]] target`, `rename_columns`,
+//! `mask_columns`): a pure mapping from the source's model to the target's, and of rows.
+//!
+//! Everything before the sink (reads, row images, positions, `sluice.schema_history`)
+//! stays in the source's names and shapes; the sink, `verify` and the table's preparation
+//! write and read the target through [`TableMap::model`]. The mapping keeps the columns'
+//! order and count (excluded columns are left out before, when the source is read), so a
+//! row maps by masking values in place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::config::TableSettings;
+use crate::error::{Error, Result};
+use crate::model::{Change, Kind, TableModel};
+use crate::value::Value;
+
+/// How a masked column's values are replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mask {
+    /// Always NULL.
+    Null,
+    /// `***`.
+    Redact,
+    /// The SHA-256 of the value's text, in hex; an HMAC keyed by `[pipeline]
+    /// mask_salt_file` when one is given.
+    Sha256,
+    /// This text.
+    Constant(String),
+}
+
+impl Mask {
+    /// `"null"`, `"redact"`, `"sha256"`, `"constant:TEXT"`.
+    pub fn parse(s: &str) -> Option<Mask> {
+        match s {
+            "null" => Some(Mask::Null),
+            "redact" => Some(Mask::Redact),
+            "sha256" => Some(Mask::Sha256),
+            _ => s
+                .strip_prefix("constant:")
+                .map(|c| Mask::Constant(c.into())),
+        }
+    }
+}
+
+/// One table's mapping. The identity when the table sets none of the options.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableMap {
+    /// The target schema.
+    pub schema: String,
+    /// The target table's name; `None`: the source's.
+    table: Option<String>,
+    /// Source column → target column.
+    renames: BTreeMap<String, String>,
+    /// Source column → its mask.
+    masks: BTreeMap<String, Mask>,
+    salt: Option<Arc<Vec<u8>>>,
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The kinds a `sha256` mask takes: those whose hashed text both sides agree on (a text's
+/// characters as UTF-8, an integer's or a DECIMAL's digits, binary bytes as they are).
+fn hashable(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Text
+            | Kind::Json
+            | Kind::Enum
+            | Kind::Set
+            | Kind::Decimal { .. }
+            | Kind::Int { .. }
+            | Kind::UInt { .. }
+            | Kind::Year
+            | Kind::Bytes
+    )
+}
+
+/// HMAC-SHA256's inner and outer keys of `salt` (RFC 2104: the key hashed when longer than
+/// a block, padded with zeros to one, XORed with the pads).
+fn hmac_pads(salt: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut key = if salt.len() > 64 {
+        Sha256::digest(salt).to_vec()
+    } else {
+        salt.to_vec()
+    };
+    key.resize(64, 0);
+    (
+        key.iter().map(|b| b ^ 0x36).collect(),
+        key.iter().map(|b| b ^ 0x5c).collect(),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TableMap {
+    /// The table's mapping into `schema` (the `[target] schema`) unless its `target` names
+    /// another. The options were checked when the configuration was read.
+    pub fn of(t: &TableSettings, schema: &str, salt: Option<Arc<Vec<u8>>>) -> TableMap {
+        let (schema, table) = match t.target.as_deref().map(|s| s.split_once('.')) {
+            Some(Some((s, "*"))) => (s.to_string(), None),
+            Some(Some((s, n))) => (s.to_string(), Some(n.to_string())),
+            Some(None) => (schema.to_string(), t.target.clone()),
+            None => (schema.to_string(), None),
+        };
+        TableMap {
+            schema,
+            table,
+            renames: t.rename_columns.clone(),
+            masks: t
+                .mask_columns
+                .iter()
+                .filter_map(|(c, m)| Some((c.clone(), Mask::parse(m)?)))
+                .collect(),
+            salt,
+        }
+    }
+
+    /// The mapping of the run's table `id` (its entry in the expanded `settings.tables`).
+    pub fn for_table(settings: &crate::config::Settings, id: usize) -> TableMap {
+        match settings.tables.get(id) {
+            Some(t) => TableMap::of(t, &settings.target.schema, settings.mask_salt.clone()),
+            None => TableMap::plain(&settings.target.schema),
+        }
+    }
+
+    /// The qualified target table of source table `source`.
+    pub fn qualified(&self, source: &str) -> String {
+        crate::sink::postgres::types::qualified(&self.schema, &self.table(source))
+    }
+
+    /// No mapping but the schema.
+    pub fn plain(schema: &str) -> TableMap {
+        TableMap {
+            schema: schema.to_string(),
+            ..TableMap::default()
+        }
+    }
+
+    /// The target table's name for source table `source`.
+    pub fn table(&self, source: &str) -> String {
+        self.table.clone().unwrap_or_else(|| source.to_string())
+    }
+
+    /// The target's name for source column `column`.
+    pub fn column(&self, column: &str) -> String {
+        self.renames
+            .iter()
+            .find(|(s, _)| same(s, column))
+            .map_or_else(|| column.to_string(), |(_, t)| t.clone())
+    }
+
+    fn mask(&self, column: &str) -> Option<&Mask> {
+        self.masks
+            .iter()
+            .find(|(s, _)| same(s, column))
+            .map(|(_, m)| m)
+    }
+
+    /// Whether the rows need masking.
+    pub fn masks_rows(&self) -> bool {
+        !self.masks.is_empty()
+    }
+
+    /// Indexes (in `model`) of the masked columns: `verify` leaves them out.
+    pub fn masked(&self, model: &TableModel) -> Vec<usize> {
+        (0..model.columns.len())
+            .filter(|&i| self.mask(&model.columns[i].name).is_some())
+            .collect()
+    }
+
+    /// The target's model of source model `m`: the target table's name, renamed columns,
+    /// masked ones as text (nullable, no default; `null` keeps the kind), the indexes
+    /// without those on masked columns (a mask can make equal values of distinct ones).
+    pub fn model(&self, m: &TableModel) -> TableModel {
+        let mut out = m.clone();
+        out.name = self.table(&m.name);
+        for c in &mut out.columns {
+            if let Some(mask) = self.mask(&c.name) {
+                if *mask != Mask::Null {
+                    c.kind = Kind::Text;
+                    c.source_type = format!("{} (masked)", c.source_type);
+                }
+                c.nullable = true;
+                c.default = None;
+            }
+            c.name = self.column(&c.name);
+            c.renamed_from = c.renamed_from.as_deref().map(|r| self.column(r));
+        }
+        out.indexes
+            .retain(|i| !i.columns.iter().any(|c| self.mask(c).is_some()));
+        for i in &mut out.indexes {
+            for c in &mut i.columns {
+                *c = self.column(c);
+            }
+        }
+        out
+    }
+
+    /// Checks the options against the source's table: every renamed or masked column there
+    /// (unless `lenient`: a pattern's tables need not all have them), none of them a key
+    /// column when masked, no two target columns of one name.
+    pub fn check(&self, m: &TableModel, lenient: bool) -> Result<()> {
+        let has = |c: &str| m.columns.iter().any(|x| same(&x.name, c));
+        for (what, c) in self
+            .renames
+            .keys()
+            .map(|c| ("rename_columns", c))
+            .chain(self.masks.keys().map(|c| ("mask_columns", c)))
+        {
+            if !lenient && !has(c) {
+                return Err(Error::Schema(format!(
+                    "table {:?}: {what} names {c:?}, which the table does not have (its columns: {}); correct the name or remove it",
+                    m.name,
+                    m.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        for c in &m.columns {
+            if self.mask(&c.name) == Some(&Mask::Sha256) && !hashable(c.kind) {
+                return Err(Error::Schema(format!(
+                    "table {:?}: mask_columns gives {:?} ({}) a sha256 mask, which takes text, integer, DECIMAL and binary columns only; use \"redact\", \"null\" or \"constant:…\" for it",
+                    m.name, c.name, c.source_type
+                )));
+            }
+        }
+        for &k in &m.primary_key {
+            if self.mask(&m.columns[k].name).is_some() {
+                return Err(Error::Schema(format!(
+                    "table {:?}: mask_columns names {:?}, which is in the table's primary key: the target needs the key's own values to apply updates and deletes; remove it from mask_columns (rename_columns can rename it)",
+                    m.name, m.columns[k].name
+                )));
+            }
+        }
+        let target = self.model(m);
+        for (i, c) in target.columns.iter().enumerate() {
+            if target.columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(Error::Schema(format!(
+                    "table {:?}: two columns would be named {:?} on the target; change rename_columns",
+                    m.name, c.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn masked_value(&self, mask: &Mask, v: &Value) -> Value {
+        match (mask, v) {
+            (_, Value::Null) | (Mask::Null, _) => Value::Null,
+            (Mask::Redact, _) => Value::Text("***".into()),
+            (Mask::Constant(c), _) => Value::Text(c.clone()),
+            (Mask::Sha256, v) => {
+                let bytes: Vec<u8> = match v {
+                    Value::Text(s) => s.as_bytes().to_vec(),
+                    Value::Bytes(b) => b.clone(),
+                    Value::Int(i) => i.to_string().into_bytes(),
+                    Value::UInt(u) => u.to_string().into_bytes(),
+                    // Not a kind `check` lets a sha256 mask take.
+                    other => other.display().into_bytes(),
+                };
+                let digest: Vec<u8> = match &self.salt {
+                    Some(salt) => {
+                        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(salt)
+                            .expect("HMAC takes a key of any length");
+                        mac.update(&bytes);
+                        mac.finalize().into_bytes().to_vec()
+                    }
+                    None => Sha256::digest(&bytes).to_vec(),
+                };
+                Value::Text(hex(&digest))
+            }
+        }
+    }
+
+    /// For `verify`: a MySQL expression of the masked text of `column` (NULL stays NULL),
+    /// `text` being its canonical text ([`crate::verify`]'s) and `quoted` its quoted name;
+    /// `None` when the column is not masked. Equal to what [`Self::mask_row`] writes.
+    pub fn mysql_masked(
+        &self,
+        column: &crate::model::Column,
+        text: &str,
+        quoted: &str,
+    ) -> Option<String> {
+        let when = |v: &str| format!("IF({quoted} IS NULL, NULL, {v})");
+        Some(match self.mask(&column.name)? {
+            Mask::Null => "NULL".to_string(),
+            Mask::Redact => when("'***'"),
+            Mask::Constant(c) => when(&format!("_utf8mb4 X'{}'", hex(c.as_bytes()))),
+            Mask::Sha256 => {
+                let input = if column.kind == Kind::Bytes {
+                    quoted.to_string()
+                } else {
+                    text.to_string()
+                };
+                match &self.salt {
+                    None => format!("SHA2({input}, 256)"),
+                    Some(salt) => {
+                        let (inner, outer) = hmac_pads(salt);
+                        format!(
+                            "SHA2(CONCAT(UNHEX('{}'), UNHEX(SHA2(CONCAT(UNHEX('{}'), {input}), 256))), 256)",
+                            hex(&outer),
+                            hex(&inner)
+                        )
+                    }
+                }
+            }
+        })
+    }
+
+    /// `row` (of source model `m`) with its masked columns masked.
+    pub fn mask_row(&self, m: &TableModel, row: &mut [Value]) {
+        for (i, c) in m.columns.iter().enumerate() {
+            if let (Some(mask), Some(v)) = (self.mask(&c.name), row.get_mut(i)) {
+                *v = self.masked_value(mask, v);
+            }
+        }
+    }
+
+    /// `changes` (of source model `m`) masked; `None` when nothing is masked.
+    pub fn mask_changes(&self, m: &TableModel, changes: &[Change]) -> Option<Vec<Change>> {
+        if !self.masks_rows() {
+            return None;
+        }
+        Some(
+            changes
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    self.mask_row(m, &mut c.row);
+                    c
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Column;
+
+    fn model() -> TableModel {
+        TableModel {
+            name: "customers".into(),
+            columns: vec![
+                Column::new("id", "int", Kind::Int { bytes: 4 }),
+                Column::new("fname", "varchar(20)", Kind::Text),
+                Column::new("email", "varchar(80)", Kind::Text),
+                Column::new("age", "int", Kind::Int { bytes: 4 }),
+            ],
+            primary_key: vec![0],
+            indexes: vec![
+                crate::model::Index {
+                    name: "by_email".into(),
+                    unique: true,
+                    columns: vec!["email".into()],
+                },
+                crate::model::Index {
+                    name: "by_fname".into(),
+                    unique: false,
+                    columns: vec!["fname".into()],
+                },
+            ],
+            version: 1,
+        }
+    }
+
+    fn settings(text: &str) -> TableSettings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn maps_names_types_indexes_and_rows() {
+        let t = settings(
+            "name = \"customers\"\ntarget = \"crm.people\"\nrename_columns = { fname = \"first_name\" }\n\
+             mask_columns = { email = \"sha256\", age = \"null\" }\n",
+        );
+        let map = TableMap::of(&t, "public", None);
+        let m = model();
+        map.check(&m, false).unwrap();
+        let out = map.model(&m);
+        assert_eq!((map.schema.as_str(), out.name.as_str()), ("crm", "people"));
+        let names: Vec<&str> = out.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "first_name", "email", "age"]);
+        assert_eq!(out.columns[2].kind, Kind::Text);
+        assert_eq!(out.columns[3].kind, Kind::Int { bytes: 4 });
+        assert_eq!(out.indexes.len(), 1);
+        assert_eq!(out.indexes[0].columns, ["first_name"]);
+        let mut row = vec![
+            Value::Int(1),
+            Value::Text("Ann".into()),
+            Value::Text("a@x".into()),
+            Value::Int(30),
+        ];
+        map.mask_row(&m, &mut row);
+        assert_eq!(row[1], Value::Text("Ann".into()));
+        assert_eq!(row[3], Value::Null);
+        // sha256("a@x")
+        let Value::Text(h) = &row[2] else { panic!() };
+        assert_eq!(h.len(), 64);
+        let salted = TableMap::of(&t, "public", Some(Arc::new(b"salt".to_vec())));
+        let mut row2 = vec![
+            Value::Int(1),
+            Value::Null,
+            Value::Text("a@x".into()),
+            Value::Null,
+        ];
+        salted.mask_row(&m, &mut row2);
+        assert_ne!(row2[2], row[2], "a salt changes the hash");
+    }
+
+    #[test]
+    fn refuses_a_masked_key_an_unknown_column_and_a_clash() {
+        let m = model();
+        let key = TableMap::of(
+            &settings("name = \"customers\"\nmask_columns = { id = \"redact\" }\n"),
+            "public",
+            None,
+        );
+        assert!(key
+            .check(&m, false)
+            .unwrap_err()
+            .to_string()
+            .contains("primary key"));
+        let unknown = TableMap::of(
+            &settings("name = \"customers\"\nrename_columns = { nope = \"x\" }\n"),
+            "public",
+            None,
+        );
+        assert!(unknown.check(&m, false).is_err());
+        assert!(
+            unknown.check(&m, true).is_ok(),
+            "a pattern's tables need not have it"
+        );
+        let clash = TableMap::of(
+            &settings("name = \"customers\"\nrename_columns = { fname = \"email\" }\n"),
+            "public",
+            None,
+        );
+        assert!(clash
+            .check(&m, false)
+            .unwrap_err()
+            .to_string()
+            .contains("two columns"));
+        let plain = TableMap::plain("public");
+        assert_eq!(plain.model(&m), m, "no option: the same model");
+    }
+}
