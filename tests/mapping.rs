@@ -369,3 +369,41 @@ fn poll_mapped_tables_land_renamed_and_masked() {
 fn binlog_mapped_tables_land_renamed_and_masked() {
     mapped_tables_land_renamed_and_masked(Mode::Binlog);
 }
+
+#[test]
+fn a_table_whose_target_changed_is_copied_in_full_to_the_new_one() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, v INT); \
+         INSERT INTO t SELECT seq, seq FROM seq_1_to_30",
+    );
+    let before = config(&db, Mode::Binlog, "[[tables]]\nname = \"t\"\n");
+    db.ok(&["--config", &before, "run", "--once"]);
+    db.mysql("INSERT INTO t VALUES (31, 31)");
+    let after = config(
+        &db,
+        Mode::Binlog,
+        "[[tables]]\nname = \"t\"\ntarget = \"moved.t2\"\n",
+    );
+    let out = db.run(&["--config", &after, "run", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("its target table does not exist"),
+        "said why it copies again"
+    );
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM moved.t2"),
+        31,
+        "every row, not only those since the position"
+    );
+    let out = db.run(&["--config", &after, "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -64,6 +64,17 @@ pub async fn prepare(
                 Err(why) => warn!(table = %name, "{why}"),
             }
         }
+        // A table replicated before whose target table is not there (its `target` changed,
+        // or it was dropped by hand): resuming would fill it with the changes from the
+        // position on only. It is copied again from the source instead.
+        if start.is_some() && deferred_key.is_none() {
+            let have =
+                postgres::reshape::target_columns(&mut tgt, &map.schema, &map.table(&name)).await?;
+            if have.is_empty() {
+                warn!(table = %name, target = %map.qualified(&name), "the table has a stored position but its target table does not exist (its [[tables]] target changed, or it was dropped): it is copied again from the source");
+                start = None;
+            }
+        }
         let recorded = state::latest_shape(&mut tgt, &key).await?;
         let on_drop = settings
             .tables
