@@ -57,6 +57,9 @@ pub struct TableStatus {
     /// The shape version the target table is in (`sluice.schema_history`): 1 as first
     /// replicated, one more for each schema change followed.
     pub shape_version: Option<u32>,
+    /// The table's mapping (`[[tables]] target`, `exclude_columns`, `rename_columns`,
+    /// `mask_columns`), as people read it; `null` without one.
+    pub mapping: Option<String>,
     /// The last background comparison of source and target (`[verify] interval_s`); `null`
     /// before the first.
     pub verify: Option<crate::verify::TableReport>,
@@ -345,6 +348,11 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                 .iter()
                 .find(|(n, _)| *n == r.table_name)
                 .map(|(_, v)| *v as u32),
+            mapping: settings
+                .tables
+                .iter()
+                .find(|t| t.takes(&r.table_name))
+                .and_then(|t| crate::sink::map::TableMap::describe(t, &settings.target.schema)),
             verify: r
                 .verify
                 .clone()
@@ -443,6 +451,9 @@ pub fn describe(t: &TableStatus) -> String {
         t.verify.as_ref().map_or(String::new(), |r| format!(
             "\n  last verify: {}",
             crate::verify::check::summary(r)
-        ))
+        )) + &t
+            .mapping
+            .as_ref()
+            .map_or(String::new(), |m| format!("\n  mapping: {m}"))
     )
 }

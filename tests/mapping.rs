@@ -335,6 +335,11 @@ fn mapped_tables_land_renamed_and_masked(mode: Mode) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let status = db.ok(&["--config", &cfg, "status"]);
+    assert!(
+        status.contains("mapping: lands in crm.people; renames fname → first_name; masks email (sha256), note (constant), phone (null)"),
+        "{status}"
+    );
     signal(&run.child, "TERM");
     assert!(run.wait_exit(Duration::from_secs(30)).0.success());
     // A hand edit of a masked value is found, and repaired masked (with `run` stopped, as

@@ -102,6 +102,7 @@ function card(name) {
     commit: row(dl, 'Last commit'),
     owner: row(dl, 'Owner'),
     verify: row(dl, 'Last verify', 'verify'),
+    mapping: row(dl, 'Mapping', 'mapping'),
     retrying: row(dl, 'Retrying after'),
   };
   const lagText = el('span', { className: 'lag-value' });
@@ -199,6 +200,8 @@ function renderTable(t, me) {
   c.rows.owner.show(stored);
   c.rows.verify.show(Boolean(t.verify_text));
   setText(c.rows.verify.dd, t.verify_text || '');
+  c.rows.mapping.show(Boolean(t.mapping));
+  setText(c.rows.mapping.dd, t.mapping || '');
 
   const stoppedBy = (t.live && t.live.error) || (s.label === 'stopped' ? t.last_error : null);
   c.errorBox.hidden = !stoppedBy;

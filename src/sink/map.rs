@@ -136,6 +136,36 @@ impl TableMap {
         crate::sink::postgres::types::qualified(&self.schema, &self.table(source))
     }
 
+    /// The table's mapping as people read it (`status`): `lands in crm.people; excludes
+    /// password_hash; renames fname → first_name; masks email (sha256)`; `None` without one.
+    pub fn describe(t: &TableSettings, schema: &str) -> Option<String> {
+        let map = TableMap::of(t, schema, None);
+        let mut parts = Vec::new();
+        if t.target.is_some() {
+            parts.push(format!("lands in {}.{}", map.schema, map.table(&t.name)));
+        }
+        if !t.exclude_columns.is_empty() {
+            parts.push(format!("excludes {}", t.exclude_columns.join(", ")));
+        }
+        if !t.rename_columns.is_empty() {
+            let r: Vec<String> = t
+                .rename_columns
+                .iter()
+                .map(|(s, d)| format!("{s} → {d}"))
+                .collect();
+            parts.push(format!("renames {}", r.join(", ")));
+        }
+        if !t.mask_columns.is_empty() {
+            let m: Vec<String> = t
+                .mask_columns
+                .iter()
+                .map(|(c, m)| format!("{c} ({})", m.split(':').next().unwrap_or(m)))
+                .collect();
+            parts.push(format!("masks {}", m.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     /// No mapping but the schema.
     pub fn plain(schema: &str) -> TableMap {
         TableMap {
