@@ -85,6 +85,10 @@ pub struct Column {
     /// Set on the first shape after a rename: the column's name until then.
     #[serde(skip)]
     pub renamed_from: Option<String>,
+    /// The target's type when `[[tables]] column_types` sets one (as PostgreSQL's
+    /// `format_type` writes it); `None`: the type mapping's.
+    #[serde(skip)]
+    pub target_type: Option<String>,
 }
 
 impl Column {
@@ -98,6 +102,7 @@ impl Column {
             null_on_zero_date: false,
             default: None,
             renamed_from: None,
+            target_type: None,
         }
     }
 

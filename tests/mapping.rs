@@ -412,3 +412,93 @@ fn a_table_whose_target_changed_is_copied_in_full_to_the_new_one() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn column_types_override_the_mapping(mode: Mode) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE docs (id INT NOT NULL PRIMARY KEY, payload TEXT, amount DECIMAL(10,2), \
+           ref CHAR(36), n INT, title VARCHAR(20), {UPDATED}); \
+         INSERT INTO docs (id, payload, amount, ref, n, title) VALUES \
+           (1, '{{\"a\": 1}}', 12.50, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 7, 'one'), \
+           (2, NULL, NULL, NULL, NULL, NULL)"
+    ));
+    let entry = |types: &str| {
+        config(
+            &db,
+            mode,
+            &format!(
+                "[[tables]]\nname = \"docs\"\n{}column_types = {{ {types} }}\n",
+                cursor(mode)
+            ),
+        )
+    };
+    // Types that cannot hold every value: refused at start.
+    let cfg = entry("n = \"smallint\", title = \"varchar(10)\", amount = \"numeric(5,1)\"");
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("column_types gives \"amount\" (decimal(10,2)) the type numeric(5,1), which cannot hold all of its values"),
+        "{err}"
+    );
+
+    let cfg = entry(
+        "payload = \"jsonb\", amount = \"numeric(20,4)\", ref = \"uuid\", n = \"bigint\", \
+         title = \"varchar(40)\"",
+    );
+    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    let types = || {
+        db.pg_rows(
+            "SELECT column_name::text, format_type(atttypid, atttypmod) FROM information_schema.columns c \
+             JOIN pg_attribute a ON a.attrelid = 'public.docs'::regclass AND a.attname = c.column_name \
+             WHERE c.table_schema = 'public' AND c.table_name = 'docs' ORDER BY ordinal_position",
+        )
+    };
+    run.wait_until("the table on the target", || {
+        db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'docs'") == 1
+            && db.pg_i64("SELECT COUNT(*) FROM public.docs") == 2
+    });
+    let got = format!("{:?}", types());
+    for want in [
+        "\"payload\"), Some(\"jsonb\")",
+        "\"amount\"), Some(\"numeric(20,4)\")",
+        "\"ref\"), Some(\"uuid\")",
+        "\"n\"), Some(\"bigint\")",
+        "\"title\"), Some(\"character varying(40)\")",
+    ] {
+        assert!(got.contains(want), "{want} in {got}");
+    }
+    db.mysql(
+        "INSERT INTO docs (id, payload, amount, ref, n, title) VALUES \
+           (3, '[1, 2]', 99999999.99, 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', 2147483647, 'three'); \
+         UPDATE docs SET payload = '{\"b\": [true]}' WHERE id = 1",
+    );
+    run.wait_until("the changes", || {
+        db.pg_rows("SELECT payload->>'b' FROM public.docs WHERE id = 1")
+            == vec![vec![Some("[true]".to_string())]]
+            && db.pg_i64("SELECT COUNT(*) FROM public.docs") == 3
+    });
+    assert_eq!(
+        db.pg_rows("SELECT amount::text, ref::text, n::text FROM public.docs WHERE id = 3"),
+        vec![vec![
+            Some("99999999.9900".into()),
+            Some("b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12".into()),
+            Some("2147483647".into())
+        ]]
+    );
+    let out = db.run(&["--config", &cfg, "verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    signal(&run.child, "TERM");
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
+
+#[test]
+fn poll_column_types_override_the_mapping() {
+    column_types_override_the_mapping(Mode::Poll);
+}
+
+#[test]
+fn binlog_column_types_override_the_mapping() {
+    column_types_override_the_mapping(Mode::Binlog);
+}

@@ -27,6 +27,7 @@ fn model() -> Arc<TableModel> {
         null_on_zero_date: false,
         default: None,
         renamed_from: None,
+        target_type: None,
     };
     Arc::new(TableModel {
         name: "items".into(),

@@ -49,6 +49,10 @@ pub struct TableSettings {
     /// target holds instead of its values (see [`crate::sink::map`]).
     #[serde(default)]
     pub mask_columns: BTreeMap<String, String>,
+    /// Source column → the target's type, overriding the type mapping: one that holds every
+    /// value (refused at start otherwise), or a parse of text (`jsonb`, `uuid`).
+    #[serde(default)]
+    pub column_types: BTreeMap<String, String>,
     /// Taken by a pattern (set when patterns are expanded): the table going away is not a
     /// failure.
     #[serde(skip)]
@@ -129,6 +133,7 @@ impl TableSettings {
             target: None,
             rename_columns: BTreeMap::new(),
             mask_columns: BTreeMap::new(),
+            column_types: BTreeMap::new(),
             from_pattern: false,
         }
     }
@@ -195,11 +200,26 @@ impl TableSettings {
                 )));
             }
         }
+        for (c, ty) in &t.column_types {
+            if crate::sink::postgres::types::normal_type(ty).is_none() {
+                return Err(Error::Config(format!(
+                    "{at}.column_types.{c} (table {:?}) = {ty:?} is not a type column_types takes: text, character varying[(n)], jsonb, json, uuid, boolean, smallint, integer, bigint, numeric[(p[,s])], real, double precision, date, timestamp[(n)] [with time zone]",
+                    t.name
+                )));
+            }
+            if t.mask_columns.keys().any(|m| m.eq_ignore_ascii_case(c)) {
+                return Err(Error::Config(format!(
+                    "{at}.column_types.{c} (table {:?}): the column is masked, and a masked column's type is the mask's; remove one of them",
+                    t.name
+                )));
+            }
+        }
         for (what, c) in t
             .rename_columns
             .keys()
             .map(|c| ("rename_columns", c))
             .chain(t.mask_columns.keys().map(|c| ("mask_columns", c)))
+            .chain(t.column_types.keys().map(|c| ("column_types", c)))
         {
             if t.excludes(c) {
                 return Err(Error::Config(format!(

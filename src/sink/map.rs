@@ -1,5 +1,5 @@
 //! What a table becomes on the target (`[[tables]] target`, `rename_columns`,
-//! `mask_columns`): a pure mapping from the source's model to the target's, and of rows.
+//! `mask_columns`, `column_types`): a pure mapping from the source's model to the target's, and of rows.
 //!
 //! Everything before the sink (reads, row images, positions, `sluice.schema_history`)
 //! stays in the source's names and shapes; the sink, `verify` and the table's preparation
@@ -57,6 +57,8 @@ pub struct TableMap {
     renames: BTreeMap<String, String>,
     /// Source column → its mask.
     masks: BTreeMap<String, Mask>,
+    /// Source column → its target type (normalised).
+    types: BTreeMap<String, String>,
     salt: Option<Arc<Vec<u8>>>,
 }
 
@@ -119,6 +121,13 @@ impl TableMap {
                 .iter()
                 .filter_map(|(c, m)| Some((c.clone(), Mask::parse(m)?)))
                 .collect(),
+            types: t
+                .column_types
+                .iter()
+                .filter_map(|(c, ty)| {
+                    Some((c.clone(), crate::sink::postgres::types::normal_type(ty)?))
+                })
+                .collect(),
             salt,
         }
     }
@@ -163,6 +172,14 @@ impl TableMap {
                 .collect();
             parts.push(format!("masks {}", m.join(", ")));
         }
+        if !t.column_types.is_empty() {
+            let m: Vec<String> = t
+                .column_types
+                .iter()
+                .map(|(c, ty)| format!("{c} as {ty}"))
+                .collect();
+            parts.push(format!("types {}", m.join(", ")));
+        }
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
@@ -185,6 +202,22 @@ impl TableMap {
             .iter()
             .find(|(s, _)| same(s, column))
             .map_or_else(|| column.to_string(), |(_, t)| t.clone())
+    }
+
+    fn target_type(&self, column: &str) -> Option<&String> {
+        self.types
+            .iter()
+            .find(|(s, _)| same(s, column))
+            .map(|(_, t)| t)
+    }
+
+    /// Indexes (in `model`) of the columns whose type `column_types` sets: `verify` leaves
+    /// them out (their text forms differ between the sides: `jsonb` normalises, a wider
+    /// `numeric` adds fraction digits).
+    pub fn retyped(&self, model: &TableModel) -> Vec<usize> {
+        (0..model.columns.len())
+            .filter(|&i| self.target_type(&model.columns[i].name).is_some())
+            .collect()
     }
 
     fn mask(&self, column: &str) -> Option<&Mask> {
@@ -221,6 +254,9 @@ impl TableMap {
                 c.nullable = true;
                 c.default = None;
             }
+            if let Some(ty) = self.target_type(&c.name) {
+                c.target_type = Some(ty.clone());
+            }
             c.name = self.column(&c.name);
             c.renamed_from = c.renamed_from.as_deref().map(|r| self.column(r));
         }
@@ -239,11 +275,25 @@ impl TableMap {
     /// column when masked, no two target columns of one name.
     pub fn check(&self, m: &TableModel, lenient: bool) -> Result<()> {
         let has = |c: &str| m.columns.iter().any(|x| same(&x.name, c));
+        for c in &m.columns {
+            if let Some(ty) = self.target_type(&c.name) {
+                if !crate::sink::postgres::types::override_allowed(c, ty) {
+                    return Err(Error::Schema(format!(
+                        "table {:?}: column_types gives {:?} ({}) the type {ty}, which cannot hold all of its values (sluice's mapping: {}); choose a type that can, or text",
+                        m.name,
+                        c.name,
+                        c.source_type,
+                        crate::sink::postgres::types::pg_type(c)
+                    )));
+                }
+            }
+        }
         for (what, c) in self
             .renames
             .keys()
             .map(|c| ("rename_columns", c))
             .chain(self.masks.keys().map(|c| ("mask_columns", c)))
+            .chain(self.types.keys().map(|c| ("column_types", c)))
         {
             if !lenient && !has(c) {
                 return Err(Error::Schema(format!(

@@ -184,6 +184,7 @@ impl Plan {
     pub(crate) fn new(spec: &ReadSpec, map: crate::sink::map::TableMap) -> Plan {
         let source = &*spec.model;
         let masked = map.masked(source);
+        let retyped = map.retyped(source);
         let target = map.model(source);
         // The target's names and kinds on the PostgreSQL side; the key's kinds are the
         // source's (a key column is never masked).
@@ -191,7 +192,7 @@ impl Plan {
         // A masked column is compared masked: the source's values masked in SQL as the
         // sink masks them.
         let cols: Vec<usize> = (0..t.columns.len())
-            .filter(|&i| compared(source, i) || masked.contains(&i))
+            .filter(|&i| (compared(source, i) || masked.contains(&i)) && !retyped.contains(&i))
             .collect();
         let canon_my = |i: usize| {
             let c = &source.columns[i];

@@ -8,6 +8,9 @@ use crate::model::{Column, Kind};
 
 /// The PostgreSQL type a target column gets for `col`.
 pub fn pg_type(col: &Column) -> String {
+    if let Some(t) = &col.target_type {
+        return t.clone();
+    }
     match col.kind {
         Kind::Bool => "boolean".into(),
         Kind::Int { bytes: 1 | 2 } | Kind::UInt { bytes: 1 } | Kind::Year => "smallint".into(),
@@ -26,6 +29,95 @@ pub fn pg_type(col: &Column) -> String {
         Kind::Time { .. } => "interval".into(),
         Kind::Bits(n) => format!("bit({n})"),
     }
+}
+
+/// `ty` as PostgreSQL's `format_type` writes it (`varchar(80)` → `character varying(80)`,
+/// `timestamptz(3)` → `timestamp(3) with time zone`), for the types `[[tables]]
+/// column_types` takes; `None` for another.
+pub fn normal_type(ty: &str) -> Option<String> {
+    let t = ty.trim().to_ascii_lowercase();
+    let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (name, mods) = match t.find('(') {
+        Some(open) => {
+            let close = t.find(')')?;
+            let mods: Vec<u32> = t[open + 1..close]
+                .split(',')
+                .map(|m| m.trim().parse().ok())
+                .collect::<Option<_>>()?;
+            let rest = t[close + 1..].trim();
+            (
+                format!("{} {rest}", t[..open].trim()).trim().to_string(),
+                mods,
+            )
+        }
+        None => (t.clone(), Vec::new()),
+    };
+    let with_mods = |n: &str, max: usize| -> Option<String> {
+        (mods.len() <= max).then(|| {
+            if mods.is_empty() {
+                n.to_string()
+            } else {
+                let m: Vec<String> = mods.iter().map(u32::to_string).collect();
+                format!("{n}({})", m.join(","))
+            }
+        })
+    };
+    let stamp = |zone: &str| -> Option<String> {
+        (mods.len() <= 1).then(|| match mods.first() {
+            Some(p) => format!("timestamp({p}) {zone} time zone"),
+            None => format!("timestamp {zone} time zone"),
+        })
+    };
+    match name.as_str() {
+        "text" | "jsonb" | "json" | "uuid" | "date" if mods.is_empty() => Some(name),
+        "boolean" | "bool" if mods.is_empty() => Some("boolean".into()),
+        "smallint" | "int2" if mods.is_empty() => Some("smallint".into()),
+        "integer" | "int" | "int4" if mods.is_empty() => Some("integer".into()),
+        "bigint" | "int8" if mods.is_empty() => Some("bigint".into()),
+        "real" | "float4" if mods.is_empty() => Some("real".into()),
+        "double precision" | "float8" if mods.is_empty() => Some("double precision".into()),
+        "varchar" | "character varying" => with_mods("character varying", 1),
+        "numeric" | "decimal" => with_mods("numeric", 2),
+        "timestamp" | "timestamp without time zone" => stamp("without"),
+        "timestamptz" | "timestamp with time zone" => stamp("with"),
+        _ => None,
+    }
+}
+
+/// Whether `[[tables]] column_types` may give `col` the target type `ty` (normalised): one
+/// that holds each of its values exactly ([`target_type_accepts`]), `text` for any value
+/// with a text form, or, for text, `character varying` long enough, or a type whose parse of
+/// the text may refuse a value (`jsonb`, `json`, `uuid`: such a value is then a bad row, as
+/// `[pipeline] on_bad_row` says).
+pub fn override_allowed(col: &Column, ty: &str) -> bool {
+    let plain = Column {
+        target_type: None,
+        ..col.clone()
+    };
+    if target_type_accepts(&plain, ty) {
+        return true;
+    }
+    let texty = matches!(col.kind, Kind::Text | Kind::Enum | Kind::Set | Kind::Json);
+    if ty == "text" {
+        return !matches!(col.kind, Kind::Bytes);
+    }
+    if !texty {
+        return false;
+    }
+    if let Some(n) = ty
+        .strip_prefix("character varying(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        // The source's own length, `varchar(80)` / `char(12)`; none for TEXT and the like.
+        let src: Option<u64> = col
+            .source_type
+            .split_once('(')
+            .and_then(|(_, r)| r.split_once(')'))
+            .and_then(|(n, _)| n.parse().ok());
+        return matches!(col.kind, Kind::Text) && src.is_some_and(|s| s <= n);
+    }
+    matches!(ty, "character varying" | "jsonb" | "json" | "uuid")
 }
 
 /// Whether an existing target column of type `have` (as PostgreSQL's `format_type` prints
@@ -129,6 +221,46 @@ pub fn qualified(schema: &str, table: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn column_types_are_normalised_and_checked() {
+        assert_eq!(
+            normal_type("VARCHAR(80)").as_deref(),
+            Some("character varying(80)")
+        );
+        assert_eq!(
+            normal_type("timestamptz(3)").as_deref(),
+            Some("timestamp(3) with time zone")
+        );
+        assert_eq!(
+            normal_type("decimal(20, 4)").as_deref(),
+            Some("numeric(20,4)")
+        );
+        assert_eq!(normal_type("money"), None);
+        let int = Column::new("n", "int(11)", Kind::Int { bytes: 4 });
+        assert!(override_allowed(&int, "bigint"));
+        assert!(override_allowed(&int, "text"));
+        assert!(!override_allowed(&int, "smallint"));
+        assert!(!override_allowed(&int, "jsonb"));
+        let vc = Column::new("t", "varchar(20)", Kind::Text);
+        assert!(override_allowed(&vc, "character varying(20)"));
+        assert!(!override_allowed(&vc, "character varying(19)"));
+        assert!(override_allowed(&vc, "jsonb") && override_allowed(&vc, "uuid"));
+        let text = Column::new("t", "text", Kind::Text);
+        assert!(!override_allowed(&text, "character varying(100)"));
+        let dec = Column::new(
+            "d",
+            "decimal(10,2)",
+            Kind::Decimal {
+                precision: 10,
+                scale: 2,
+            },
+        );
+        assert!(override_allowed(&dec, "numeric(20,4)"));
+        assert!(!override_allowed(&dec, "numeric(5,1)"));
+        let bytes = Column::new("b", "blob", Kind::Bytes);
+        assert!(!override_allowed(&bytes, "text"));
+    }
+
     fn col(kind: Kind) -> Column {
         Column {
             name: "c".into(),
@@ -138,6 +270,7 @@ mod tests {
             null_on_zero_date: false,
             default: None,
             renamed_from: None,
+            target_type: None,
         }
     }
 

@@ -56,6 +56,7 @@ impl ReadSpec {
                 null_on_zero_date: c.kind.is_date() && !strict[i],
                 default: c.default.clone(),
                 renamed_from: None,
+                target_type: None,
             })
             .collect();
         let flagged: Vec<usize> = (0..n)

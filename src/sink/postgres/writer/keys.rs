@@ -140,6 +140,7 @@ mod tests {
             null_on_zero_date: false,
             default: None,
             renamed_from: None,
+            target_type: None,
         };
         TableModel {
             name: "t".into(),
