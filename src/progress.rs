@@ -69,7 +69,7 @@ async fn remaining(
             .map(|n| n as i64);
         // Where the table lands (`[[tables]] target`).
         let target = match settings.tables.iter().position(|c| c.name == *t) {
-            Some(i) => crate::sink::map::TableMap::for_table(settings, i).qualified(t),
+            Some(i) => crate::sink::postgres::map::TableMap::for_table(settings, i).qualified(t),
             None => qualified(&settings.target.schema, t),
         };
         let estimate: i64 = sqlx::query_scalar(

@@ -352,7 +352,9 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
                 .tables
                 .iter()
                 .find(|t| t.takes(&r.table_name))
-                .and_then(|t| crate::sink::map::TableMap::describe(t, &settings.target.schema)),
+                .and_then(|t| {
+                    crate::sink::postgres::map::TableMap::describe(t, &settings.target.schema)
+                }),
             verify: r
                 .verify
                 .clone()

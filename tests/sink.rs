@@ -120,7 +120,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             loading: false,
             on_drop_column: Default::default(),
             handle: sluice::telemetry::register("sink_test"),
-            map: sluice::sink::map::TableMap::plain("public"),
+            map: sluice::sink::postgres::map::TableMap::plain("public"),
         }],
     )
 }

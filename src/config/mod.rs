@@ -13,7 +13,7 @@ use crate::redact::redact;
 
 use self::file::{check_url, password_apart, with_password, File};
 pub use self::sections::*;
-pub use self::tables::{glob_match, OneOrMany, TableSettings};
+pub use self::tables::{glob_match, Mask, OneOrMany, TableSettings};
 pub use crate::urls::{database_of, host_port};
 
 pub const DEFAULT_SOURCE_URL: &str = "mysql://root@127.0.0.1:3306/test";

@@ -207,7 +207,7 @@ impl Supervisor {
                         .and_then(|c| c.on_drop_column)
                         .unwrap_or(p.on_drop_column),
                     handle: t.handle.clone(),
-                    map: crate::sink::map::TableMap::for_table(&self.settings, id),
+                    map: crate::sink::postgres::map::TableMap::for_table(&self.settings, id),
                 }
             })
             .collect();

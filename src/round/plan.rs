@@ -57,7 +57,7 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
     let mut problems = Vec::new();
     let mut targets: Vec<(String, String)> = Vec::new();
     for t in &settings.tables {
-        let map = crate::sink::map::TableMap::of(t, &settings.target.schema, None);
+        let map = crate::sink::postgres::map::TableMap::of(t, &settings.target.schema, None);
         let planned = match crate::source::plan_table(&mut src, &settings, t).await {
             Ok(plan) => map
                 .check(plan.model(), t.from_pattern || t.is_pattern())

@@ -47,7 +47,7 @@ pub async fn prepare(
     let mut planned = Vec::with_capacity(plans.len());
     for (i, mut plan) in plans.into_iter().enumerate() {
         let name = plan.model().name.clone();
-        let map = crate::sink::map::TableMap::for_table(settings, i);
+        let map = crate::sink::postgres::map::TableMap::for_table(settings, i);
         let key = StateKey::new(&settings.pipeline_name, &name);
         let epoch = ownership.epoch(i);
         let (mut start, mut deferred_key, requested) = match state::load(&mut tgt, &key).await? {

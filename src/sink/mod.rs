@@ -29,7 +29,6 @@
 //!   positions are stored and the transaction committed with the next batch that has
 //!   `commit: true`.
 
-pub mod map;
 pub mod postgres;
 
 use std::sync::Arc;
@@ -60,7 +59,7 @@ pub struct SinkTable {
     pub on_drop_column: crate::config::OnDropColumn,
     /// What the table becomes on the target (its name, schema, columns, masks); `model`
     /// stays the source's.
-    pub map: map::TableMap,
+    pub map: postgres::map::TableMap,
     /// The table's stats, which the sink counts its waits for DDL locks on.
     pub handle: Arc<crate::telemetry::TableHandle>,
 }

@@ -278,7 +278,7 @@ impl Check<'_> {
         let t = &*spec.model;
         let p = Plan::new(
             spec,
-            crate::sink::map::TableMap::of(
+            crate::sink::postgres::map::TableMap::of(
                 self.table,
                 &self.settings.target.schema,
                 self.settings.mask_salt.clone(),

@@ -173,7 +173,7 @@ pub(crate) struct Plan {
     pg_pk: Vec<String>,
     my_key_param: Vec<String>,
     /// What the table is on the target (`[[tables]] target`, renames, masks).
-    map: crate::sink::map::TableMap,
+    map: crate::sink::postgres::map::TableMap,
     /// The target's model: the source's mapped.
     target: TableModel,
     /// Columns compared (masked ones as masked).
@@ -181,7 +181,7 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(spec: &ReadSpec, map: crate::sink::map::TableMap) -> Plan {
+    pub(crate) fn new(spec: &ReadSpec, map: crate::sink::postgres::map::TableMap) -> Plan {
         let source = &*spec.model;
         let masked = map.masked(source);
         let retyped = map.retyped(source);
@@ -631,7 +631,11 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
     }
     let p = Plan::new(
         spec,
-        crate::sink::map::TableMap::of(ts, &settings.target.schema, settings.mask_salt.clone()),
+        crate::sink::postgres::map::TableMap::of(
+            ts,
+            &settings.target.schema,
+            settings.mask_salt.clone(),
+        ),
     );
     let mut report = TableReport {
         table: t.name.clone(),

@@ -16,6 +16,7 @@ pub mod ddl;
 pub mod foreign_keys;
 pub mod initial_load;
 pub mod lock;
+pub mod map;
 mod prepare;
 pub mod reshape;
 pub mod types;

@@ -14,7 +14,7 @@ use crate::state::{self, StateKey};
 /// What [`PgSink::prepare_table`] needs to know of one table.
 pub struct PrepareTable<'a> {
     /// What the table becomes on the target (its schema among it).
-    pub map: &'a crate::sink::map::TableMap,
+    pub map: &'a crate::sink::postgres::map::TableMap,
     pub key: &'a StateKey,
     /// The shape the target is brought to (the source's, mapped by `map`), its version set.
     pub model: &'a TableModel,

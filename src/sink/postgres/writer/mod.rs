@@ -40,7 +40,7 @@ use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow, OnDropColumn};
 use crate::error::{on_target as tgt, Error, Result, Side};
 use crate::model::{Change, ChangeSet, Op, TableId, TableModel};
-use crate::sink::map::TableMap;
+use crate::sink::postgres::map::TableMap;
 use crate::sink::PartApplied;
 use crate::state::StateKey;
 use crate::value::Row;

@@ -18,33 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::{Change, Kind, TableModel};
 use crate::value::Value;
 
-/// How a masked column's values are replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mask {
-    /// Always NULL.
-    Null,
-    /// `***`.
-    Redact,
-    /// The SHA-256 of the value's text, in hex; an HMAC keyed by `[pipeline]
-    /// mask_salt_file` when one is given.
-    Sha256,
-    /// This text.
-    Constant(String),
-}
-
-impl Mask {
-    /// `"null"`, `"redact"`, `"sha256"`, `"constant:TEXT"`.
-    pub fn parse(s: &str) -> Option<Mask> {
-        match s {
-            "null" => Some(Mask::Null),
-            "redact" => Some(Mask::Redact),
-            "sha256" => Some(Mask::Sha256),
-            _ => s
-                .strip_prefix("constant:")
-                .map(|c| Mask::Constant(c.into())),
-        }
-    }
-}
+pub use crate::config::Mask;
 
 /// One table's mapping. The identity when the table sets none of the options.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -57,7 +31,7 @@ pub struct TableMap {
     renames: BTreeMap<String, String>,
     /// Source column → its mask.
     masks: BTreeMap<String, Mask>,
-    /// Source column → its target type (normalised).
+    /// Source column → its target type, as configured.
     types: BTreeMap<String, String>,
     salt: Option<Arc<Vec<u8>>>,
 }
@@ -121,13 +95,7 @@ impl TableMap {
                 .iter()
                 .filter_map(|(c, m)| Some((c.clone(), Mask::parse(m)?)))
                 .collect(),
-            types: t
-                .column_types
-                .iter()
-                .filter_map(|(c, ty)| {
-                    Some((c.clone(), crate::sink::postgres::types::normal_type(ty)?))
-                })
-                .collect(),
+            types: t.column_types.clone(),
             salt,
         }
     }
@@ -142,7 +110,7 @@ impl TableMap {
 
     /// The qualified target table of source table `source`.
     pub fn qualified(&self, source: &str) -> String {
-        crate::sink::postgres::types::qualified(&self.schema, &self.table(source))
+        super::types::qualified(&self.schema, &self.table(source))
     }
 
     /// The table's mapping as people read it (`status`): `lands in crm.people; excludes
@@ -204,11 +172,13 @@ impl TableMap {
             .map_or_else(|| column.to_string(), |(_, t)| t.clone())
     }
 
-    fn target_type(&self, column: &str) -> Option<&String> {
+    /// The target type `column_types` gives `column`, normalised (`None` too for a type
+    /// [`TableMap::check`] refuses).
+    fn target_type(&self, column: &str) -> Option<String> {
         self.types
             .iter()
             .find(|(s, _)| same(s, column))
-            .map(|(_, t)| t)
+            .and_then(|(_, t)| super::types::normal_type(t))
     }
 
     /// Indexes (in `model`) of the columns whose type `column_types` sets: `verify` leaves
@@ -255,7 +225,7 @@ impl TableMap {
                 c.default = None;
             }
             if let Some(ty) = self.target_type(&c.name) {
-                c.target_type = Some(ty.clone());
+                c.target_type = Some(ty);
             }
             c.name = self.column(&c.name);
             c.renamed_from = c.renamed_from.as_deref().map(|r| self.column(r));
@@ -275,15 +245,23 @@ impl TableMap {
     /// column when masked, no two target columns of one name.
     pub fn check(&self, m: &TableModel, lenient: bool) -> Result<()> {
         let has = |c: &str| m.columns.iter().any(|x| same(&x.name, c));
+        for (c, ty) in &self.types {
+            if super::types::normal_type(ty).is_none() {
+                return Err(Error::Schema(format!(
+                    "table {:?}: column_types gives {c:?} the type {ty:?}, which column_types does not take: text, character varying[(n)], jsonb, json, uuid, boolean, smallint, integer, bigint, numeric[(p[,s])], real, double precision, date, timestamp[(n)] [with time zone]",
+                    m.name
+                )));
+            }
+        }
         for c in &m.columns {
             if let Some(ty) = self.target_type(&c.name) {
-                if !crate::sink::postgres::types::override_allowed(c, ty) {
+                if !super::types::override_allowed(c, &ty) {
                     return Err(Error::Schema(format!(
                         "table {:?}: column_types gives {:?} ({}) the type {ty}, which cannot hold all of its values (sluice's mapping: {}); choose a type that can, or text",
                         m.name,
                         c.name,
                         c.source_type,
-                        crate::sink::postgres::types::pg_type(c)
+                        super::types::pg_type(c)
                     )));
                 }
             }
