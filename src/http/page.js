@@ -73,6 +73,7 @@ function row(dl, label, className) {
   const dd = el('dd', className ? { className } : {});
   dl.append(dt, dd);
   return {
+    dt,
     dd,
     show(on) {
       dt.hidden = !on;
@@ -157,8 +158,10 @@ function drawChart(svg, hist, name) {
   svg.dataset.points = String(known.length);
 }
 
-function renderTable(t, me) {
+function renderTable(t, me, capture) {
   const c = card(t.table);
+  // Polling keeps a watermark (cursor and key); binlog capture a position in the binlog.
+  setText(c.rows.position.dt, capture === 'poll' ? 'Watermark' : 'Position');
   const s = stateOf(t, me);
   setText(c.state, s.label);
   c.state.className = `state ${s.kind}`;
@@ -258,7 +261,7 @@ function render(data) {
   const counts = {};
   const order = [];
   for (const t of tables) {
-    const label = renderTable(t, me);
+    const label = renderTable(t, me, data.process ? data.process.capture : null);
     counts[label] = (counts[label] || 0) + 1;
     order.push([label === 'stopped' ? 0 : 1, cards.get(t.table).article]);
   }
