@@ -502,3 +502,50 @@ fn poll_column_types_override_the_mapping() {
 fn binlog_column_types_override_the_mapping() {
     column_types_override_the_mapping(Mode::Binlog);
 }
+
+#[test]
+fn a_renamed_key_keeps_its_mirrored_foreign_key_and_cascades() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE parent (id INT NOT NULL PRIMARY KEY, name VARCHAR(20)); \
+         CREATE TABLE child (id INT NOT NULL PRIMARY KEY, parent_id INT, \
+           FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE); \
+         INSERT INTO parent VALUES (1, 'a'), (2, 'b'); \
+         INSERT INTO child VALUES (10, 1), (11, 1), (20, 2)",
+    );
+    let cfg = config(
+        &db,
+        Mode::Binlog,
+        "[[tables]]\nname = \"parent\"\nrename_columns = { id = \"parent_key\" }\n\
+         [[tables]]\nname = \"child\"\nrename_columns = { parent_id = \"owner\" }\n",
+    );
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    run.wait_until("both tables and the foreign key", || {
+        db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'child'") == 1
+            && db.pg_i64("SELECT COUNT(*) FROM public.child") == 3
+            && db.pg_i64(
+                "SELECT COUNT(*) FROM pg_constraint WHERE contype = 'f' \
+                 AND conrelid = 'public.child'::regclass",
+            ) == 1
+    });
+    let fk = db.pg_rows(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'f' \
+         AND conrelid = 'public.child'::regclass",
+    );
+    let fk = format!("{fk:?}");
+    assert!(
+        fk.contains("FOREIGN KEY (owner) REFERENCES public.parent(parent_key)")
+            || fk.contains("FOREIGN KEY (owner) REFERENCES parent(parent_key)"),
+        "{fk}"
+    );
+    // The source's cascade: the binlog holds the parent's delete only; the target's
+    // mirrored key deletes the children.
+    db.mysql("DELETE FROM parent WHERE id = 1");
+    run.wait_until("the children gone with their parent", || {
+        db.pg_rows("SELECT id::text FROM public.child ORDER BY child.id")
+            == vec![vec![Some("20".to_string())]]
+    });
+    signal(&run.child, "TERM");
+    let mut run = run;
+    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+}
