@@ -51,6 +51,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod failpoint;
+pub mod filter;
 pub mod http;
 pub mod model;
 pub mod pipeline;

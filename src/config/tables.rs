@@ -82,6 +82,10 @@ pub struct TableSettings {
     /// value (refused at start otherwise), or a parse of text (`jsonb`, `uuid`).
     #[serde(default)]
     pub column_types: BTreeMap<String, String>,
+    /// `where`: the rows that reach the target ([`crate::filter`]); the others never do,
+    /// and a row an update moves out of it is deleted there.
+    #[serde(default, rename = "where")]
+    pub filter: Option<String>,
     /// Taken by a pattern (set when patterns are expanded): the table going away is not a
     /// failure.
     #[serde(skip)]
@@ -163,6 +167,7 @@ impl TableSettings {
             rename_columns: BTreeMap::new(),
             mask_columns: BTreeMap::new(),
             column_types: BTreeMap::new(),
+            filter: None,
             from_pattern: false,
         }
     }
@@ -225,6 +230,14 @@ impl TableSettings {
             if Mask::parse(m).is_none() {
                 return Err(Error::Config(format!(
                     "{at}.mask_columns.{c} (table {:?}) = {m:?} is not a mask: use \"sha256\", \"null\", \"redact\" or \"constant:TEXT\"",
+                    t.name
+                )));
+            }
+        }
+        if let Some(f) = &t.filter {
+            if let Err(why) = crate::filter::Filter::parse(f) {
+                return Err(Error::Config(format!(
+                    "{at}.where (table {:?}) = {f:?}: {why}; see the column mapping page for the expressions it takes",
                     t.name
                 )));
             }

@@ -221,7 +221,16 @@ impl Plan {
         };
         let pk = &t.primary_key;
         Plan {
-            my_from: quote_mysql(&source.name),
+            // The source's rows the filter keeps: the target holds those only.
+            my_from: match map.filter() {
+                Some(f) => format!(
+                    "(SELECT * FROM {} WHERE {}) AS {}",
+                    quote_mysql(&source.name),
+                    f.mysql(source),
+                    quote_mysql(&source.name)
+                ),
+                None => quote_mysql(&source.name),
+            },
             pg_from: format!("{}.{}", quote_pg(&map.schema), quote_pg(&t.name)),
             my_key: join_my(pk),
             my_row: join_my(&cols),

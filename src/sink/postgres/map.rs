@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::TableSettings;
 use crate::error::{Error, Result};
-use crate::model::{Change, Kind, TableModel};
+use crate::model::{Change, Kind, Op, TableModel};
 use crate::value::Value;
 
 pub use crate::config::Mask;
@@ -33,6 +33,10 @@ pub struct TableMap {
     masks: BTreeMap<String, Mask>,
     /// Source column → its target type, as configured.
     types: BTreeMap<String, String>,
+    /// `where`: the rows that reach the target.
+    filter: Option<crate::filter::Filter>,
+    /// `exclude_columns` (a filter may not read them).
+    excluded: Vec<String>,
     salt: Option<Arc<Vec<u8>>>,
 }
 
@@ -96,6 +100,11 @@ impl TableMap {
                 .filter_map(|(c, m)| Some((c.clone(), Mask::parse(m)?)))
                 .collect(),
             types: t.column_types.clone(),
+            filter: t
+                .filter
+                .as_deref()
+                .and_then(|f| crate::filter::Filter::parse(f).ok()),
+            excluded: t.exclude_columns.clone(),
             salt,
         }
     }
@@ -139,6 +148,9 @@ impl TableMap {
                 .map(|(c, m)| format!("{c} ({})", m.split(':').next().unwrap_or(m)))
                 .collect();
             parts.push(format!("masks {}", m.join(", ")));
+        }
+        if let Some(f) = &t.filter {
+            parts.push(format!("keeps rows where {f}"));
         }
         if !t.column_types.is_empty() {
             let m: Vec<String> = t
@@ -245,6 +257,9 @@ impl TableMap {
     /// column when masked, no two target columns of one name.
     pub fn check(&self, m: &TableModel, lenient: bool) -> Result<()> {
         let has = |c: &str| m.columns.iter().any(|x| same(&x.name, c));
+        if let Some(f) = &self.filter {
+            f.check(m, &self.excluded)?;
+        }
         for (c, ty) in &self.types {
             if super::types::normal_type(ty).is_none() {
                 return Err(Error::Schema(format!(
@@ -381,21 +396,52 @@ impl TableMap {
         }
     }
 
-    /// `changes` (of source model `m`) masked; `None` when nothing is masked.
-    pub fn mask_changes(&self, m: &TableModel, changes: &[Change]) -> Option<Vec<Change>> {
-        if !self.masks_rows() {
+    /// The filter (`where`), when there is one.
+    pub fn filter(&self) -> Option<&crate::filter::Filter> {
+        self.filter.as_ref()
+    }
+
+    /// `changes` (of source model `m`) as the target takes them: a row the filter does not
+    /// keep is left out when it is new (an insert), deleted when it may be there (an upsert,
+    /// an update: moved out of the filter, under its old key too when that changed); then
+    /// masked. `None` when there is no filter nor mask.
+    pub fn map_changes(&self, m: &TableModel, changes: &[Change]) -> Option<Vec<Change>> {
+        if !self.masks_rows() && self.filter.is_none() {
             return None;
         }
-        Some(
-            changes
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    self.mask_row(m, &mut c.row);
-                    c
-                })
-                .collect(),
-        )
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let kept = match (&self.filter, c.op) {
+                (Some(f), Op::Insert | Op::Update | Op::Upsert) => f.keeps(m, &c.row),
+                _ => true,
+            };
+            if kept {
+                let mut c = c.clone();
+                self.mask_row(m, &mut c.row);
+                out.push(c);
+                continue;
+            }
+            match c.op {
+                Op::Insert => {}
+                _ => {
+                    // A delete needs the key only: the other values go as they are, unmasked
+                    // values never reach a target column.
+                    let mut gone = c.row.clone();
+                    if let Some(old) = &c.old_key {
+                        for (&k, v) in m.primary_key.iter().zip(old.iter()) {
+                            gone[k] = v.clone();
+                        }
+                    }
+                    for (i, v) in gone.iter_mut().enumerate() {
+                        if !m.primary_key.contains(&i) {
+                            *v = Value::Null;
+                        }
+                    }
+                    out.push(Change::delete(gone));
+                }
+            }
+        }
+        Some(out)
     }
 }
 

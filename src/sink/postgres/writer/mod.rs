@@ -398,8 +398,9 @@ impl TableWriter {
         if let Some(shape) = &part.shape {
             self.reshape(tx, shape, &part.position, loading).await?;
         }
-        // Masked columns (`mask_columns`) never reach the target as they are.
-        let masked = self.map.mask_changes(&self.source, &part.changes);
+        // Rows outside the filter (`where`) and masked columns (`mask_columns`) never reach
+        // the target as they are.
+        let masked = self.map.map_changes(&self.source, &part.changes);
         let all = masked.as_deref().unwrap_or(&part.changes);
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
         let changes = match all.iter().rposition(|c| c.op == Op::Truncate) {
