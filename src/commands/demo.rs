@@ -62,22 +62,11 @@ pub fn demo(settings: Settings, rate: f64, stop: impl Future<Output = ()> + 'sta
         let generator = Generator::new(source.clone(), rate, None, gen_tx).start();
         let (done_tx, done_rx) = oneshot::channel();
         // The background verify, as `run` makes it (`[verify] interval_s`).
-        if settings.verify.interval_s > 0 {
-            let checked = settings
-                .tables
-                .iter()
-                .zip(&planned)
-                .map(|(t, p)| crate::verify::check::Checked {
-                    settings: t.clone(),
-                    handle: p.handle.clone(),
-                })
-                .collect();
-            actix::spawn(crate::verify::check::run(
-                settings.clone(),
-                checked,
-                shutdown.clone(),
-            ));
-        }
+        crate::verify::check::start(
+            &settings,
+            planned.iter().map(|p| p.handle.clone()),
+            &shutdown,
+        );
         Supervisor::new(
             settings.clone(),
             round::wiring(&settings, &helpers),

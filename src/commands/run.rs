@@ -126,21 +126,12 @@ pub fn run(
                     found.clone(),
                 ));
             }
-            if !once && expanded.verify.interval_s > 0 {
-                let checked = expanded
-                    .tables
-                    .iter()
-                    .zip(&planned)
-                    .map(|(t, p)| crate::verify::check::Checked {
-                        settings: t.clone(),
-                        handle: p.handle.clone(),
-                    })
-                    .collect();
-                actix::spawn(crate::verify::check::run(
-                    expanded.clone(),
-                    checked,
-                    this_round.clone(),
-                ));
+            if !once {
+                crate::verify::check::start(
+                    &expanded,
+                    planned.iter().map(|p| p.handle.clone()),
+                    &this_round,
+                );
             }
             let wiring = round::wiring(&expanded, &helpers);
             Supervisor::new(expanded, wiring, once, planned, ownership, this_round, done_tx).start();

@@ -72,6 +72,29 @@ pub struct Checked {
     pub handle: Arc<TableHandle>,
 }
 
+/// Starts the background verify when `[verify] interval_s` is set: every table of
+/// `settings` (whose handles `handles` are, in the same order) is compared until `round`
+/// ends. Spawned on the current actix System.
+pub fn start(
+    settings: &Settings,
+    handles: impl Iterator<Item = Arc<TableHandle>>,
+    round: &Shutdown,
+) {
+    if settings.verify.interval_s == 0 {
+        return;
+    }
+    let checked = settings
+        .tables
+        .iter()
+        .zip(handles)
+        .map(|(t, handle)| Checked {
+            settings: t.clone(),
+            handle,
+        })
+        .collect();
+    actix::spawn(run(settings.clone(), checked, round.clone()));
+}
+
 /// Compares every table of `tables` once per `[verify] interval_s` until `round` ends.
 /// Failures are logged and retried at the next interval; they never stop replication.
 pub async fn run(settings: Settings, tables: Vec<Checked>, round: Shutdown) {
