@@ -591,7 +591,12 @@ fn a_filter_keeps_only_its_rows_as_updates_cross_it(mode: Mode) {
     let target = |db: &TestDb| {
         db.pg_rows("SELECT id::text, v::text FROM public.accounts ORDER BY accounts.id")
     };
-    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = db.spawn_logged(
+        &["--config", &cfg, "run"],
+        &[("SLUICE_HTTP_ADDR", addr.as_str())],
+    );
     run.wait_until("the kept rows on the target", || {
         db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'accounts'") == 1
             && target(&db) == kept(&db)
@@ -609,6 +614,15 @@ fn a_filter_keeps_only_its_rows_as_updates_cross_it(mode: Mode) {
         db.mysql("DELETE FROM accounts WHERE id = 8");
     }
     run.wait_until("the changes, filtered", || target(&db) == kept(&db));
+    // The rows kept off: 24 at first (20 US, 4 deleted), then id 2 and 4 moved out, and 42
+    // and 43 inserted outside.
+    let (_, metrics) = common::get(port, "/metrics").expect("/metrics answers");
+    let filtered: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_rows_filtered_total{table=\"accounts\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(filtered >= 28.0, "{filtered}: {metrics}");
     let ids: Vec<String> = target(&db)
         .into_iter()
         .filter_map(|r| r[0].clone())

@@ -206,6 +206,7 @@ impl Inner {
                             rows: p.rows,
                             merged: p.merged,
                             dead_lettered: p.dead_lettered,
+                            filtered: p.filtered,
                             newest: part.source_time,
                             committed_at,
                             took,

@@ -78,6 +78,8 @@ pub struct PartApplied {
     pub merged: bool,
     /// Rows PostgreSQL refused, kept in `sluice.dead_letters`.
     pub dead_lettered: usize,
+    /// Rows a `where` filter kept off the target.
+    pub filtered: usize,
 }
 
 /// What the source having caught up with a table finished.

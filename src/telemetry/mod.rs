@@ -46,6 +46,7 @@ mod tests {
             rows: 10,
             merged: false,
             dead_lettered: 1,
+            filtered: 0,
             newest: Some(newest),
             committed_at: Utc::now(),
             took: Duration::from_millis(7),

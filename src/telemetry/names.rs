@@ -6,6 +6,7 @@ pub const BATCHES: &str = "sluice_batches_total";
 pub const MERGED_BATCHES: &str = "sluice_merged_batches_total";
 pub const RETRIES: &str = "sluice_retries_total";
 pub const BAD_ROWS: &str = "sluice_bad_rows_total";
+pub const ROWS_FILTERED: &str = "sluice_rows_filtered_total";
 pub const FAILURES: &str = "sluice_table_failures_total";
 pub const BATCH_ROWS: &str = "sluice_batch_rows";
 pub const WRITE_SECONDS: &str = "sluice_write_duration_seconds";

@@ -25,7 +25,7 @@ pub fn render(now: DateTime<Utc>) -> String {
         samples(&mut out);
     };
     type Get = fn(&TableMetrics) -> f64;
-    let simple: [(&str, &str, &str, Get); 10] = [
+    let simple: [(&str, &str, &str, Get); 11] = [
         (
             names::ROWS_READ,
             "counter",
@@ -55,6 +55,12 @@ pub fn render(now: DateTime<Utc>) -> String {
             "counter",
             "Rows refused because a value cannot be carried to the target.",
             |m| m.bad_rows as f64,
+        ),
+        (
+            names::ROWS_FILTERED,
+            "counter",
+            "Source rows a [[tables]] where filter kept off the target (left out, or deleted there when an update moved them out).",
+            |m| m.rows_filtered as f64,
         ),
         (
             names::DDL_LOCK_WAITS,

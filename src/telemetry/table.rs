@@ -150,6 +150,8 @@ pub struct TableMetrics {
     pub bad_rows: u64,
     /// Rows written to `sluice.dead_letters` (committed like written rows, but not written).
     pub dead_lettered: u64,
+    /// Rows a `where` filter kept off the target.
+    pub rows_filtered: u64,
     pub failures: u64,
     pub batch_rows: Histogram,
     pub write_seconds: Histogram,
@@ -202,6 +204,7 @@ impl Default for TableMetrics {
             verify_rows_compared: 0,
             verify_rows_repaired: 0,
             dead_lettered: 0,
+            rows_filtered: 0,
             failures: 0,
             batch_rows: Histogram::new(BATCH_ROWS_BUCKETS),
             write_seconds: Histogram::new(WRITE_SECONDS_BUCKETS),
@@ -248,6 +251,8 @@ pub struct Commit {
     pub rows: usize,
     pub merged: bool,
     pub dead_lettered: usize,
+    /// Rows a `where` filter kept off the target.
+    pub filtered: usize,
     /// Source time of the batch's newest change.
     pub newest: Option<DateTime<Utc>>,
     pub committed_at: DateTime<Utc>,
@@ -317,6 +322,7 @@ impl TableHandle {
         self.update(|m| {
             m.rows_written += c.rows as u64;
             m.dead_lettered += c.dead_lettered as u64;
+            m.rows_filtered += c.filtered as u64;
             m.bad_rows += c.dead_lettered as u64;
             m.batches += 1;
             m.merged_batches += u64::from(c.merged);

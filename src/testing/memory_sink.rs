@@ -332,6 +332,7 @@ impl MemorySink {
             rows: part.changes.len() - dead,
             merged: !plain,
             dead_lettered: dead,
+            filtered: 0,
         })
     }
 

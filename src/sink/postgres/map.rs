@@ -404,11 +404,13 @@ impl TableMap {
     /// `changes` (of source model `m`) as the target takes them: a row the filter does not
     /// keep is left out when it is new (an insert), deleted when it may be there (an upsert,
     /// an update: moved out of the filter, under its old key too when that changed); then
-    /// masked. `None` when there is no filter nor mask.
-    pub fn map_changes(&self, m: &TableModel, changes: &[Change]) -> Option<Vec<Change>> {
+    /// masked. `None` when there is no filter nor mask; else the changes and how many rows
+    /// the filter kept off.
+    pub fn map_changes(&self, m: &TableModel, changes: &[Change]) -> Option<(Vec<Change>, usize)> {
         if !self.masks_rows() && self.filter.is_none() {
             return None;
         }
+        let mut filtered = 0;
         let mut out = Vec::with_capacity(changes.len());
         for c in changes {
             let kept = match (&self.filter, c.op) {
@@ -421,6 +423,7 @@ impl TableMap {
                 out.push(c);
                 continue;
             }
+            filtered += 1;
             match c.op {
                 Op::Insert => {}
                 _ => {
@@ -441,7 +444,7 @@ impl TableMap {
                 }
             }
         }
-        Some(out)
+        Some((out, filtered))
     }
 }
 

@@ -400,7 +400,10 @@ impl TableWriter {
         }
         // Rows outside the filter (`where`) and masked columns (`mask_columns`) never reach
         // the target as they are.
-        let masked = self.map.map_changes(&self.source, &part.changes);
+        let (masked, filtered) = match self.map.map_changes(&self.source, &part.changes) {
+            Some((changes, filtered)) => (Some(changes), filtered),
+            None => (None, 0),
+        };
         let all = masked.as_deref().unwrap_or(&part.changes);
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
         let changes = match all.iter().rposition(|c| c.op == Op::Truncate) {
@@ -422,6 +425,7 @@ impl TableWriter {
             rows: part.changes.len() - dead,
             merged,
             dead_lettered: dead,
+            filtered,
         })
     }
 
