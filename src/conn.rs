@@ -119,7 +119,7 @@ impl Helpers {
 
     /// The connection to the target (`sluice status` in `pg_stat_activity`).
     pub async fn target(&mut self, url: &str) -> Result<&mut PgConnection> {
-        open(&mut self.target, || target(url, "status")).await
+        open(&mut self.target, || helper_target(url)).await
     }
 
     /// Both connections, opened side by side.
@@ -134,7 +134,7 @@ impl Helpers {
         } = self;
         tokio::join!(
             open(to_source, || source(source_url)),
-            open(to_target, || target(target_url, "status")),
+            open(to_target, || helper_target(target_url)),
         )
     }
 
@@ -143,6 +143,22 @@ impl Helpers {
         self.source = None;
         self.target = None;
     }
+}
+
+/// The longest one helper statement runs on the target. Helpers share one connection, one at
+/// a time: a statement waiting on a lock (a migration holding `sluice.replication_state`)
+/// must not hold `/status`, error records and state loads behind it for as long as the lock.
+/// (`SET statement_timeout = '5s'` in [`helper_target`].)
+pub const HELPER_STATEMENT_TIMEOUT_S: u64 = 5;
+
+/// A helper's connection to the target, with its statement timeout.
+async fn helper_target(url: &str) -> Result<PgConnection> {
+    let mut conn = target(url, "status").await?;
+    sqlx::raw_sql("SET statement_timeout = '5s'")
+    .execute(&mut conn)
+    .await
+    .map_err(|e| Error::db(Side::Target, "setting the helper session's statement_timeout", &e))?;
+    Ok(conn)
 }
 
 /// The slot's connection if it was opened on this thread and answers a ping; else a new one.

@@ -154,7 +154,20 @@ pub async fn collect(settings: &Settings, helpers: &mut Helpers) -> Result<Statu
     .bind(settings.pipeline_name.as_str())
     .fetch_all(&mut *pg)
     .await
-    .map_err(|e| Error::db(Side::Target, "reading sluice.replication_state", &e))
+    .map_err(|e| {
+        let timed_out = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "57014");
+        let mut err = Error::db(Side::Target, "reading sluice.replication_state", &e);
+        if let (true, Error::Database { message, .. }) = (timed_out, &mut err) {
+            message.push_str(&format!(
+                "; the read waited more than {} s, most likely for a lock another session holds on the table (see pg_locks and pg_stat_activity on the target); replication waits for it too",
+                crate::conn::HELPER_STATEMENT_TIMEOUT_S
+            ));
+        }
+        err
+    })
     .and_then(|rows| {
         rows.into_iter()
             .map(|r| {

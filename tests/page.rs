@@ -175,9 +175,27 @@ fn the_status_page_shows_tables_lag_snapshots_and_errors_in_a_browser() {
         get(port, "/status").is_some_and(|(_, s)| orders(&s).1 > rows + 100)
     });
 
-    // The target's state cannot be read: the page says why, and still shows the tables as
-    // the process knows them. (Last: orders stops on it too.)
-    db.pg("ALTER TABLE sluice.replication_state RENAME TO replication_state_hidden");
+    // The target's state cannot be read (a session holds a lock on it, as a migration
+    // would): the page says why, and still shows the tables as the process knows them.
+    // Replication waits behind the lock meanwhile, and goes on once it is let go.
+    let holder = Command::new("psql")
+        .args([
+            db.target_url.as_str(),
+            "-q",
+            "-c",
+            "BEGIN; LOCK TABLE sluice.replication_state IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)",
+        ])
+        .env("PGAPPNAME", "lock holder")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    demo.wait_until("the lock to be held", || {
+        db.pg_i64(
+            "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'replication_state' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+        ) == 1
+    });
     let said = passed(
         "unreadable",
         wait_output(
@@ -186,7 +204,31 @@ fn the_status_page_shows_tables_lag_snapshots_and_errors_in_a_browser() {
         ),
         &log,
     );
-    assert!(said.contains("replication_state"), "{said}");
+    assert!(
+        said.contains("replication_state") && said.contains("lock"),
+        "{said}"
+    );
+    // Its session ends with it (a session asleep does not notice its client is gone).
+    db.pg(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'lock holder' AND datname = '{}'",
+        db.name
+    ));
+    let mut holder = holder;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let mut rows = 0;
+    demo.wait_until("the status to be read again", || {
+        get(port, "/status").is_some_and(|(code, s)| {
+            code == 200 && {
+                rows = orders(&s).1;
+                true
+            }
+        })
+    });
+    demo.wait_until("orders to go on after the lock", || {
+        get(port, "/status").is_some_and(|(code, s)| code == 200 && orders(&s).1 > rows + 100)
+    });
 
     signal(&demo.child, "INT");
     demo.wait_exit(Duration::from_secs(60));
