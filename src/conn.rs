@@ -155,9 +155,15 @@ pub const HELPER_STATEMENT_TIMEOUT_S: u64 = 5;
 async fn helper_target(url: &str) -> Result<PgConnection> {
     let mut conn = target(url, "status").await?;
     sqlx::raw_sql("SET statement_timeout = '5s'")
-    .execute(&mut conn)
-    .await
-    .map_err(|e| Error::db(Side::Target, "setting the helper session's statement_timeout", &e))?;
+        .execute(&mut conn)
+        .await
+        .map_err(|e| {
+            Error::db(
+                Side::Target,
+                "setting the helper session's statement_timeout",
+                &e,
+            )
+        })?;
     Ok(conn)
 }
 

@@ -19,6 +19,8 @@
 //! numbers, dates and times by their `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` text; `LIKE` takes `%`
 //! and `_`, `\` escaping either.
 
+use bigdecimal::BigDecimal;
+
 use crate::error::{Error, Result};
 use crate::model::{Kind, TableModel};
 use crate::value::Value;
@@ -262,20 +264,26 @@ pub struct Filter {
     expr: Expr,
 }
 
-/// What a value compares as.
+/// What a value compares as: integers and DECIMALs exactly (as MySQL compares them with a
+/// number literal), FLOAT and DOUBLE as doubles.
 #[derive(Debug, PartialEq, PartialOrd)]
 enum Key {
-    Num(f64),
+    Num(BigDecimal),
+    Float(f64),
     Text(String),
+}
+
+fn float(kind: Kind) -> bool {
+    matches!(kind, Kind::Float32 | Kind::Float64)
 }
 
 fn column_key(kind: Kind, v: &Value) -> Option<Key> {
     Some(match v {
         Value::Null => return None,
-        Value::Bool(b) => Key::Num(f64::from(u8::from(*b))),
-        Value::Int(i) => Key::Num(*i as f64),
-        Value::UInt(u) => Key::Num(*u as f64),
-        Value::Float(f) => Key::Num(*f),
+        Value::Bool(b) => Key::Num(BigDecimal::from(u8::from(*b))),
+        Value::Int(i) => Key::Num(BigDecimal::from(*i)),
+        Value::UInt(u) => Key::Num(BigDecimal::from(*u)),
+        Value::Float(f) => Key::Float(*f),
         Value::Text(s) if matches!(kind, Kind::Decimal { .. }) => Key::Num(s.parse().ok()?),
         Value::Text(s) => Key::Text(s.clone()),
         Value::Bytes(b) => Key::Text(String::from_utf8_lossy(b).into_owned()),
@@ -324,8 +332,10 @@ fn date_text(kind: Kind, s: &str) -> Option<String> {
 
 fn lit_key(kind: Kind, l: &Lit) -> Option<Key> {
     match l {
+        Lit::Num(n) if float(kind) => n.parse().ok().map(Key::Float),
         Lit::Num(n) if numeric(kind) => n.parse().ok().map(Key::Num),
-        Lit::Bool(b) if numeric(kind) => Some(Key::Num(f64::from(u8::from(*b)))),
+        Lit::Bool(b) if float(kind) => Some(Key::Float(f64::from(u8::from(*b)))),
+        Lit::Bool(b) if numeric(kind) => Some(Key::Num(BigDecimal::from(u8::from(*b)))),
         Lit::Str(s) if dated(kind) => date_text(kind, s).map(Key::Text),
         Lit::Str(s) if !numeric(kind) => Some(Key::Text(s.clone())),
         _ => None,
@@ -380,8 +390,13 @@ impl Filter {
         &self.text
     }
 
+    /// Whether it reads column `c`.
+    pub fn reads(&self, c: &str) -> bool {
+        self.columns().iter().any(|x| x.eq_ignore_ascii_case(c))
+    }
+
     /// The columns it reads.
-    fn columns(&self) -> Vec<&str> {
+    pub fn columns(&self) -> Vec<&str> {
         fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
             match e {
                 Expr::And(a, b) | Expr::Or(a, b) => {
@@ -508,9 +523,10 @@ impl Filter {
             }
             Expr::Like(c, p, is) => {
                 let (kind, v) = value(c)?;
+                // `check` lets LIKE take text columns only.
                 match column_key(kind, v)? {
                     Key::Text(t) => Some(like(&t, p) == *is),
-                    Key::Num(n) => Some(like(&n.to_string(), p) == *is),
+                    Key::Num(_) | Key::Float(_) => None,
                 }
             }
         }
@@ -538,8 +554,10 @@ impl Filter {
         }
         fn lit(kind: Kind, l: &Lit) -> String {
             match (lit_key(kind, l), l) {
-                (Some(Key::Num(_)), Lit::Num(n)) => n.clone(),
+                (Some(Key::Num(_) | Key::Float(_)), Lit::Num(n)) => n.clone(),
+                (Some(Key::Num(_) | Key::Float(_)), Lit::Bool(b)) => u8::from(*b).to_string(),
                 (Some(Key::Num(n)), _) => n.to_string(),
+                (Some(Key::Float(n)), _) => n.to_string(),
                 (Some(Key::Text(t)), _) => mysql_str(&t),
                 (None, _) => "NULL".into(),
             }
@@ -691,5 +709,47 @@ mod tests {
         assert!(e("deleted_at > 'soon'", &[]).contains("is not a value"));
         assert!(e("region = 'x'", &["region".into()]).contains("exclude_columns"));
         assert!(e("blob IS NULL", &[]).contains("cannot be filtered on"));
+        assert!(e("amount LIKE '1%'", &[]).contains("is not a value"));
+    }
+
+    #[test]
+    fn numbers_compare_exactly_as_mysql_does() {
+        let mut m = model();
+        m.columns
+            .push(Column::new("big", "bigint", Kind::Int { bytes: 8 }));
+        m.columns.push(Column::new(
+            "wide",
+            "decimal(30,2)",
+            Kind::Decimal {
+                precision: 30,
+                scale: 2,
+            },
+        ));
+        m.columns.push(Column::new("d", "double", Kind::Float64));
+        let mut r = row(Some("EU"), false, "1.00");
+        r.extend([
+            Value::Int(9_007_199_254_740_993),
+            Value::Text("12345678901234567890.01".into()),
+            Value::Float(0.5),
+        ]);
+        for (text, keeps) in [
+            // 2^53 + 1: a double cannot tell it from 2^53.
+            ("big = 9007199254740993", true),
+            ("big = 9007199254740992", false),
+            ("big > 9007199254740992", true),
+            ("wide > 12345678901234567890.00", true),
+            ("wide = 12345678901234567890.010", true),
+            (
+                "wide IN (12345678901234567890, 12345678901234567890.01)",
+                true,
+            ),
+            ("amount = 1", true),
+            ("d > 0.25 AND d < 1", true),
+            ("d = 0.5", true),
+        ] {
+            let f = Filter::parse(text).unwrap();
+            f.check(&m, &[]).unwrap();
+            assert_eq!(f.keeps(&m, &r), keeps, "{text}");
+        }
     }
 }

@@ -50,6 +50,17 @@ fn target_columns(db: &TestDb, table: &str) -> Vec<String> {
     .collect()
 }
 
+/// `sluice verify` with `cfg` finds the target equal to the source through the mapping.
+fn verify_equal(db: &TestDb, cfg: &str, why: &str) {
+    let out = db.run(&["--config", cfg, "verify"]);
+    assert!(
+        out.status.success(),
+        "{why}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits until the kept columns of `table` are equal on both sides.
 fn wait_equal(db: &TestDb, table: &str, cols: &str, log: &dyn Fn() -> String) {
     common::wait_equal(db, table, cols, log);
@@ -108,13 +119,7 @@ fn excluded_columns_never_reach_the_target(mode: Mode) {
         db.mysql("DELETE FROM customers WHERE id = 4");
     }
     wait_equal(&db, "customers", cols, &|| run.log());
-    let out = db.run(&["--config", &cfg, "verify"]);
-    assert!(
-        out.status.success(),
-        "verify compares the kept columns: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_equal(&db, &cfg, "verify compares the kept columns");
 
     // The source drops an excluded column: nothing to follow on the target.
     db.mysql("ALTER TABLE customers DROP COLUMN password_hash");
@@ -219,6 +224,48 @@ fn an_excluded_key_cursor_or_unknown_column_is_refused_at_start() {
     assert!(err.contains("which is in its cursor"), "{err}");
     assert_eq!(
         db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename IN ('a', 'b')"),
+        0,
+        "nothing was replicated"
+    );
+}
+
+#[test]
+fn every_mapping_problem_of_a_table_is_reported_at_once() {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE c (id INT NOT NULL PRIMARY KEY, email VARCHAR(80), born DATE, \
+         amount DECIMAL(30,2), {UPDATED})"
+    ));
+    // Seven mistakes in one table: each is named, with its fix, in the one failed start.
+    let cfg = config(
+        &db,
+        Mode::Binlog,
+        "[[tables]]\nname = \"c\"\nexclude_columns = [\"passwrd\", \"emial\"]\n\
+         rename_columns = { fname = \"first_name\" }\n\
+         mask_columns = { id = \"redact\", born = \"sha256\" }\n\
+         column_types = { amount = \"integer\", email = \"bytea\" }\n\
+         where = \"regoin = 'EU'\"\n",
+    );
+    let out = db.run(&["--config", &cfg, "run", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for said in [
+        "exclude_columns names \"passwrd\", \"emial\", which the table does not have",
+        "rename_columns names \"fname\", which the table does not have",
+        "mask_columns names \"id\", which is in the table's primary key",
+        "a sha256 mask, which takes text",
+        "column_types gives \"amount\" (decimal(30,2)) the type integer, which cannot hold",
+        "column_types gives \"email\" the type \"bytea\", which column_types does not take",
+        "the table has no column \"regoin\"",
+    ] {
+        assert!(err.contains(said), "{said:?} missing from:\n{err}");
+    }
+    assert!(
+        err.contains("1 of the 1 tables cannot be replicated as configured (7 problems)"),
+        "{err}"
+    );
+    assert_eq!(
+        db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'c'"),
         0,
         "nothing was replicated"
     );
@@ -342,13 +389,7 @@ fn mapped_tables_land_renamed_and_masked(mode: Mode) {
     run.wait_until("the changes, mapped", || {
         people(&db) == expected(&db, &email)
     });
-    let out = db.run(&["--config", &cfg, "verify"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_equal(&db, &cfg, "mapped tables verify equal");
     let status = db.ok(&["--config", &cfg, "status"]);
     assert!(
         status.contains("mapping: lands in crm.people; renames fname → first_name; masks email (sha256), note (constant), phone (null)"),
@@ -635,13 +676,7 @@ fn a_filter_keeps_only_its_rows_as_updates_cross_it(mode: Mode) {
         !ids.contains(&"2".into()) && !ids.contains(&"4".into()) && !ids.contains(&"42".into()),
         "moved out, soft-deleted, another case: {ids:?}"
     );
-    let out = db.run(&["--config", &cfg, "verify"]);
-    assert!(
-        out.status.success(),
-        "verify reads the source through the filter: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_equal(&db, &cfg, "verify reads the source through the filter");
     if mode == Mode::Binlog {
         // A copy beside the stream (`sluice snapshot`) copies the kept rows only.
         db.pg("INSERT INTO public.accounts (id, region, v, updated) VALUES (99, 'US', 99, now())");
@@ -673,4 +708,201 @@ fn poll_a_filter_keeps_only_its_rows_as_updates_cross_it() {
 #[test]
 fn binlog_a_filter_keeps_only_its_rows_as_updates_cross_it() {
     a_filter_keeps_only_its_rows_as_updates_cross_it(Mode::Binlog);
+}
+
+/// The target's rows of `p`: (id, email, v).
+fn p_rows(db: &TestDb) -> Vec<Vec<Option<String>>> {
+    if db.pg_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'p'") == 0 {
+        return Vec::new();
+    }
+    db.pg_rows("SELECT id::text, email, v::text FROM p ORDER BY id")
+}
+
+fn a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration_follows(
+    mode: Mode,
+) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE p (id INT NOT NULL PRIMARY KEY, email VARCHAR(80), secret VARCHAR(20), \
+         v INT, {UPDATED}); \
+         CREATE TABLE other (id INT NOT NULL PRIMARY KEY, v INT, {UPDATED}); \
+         INSERT INTO p (id, email, secret, v) VALUES (1, 'a@x', 's1', 1), (2, 'b@x', 's2', 2); \
+         INSERT INTO other (id, v) VALUES (1, 1)"
+    ));
+    let cur = cursor(mode);
+    let tables = |p_options: &str| {
+        config(
+            &db,
+            mode,
+            &format!(
+                "[[tables]]\nname = \"p\"\n{cur}{p_options}\n[[tables]]\nname = \"other\"\n{cur}"
+            ),
+        )
+    };
+    let cfg = tables("exclude_columns = [\"secret\"]\nmask_columns = { email = \"redact\" }");
+    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    run.wait_until("p's rows, masked", || {
+        p_rows(&db).len() == 2 && p_rows(&db)[1][1].as_deref() == Some("***")
+    });
+    let shape = ["id", "email", "v", "updated"];
+    assert_eq!(target_columns(&db, "p"), shape);
+    // sluice.schema_history records the mapping in force with each shape.
+    let mapping = || {
+        db.pg_rows(
+            "SELECT mapping FROM sluice.schema_history WHERE table_name = 'p' \
+             ORDER BY version DESC LIMIT 1",
+        )[0][0]
+            .clone()
+            .unwrap_or_default()
+    };
+    assert_eq!(mapping(), "excludes secret; masks email (redact)");
+
+    // Each step: a source change renaming a column the mapping names, with a row in the new
+    // shape (its value in the renamed column must not reach the target); what the stopped
+    // table's error says; the options that follow the rename; the mapping then recorded.
+    let steps = [
+        // The excluded column: under its new name it would reach the target.
+        (
+            "ALTER TABLE p CHANGE secret hidden VARCHAR(20); \
+             INSERT INTO p (id, email, hidden, v) VALUES (3, 'c@x', 'leaked', 3)",
+            "exclude_columns names the old name, so the column would now reach the target",
+            "exclude_columns = [\"hidden\"]\nmask_columns = { email = \"redact\" }",
+            "excludes hidden; masks email (redact)",
+        ),
+        // The masked column: the mask names the old name and would no longer apply.
+        (
+            "ALTER TABLE p RENAME COLUMN email TO mail; \
+             INSERT INTO p (id, mail, hidden, v) VALUES (4, 'leaked', 'h', 4)",
+            "the source renamed column \"email\" to \"mail\", and mask_columns names \"email\"",
+            "exclude_columns = [\"hidden\"]\nmask_columns = { mail = \"redact\" }\n\
+             rename_columns = { mail = \"email\" }",
+            "excludes hidden; renames mail → email; masks mail (redact)",
+        ),
+    ];
+    for (n, (change, said, options, recorded)) in (3..).zip(steps) {
+        // The table stops before any of its rows in the new shape is written; the others
+        // go on.
+        db.mysql(change);
+        db.mysql(&format!("INSERT INTO other (id, v) VALUES ({n}, {n})"));
+        run.wait_for(said, Duration::from_secs(60));
+        wait_equal(&db, "other", "id, v", &|| run.log());
+        assert_eq!(p_rows(&db).len(), n - 1, "{}", run.log());
+        assert_eq!(target_columns(&db, "p"), shape);
+        assert_eq!(
+            db.pg_i64("SELECT COUNT(*) FROM p WHERE p::text LIKE '%leaked%'"),
+            0,
+            "nothing unmasked or excluded reached the target"
+        );
+        signal(&run.child, "TERM");
+        run.wait_exit(Duration::from_secs(30));
+
+        // The configuration follows: the table resumes where it stopped, with the row.
+        let cfg = tables(options);
+        run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+        run.wait_until("p's new row", || p_rows(&db).len() == n);
+        let id = Some(n.to_string());
+        assert_eq!(p_rows(&db)[n - 1], [id.clone(), Some("***".into()), id]);
+        assert_eq!(target_columns(&db, "p"), shape);
+        assert_eq!(mapping(), recorded);
+        verify_equal(&db, &cfg, "the table resumed equal");
+    }
+    signal(&run.child, "TERM");
+    assert!(
+        run.wait_exit(Duration::from_secs(30)).0.success(),
+        "{}",
+        run.log()
+    );
+}
+
+#[test]
+fn poll_a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration_follows() {
+    a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration_follows(
+        Mode::Poll,
+    );
+}
+
+#[test]
+fn binlog_a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration_follows() {
+    a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration_follows(
+        Mode::Binlog,
+    );
+}
+
+/// A process killed (as by `kill -9`) at `point` in the middle of applying a mapped table,
+/// then started again: the target holds exactly the mapped rows, once each.
+fn a_crash_with_a_mapping_loses_and_duplicates_nothing(mode: Mode, point: &str) {
+    let db = TestDb::new();
+    db.mysql(&format!(
+        "CREATE TABLE m (id INT NOT NULL PRIMARY KEY, email VARCHAR(80) NOT NULL, \
+         secret VARCHAR(20), region CHAR(2) NOT NULL, v INT NOT NULL, {UPDATED})"
+    ));
+    let insert = |from: u32, to: u32| {
+        db.mysql(&format!(
+            "INSERT INTO m (id, email, secret, region, v) \
+             SELECT seq, CONCAT('user', seq, '@x'), 's', IF(seq % 2 = 0, 'EU', 'US'), seq \
+             FROM seq_{from}_to_{to}"
+        ))
+    };
+    let cfg = config(
+        &db,
+        mode,
+        &format!(
+            "[pipeline]\nbatch_rows = 1000\n[[tables]]\nname = \"m\"\n{}target = \"crm.m_copy\"\n\
+             exclude_columns = [\"secret\"]\nrename_columns = {{ v = \"value\" }}\n\
+             mask_columns = {{ email = \"sha256\" }}\nwhere = \"region = 'EU'\"\n",
+            cursor(mode)
+        ),
+    );
+    if mode == Mode::Binlog {
+        // The rows come through the stream: a backlog of 20 transactions.
+        db.ok(&["--config", &cfg, "run", "--once"]);
+        for k in 0..20 {
+            insert(k * 1000 + 1, (k + 1) * 1000);
+        }
+    } else {
+        insert(1, 20_000);
+    }
+    let out = db
+        .sluice()
+        .env("SLUICE_FAILPOINT", format!("{point}:3"))
+        .args(["--config", &cfg, "run", "--once"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the failpoint must kill the process: {err}"
+    );
+    assert!(err.contains(&format!("failpoint {point} hit")), "{err}");
+    let landed = db.pg_i64("SELECT COUNT(*) FROM crm.m_copy");
+    assert!(
+        landed < 10_000,
+        "the crash came before the end: {landed} rows"
+    );
+
+    db.ok(&["--config", &cfg, "run", "--once"]);
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM crm.m_copy"), 10_000);
+    assert_eq!(
+        db.pg_i64(
+            "SELECT COUNT(*) FROM crm.m_copy \
+             WHERE region = 'EU' AND value = id AND email = encode(sha256(('user' || id || '@x')::bytea), 'hex')"
+        ),
+        10_000,
+        "every row once, filtered, renamed and masked"
+    );
+    verify_equal(&db, &cfg, "equal after the crash");
+}
+
+#[test]
+fn poll_a_crash_with_a_mapping_loses_and_duplicates_nothing() {
+    for point in ["before_commit", "after_commit"] {
+        a_crash_with_a_mapping_loses_and_duplicates_nothing(Mode::Poll, point);
+    }
+}
+
+#[test]
+fn binlog_a_crash_with_a_mapping_loses_and_duplicates_nothing() {
+    for point in ["before_commit", "after_commit"] {
+        a_crash_with_a_mapping_loses_and_duplicates_nothing(Mode::Binlog, point);
+    }
 }

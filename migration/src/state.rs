@@ -21,6 +21,7 @@ impl MigratorTraitSelf for State {
             Box::new(ADD_VERIFY),
             Box::new(CREATE_MEMBERS),
             Box::new(ADD_SNAPSHOT_REQUESTED),
+            Box::new(ADD_HISTORY_MAPPING),
         ]
     }
     fn migration_table_name(&self) -> DynIden {
@@ -175,10 +176,11 @@ impl MigrationTrait for PipelinesAndOwners {
     }
 }
 
-/// Adds one nullable column to `sluice.replication_state` (what it holds is documented on
-/// the entity).
+/// Adds one nullable column to a table of the `sluice` schema (`sluice.replication_state`
+/// unless `table` says otherwise; what it holds is documented on the entity or the constant).
 struct AddColumn {
     migration: &'static str,
+    table: &'static str,
     column: &'static str,
     sql_type: &'static str,
 }
@@ -188,6 +190,7 @@ struct AddColumn {
 /// the key is built again.
 const ADD_DEFERRED_KEY: AddColumn = AddColumn {
     migration: "m20261125_000004_add_deferred_key",
+    table: "replication_state",
     column: "deferred_key",
     sql_type: "text",
 };
@@ -196,6 +199,7 @@ const ADD_DEFERRED_KEY: AddColumn = AddColumn {
 /// binlog transaction's commit time), for the lag `status` shows.
 const ADD_SOURCE_TIME: AddColumn = AddColumn {
     migration: "m20261126_000006_add_source_time",
+    table: "replication_state",
     column: "source_time",
     sql_type: "timestamptz",
 };
@@ -204,6 +208,7 @@ const ADD_SOURCE_TIME: AddColumn = AddColumn {
 /// report: when, rows compared, rows missing / extra / different, rows repaired.
 const ADD_VERIFY: AddColumn = AddColumn {
     migration: "m20261127_000008_add_verify",
+    table: "replication_state",
     column: "verify",
     sql_type: "jsonb",
 };
@@ -212,8 +217,19 @@ const ADD_VERIFY: AddColumn = AddColumn {
 /// run that holds the table takes the request (and clears it) as it readies the table.
 const ADD_SNAPSHOT_REQUESTED: AddColumn = AddColumn {
     migration: "m20261206_000010_add_snapshot_requested",
+    table: "replication_state",
     column: "snapshot_requested",
     sql_type: "timestamptz",
+};
+
+/// `sluice.schema_history.mapping`: the table's column mapping in force from that shape on,
+/// as `status` shows it (`lands in crm.people; excludes password_hash; masks email
+/// (sha256)`); NULL without one. A mapping changed between runs is recorded as a new version.
+const ADD_HISTORY_MAPPING: AddColumn = AddColumn {
+    migration: "m20261206_000011_add_history_mapping",
+    table: "schema_history",
+    column: "mapping",
+    sql_type: "text",
 };
 
 impl MigrationName for AddColumn {
@@ -226,8 +242,8 @@ impl MigrationName for AddColumn {
 impl MigrationTrait for AddColumn {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let sql = format!(
-            "ALTER TABLE sluice.replication_state ADD COLUMN IF NOT EXISTS {} {}",
-            self.column, self.sql_type
+            "ALTER TABLE sluice.{} ADD COLUMN IF NOT EXISTS {} {}",
+            self.table, self.column, self.sql_type
         );
         manager.get_connection().execute_unprepared(&sql).await?;
         Ok(())
@@ -235,8 +251,8 @@ impl MigrationTrait for AddColumn {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let sql = format!(
-            "ALTER TABLE sluice.replication_state DROP COLUMN IF EXISTS {}",
-            self.column
+            "ALTER TABLE sluice.{} DROP COLUMN IF EXISTS {}",
+            self.table, self.column
         );
         manager.get_connection().execute_unprepared(&sql).await?;
         Ok(())

@@ -55,15 +55,37 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
     let mut plans = Vec::with_capacity(settings.tables.len());
     let mut kept = Vec::with_capacity(settings.tables.len());
     let mut problems = Vec::new();
+    let mut bad_tables = 0;
     let mut targets: Vec<(String, String)> = Vec::new();
     for t in &settings.tables {
         let map = crate::sink::postgres::map::TableMap::of(t, &settings.target.schema, None);
         let planned = match crate::source::plan_table(&mut src, &settings, t).await {
-            Ok(plan) => map
-                .check(plan.model(), t.from_pattern || t.is_pattern())
-                .and_then(|()| ddl::check_names(&map.model(plan.model())))
-                .map(|()| plan),
-            Err(e) => Err(e),
+            Ok(plan) => {
+                let mut found = map.problems(plan.model(), t.from_pattern || t.is_pattern());
+                if found.is_empty() {
+                    if let Err(e) = ddl::check_names(&map.model(plan.model())) {
+                        found.push(e);
+                    }
+                }
+                match found.len() {
+                    0 => Ok(plan),
+                    _ => Err(found),
+                }
+            }
+            Err(e @ Error::Schema(_)) if !t.exclude_columns.is_empty() && !t.from_pattern => {
+                // A problem with exclude_columns: the rest of the mapping is checked against
+                // the table with every column, so that every problem shows at once.
+                let whole = crate::config::TableSettings {
+                    exclude_columns: Vec::new(),
+                    ..t.clone()
+                };
+                let mut found = vec![e];
+                if let Ok(plan) = crate::source::plan_table(&mut src, &settings, &whole).await {
+                    found.extend(map.problems(plan.model(), t.is_pattern()));
+                }
+                Err(found)
+            }
+            Err(e) => Err(vec![e]),
         };
         let target = map.qualified(&t.name);
         match targets.iter().find(|(_, q)| *q == target) {
@@ -72,6 +94,7 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
                     "tables {other:?} and {:?} would both land in {target}; give one another `target`",
                     t.name
                 )));
+                bad_tables += 1;
                 continue;
             }
             _ => targets.push((t.name.clone(), target)),
@@ -81,11 +104,22 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
                 plans.push(plan);
                 kept.push(t.clone());
             }
-            Err(e @ (Error::Schema(_) | Error::Config(_))) if t.from_pattern => {
-                warn!(table = %t.name, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
+            Err(mut found) => {
+                if let Some(i) = found
+                    .iter()
+                    .position(|e| !matches!(e, Error::Schema(_) | Error::Config(_)))
+                {
+                    return Err(found.swap_remove(i));
+                }
+                if t.from_pattern {
+                    for e in found {
+                        warn!(table = %t.name, reason = %e, "a table a [[tables]] pattern takes cannot be replicated; left out");
+                    }
+                } else {
+                    bad_tables += 1;
+                    problems.extend(found);
+                }
             }
-            Err(e @ (Error::Schema(_) | Error::Config(_))) => problems.push(e),
-            Err(e) => return Err(e),
         }
     }
     let listed = settings.tables.len();
@@ -103,7 +137,7 @@ pub async fn plan(settings: Settings, shutdown: &Shutdown) -> Result<Planned> {
         }),
         1 => Err(problems.remove(0)),
         n => Err(Error::Schema(format!(
-            "{n} of the {listed} tables cannot be replicated as configured:\n  - {}",
+            "{bad_tables} of the {listed} tables cannot be replicated as configured ({n} problems):\n  - {}",
             problems
                 .iter()
                 .map(ToString::to_string)

@@ -93,10 +93,13 @@ pub async fn prepare(
                 b.start_in(rec, settings.source.zero_dates)?;
             }
         }
+        // A mapping changed since the newest shape was recorded: a new version records it.
+        let remapped = recorded.is_some()
+            && state::latest_mapping(&mut tgt, &key).await?.as_deref() != map.description();
         plan.set_version(state::next_version(
             recorded.as_ref(),
             plan.model(),
-            false,
+            remapped,
             1,
         ));
         // A table already replicated gets the source's indexes now (one whose load is still

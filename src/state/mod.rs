@@ -375,14 +375,16 @@ pub async fn record_shape(
     model: &crate::model::TableModel,
     position: Option<&Position>,
     ddl: &[String],
+    mapping: Option<&str>,
 ) -> Result<()> {
     let json = serde_json::to_value(model)
         .map_err(|e| Error::Other(format!("the table model does not serialise: {e}")))?;
     sqlx::query(
-        "INSERT INTO sluice.schema_history (pipeline, table_name, version, position, model, ddl) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+        "INSERT INTO sluice.schema_history (pipeline, table_name, version, position, model, ddl, mapping) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (pipeline, table_name, version) DO UPDATE \
-           SET position = EXCLUDED.position, model = EXCLUDED.model, ddl = EXCLUDED.ddl, applied_at = now()",
+           SET position = EXCLUDED.position, model = EXCLUDED.model, ddl = EXCLUDED.ddl, \
+               mapping = EXCLUDED.mapping, applied_at = now()",
     )
     .bind(&key.pipeline)
     .bind(&key.table)
@@ -390,6 +392,7 @@ pub async fn record_shape(
     .bind(position.map(|p| &p.0))
     .bind(json)
     .bind(ddl)
+    .bind(mapping)
     .execute(&mut *tx)
     .await
     .map_err(tgt(format!(
@@ -417,13 +420,36 @@ pub fn next_version(
     }
 }
 
+/// The mapping recorded with a table's newest shape (`None`: none, or no shape recorded).
+pub async fn latest_mapping(conn: &mut PgConnection, key: &StateKey) -> Result<Option<String>> {
+    Ok(latest(conn, key).await?.and_then(|(_, mapping)| mapping))
+}
+
 /// The newest shape recorded for a table: the one its target rows are in.
 pub async fn latest_shape(
     conn: &mut PgConnection,
     key: &StateKey,
 ) -> Result<Option<crate::model::TableModel>> {
-    let row: Option<serde_json::Value> = sqlx::query_scalar(
-        "SELECT model FROM sluice.schema_history WHERE pipeline = $1 AND table_name = $2 \
+    latest(conn, key)
+        .await?
+        .map(|(m, _)| {
+            serde_json::from_value(m).map_err(|e| {
+                Error::Other(format!(
+                    "the shape of {:?} in sluice.schema_history cannot be read: {e}",
+                    key.table
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The newest row of a table's `sluice.schema_history`: its model and mapping.
+async fn latest(
+    conn: &mut PgConnection,
+    key: &StateKey,
+) -> Result<Option<(serde_json::Value, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT model, mapping FROM sluice.schema_history WHERE pipeline = $1 AND table_name = $2 \
          ORDER BY version DESC LIMIT 1",
     )
     .bind(&key.pipeline)
@@ -433,14 +459,5 @@ pub async fn latest_shape(
     .map_err(tgt(format!(
         "reading the shape of {:?} from sluice.schema_history",
         key.table
-    )))?;
-    row.map(|m| {
-        serde_json::from_value(m).map_err(|e| {
-            Error::Other(format!(
-                "the shape of {:?} in sluice.schema_history cannot be read: {e}",
-                key.table
-            ))
-        })
-    })
-    .transpose()
+    )))
 }

@@ -38,6 +38,8 @@ pub struct TableMap {
     /// `exclude_columns` (a filter may not read them).
     excluded: Vec<String>,
     salt: Option<Arc<Vec<u8>>>,
+    /// [`Self::describe`]'s text, recorded with each shape in `sluice.schema_history`.
+    described: Option<String>,
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -90,7 +92,7 @@ impl TableMap {
             Some(None) => (schema.to_string(), t.target.clone()),
             None => (schema.to_string(), None),
         };
-        TableMap {
+        let mut map = TableMap {
             schema,
             table,
             renames: t.rename_columns.clone(),
@@ -106,7 +108,15 @@ impl TableMap {
                 .and_then(|f| crate::filter::Filter::parse(f).ok()),
             excluded: t.exclude_columns.clone(),
             salt,
-        }
+            described: None,
+        };
+        map.described = map.description_of(t);
+        map
+    }
+
+    /// The mapping as [`Self::describe`] gives it; `None` without one.
+    pub fn description(&self) -> Option<&str> {
+        self.described.as_deref()
     }
 
     /// The mapping of the run's table `id` (its entry in the expanded `settings.tables`).
@@ -125,10 +135,13 @@ impl TableMap {
     /// The table's mapping as people read it (`status`): `lands in crm.people; excludes
     /// password_hash; renames fname → first_name; masks email (sha256)`; `None` without one.
     pub fn describe(t: &TableSettings, schema: &str) -> Option<String> {
-        let map = TableMap::of(t, schema, None);
+        TableMap::of(t, schema, None).described
+    }
+
+    fn description_of(&self, t: &TableSettings) -> Option<String> {
         let mut parts = Vec::new();
         if t.target.is_some() {
-            parts.push(format!("lands in {}.{}", map.schema, map.table(&t.name)));
+            parts.push(format!("lands in {}.{}", self.schema, self.table(&t.name)));
         }
         if !t.exclude_columns.is_empty() {
             parts.push(format!("excludes {}", t.exclude_columns.join(", ")));
@@ -254,30 +267,100 @@ impl TableMap {
 
     /// Checks the options against the source's table: every renamed or masked column there
     /// (unless `lenient`: a pattern's tables need not all have them), none of them a key
-    /// column when masked, no two target columns of one name.
+    /// column when masked, no two target columns of one name. Every problem at once, joined
+    /// (see [`Self::problems`]).
     pub fn check(&self, m: &TableModel, lenient: bool) -> Result<()> {
-        let has = |c: &str| m.columns.iter().any(|x| same(&x.name, c));
-        if let Some(f) = &self.filter {
-            f.check(m, &self.excluded)?;
+        let problems = self.problems(m, lenient);
+        if problems.is_empty() {
+            return Ok(());
         }
+        Err(Error::Schema(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  - "),
+        ))
+    }
+
+    /// What stops a table whose source changed shape to `new` while this mapping names its
+    /// columns: a column the mapping names renamed on the source (the mapping, naming the old
+    /// name, would no longer apply to it: a masked column would land unmasked), or a column
+    /// the filter reads gone (no row would pass it any more). The configuration must change
+    /// first; `None` when the mapping still holds.
+    pub fn shape_problem(&self, new: &TableModel) -> Option<Error> {
+        let options = |c: &str| -> Vec<&'static str> {
+            let mut out = Vec::new();
+            if self.renames.keys().any(|k| same(k, c)) {
+                out.push("rename_columns");
+            }
+            if self.masks.keys().any(|k| same(k, c)) {
+                out.push("mask_columns");
+            }
+            if self.types.keys().any(|k| same(k, c)) {
+                out.push("column_types");
+            }
+            if let Some(f) = &self.filter {
+                if f.reads(c) {
+                    out.push("where");
+                }
+            }
+            out
+        };
+        for c in &new.columns {
+            let Some(from) = c.renamed_from.as_deref() else {
+                continue;
+            };
+            let named = options(from);
+            if !named.is_empty() {
+                return Some(Error::Schema(format!(
+                    "table {:?}: the source renamed column {from:?} to {:?}, and {} names {from:?}: the mapping would no longer apply to it{}. The table stops here (the others go on), before any of its rows in the new shape is written. To go on: name {:?} instead of {from:?} there (rename_columns = {{ {} = \"…\" }} keeps the target column's name), then restart sluice; the table resumes where it stopped",
+                    new.name,
+                    c.name,
+                    named.join(" and "),
+                    if named.contains(&"mask_columns") { " and its values would land unmasked" } else { "" },
+                    c.name,
+                    c.name
+                )));
+            }
+        }
+        if let Some(f) = &self.filter {
+            if let Some(c) = f.columns().into_iter().find(|c| new.column(c).is_none()) {
+                return Some(Error::Schema(format!(
+                    "table {:?}: the source dropped column {c:?}, which `where` reads: no row would pass the filter any more. The table stops here (the others go on). To go on: change `where` so that it reads columns the table has, then restart sluice",
+                    new.name
+                )));
+            }
+        }
+        None
+    }
+
+    /// Every problem [`Self::check`] finds, each with its fix.
+    pub fn problems(&self, m: &TableModel, lenient: bool) -> Vec<Error> {
+        let mut out = Vec::new();
+        if let Some(Err(e)) = self.filter.as_ref().map(|f| f.check(m, &self.excluded)) {
+            out.push(e);
+        }
+        let mut bad = |text: String| out.push(Error::Schema(text));
+        let has = |c: &str| m.columns.iter().any(|x| same(&x.name, c));
         for (c, ty) in &self.types {
             if super::types::normal_type(ty).is_none() {
-                return Err(Error::Schema(format!(
+                bad(format!(
                     "table {:?}: column_types gives {c:?} the type {ty:?}, which column_types does not take: text, character varying[(n)], jsonb, json, uuid, boolean, smallint, integer, bigint, numeric[(p[,s])], real, double precision, date, timestamp[(n)] [with time zone]",
                     m.name
-                )));
+                ));
             }
         }
         for c in &m.columns {
             if let Some(ty) = self.target_type(&c.name) {
                 if !super::types::override_allowed(c, &ty) {
-                    return Err(Error::Schema(format!(
+                    bad(format!(
                         "table {:?}: column_types gives {:?} ({}) the type {ty}, which cannot hold all of its values (sluice's mapping: {}); choose a type that can, or text",
                         m.name,
                         c.name,
                         c.source_type,
                         super::types::pg_type(c)
-                    )));
+                    ));
                 }
             }
         }
@@ -289,39 +372,39 @@ impl TableMap {
             .chain(self.types.keys().map(|c| ("column_types", c)))
         {
             if !lenient && !has(c) {
-                return Err(Error::Schema(format!(
+                bad(format!(
                     "table {:?}: {what} names {c:?}, which the table does not have (its columns: {}); correct the name or remove it",
                     m.name,
                     m.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                )));
+                ));
             }
         }
         for c in &m.columns {
             if self.mask(&c.name) == Some(&Mask::Sha256) && !hashable(c.kind) {
-                return Err(Error::Schema(format!(
+                bad(format!(
                     "table {:?}: mask_columns gives {:?} ({}) a sha256 mask, which takes text, integer, DECIMAL and binary columns only; use \"redact\", \"null\" or \"constant:…\" for it",
                     m.name, c.name, c.source_type
-                )));
+                ));
             }
         }
         for &k in &m.primary_key {
             if self.mask(&m.columns[k].name).is_some() {
-                return Err(Error::Schema(format!(
+                bad(format!(
                     "table {:?}: mask_columns names {:?}, which is in the table's primary key: the target needs the key's own values to apply updates and deletes; remove it from mask_columns (rename_columns can rename it)",
                     m.name, m.columns[k].name
-                )));
+                ));
             }
         }
         let target = self.model(m);
         for (i, c) in target.columns.iter().enumerate() {
             if target.columns[..i].iter().any(|o| o.name == c.name) {
-                return Err(Error::Schema(format!(
+                bad(format!(
                     "table {:?}: two columns would be named {:?} on the target; change rename_columns",
                     m.name, c.name
-                )));
+                ));
             }
         }
-        Ok(())
+        out
     }
 
     fn masked_value(&self, mask: &Mask, v: &Value) -> Value {

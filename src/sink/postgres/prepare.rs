@@ -65,7 +65,7 @@ impl PgSink {
             );
         }
         if t.recorded.is_none_or(|r| r.version != t.model.version) {
-            state::record_shape(conn, t.key, t.model, t.start, &ran).await?;
+            state::record_shape(conn, t.key, t.model, t.start, &ran, t.map.description()).await?;
         }
         raw("COMMIT")
             .execute(&mut *conn)

@@ -107,6 +107,11 @@ impl ShapeFollower {
         let kept: Vec<usize> = (0..names.len())
             .filter(|&i| !t.config.excludes(&names[i]))
             .collect();
+        let excluded_here: Vec<String> = names
+            .iter()
+            .filter(|n| t.config.excludes(n))
+            .cloned()
+            .collect();
         let fits = |kind: crate::model::Kind, i: usize| {
             let c = &cols[i];
             let ty = tme
@@ -202,6 +207,7 @@ impl ShapeFollower {
                 .filter(|i| i.columns.iter().all(|c| names.contains(c)))
                 .cloned()
                 .collect(),
+            excluded: excluded_here,
         };
         let (mut spec, keyset, decoders) =
             match super::shape(&source, key, self.zero_dates, model.version + 1) {
@@ -211,6 +217,15 @@ impl ShapeFollower {
         t.table_map = Some(sig);
         if spec.model.same_shape(&model) {
             return Ok(None);
+        }
+        if let Some(error) = crate::source::mysql::excluded_renamed(
+            &t.spec.excluded,
+            &spec.excluded,
+            &model,
+            &spec.model,
+            &t.renames,
+        ) {
+            return Ok(Some(error));
         }
         let new = std::sync::Arc::make_mut(&mut spec.model);
         // Renames the ALTER statements named, then those their places tell.

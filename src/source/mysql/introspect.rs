@@ -37,6 +37,8 @@ pub struct SourceTable {
     pub primary_key: Vec<String>,
     /// Secondary indexes a PostgreSQL btree can mirror (full columns, BTREE/HASH).
     pub indexes: Vec<crate::model::Index>,
+    /// The columns `exclude_columns` left out that the table has.
+    pub excluded: Vec<String>,
 }
 
 /// A foreign key of a source table, as `information_schema` has it.
@@ -222,18 +224,29 @@ pub async fn introspect(
         });
     }
     if exclude.strict {
-        if let Some(c) = exclude
+        let missing: Vec<&String> = exclude
             .columns
             .iter()
-            .find(|c| !infos.iter().any(|i| i.name.eq_ignore_ascii_case(c)))
-        {
+            .filter(|c| !infos.iter().any(|i| i.name.eq_ignore_ascii_case(c)))
+            .collect();
+        if !missing.is_empty() {
+            let names = missing
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(Error::Schema(format!(
-                "table {table:?}: exclude_columns names {c:?}, which the table does not have (its columns: {}); correct the name or remove it",
+                "table {table:?}: exclude_columns names {names}, which the table does not have (its columns: {}); correct the name or remove it",
                 infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
     }
     // Left out before mapping: an excluded column may be of a type sluice cannot carry.
+    let excluded: Vec<String> = infos
+        .iter()
+        .filter(|i| exclude.has(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
     infos.retain(|i| !exclude.has(&i.name));
     // MariaDB's JSON is an alias of LONGTEXT plus a `json_valid(`col`)` CHECK constraint
     // (DATA_TYPE says `longtext`); MySQL reports `json` itself and has no TABLE_NAME in
@@ -285,6 +298,7 @@ pub async fn introspect(
         columns,
         primary_key,
         indexes,
+        excluded,
     })
 }
 
@@ -355,6 +369,7 @@ impl SourceTable {
                 .map(|&i| model.columns[i].name.clone())
                 .collect(),
             indexes: model.indexes.clone(),
+            excluded: Vec::new(),
         }
     }
 
@@ -541,6 +556,7 @@ mod tests {
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
             indexes: Vec::new(),
+            excluded: Vec::new(),
         }
     }
 

@@ -494,6 +494,56 @@ pub async fn introspect_keyed(
     Ok((source, key))
 }
 
+/// A change of a table's shape in which a column `exclude_columns` left out went while the
+/// table gained columns: if one of them is that column renamed (`renames`: those its ALTER
+/// statements named, when known), it would land on the target, unexcluded. The table stops
+/// instead, naming both, until the configuration names the column as it is now.
+/// `before`, `now`: the excluded columns the table had in the old shape and has in the new;
+/// `old`, `new`: the shapes (the excluded columns left out).
+pub fn excluded_renamed(
+    before: &[String],
+    now: &[String],
+    old: &crate::model::TableModel,
+    new: &crate::model::TableModel,
+    renames: &[(String, String)],
+) -> Option<Error> {
+    let gone: Vec<&String> = before.iter().filter(|b| !now.contains(b)).collect();
+    if gone.is_empty() {
+        return None;
+    }
+    let named = renames
+        .iter()
+        .find(|(from, to)| gone.contains(&from) && new.column(to).is_some());
+    let came: Vec<&str> = new
+        .columns
+        .iter()
+        .filter(|c| old.column(&c.name).is_none() && c.renamed_from.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    let (what, to) = match named {
+        Some((from, to)) => (format!("renamed {from:?} to {to:?}"), to.clone()),
+        None if !came.is_empty() => (
+            format!(
+                "dropped {} and gained {} in one change, which may be a rename",
+                gone.iter()
+                    .map(|g| format!("{g:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                came.iter()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            came[0].to_string(),
+        ),
+        None => return None,
+    };
+    Some(Error::Schema(format!(
+        "table {:?}: the source {what}; exclude_columns names the old name, so the column would now reach the target. The table stops here (the others go on), before any of its values is written. To go on: name {to:?} in exclude_columns (a column that is really new: remove the old name instead), then restart sluice; the table resumes where it stopped",
+        new.name
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

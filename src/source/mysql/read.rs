@@ -26,6 +26,8 @@ pub struct ReadSpec {
     /// flag for each and fails the row when it is set.
     flagged: Vec<usize>,
     select: String,
+    /// The columns `exclude_columns` left out that the table had in this shape.
+    pub excluded: Vec<String>,
 }
 
 impl ReadSpec {
@@ -75,6 +77,7 @@ impl ReadSpec {
             keyed,
             flagged,
             select: String::new(),
+            excluded: source.excluded.clone(),
         };
         let mut exprs: Vec<String> = (0..n).map(|i| spec.select_expr(i)).collect();
         for &i in &spec.flagged {
@@ -336,6 +339,7 @@ mod tests {
             ],
             primary_key: vec![],
             indexes: vec![],
+            excluded: vec![],
         };
         let s = ReadSpec::new(&t, vec![0], ZeroDates::Null, &[0]);
         assert!(!s.model.columns[0].may_be_null() && s.model.columns[1].may_be_null());

@@ -274,6 +274,7 @@ mod tests {
             ],
             primary_key: vec!["id".into()],
             indexes: vec![],
+            excluded: vec![],
         }
     }
 

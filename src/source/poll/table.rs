@@ -200,6 +200,15 @@ impl TableReader {
         let model = std::sync::Arc::make_mut(&mut spec.model);
         model.version = old.version + 1;
         model.infer_renames(&old);
+        if let Some(error) = crate::source::mysql::excluded_renamed(
+            &self.spec.excluded,
+            &spec.excluded,
+            &old,
+            model,
+            &[],
+        ) {
+            return Err(error);
+        }
         let Mark(position, load) = before;
         self.position = position;
         self.load = load;
@@ -720,6 +729,7 @@ mod tests {
             ],
             primary_key: vec!["order_id".into()],
             indexes: vec![],
+            excluded: vec![],
         };
         let keyset = Keyset::resolve(&t, &["created".into()], &[0]).unwrap();
         let spec = ReadSpec::new(&t, vec![0], Default::default(), &keyset.columns);

@@ -314,6 +314,9 @@ impl TableWriter {
         // shape may be older: a lane that restarted starts from the shape at start-up).
         let recorded = crate::state::latest_shape(tx, &self.key).await?;
         let old = recorded.as_ref().unwrap_or(&self.committed_source);
+        if let Some(e) = self.map.shape_problem(new) {
+            return Err(e);
+        }
         // The target's terms: the mapped shapes.
         let (old, mapped) = (self.map.model(old), Arc::new(self.map.model(new)));
         let have = reshape::target_columns(tx, &self.schema, &mapped.name).await?;
@@ -349,7 +352,15 @@ impl TableWriter {
             new.clone()
         };
         if recorded.as_ref().is_none_or(|r| r.version != version) {
-            crate::state::record_shape(tx, &self.key, &new, Some(position), &ran).await?;
+            crate::state::record_shape(
+                tx,
+                &self.key,
+                &new,
+                Some(position),
+                &ran,
+                self.map.description(),
+            )
+            .await?;
         }
         let new = &new;
         // The temporary tables mirror the old columns.
