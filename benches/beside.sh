@@ -24,8 +24,7 @@ DB=sluice_beside_bench
 source benches/lib.sh
 bench_setup "$DB"
 export SLUICE_HTTP_ADDR=127.0.0.1:0
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"; kill $(jobs -p) 2>/dev/null || true' EXIT
+bench_work
 
 ddl_sbtest() { echo "CREATE TABLE big (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL DEFAULT 0, c CHAR(120) NOT NULL DEFAULT '', pad CHAR(60) NOT NULL DEFAULT '', KEY k_1 (k))"; }
 pg_sbtest() { echo "CREATE TABLE public.big (id integer PRIMARY KEY, k integer NOT NULL, c text NOT NULL, pad text NOT NULL)"; }
@@ -39,7 +38,6 @@ pg_orders() { echo "CREATE TABLE public.big (order_id text PRIMARY KEY, created 
 pipe_orders() { echo "SELECT order_id, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM big"; }
 seed_orders() { echo "INSERT INTO big SELECT UUID(), TIMESTAMP('2026-01-01') + INTERVAL seq SECOND FROM seq_1_to_$ROWS"; }
 
-rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 config() { # config FILE TABLE...
     local file=$1
     shift

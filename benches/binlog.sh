@@ -38,11 +38,8 @@ bench_setup "$DB"
 command -v sysbench >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y sysbench >/dev/null
 export SLUICE_HTTP_ADDR=127.0.0.1:0
 export RUST_LOG=warn
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"; kill $(jobs -p) 2>/dev/null || true' EXIT
+bench_work
 
-rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 PEAK_RSS=0
 CPU=0 # sluice's own CPU seconds (user + system) in its last run
 note_rss() {

@@ -17,6 +17,12 @@ bench_setup() {
 }
 
 now() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }  # rate N T0 T1: N per second
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+bench_work() { # a scratch directory in $WORK, removed (and background jobs stopped) on exit
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"; kill $(jobs -p) 2>/dev/null || true' EXIT
+}
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 probe_tables() { # probe_tables DB: a probe table on both sides; the target stamps each row as it lands
     "${MY[@]}" "$1" -e "CREATE TABLE probe (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)"

@@ -28,8 +28,12 @@ use crate::urls::host_port;
 /// Opens one connection to the source. The driver sets the session time zone to UTC,
 /// which is what TIMESTAMP columns are read in.
 pub async fn source(url: &str) -> Result<MySqlConnection> {
+    // sqlx's own statement logs (every statement at debug, and a slow one, such as a
+    // verify's checksum of a large table, at warn with its whole text) are left out: sluice
+    // logs what it does itself.
     let opts = MySqlConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(format!("source URL {} is not valid: {e}", redact(url))))?;
+        .map_err(|e| Error::Config(format!("source URL {} is not valid: {e}", redact(url))))?
+        .disable_statement_logging();
     let mut conn = opts.connect().await.map_err(|e| {
         let mut err = Error::db(
             Side::Source,
@@ -56,7 +60,8 @@ pub async fn source(url: &str) -> Result<MySqlConnection> {
 pub async fn target(url: &str, role: &str) -> Result<PgConnection> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("target URL {} is not valid: {e}", redact(url))))?
-        .application_name(&format!("sluice {role}"));
+        .application_name(&format!("sluice {role}"))
+        .disable_statement_logging();
     let mut conn = opts.connect().await.map_err(|e| {
         let mut err = Error::db(
             Side::Target,

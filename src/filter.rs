@@ -264,6 +264,110 @@ pub struct Filter {
     expr: Expr,
 }
 
+/// A [`Filter`] resolved against one table model ([`Filter::bind`]).
+pub struct Bound {
+    expr: BoundExpr,
+}
+
+/// A literal's value for its column, and as an integer when it is one (compared with
+/// integer columns without conversion).
+struct BoundLit {
+    key: Key,
+    int: Option<i128>,
+}
+
+/// [`Expr`] with each column's place and kind (`None`: the model has no such column, which
+/// is unknown) and each literal's value (`None`: not a value of its column, unknown).
+enum BoundExpr {
+    And(Box<BoundExpr>, Box<BoundExpr>),
+    Or(Box<BoundExpr>, Box<BoundExpr>),
+    Not(Box<BoundExpr>),
+    Cmp(Option<(usize, Kind)>, Cmp, Option<BoundLit>),
+    IsNull(Option<(usize, Kind)>, bool),
+    In(Option<(usize, Kind)>, Vec<Option<BoundLit>>, bool),
+    Like(Option<(usize, Kind)>, Vec<char>, bool),
+}
+
+impl Bound {
+    /// Whether `row` passes: SQL's three-valued logic, NULL (unknown) not passing.
+    pub fn keeps(&self, row: &[Value]) -> bool {
+        Self::eval(&self.expr, row) == Some(true)
+    }
+
+    fn eval(e: &BoundExpr, row: &[Value]) -> Option<bool> {
+        let value = |c: &Option<(usize, Kind)>| {
+            let (i, kind) = (*c)?;
+            Some((kind, row.get(i)?))
+        };
+        match e {
+            BoundExpr::And(a, b) => match (Self::eval(a, row), Self::eval(b, row)) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            BoundExpr::Or(a, b) => match (Self::eval(a, row), Self::eval(b, row)) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            BoundExpr::Not(a) => Self::eval(a, row).map(|b| !b),
+            BoundExpr::IsNull(c, is) => {
+                let (_, v) = value(c)?;
+                Some((*v == Value::Null) == *is)
+            }
+            BoundExpr::Cmp(c, op, l) => {
+                let (kind, v) = value(c)?;
+                let o = compare(kind, v, l.as_ref()?)?;
+                Some(match op {
+                    Cmp::Eq => o.is_eq(),
+                    Cmp::Ne => o.is_ne(),
+                    Cmp::Lt => o.is_lt(),
+                    Cmp::Le => o.is_le(),
+                    Cmp::Gt => o.is_gt(),
+                    Cmp::Ge => o.is_ge(),
+                })
+            }
+            BoundExpr::In(c, list, is) => {
+                let (kind, v) = value(c)?;
+                if *v == Value::Null {
+                    return None;
+                }
+                let found = list
+                    .iter()
+                    .flatten()
+                    .any(|l| compare(kind, v, l).is_some_and(|o| o.is_eq()));
+                Some(found == *is)
+            }
+            BoundExpr::Like(c, p, is) => {
+                let (kind, v) = value(c)?;
+                // `check` lets LIKE take text columns only.
+                match v {
+                    Value::Null => None,
+                    Value::Text(t) => Some(like(t, p) == *is),
+                    v => match column_key(kind, v)? {
+                        Key::Text(t) => Some(like(&t, p) == *is),
+                        Key::Num(_) | Key::Float(_) => None,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// How value `v` of a column of `kind` orders against literal `l`; `None` for NULL. Text
+/// and integers are compared in place; the rest through [`column_key`].
+fn compare(kind: Kind, v: &Value, l: &BoundLit) -> Option<std::cmp::Ordering> {
+    match (v, &l.key, l.int) {
+        (Value::Null, ..) => None,
+        (Value::Int(i), Key::Num(_), Some(n)) => Some(i128::from(*i).cmp(&n)),
+        (Value::UInt(u), Key::Num(_), Some(n)) => Some(i128::from(*u).cmp(&n)),
+        (Value::Text(s), Key::Text(t), _) if !matches!(kind, Kind::Decimal { .. }) => {
+            Some(s.as_str().cmp(t.as_str()))
+        }
+        _ => column_key(kind, v)?.partial_cmp(&l.key),
+    }
+}
+
 /// What a value compares as: integers and DECIMALs exactly (as MySQL compares them with a
 /// number literal), FLOAT and DOUBLE as doubles.
 #[derive(Debug, PartialEq, PartialOrd)]
@@ -343,7 +447,7 @@ fn lit_key(kind: Kind, l: &Lit) -> Option<Key> {
 }
 
 /// `text` LIKE `pattern` (`%`, `_`, `\` escapes), byte for byte.
-fn like(text: &str, pattern: &str) -> bool {
+fn like(text: &str, pattern: &[char]) -> bool {
     fn go(t: &[char], p: &[char]) -> bool {
         match p.first() {
             None => t.is_empty(),
@@ -353,8 +457,8 @@ fn like(text: &str, pattern: &str) -> bool {
             Some(c) => t.first() == Some(c) && go(&t[1..], &p[1..]),
         }
     }
-    let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
-    go(&t, &p)
+    let t: Vec<char> = text.chars().collect();
+    go(&t, pattern)
 }
 
 fn quote_mysql(s: &str) -> String {
@@ -477,61 +581,46 @@ impl Filter {
     }
 
     /// Whether `row` (of `m`) passes: SQL's three-valued logic, NULL (unknown) not passing.
+    /// For many rows, [`Self::bind`] once and ask the [`Bound`].
     pub fn keeps(&self, m: &TableModel, row: &[Value]) -> bool {
-        self.eval(&self.expr, m, row) == Some(true)
+        self.bind(m).keeps(row)
     }
 
-    fn eval(&self, e: &Expr, m: &TableModel, row: &[Value]) -> Option<bool> {
-        let value = |c: &str| {
-            let i = m.column(c)?;
-            Some((m.columns[i].kind, row.get(i)?))
-        };
-        match e {
-            Expr::And(a, b) => match (self.eval(a, m, row), self.eval(b, m, row)) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
+    /// The filter resolved against model `m`: its columns' places and its literals' values
+    /// found once, for the rows of one batch.
+    pub fn bind(&self, m: &TableModel) -> Bound {
+        fn column(m: &TableModel, c: &str) -> Option<(usize, Kind)> {
+            m.column(c).map(|i| (i, m.columns[i].kind))
+        }
+        fn lit(col: Option<(usize, Kind)>, l: &Lit) -> Option<BoundLit> {
+            let key = lit_key(col?.1, l)?;
+            let int = match &key {
+                Key::Num(n) if n.is_integer() => n.to_string().parse::<i128>().ok(),
                 _ => None,
-            },
-            Expr::Or(a, b) => match (self.eval(a, m, row), self.eval(b, m, row)) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            },
-            Expr::Not(a) => self.eval(a, m, row).map(|b| !b),
-            Expr::IsNull(c, is) => {
-                let (_, v) = value(c)?;
-                Some((*v == Value::Null) == *is)
-            }
-            Expr::Cmp(c, op, l) => {
-                let (kind, v) = value(c)?;
-                let (a, b) = (column_key(kind, v)?, lit_key(kind, l)?);
-                let o = a.partial_cmp(&b)?;
-                Some(match op {
-                    Cmp::Eq => o.is_eq(),
-                    Cmp::Ne => o.is_ne(),
-                    Cmp::Lt => o.is_lt(),
-                    Cmp::Le => o.is_le(),
-                    Cmp::Gt => o.is_gt(),
-                    Cmp::Ge => o.is_ge(),
-                })
-            }
-            Expr::In(c, list, is) => {
-                let (kind, v) = value(c)?;
-                let a = column_key(kind, v)?;
-                let found = list.iter().any(|l| lit_key(kind, l).as_ref() == Some(&a));
-                Some(found == *is)
-            }
-            Expr::Like(c, p, is) => {
-                let (kind, v) = value(c)?;
-                // `check` lets LIKE take text columns only.
-                match column_key(kind, v)? {
-                    Key::Text(t) => Some(like(&t, p) == *is),
-                    Key::Num(_) | Key::Float(_) => None,
+            };
+            Some(BoundLit { key, int })
+        }
+        fn go(e: &Expr, m: &TableModel) -> BoundExpr {
+            match e {
+                Expr::And(a, b) => BoundExpr::And(Box::new(go(a, m)), Box::new(go(b, m))),
+                Expr::Or(a, b) => BoundExpr::Or(Box::new(go(a, m)), Box::new(go(b, m))),
+                Expr::Not(a) => BoundExpr::Not(Box::new(go(a, m))),
+                Expr::IsNull(c, is) => BoundExpr::IsNull(column(m, c), *is),
+                Expr::Cmp(c, op, l) => {
+                    let col = column(m, c);
+                    BoundExpr::Cmp(col, *op, lit(col, l))
                 }
+                Expr::In(c, list, is) => {
+                    let col = column(m, c);
+                    BoundExpr::In(col, list.iter().map(|l| lit(col, l)).collect(), *is)
+                }
+                Expr::Like(c, p, is) => BoundExpr::Like(column(m, c), p.chars().collect(), *is),
             }
         }
+        Bound {
+            expr: go(&self.expr, m),
+        }
     }
-
     /// The filter as a MySQL condition on table `m`'s columns, giving what [`Self::keeps`]
     /// gives (text compared byte for byte in utf8mb4).
     pub fn mysql(&self, m: &TableModel) -> String {

@@ -326,6 +326,11 @@ pub struct ChangeSet {
     /// (in the same transaction) before they are applied, and they are rows of this model.
     /// `None`: the shape the sink has.
     pub shape: Option<std::sync::Arc<TableModel>>,
+    /// Every row here is read for the first time in an initial load that reads each key
+    /// once (polling's load in primary-key order): none of them was written before by this
+    /// load. With a target empty when the load began (its key deferred), a row a `where`
+    /// filter does not keep cannot be there, and needs no delete.
+    pub first_reads: bool,
 }
 
 /// What the sink applies in one transaction: one or more tables' change sets.

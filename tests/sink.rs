@@ -54,6 +54,7 @@ fn batch(changes: Vec<Change>, pos: i64) -> Batch {
             bytes: 0,
             source_time: None,
             shape: None,
+            first_reads: false,
         }],
         commit: true,
         transactions: 1,

@@ -75,6 +75,7 @@ pub fn changes(table: TableId, changes: Vec<Change>, position: Position) -> Chan
         position,
         source_time: None,
         shape: None,
+        first_reads: false,
     }
 }
 

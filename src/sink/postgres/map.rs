@@ -79,7 +79,13 @@ fn hmac_pads(salt: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 impl TableMap {
@@ -487,28 +493,47 @@ impl TableMap {
     /// `changes` (of source model `m`) as the target takes them: a row the filter does not
     /// keep is left out when it is new (an insert), deleted when it may be there (an upsert,
     /// an update: moved out of the filter, under its old key too when that changed); then
-    /// masked. `None` when there is no filter nor mask; else the changes and how many rows
-    /// the filter kept off.
-    pub fn map_changes(&self, m: &TableModel, changes: &[Change]) -> Option<(Vec<Change>, usize)> {
+    /// masked. `first_reads`: every row is read for the first time into a target that held
+    /// none of them (a load in key order into an empty table), so a row the filter does not
+    /// keep cannot be there and is left out too. `None` when there is no filter nor mask;
+    /// else the changes and how many rows the filter kept off.
+    pub fn map_changes(
+        &self,
+        m: &TableModel,
+        changes: &[Change],
+        first_reads: bool,
+    ) -> Option<(Vec<Change>, usize)> {
         if !self.masks_rows() && self.filter.is_none() {
             return None;
         }
+        let filter = self.filter.as_ref().map(|f| f.bind(m));
+        let masks: Vec<(usize, &Mask)> = m
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, self.mask(&c.name)?)))
+            .collect();
         let mut filtered = 0;
         let mut out = Vec::with_capacity(changes.len());
         for c in changes {
-            let kept = match (&self.filter, c.op) {
-                (Some(f), Op::Insert | Op::Update | Op::Upsert) => f.keeps(m, &c.row),
+            let kept = match (&filter, c.op) {
+                (Some(f), Op::Insert | Op::Update | Op::Upsert) => f.keeps(&c.row),
                 _ => true,
             };
             if kept {
                 let mut c = c.clone();
-                self.mask_row(m, &mut c.row);
+                for &(i, mask) in &masks {
+                    if let Some(v) = c.row.get_mut(i) {
+                        *v = self.masked_value(mask, v);
+                    }
+                }
                 out.push(c);
                 continue;
             }
             filtered += 1;
             match c.op {
                 Op::Insert => {}
+                _ if first_reads => {}
                 _ => {
                     // A delete needs the key only: the other values go as they are, unmasked
                     // values never reach a target column.

@@ -776,6 +776,7 @@ impl BinlogSource {
                     bytes: 0,
                     source_time: None,
                     shape: None,
+                    first_reads: false,
                 });
             }
         }
@@ -806,6 +807,7 @@ impl BTable {
             bytes,
             source_time: None,
             shape: None,
+            first_reads: false,
         }
     }
 }

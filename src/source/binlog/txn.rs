@@ -234,6 +234,7 @@ pub(super) fn part(
         bytes: 0,
         source_time: None,
         shape,
+        first_reads: false,
     }
 }
 

@@ -374,6 +374,7 @@ impl PollSource {
                         bytes,
                         source_time,
                         shape: t.pending_shape.take(),
+                        first_reads: before.in_key_order_load(),
                     }
                 });
                 (set, after)

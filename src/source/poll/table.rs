@@ -97,6 +97,14 @@ pub(super) struct TableReader {
 #[derive(Clone)]
 pub(super) struct Mark(Option<Vec<Value>>, Option<KeyLoad>);
 
+impl Mark {
+    /// Reading was in an initial load in primary-key order: the next page's rows are read
+    /// for the first time (the load reads each key once).
+    pub(super) fn in_key_order_load(&self) -> bool {
+        self.1.is_some()
+    }
+}
+
 /// An initial load read in primary-key order. Every row whose cursor is below `until` (the
 /// read horizon when the load started: below the oldest open transaction, less a second
 /// and the safety lag) was committed when it started, so one scan in key order sees them

@@ -411,10 +411,15 @@ impl TableWriter {
         }
         // Rows outside the filter (`where`) and masked columns (`mask_columns`) never reach
         // the target as they are.
-        let (masked, filtered) = match self.map.map_changes(&self.source, &part.changes) {
-            Some((changes, filtered)) => (Some(changes), filtered),
-            None => (None, 0),
-        };
+        let first_reads = part.first_reads && self.deferred_key.is_some();
+        let (masked, filtered) =
+            match self
+                .map
+                .map_changes(&self.source, &part.changes, first_reads)
+            {
+                Some((changes, filtered)) => (Some(changes), filtered),
+                None => (None, 0),
+            };
         let all = masked.as_deref().unwrap_or(&part.changes);
         // A TRUNCATE makes every change before it moot: truncate, then apply the rest.
         let changes = match all.iter().rposition(|c| c.op == Op::Truncate) {
