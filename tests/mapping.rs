@@ -739,7 +739,7 @@ fn a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration
             ),
         )
     };
-    let cfg = tables("exclude_columns = [\"secret\"]\nmask_columns = { email = \"redact\" }");
+    let mut cfg = tables("exclude_columns = [\"secret\"]\nmask_columns = { email = \"redact\" }");
     let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
     run.wait_until("p's rows, masked", || {
         p_rows(&db).len() == 2 && p_rows(&db)[1][1].as_deref() == Some("***")
@@ -795,9 +795,20 @@ fn a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration
         );
         signal(&run.child, "TERM");
         run.wait_exit(Duration::from_secs(30));
+        // A repair with the configuration as it was is refused too: through a mapping that
+        // no longer names the column, it would write the values as they are.
+        let out = db.run(&["--config", &cfg, "verify", "--repair"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("which the table does not have"), "{err}");
+        assert_eq!(
+            db.pg_i64("SELECT COUNT(*) FROM p WHERE p::text LIKE '%leaked%'"),
+            0,
+            "the refused repair wrote nothing"
+        );
 
         // The configuration follows: the table resumes where it stopped, with the row.
-        let cfg = tables(options);
+        cfg = tables(options);
         run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
         run.wait_until("p's new row", || p_rows(&db).len() == n);
         let id = Some(n.to_string());

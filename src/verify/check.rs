@@ -299,14 +299,7 @@ impl Check<'_> {
         };
         let spec = plan.spec();
         let t = &*spec.model;
-        let p = Plan::new(
-            spec,
-            crate::sink::postgres::map::TableMap::of(
-                self.table,
-                &self.settings.target.schema,
-                self.settings.mask_salt.clone(),
-            ),
-        );
+        let p = Plan::checked(spec, self.table, self.settings)?;
         let mut report = TableReport {
             table: t.name.clone(),
             skipped_columns: p.skipped(t),

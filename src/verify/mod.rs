@@ -181,6 +181,23 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The plan of table `ts` through its mapping, once the mapping is checked against the
+    /// table as it is: a mapping naming a column the source renamed since would compare (and
+    /// a repair write) its values unmasked, so it is refused, saying what to change.
+    pub(crate) fn checked(
+        spec: &ReadSpec,
+        ts: &crate::config::TableSettings,
+        settings: &Settings,
+    ) -> Result<Plan> {
+        let map = crate::sink::postgres::map::TableMap::of(
+            ts,
+            &settings.target.schema,
+            settings.mask_salt.clone(),
+        );
+        map.check(&spec.model, ts.from_pattern || ts.is_pattern())?;
+        Ok(Plan::new(spec, map))
+    }
+
     pub(crate) fn new(spec: &ReadSpec, map: crate::sink::postgres::map::TableMap) -> Plan {
         let source = &*spec.model;
         let masked = map.masked(source);
@@ -638,14 +655,7 @@ pub async fn verify_table(settings: &Settings, name: &str, repair: bool) -> Resu
             )));
         }
     }
-    let p = Plan::new(
-        spec,
-        crate::sink::postgres::map::TableMap::of(
-            ts,
-            &settings.target.schema,
-            settings.mask_salt.clone(),
-        ),
-    );
+    let p = Plan::checked(spec, ts, settings)?;
     let mut report = TableReport {
         table: t.name.clone(),
         skipped_columns: p.skipped(t),
