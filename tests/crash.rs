@@ -251,7 +251,10 @@ fn without_the_process_privilege_every_read_locks_and_nothing_is_lost() {
 fn a_row_whose_statement_waited_before_reaching_the_table_still_arrives() {
     let db = TestDb::new();
     db.ok(&["migrate"]);
-    let run = db.spawn(&["run"]);
+    let run = db.spawn_logged(
+        &["--log-format", "text", "run"],
+        &[("RUST_LOG", "info,sluice::source::poll=debug")],
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -302,11 +305,21 @@ fn a_row_whose_statement_waited_before_reaching_the_table_still_arrives() {
     db.ok(&["generate", "--rate", "200", "--total", "400"]);
     let open_until = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < open_until {
-        assert_eq!(
-            db.pg_i64("SELECT COUNT(*) FROM public.orders"),
-            0,
-            "rows newer than a statement still running were written"
-        );
+        let written = db.pg_i64("SELECT COUNT(*) FROM public.orders");
+        if written != 0 {
+            // What the server showed then, for the horizon: the statements and their ages.
+            let processes = db.mysql_rows(
+                "SELECT ID, COMMAND, TIME_MS, STATE, LEFT(INFO, 100), NOW(6), UTC_TIMESTAMP(6) \
+                 FROM information_schema.PROCESSLIST ORDER BY TIME_MS DESC",
+            );
+            let newest =
+                db.pg_rows("SELECT max(created)::text, min(created)::text FROM public.orders");
+            panic!(
+                "{written} rows newer than a statement still running were written \
+                 (target's newest/oldest created: {newest:?}); processes: {processes:#?}\nlog:\n{}",
+                run.log()
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     rt.block_on(async {
@@ -322,9 +335,13 @@ fn a_row_whose_statement_waited_before_reaching_the_table_still_arrives() {
         Duration::from_secs(15),
         || db.pg_i64("SELECT COUNT(*) FROM public.orders") == 401,
     );
-    signal(&run, "TERM");
-    let out = wait_output(run, Duration::from_secs(30));
-    assert!(out.status.success());
+    signal(&run.child, "TERM");
+    let mut run = run;
+    assert!(
+        run.wait_exit(Duration::from_secs(30)).0.success(),
+        "{}",
+        run.log()
+    );
     assert_eq!(db.assert_orders_equal(), 401);
 }
 
