@@ -62,6 +62,18 @@ enum Tok {
     Sym(&'static str),
 }
 
+/// A token as the expression has it, for messages; `None` is the end of the expression.
+fn shown(t: Option<&Tok>) -> String {
+    match t {
+        None => "the end of the expression".into(),
+        Some(Tok::Word(w)) => format!("`{w}`"),
+        Some(Tok::Quoted(w)) => format!("`{w}`"),
+        Some(Tok::Str(s)) => format!("'{s}'"),
+        Some(Tok::Num(n)) => n.clone(),
+        Some(Tok::Sym(s)) => format!("`{s}`"),
+    }
+}
+
 fn lex(s: &str) -> std::result::Result<Vec<Tok>, String> {
     let c: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -204,14 +216,22 @@ impl Parser {
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("NULL") => {
                 Err("compare with NULL by IS NULL or IS NOT NULL".into())
             }
-            other => Err(format!("expected a literal, found {other:?}")),
+            other => Err(format!(
+                "expected a literal, found {}",
+                shown(other.as_ref())
+            )),
         }
     }
 
     fn pred(&mut self) -> std::result::Result<Expr, String> {
         let col = match self.toks.get(self.at).cloned() {
             Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => w,
-            other => return Err(format!("expected a column, found {other:?}")),
+            other => {
+                return Err(format!(
+                    "expected a column, found {}",
+                    shown(other.as_ref())
+                ))
+            }
         };
         self.at += 1;
         if self.word("IS") {
@@ -482,7 +502,7 @@ impl Filter {
         let mut p = Parser { toks, at: 0 };
         let expr = p.or()?;
         if p.at < p.toks.len() {
-            return Err(format!("unexpected {:?}", p.toks[p.at]));
+            return Err(format!("unexpected {}", shown(p.toks.get(p.at))));
         }
         Ok(Filter {
             text: text.to_string(),

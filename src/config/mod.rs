@@ -278,17 +278,26 @@ impl Settings {
         self.retry.validate()?;
         self.verify.validate(&self.pipeline)?;
         self.cluster.validate()?;
+        // Every table entry's problems, all at once.
         let mut seen = std::collections::HashSet::new();
+        let mut problems = Vec::new();
         for (i, t) in self.tables.iter().enumerate() {
-            t.validate(&format!("tables[{i}]"), self.source.capture)?;
+            problems.extend(t.problems(&format!("tables[{i}]"), self.source.capture));
             if !seen.insert(t.name.as_str()) {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "tables[{i}]: table {:?} is listed twice; list each table once",
                     t.name
-                )));
+                ));
             }
         }
-        Ok(())
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(Error::Config(problems.remove(0))),
+            n => Err(Error::Config(format!(
+                "{n} problems in [[tables]]:\n  - {}",
+                problems.join("\n  - ")
+            ))),
+        }
     }
 }
 
@@ -520,6 +529,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.tables[0].target.as_deref(), Some("s.*"));
+        // Every entry's problems at once, each saying where it is.
+        let e = load_str(
+            "[source]\ncapture = \"binlog\"\n[[tables]]\nname = \"a\"\nmask_columns = { m = \"md5\" }\n\
+             where = \"region = 'EU' AND\"\n[[tables]]\nname = \"b\"\ntarget = \"s.\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for said in [
+            "3 problems in [[tables]]",
+            "tables[0].mask_columns.m (table \"a\") = \"md5\" is not a mask",
+            "tables[0].where (table \"a\") = \"region = 'EU' AND\": expected a column, found the end of the expression",
+            "tables[1].target (table \"b\")",
+        ] {
+            assert!(e.contains(said), "{said:?} in {e}");
+        }
     }
 
     #[test]

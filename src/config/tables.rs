@@ -184,70 +184,80 @@ impl TableSettings {
 impl TableSettings {
     /// `at` names the entry (`tables[2]`) in messages.
     pub fn validate(&self, at: &str, capture: Capture) -> Result<()> {
+        let problems = self.problems(at, capture);
+        match problems.len() {
+            0 => Ok(()),
+            _ => Err(Error::Config(problems.join("\n  - "))),
+        }
+    }
+
+    /// Every problem [`Self::validate`] finds in the entry, each with its fix.
+    pub fn problems(&self, at: &str, capture: Capture) -> Vec<String> {
         let t = self;
+        let mut problems = Vec::new();
         if t.name.is_empty() {
-            return Err(Error::Config(format!("{at}.name must not be empty")));
+            problems.push(format!("{at}.name must not be empty"));
         }
         if !t.exclude.is_empty() && !t.is_pattern() {
-            return Err(Error::Config(format!(
+            problems.push(format!(
                 "{at}.exclude (table {:?}) only applies to a pattern: give `name` a `*` or `?` (e.g. name = \"*\"), or remove `exclude`",
                 t.name
-            )));
+            ));
         }
         match (&t.cursor, capture) {
             (None, Capture::Poll) => {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.cursor (table {:?}) is missing: polling reads rows in the order of a column that grows on every insert and update (e.g. cursor = \"updated_at\"); name one, or use [source] capture = \"binlog\", which needs none",
                     t.name
-                )))
+                ));
             }
             (Some(c), _) if c.to_vec().is_empty() || c.to_vec().iter().any(|c| c.is_empty()) => {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.cursor (table {:?}) must name at least one column",
                     t.name
-                )));
+                ));
             }
             _ => {}
         }
         if let Some(pk) = &t.primary_key {
             let pk = pk.to_vec();
             if pk.is_empty() || pk.iter().any(|c| c.is_empty()) {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.primary_key (table {:?}) must name at least one column, or be left out to introspect it",
                     t.name
-                )));
+                ));
             }
         }
         for (role, cols) in [("primary_key", &t.primary_key), ("cursor", &t.cursor)] {
             if let Some(c) = cols.iter().flat_map(|c| c.to_vec()).find(|c| t.excludes(c)) {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.exclude_columns (table {:?}) names {c:?}, which is in its {role}: a {role} column is needed to replicate the table; remove it from exclude_columns",
                     t.name
-                )));
+                ));
             }
         }
         for (c, m) in &t.mask_columns {
             if Mask::parse(m).is_none() {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.mask_columns.{c} (table {:?}) = {m:?} is not a mask: use \"sha256\", \"null\", \"redact\" or \"constant:TEXT\"",
                     t.name
-                )));
+                ));
             }
         }
         if let Some(f) = &t.filter {
             if let Err(why) = crate::filter::Filter::parse(f) {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.where (table {:?}) = {f:?}: {why}; see the column mapping page for the expressions it takes",
                     t.name
-                )));
+                ));
             }
         }
         for c in t.column_types.keys() {
             if t.mask_columns.keys().any(|m| m.eq_ignore_ascii_case(c)) {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.column_types.{c} (table {:?}): the column is masked, and a masked column's type is the mask's; remove one of them",
                     t.name
-                )));
+                ));
             }
         }
         for (what, c) in t
@@ -258,10 +268,10 @@ impl TableSettings {
             .chain(t.column_types.keys().map(|c| ("column_types", c)))
         {
             if t.excludes(c) {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.{what} (table {:?}) names {c:?}, which exclude_columns leaves out; remove it from one of them",
                     t.name
-                )));
+                ));
             }
         }
         if let Some(c) = t
@@ -271,16 +281,16 @@ impl TableSettings {
             .chain(t.primary_key.iter().flat_map(|c| c.to_vec()))
             .find(|c| t.mask_columns.keys().any(|m| m.eq_ignore_ascii_case(c)))
         {
-            return Err(Error::Config(format!(
+            problems.push(format!(
                 "{at}.mask_columns (table {:?}) names {c:?}, a key or cursor column: its own values are needed to replicate the table; remove it from mask_columns",
                 t.name
-            )));
+            ));
         }
         if let Some((c, n)) = t.rename_columns.iter().find(|(_, n)| n.is_empty()) {
-            return Err(Error::Config(format!(
+            problems.push(format!(
                 "{at}.rename_columns.{c} (table {:?}) = {n:?}: give the target column a name",
                 t.name
-            )));
+            ));
         }
         if let Some(target) = &t.target {
             let ok = match target.split_once('.') {
@@ -293,19 +303,19 @@ impl TableSettings {
                 None => !target.is_empty() && target != "*" && !t.is_pattern(),
             };
             if !ok {
-                return Err(Error::Config(format!(
+                problems.push(format!(
                     "{at}.target (table {:?}) = {target:?}: use \"table\" or \"schema.table\"{}, or \"schema.*\" for the source's name in another schema",
                     t.name,
                     if t.is_pattern() { " (not with a pattern, whose tables need names of their own)" } else { "" }
-                )));
+                ));
             }
         }
         if let Some(c) = t.exclude_columns.iter().find(|c| c.is_empty()) {
-            return Err(Error::Config(format!(
+            problems.push(format!(
                 "{at}.exclude_columns (table {:?}) holds an empty name {c:?}",
                 t.name
-            )));
+            ));
         }
-        Ok(())
+        problems
     }
 }

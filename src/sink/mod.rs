@@ -72,7 +72,8 @@ pub type SinkFactory = Arc<dyn Fn(usize, Vec<SinkTable>) -> Box<dyn Sink> + Send
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartApplied {
     pub table: TableId,
-    /// Changes applied (rows written or deleted), dead letters excluded.
+    /// Changes applied (rows written or deleted), dead letters and rows a `where` filter
+    /// kept off excluded.
     pub rows: usize,
     /// The part went through the staging merge rather than a direct COPY.
     pub merged: bool,

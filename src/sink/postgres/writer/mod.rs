@@ -438,7 +438,8 @@ impl TableWriter {
         }
         Ok(PartApplied {
             table: part.table,
-            rows: part.changes.len() - dead,
+            // Rows that reached the target: not those a filter kept off.
+            rows: part.changes.len() - dead - filtered,
             merged,
             dead_lettered: dead,
             filtered,
