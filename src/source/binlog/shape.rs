@@ -218,8 +218,18 @@ impl ShapeFollower {
         if spec.model.same_shape(&model) {
             return Ok(None);
         }
+        // The excluded columns the table had: those of the shape so far, and those its ALTER
+        // statements renamed (a shape started from the recorded one knows none of its own).
+        let mut before = t.spec.excluded.clone();
+        before.extend(
+            t.renames
+                .iter()
+                .filter(|(from, _)| t.config.excludes(from) && !before.contains(from))
+                .map(|(from, _)| from.clone())
+                .collect::<Vec<_>>(),
+        );
         if let Some(error) = crate::source::mysql::excluded_renamed(
-            &t.spec.excluded,
+            &before,
             &spec.excluded,
             &model,
             &spec.model,
