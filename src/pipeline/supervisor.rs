@@ -163,9 +163,21 @@ impl Supervisor {
         let shutdown = self.lanes[lane].shutdown.clone();
         let budget = self.budget.clone().expect("set before lanes start");
         let names: Vec<&str> = self.tables.iter().map(|t| t.handle.name.as_str()).collect();
+        let map = |id| crate::sink::postgres::map::TableMap::for_table(&self.settings, id);
         let fks: Vec<(TableId, Vec<crate::model::ForeignKey>)> = ids
             .iter()
-            .map(|&id| (id, self.tables[id].plan.foreign_keys(&names)))
+            .map(|&id| {
+                let (plan, child) = (&self.tables[id].plan, map(id));
+                let mut keys = plan.foreign_keys(&names);
+                keys.retain(|fk| match child.blocks_foreign_key(plan.model(), fk, &map(fk.parent)) {
+                    None => true,
+                    Some(why) => {
+                        warn!(table = %plan.model().name, foreign_key = %fk.name, "this foreign key cannot be mirrored through the column mapping ({why}), so its cascade is not applied on the target: rows of this table that the source deletes or changes through it (no binlog event says so) stay unchanged on the target. Change the mapping, or repair the table from time to time (`sluice verify --table {} --repair`, or [verify] repair = true)", plan.model().name);
+                        false
+                    }
+                });
+                (id, keys)
+            })
             .collect();
         let ordered = crate::source::ordered_tables(fks.iter().map(|(id, k)| (*id, k.as_slice())));
         let open: Vec<OpenTable> = ids

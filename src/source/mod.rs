@@ -178,11 +178,17 @@ impl TablePlan {
                     }
                     return None;
                 };
-                let columns = fk
+                let Some(columns) = fk
                     .columns
                     .iter()
                     .map(|c| model.column(c))
-                    .collect::<Option<Vec<_>>>()?;
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    if acts {
+                        tracing::warn!(table = %model.name, foreign_key = %fk.name, "this foreign key cannot be mirrored through the column mapping (a column of it is in exclude_columns), so its cascade is not applied on the target: rows of this table that the source deletes or changes through it (no binlog event says so) stay unchanged on the target. Change the mapping, or repair the table from time to time (`sluice verify --table {} --repair`, or [verify] repair = true)", model.name);
+                    }
+                    return None;
+                };
                 let (on_delete, on_update) = (action(&fk.on_delete), action(&fk.on_update));
                 (on_delete != FkAction::None || on_update != FkAction::None).then(|| ForeignKey {
                     name: fk.name.clone(),

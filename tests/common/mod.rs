@@ -519,6 +519,13 @@ impl Logged {
         }
     }
 
+    /// Stops the process with SIGTERM and checks it exits cleanly within 30 s.
+    pub fn stop(mut self) {
+        signal(&self.child, "TERM");
+        let (status, _) = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "{status}: {}", self.log());
+    }
+
     /// Waits for the process to exit (killing it after `timeout`); returns its status and
     /// how long it took from the call.
     pub fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, Duration) {

@@ -37,6 +37,39 @@ fn name(fk: &ForeignKey) -> String {
     n
 }
 
+/// Drops the foreign keys sluice mirrored on `child_target` earlier that are not among
+/// `wanted` (now kept off by the column mapping, say: a copy of a key the target's rows no
+/// longer keep would refuse them at every commit).
+pub async fn drop_unwanted(
+    conn: &mut PgConnection,
+    child_target: &str,
+    wanted: &[ForeignKey],
+) -> Result<()> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT conname::text FROM pg_constraint WHERE contype = 'f' \
+         AND conrelid = to_regclass($1) AND conname LIKE 'sluice\\_fk\\_%'",
+    )
+    .bind(child_target)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(tgt(format!("reading the foreign keys of {child_target}")))?;
+    for n in names
+        .iter()
+        .filter(|n| !wanted.iter().any(|fk| name(fk) == **n))
+    {
+        let sql = format!(
+            "ALTER TABLE {child_target} DROP CONSTRAINT IF EXISTS {}",
+            quote(n)
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(tgt(format!("dropping foreign key {n:?} of {child_target}")))?;
+        info!(table = %child_target, constraint = %n, "dropped a foreign key sluice had mirrored, which it no longer mirrors");
+    }
+    Ok(())
+}
+
 /// Adds `fk` (of `child`, to `parent`) on the target unless it is there.
 pub async fn mirror(
     conn: &mut PgConnection,

@@ -341,6 +341,48 @@ impl TableMap {
         None
     }
 
+    /// Why foreign key `fk` of `child` (the table this maps) to the table `parent` maps
+    /// cannot be mirrored on the target through the mappings, if it cannot: the parent keeps
+    /// some rows off (their children would break the key), or a column of the key is masked
+    /// or retyped on either side (the values or types no longer match).
+    pub fn blocks_foreign_key(
+        &self,
+        child: &TableModel,
+        fk: &crate::model::ForeignKey,
+        parent: &TableMap,
+    ) -> Option<String> {
+        if parent.filter.is_some() {
+            return Some(
+                "its parent has a `where` filter: the children of the rows it keeps off would break the target's copy of the key"
+                    .into(),
+            );
+        }
+        for c in fk.columns.iter().filter_map(|&i| child.columns.get(i)) {
+            if self.mask(&c.name).is_some() {
+                return Some(format!(
+                    "its column {:?} is masked: masked values match no parent key",
+                    c.name
+                ));
+            }
+            if self.target_type(&c.name).is_some() {
+                return Some(format!(
+                    "its column {:?} has a column_types type: the key's types must match",
+                    c.name
+                ));
+            }
+        }
+        if let Some(c) = fk
+            .parent_columns
+            .iter()
+            .find(|c| parent.target_type(c).is_some())
+        {
+            return Some(format!(
+                "its parent's column {c:?} has a column_types type: the key's types must match"
+            ));
+        }
+        None
+    }
+
     /// Every problem [`Self::check`] finds, each with its fix.
     pub fn problems(&self, m: &TableModel, lenient: bool) -> Vec<Error> {
         let mut out = Vec::new();

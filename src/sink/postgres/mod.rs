@@ -73,6 +73,8 @@ pub struct PgSink {
     fks: Vec<(TableId, crate::model::ForeignKey)>,
     /// Tables still being loaded.
     loading: std::collections::HashSet<TableId>,
+    /// The foreign keys mirrored earlier and no longer wanted are dropped.
+    pruned: bool,
     /// Some table streamed when the sink was made (the others are copied beside it).
     streamed_at_start: bool,
     /// Tables whose repair lock the open transaction holds.
@@ -123,6 +125,7 @@ impl PgSink {
             open: false,
             fks,
             loading,
+            pruned: false,
             streamed_at_start,
             locked: std::collections::HashSet::new(),
             failed: None,
@@ -131,10 +134,23 @@ impl PgSink {
 
     /// Mirrors the foreign keys whose tables are both loaded (and are this sink's).
     async fn mirror_foreign_keys(&mut self) -> Result<()> {
+        let conn = self.conn.as_mut().expect("connected before");
+        if !self.pruned {
+            // Mirrored keys no longer wanted go first, once per sink.
+            for (&id, w) in &self.tables {
+                let wanted: Vec<crate::model::ForeignKey> = self
+                    .fks
+                    .iter()
+                    .filter(|(child, _)| *child == id)
+                    .map(|(_, fk)| fk.clone())
+                    .collect();
+                foreign_keys::drop_unwanted(conn, w.target(), &wanted).await?;
+            }
+            self.pruned = true;
+        }
         if self.fks.is_empty() {
             return Ok(());
         }
-        let conn = self.conn.as_mut().expect("connected before");
         let mut left = Vec::new();
         let mut pending = std::mem::take(&mut self.fks).into_iter();
         while let Some((child, fk)) = pending.next() {
