@@ -199,9 +199,13 @@ impl Chunker {
             .execute(&mut self.conn)
             .await
             .map_err(|e| Error::db(Side::Source, "starting a consistent snapshot", &e))?;
+        let started = std::time::Instant::now();
         let mut at = snapshot_position(&mut self.conn).await?;
         (at.server_id, at.server_uuid) = (Some(self.server_id), self.server_uuid.clone());
         let read = copy_page(&mut self.conn, t, page).await;
+        if let Ok((rows, _)) = &read {
+            tracing::debug!(table = %t.spec.model.name, rows = rows.len(), ms = started.elapsed().as_secs_f64() * 1000.0, "chunk read");
+        }
         // The transaction ends whatever the read gave.
         let end = sqlx::raw_sql("COMMIT")
             .execute(&mut self.conn)

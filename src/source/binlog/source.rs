@@ -36,6 +36,16 @@ use crate::value::{row_bytes, Row, Value};
 /// far back for a table that rarely changes.
 const POSITIONS_EVERY: Duration = Duration::from_secs(10);
 
+/// Chunks of a copy beside the stream in flight (read, not yet committed) before the next
+/// waits: two pages. With two chunks (one being written, one read), the reader stopped while
+/// the writer wrote, and the writer waited while the reader read (a batch gathers chunks for
+/// `linger_ms`): the copy ran at 0.51-0.60x the key-after pipe. With four, the next chunks
+/// are read while a batch of them is written: 0.61-0.78x, and a streamed change of the lane
+/// waits behind at most these chunks (probe lag p99 129-212 ms during a 2M-row copy, against
+/// 80-129 ms with two in the same session). Six copied at 0.67-0.85x with p99 84-277 ms: past
+/// the 200 ms the lag is meant to stay under. `benches/beside.sh 2000000`, two runs each.
+const CHUNKS_AHEAD: usize = 4;
+
 /// A chunk read, waiting for the stream to reach its position.
 struct Pending {
     chunk: Chunk,
@@ -371,11 +381,11 @@ impl BinlogSource {
             return Ok(None);
         }
         // Chunks read faster than the target takes them would queue up in the lane, and the
-        // streamed changes behind them: the next ones wait while two chunks' worth is in
-        // flight (one being written, one read meanwhile). A chunk is half a page: a streamed
-        // change waits behind at most about a page of copied rows.
+        // streamed changes behind them: the next ones wait while [`CHUNKS_AHEAD`] chunks'
+        // worth is in flight (some being written while the next are read and gathered). A
+        // chunk is half a page.
         let chunk_bytes = (self.opts.page_bytes / 2).max(1);
-        if (self.held)() > 2 * chunk_bytes {
+        if (self.held)() > CHUNKS_AHEAD * chunk_bytes {
             self.paced = true;
             return Ok(None);
         }
