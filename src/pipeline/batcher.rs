@@ -1,7 +1,8 @@
 //! The batcher: groups each table's change sets into batches. A table's batch is sent when
 //! the next change set would not fit it (`batch_rows`, `batch_bytes`), when `linger` has
 //! passed since its first change, when the source says the table is caught up or held
-//! back, and at the end. If the batches it holds for all its tables together pass
+//! back, when a source transaction asks for it (`Txn::flush`: a copy's chunks beside the
+//! binlog stream), and at the end. If the batches it holds for all its tables together pass
 //! `batch_bytes`, the largest goes at once.
 
 use std::collections::HashMap;
@@ -224,6 +225,7 @@ impl Inner {
     }
 
     fn add_txn(&mut self, txn: crate::source::Txn, lease: Lease) -> bool {
+        let flush = txn.flush;
         // Order: whatever per-table batches are held go first.
         let held: Vec<TableId> = self.pending.keys().copied().collect();
         if !held.into_iter().all(|t| self.flush(t)) {
@@ -287,7 +289,7 @@ impl Inner {
             }
         }
         let (rows, bytes) = (self.cfg.batch_rows, self.cfg.batch_bytes);
-        match (t.open, t.rows >= rows || t.bytes >= bytes) {
+        match (t.open, t.rows >= rows || t.bytes >= bytes || flush) {
             (true, _) if t.bytes >= bytes => self.flush_txn(false),
             (false, true) => self.flush_txn(true),
             _ => true,

@@ -62,6 +62,10 @@ pub struct Txn {
     pub parts: Vec<ChangeSet>,
     /// False: more of the same transaction follows.
     pub complete: bool,
+    /// The batch holding it goes to the writer at once, without lingering (a copy beside the
+    /// stream sends its chunks a few at a time, so the next are read while these are
+    /// written).
+    pub flush: bool,
 }
 
 /// What [`Source::next`] did.

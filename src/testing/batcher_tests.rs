@@ -68,7 +68,18 @@ impl Rig {
     }
 
     fn txn(&mut self, parts: Vec<ChangeSet>, complete: bool) {
-        self.feed(ReadMsg::Txn(Txn { parts, complete }, Lease::default()));
+        self.txn_flushed(parts, complete, false);
+    }
+
+    fn txn_flushed(&mut self, parts: Vec<ChangeSet>, complete: bool, flush: bool) {
+        self.feed(ReadMsg::Txn(
+            Txn {
+                parts,
+                complete,
+                flush,
+            },
+            Lease::default(),
+        ));
     }
 
     /// The input ends: the batcher sends what it holds and finishes.
@@ -273,6 +284,22 @@ fn source_transactions_stay_whole() {
     r.txn(vec![upserts(1, 2..4, position(4))], true);
     assert_eq!(r.took(), [Out::Batch(true, vec![(0, 2), (1, 2)], 3)]);
     assert_eq!(r.last_positions(), [position(3), position(4)]);
+}
+
+#[test]
+fn a_transaction_that_asks_for_it_sends_the_batch_at_once() {
+    // A copy's chunks beside the stream: the second goes with the first, without waiting for
+    // the linger or the limits, whatever streamed in between.
+    let mut r = rig(usize::MAX, usize::MAX, HOUR);
+    r.txn_flushed(vec![upserts(1, 0..3, position(1))], true, false);
+    r.txn(vec![upserts(0, 0..1, position(2))], true);
+    assert_eq!(r.took(), []);
+    r.txn_flushed(vec![upserts(1, 3..6, position(3))], true, true);
+    assert_eq!(r.took(), [Out::Batch(true, vec![(1, 6), (0, 1)], 3)]);
+    assert_eq!(r.last_positions(), [position(3), position(2)]);
+    // The next batch starts empty and waits again.
+    r.txn(vec![upserts(0, 1..2, position(4))], true);
+    assert_eq!(r.took(), []);
 }
 
 #[test]

@@ -69,7 +69,11 @@ impl ScriptedSource {
 
     /// A source transaction (`complete`), or a chunk of one.
     pub fn txn(parts: Vec<ChangeSet>, complete: bool) -> Result<Step> {
-        Ok(Step::Txn(Txn { parts, complete }))
+        Ok(Step::Txn(Txn {
+            parts,
+            complete,
+            flush: false,
+        }))
     }
 }
 

@@ -37,14 +37,19 @@ use crate::value::{row_bytes, Row, Value};
 const POSITIONS_EVERY: Duration = Duration::from_secs(10);
 
 /// Chunks of a copy beside the stream in flight (read, not yet committed) before the next
-/// waits: two pages. With two chunks (one being written, one read), the reader stopped while
-/// the writer wrote, and the writer waited while the reader read (a batch gathers chunks for
-/// `linger_ms`): the copy ran at 0.51-0.60x the key-after pipe. With four, the next chunks
-/// are read while a batch of them is written: 0.61-0.78x, and a streamed change of the lane
-/// waits behind at most these chunks (probe lag p99 129-212 ms during a 2M-row copy, against
-/// 80-129 ms with two in the same session). Six copied at 0.67-0.85x with p99 84-277 ms: past
-/// the 200 ms the lag is meant to stay under. `benches/beside.sh 2000000`, two runs each.
+/// waits: two pages, two batches of [`CHUNKS_PER_BATCH`]. With two chunks in flight and a
+/// batch gathering chunks until `linger_ms` passed or the stream went quiet, the reader
+/// stopped while the writer wrote and the writer waited while the reader read: the copy ran
+/// at 0.51-0.60x the key-after pipe. Now the next two chunks are read while two are written:
+/// 0.73-0.92x (sbtest) and 0.61-0.78x (orders) over four runs, and a streamed change of the
+/// lane waits behind at most these chunks (probe lag p99 65-364 ms during a 2M-row copy on
+/// this busy 2-core machine, 80-188 ms with two chunks in the same session).
+/// `benches/beside.sh 2000000`.
 const CHUNKS_AHEAD: usize = 4;
+
+/// Chunks a batch holds at most: it goes to the writer with its second chunk, so that the
+/// next two are read while these two are written.
+const CHUNKS_PER_BATCH: u64 = 2;
 
 /// A chunk read, waiting for the stream to reach its position.
 struct Pending {
@@ -104,6 +109,8 @@ pub struct BinlogSource {
     /// The next chunk waits for the chunks in flight to be written: the stream is read
     /// meanwhile, looking again soon when it is quiet.
     paced: bool,
+    /// Chunks handed out (see [`CHUNKS_PER_BATCH`]).
+    chunks_out: u64,
 }
 
 impl BinlogSource {
@@ -185,6 +192,7 @@ impl BinlogSource {
             gone_checked: false,
             held,
             paced: false,
+            chunks_out: 0,
         })
     }
 
@@ -346,9 +354,11 @@ impl BinlogSource {
         t.reported = Some(pos);
         let set = t.copied_rows(chunk.rows, again, &stored);
         crate::failpoint::hit("after_read");
+        self.chunks_out += 1;
         Some(Step::Txn(Txn {
             parts: vec![set],
             complete: true,
+            flush: self.chunks_out.is_multiple_of(CHUNKS_PER_BATCH) || chunk.done,
         }))
     }
 
@@ -793,6 +803,7 @@ impl BinlogSource {
         (!parts.is_empty()).then_some(Txn {
             parts,
             complete: true,
+            flush: false,
         })
     }
 }

@@ -201,6 +201,7 @@ impl OpenTxn {
         Txn {
             parts: std::mem::take(&mut self.parts),
             complete: false,
+            flush: false,
         }
     }
 
@@ -263,6 +264,7 @@ pub(super) fn finish(mut parts: Vec<ChangeSet>, pos: &BinlogPos, ts: u32) -> Txn
     Txn {
         parts,
         complete: true,
+        flush: false,
     }
 }
 
