@@ -59,8 +59,7 @@ log_epoch() { # log_epoch FILE NEEDLE: the time of the first log line holding NE
 
 for shape in ${SHAPES:-sbtest orders}; do
     echo "== $shape: seeding $ROWS rows"
-    "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-    "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+    fresh_databases "$DB"
     "${MY[@]}" "$DB" -e "$(ddl_$shape); $(seed_$shape); ANALYZE TABLE big" >/dev/null
 
     # The reference: the key-after pipe for the same table.

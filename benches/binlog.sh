@@ -68,8 +68,7 @@ expect_rows() { # expect_rows TABLE N WHO
     [ "$got" = "$2" ] || { echo "$3 left $got of $2 rows in $1" >&2; exit 1; }
 }
 
-"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+fresh_databases "$DB"
 
 # Each shape: its source DDL, target DDL (what sluice creates), primary key, the SELECT the
 # raw pipe runs, a seed of rows $1..$2, and an update of every row in chunks of 10 % or so.

@@ -34,8 +34,7 @@ case "$CAPTURE" in
 esac
 
 for RATE in "${RATES[@]}"; do
-    "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-    "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+    fresh_databases "$DB"
     RUST_LOG=warn "$BIN" migrate >/dev/null
     "${PG[@]}" -d "$DB" -c "
       CREATE TABLE public.arrivals (order_id text PRIMARY KEY, arrived timestamptz NOT NULL);

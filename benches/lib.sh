@@ -16,6 +16,10 @@ bench_setup() {
     export SLUICE_TARGET_URL="postgres://postgres@127.0.0.1:5432/$1"
 }
 
+fresh_databases() { # fresh_databases DB: an empty database of that name on both servers
+    "${MY[@]}" -e "DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4"
+    "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+}
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }  # rate N T0 T1: N per second
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }

@@ -103,8 +103,7 @@ expect_rows() { # expect_rows VARIANT SHAPE TABLE WHO: the target holds what the
     "$BIN" --config "$WORK/$1.toml" verify >/dev/null || { echo "$4 ($1): verify found differences" >&2; exit 1; }
 }
 
-"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+fresh_databases "$DB"
 
 declare -A RES
 for shape in customers ledger; do

@@ -23,8 +23,7 @@ export SLUICE_HTTP_ADDR=127.0.0.1:0
 bench_work
 
 for mode in poll binlog; do
-    "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-    "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+    fresh_databases "$DB"
     probe_tables "$DB"
     "${MY[@]}" "$DB" -e "CREATE TABLE seed (id INT NOT NULL PRIMARY KEY, v VARCHAR(60) NOT NULL,
         upd DATETIME(6) NOT NULL DEFAULT NOW(6), KEY (upd));

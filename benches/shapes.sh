@@ -28,8 +28,7 @@ DB=sluice_shapes
 source benches/lib.sh
 bench_setup "$DB"
 
-"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+fresh_databases "$DB"
 
 rows_of() { if [ "$1" = wide ]; then echo $((ROWS / 10)); else echo "$ROWS"; fi; }
 

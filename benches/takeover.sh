@@ -30,8 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+fresh_databases "$DB"
 [ "$CAPTURE" = binlog ] && printf '[source]\ncapture = "binlog"\n' >"$CONFIG"
 for i in $(seq 1 "$TABLES"); do
     "${MY[@]}" "$DB" -e "CREATE TABLE k$i (id BIGINT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, KEY (at));

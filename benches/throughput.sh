@@ -24,8 +24,7 @@ source benches/lib.sh
 bench_setup "$DB"
 
 echo "seeding $ROWS orders into MariaDB database $DB"
-"${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-"${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+fresh_databases "$DB"
 RUST_LOG=warn "$BIN" migrate >/dev/null
 # Random v4-style UUIDs and distinct microsecond timestamps: the demo's shape.
 "${MY[@]}" "$DB" -e "INSERT INTO orders (order_id, created)

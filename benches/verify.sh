@@ -32,8 +32,7 @@ LOG=$(mktemp)
 trap 'rm -f "$CONFIG" "$LOG"' EXIT
 
 fresh() {
-    "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB CHARACTER SET utf8mb4"
-    "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+    fresh_databases "$DB"
 }
 
 # Rows FROM..TO of a shape. The first ROWS are a day old; later ones (the backlog) are

@@ -85,7 +85,7 @@ fn excluded_columns_never_reach_the_target(mode: Mode) {
         ),
     );
     let cols = "id, name, email";
-    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
     wait_equal(&db, "customers", cols, &|| run.log());
     assert_eq!(
         target_columns(&db, "customers"),
@@ -130,8 +130,7 @@ fn excluded_columns_never_reach_the_target(mode: Mode) {
         ["id", "name", "email", "updated"]
     );
     assert!(!run.log().contains("ERROR"), "{}", run.log());
-    signal(&run.child, "TERM");
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    run.stop();
 
     // Started again, the name no column has is refused: it may be misspelt, and a misspelt
     // exclusion lets its column through.
@@ -182,9 +181,7 @@ fn a_patterns_excluded_columns_apply_to_every_table_it_takes() {
     });
     wait_equal(&db, "crm_b", "id, v, note", &|| run.log());
     assert_eq!(target_columns(&db, "crm_b"), ["id", "v", "note"]);
-    signal(&run.child, "TERM");
-    let mut run = run;
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    run.stop();
 }
 
 #[test]
@@ -353,7 +350,7 @@ fn mapped_tables_land_renamed_and_masked(mode: Mode) {
             cursor(mode)
         ),
     );
-    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
     run.wait_until("the rows in crm.people", || {
         db.pg_i64(
             "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'crm' AND tablename = 'people'",
@@ -395,8 +392,7 @@ fn mapped_tables_land_renamed_and_masked(mode: Mode) {
         status.contains("mapping: lands in crm.people; renames fname → first_name; masks email (sha256), note (constant), phone (null)"),
         "{status}"
     );
-    signal(&run.child, "TERM");
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    run.stop();
     // A hand edit of a masked value is found, and repaired masked (with `run` stopped, as
     // `verify --repair` asks).
     db.pg("UPDATE crm.people SET email = 'tampered', note = NULL WHERE id = 3");
@@ -501,7 +497,7 @@ fn column_types_override_the_mapping(mode: Mode) {
         "payload = \"jsonb\", amount = \"numeric(20,4)\", ref = \"uuid\", n = \"bigint\", \
          title = \"varchar(40)\"",
     );
-    let mut run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
+    let run = db.spawn_logged(&["--config", &cfg, "run"], &[]);
     let types = || {
         db.pg_rows(
             "SELECT column_name::text, format_type(atttypid, atttypmod) FROM information_schema.columns c \
@@ -544,8 +540,7 @@ fn column_types_override_the_mapping(mode: Mode) {
     let out = db.run(&["--config", &cfg, "verify"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
-    signal(&run.child, "TERM");
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    run.stop();
 }
 
 #[test]
@@ -600,9 +595,7 @@ fn a_renamed_key_keeps_its_mirrored_foreign_key_and_cascades() {
         db.pg_rows("SELECT id::text FROM public.child ORDER BY child.id")
             == vec![vec![Some("20".to_string())]]
     });
-    signal(&run.child, "TERM");
-    let mut run = run;
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    run.stop();
 }
 
 #[test]
@@ -696,7 +689,7 @@ fn a_filter_keeps_only_its_rows_as_updates_cross_it(mode: Mode) {
     };
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut run = db.spawn_logged(
+    let run = db.spawn_logged(
         &["--config", &cfg, "run"],
         &[("SLUICE_HTTP_ADDR", addr.as_str())],
     );
@@ -745,8 +738,7 @@ fn a_filter_keeps_only_its_rows_as_updates_cross_it(mode: Mode) {
         db.ok(&["--config", &cfg, "snapshot", "--table", "accounts"]);
         run.wait_until("the copy, filtered", || target(&db) == kept(&db));
     }
-    signal(&run.child, "TERM");
-    assert!(run.wait_exit(Duration::from_secs(30)).0.success());
+    run.stop();
     // A filter on a column the table lacks: refused at start.
     let bad = config(
         &db,
@@ -879,12 +871,7 @@ fn a_mapped_column_renamed_on_the_source_stops_its_table_until_the_configuration
         assert_eq!(mapping(), recorded);
         verify_equal(&db, &cfg, "the table resumed equal");
     }
-    signal(&run.child, "TERM");
-    assert!(
-        run.wait_exit(Duration::from_secs(30)).0.success(),
-        "{}",
-        run.log()
-    );
+    run.stop();
 }
 
 #[test]
