@@ -5,7 +5,8 @@
 # row every 10 ms (about 100 rows/s, UTC_TIMESTAMP(6) as it is written), and a trigger on the
 # target stamps each as it lands: the probe's lag (landed - written) is measured first with
 # nothing to copy, then from the RENAME (the pattern's pick-up, the round that takes the new
-# table in, the copy) until the copy is done, in the same run.
+# table in, the copy) until the copy is done, and over the copy alone (its first chunk to its
+# last), in the same run.
 # The copy's rate (rows / the time between sluice's "copy … started" and "copy … done" log
 # lines) is set beside the key-after pipe's for the same table in the same run
 # (`mariadb --quick | psql \copy` into a keyless table, then ADD PRIMARY KEY: the fastest
@@ -106,8 +107,10 @@ for shape in ${SHAPES:-sbtest orders}; do
     RUST_LOG=warn "$BIN" --config "$WORK/both.toml" verify >/dev/null || { echo "verify found differences" >&2; exit 1; }
     read -r bp50 bp99 bmax bn <<<"$(lag "$B0" "$B1")"
     read -r cp50 cp99 cmax cn <<<"$(lag "$A0" "$C1")"
+    read -r dp50 dp99 dmax dn <<<"$(lag "$C0" "$C1")"
     echo "$shape: probe lag alone p50 ${bp50} ms, p99 ${bp99} ms, max ${bmax} ms ($bn rows);" \
         "from its appearance to the end of the copy p50 ${cp50} ms, p99 ${cp99} ms, max ${cmax} ms ($cn rows);" \
+        "from the copy's first chunk to its last (the round that takes the table in left out) p50 ${dp50} ms, p99 ${dp99} ms, max ${dmax} ms ($dn rows);" \
         "copy $COPY rows/s in $(awk -v a="$C0" -v b="$C1" 'BEGIN { printf "%.1f", b - a }') s," \
         "key-after pipe $KEY_AFTER rows/s ($(awk -v a="$COPY" -v b="$KEY_AFTER" 'BEGIN { printf "%.2f", a / b }')x);" \
         "peak RSS $(( $(tail -1 "$WORK/rss") / 1024 )) MiB"

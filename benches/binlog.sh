@@ -10,7 +10,8 @@
 # 2. Backlog: with the table followed from the binlog and sluice stopped, ROWS rows inserted in
 #    transactions of 10,000 rows, then the same rows all updated (16 transactions);
 #    `run --once` catches up with each backlog; rows/s against the raw pipe's rate for the
-#    same table. Updates are also set beside PostgreSQL's own rate for the same upserts
+#    same table, and inserts also against the raw pipe of the same rows in the order they were
+#    inserted (commit order: on a random key, the order a replica must apply them in). Updates are also set beside PostgreSQL's own rate for the same upserts
 #    (`INSERT … ON CONFLICT DO UPDATE` from a table already holding the new rows, into a
 #    fresh copy of the target table): no tool applies updates faster than that; and beside
 #    the best hand-made way to bring them over (#27's reference): the raw pipe of the updated
@@ -75,11 +76,13 @@ fresh_databases "$DB"
 ddl_orders() { echo "CREATE TABLE $1 (order_id VARCHAR(36) NOT NULL PRIMARY KEY, created DATETIME(6) NOT NULL)"; }
 pg_orders() { echo "CREATE TABLE public.$1 (order_id text PRIMARY KEY, created timestamp(6) NOT NULL)"; }
 pipe_orders() { echo "SELECT order_id, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM $1"; }
+inserted_orders() { echo created; } # the column that orders rows as they were inserted
 seed_orders() { # seed_orders TABLE FROM TO
     echo "INSERT INTO $1 SELECT CONCAT(SUBSTR(h,1,8),'-',SUBSTR(h,9,4),'-4',SUBSTR(h,14,3),'-a',SUBSTR(h,18,3),'-',SUBSTR(h,21,12)),
             TIMESTAMP('2026-01-01') + INTERVAL seq * 997 MICROSECOND
           FROM (SELECT seq, MD5(CONCAT(seq, '$1')) AS h FROM seq_$2_to_$3) s"
 }
+index_orders() { echo "SET search_path = public"; } # no secondary index: a statement that does nothing
 set_orders() { echo "created = EXCLUDED.created"; }
 change_orders() { echo "created = created + interval '1 second'"; }
 key_orders() { echo order_id; }
@@ -90,7 +93,9 @@ update_orders() { # one statement per leading hex digit: 16 transactions
 }
 ddl_sbtest() { echo "CREATE TABLE $1 (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL DEFAULT 0, c CHAR(120) NOT NULL DEFAULT '', pad CHAR(60) NOT NULL DEFAULT '', KEY k_1 (k))"; }
 pg_sbtest() { echo "CREATE TABLE public.$1 (id integer PRIMARY KEY, k integer NOT NULL, c text NOT NULL, pad text NOT NULL)"; }
+index_sbtest() { echo "CREATE INDEX $1_k_1 ON public.$1 (k)"; }
 pipe_sbtest() { echo "SELECT id, k, c, pad FROM $1"; }
+inserted_sbtest() { echo id; }
 seed_sbtest() {
     echo "INSERT INTO $1 SELECT seq, seq MOD 100000, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2), LEFT(MD5(seq + 3), 24)),
             CONCAT(MD5(-seq), LEFT(MD5(seq * 7), 28)) FROM seq_$2_to_$3"
@@ -132,8 +137,8 @@ pipe_update_reference() { # pipe_update_reference SHAPE TABLE: the pipe + UPDATE
     "${PG[@]}" -d "$DB" -c "DROP TABLE public.ref, public.ref_stage" -c "CHECKPOINT"
     rate "$ROWS" "$t0" "$t1"
 }
-pipe() { # pipe SHAPE TABLE
-    "${MY[@]}" --quick -N --batch "$DB" -e "$(pipe_"$1" "$2")" | "${PG[@]}" -d "$DB" -c "\\copy public.$2 from stdin"
+pipe() { # pipe SHAPE TABLE [SUFFIX]
+    "${MY[@]}" --quick -N --batch "$DB" -e "$(pipe_"$1" "$2") ${3:-}" | "${PG[@]}" -d "$DB" -c "\\copy public.$2 from stdin"
 }
 
 declare -A RES CPUS
@@ -142,12 +147,19 @@ for shape in orders sbtest; do
     echo "== $shape: seeding $ROWS rows"
     "${MY[@]}" "$DB" -e "$(ddl_$shape "$src"); $(seed_$shape "$src" 1 "$ROWS"); ANALYZE TABLE $src" >/dev/null
     config "$WORK/snap.toml" "$src"
-    P=(); A=(); S=(); BI=(); BU=(); U=(); UF=(); SC=(); BIC=(); BUC=()
+    P=(); PI=(); A=(); S=(); BI=(); BU=(); U=(); UF=(); SC=(); BIC=(); BUC=()
     for round in $(seq 1 "$ROUNDS"); do
+        # The pipes build the secondary indexes sluice gives its target (the source's):
+        # the raw pipe has them from the start, the key-after pipe builds them after the key.
         fresh_target "$shape" "$src"
+        "${PG[@]}" -d "$DB" -c "$(index_"$shape" "$src")"
         t0=$(now); pipe "$shape" "$src"; t1=$(now); P+=("$(rate "$ROWS" "$t0" "$t1")")
+        fresh_target "$shape" "$src"
+        "${PG[@]}" -d "$DB" -c "$(index_"$shape" "$src")"
+        t0=$(now); pipe "$shape" "$src" "ORDER BY $(inserted_$shape)"; t1=$(now); PI+=("$(rate "$ROWS" "$t0" "$t1")")
         fresh_target "$shape" "$src" keyless
-        t0=$(now); pipe "$shape" "$src"; "${PG[@]}" -d "$DB" -c "ALTER TABLE public.$src ADD PRIMARY KEY ($([ $shape = orders ] && echo order_id || echo id))"
+        t0=$(now); pipe "$shape" "$src"
+        "${PG[@]}" -d "$DB" -c "ALTER TABLE public.$src ADD PRIMARY KEY ($(key_"$shape"))" -c "$(index_"$shape" "$src")"
         t1=$(now); A+=("$(rate "$ROWS" "$t0" "$t1")")
         fresh_target "$shape" "$src"
         t0=$(now); sluice_once "$WORK/snap.toml"; t1=$(now); S+=("$(rate "$ROWS" "$t0" "$t1")"); SC+=("$(per_million "$ROWS")")
@@ -171,9 +183,9 @@ for shape in orders sbtest; do
         UF+=("$(pipe_update_reference "$shape" "$bl")")
         t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BU+=("$(rate "$ROWS" "$t0" "$t1")"); BUC+=("$(per_million "$ROWS")")
         "$BIN" --config "$WORK/backlog.toml" verify >/dev/null || { echo "verify found differences after the update backlog" >&2; exit 1; }
-        echo "round $round: raw pipe ${P[-1]}, key-after pipe ${A[-1]}, snapshot ${S[-1]}, insert backlog ${BI[-1]}, update backlog ${BU[-1]} rows/s (PostgreSQL's own upsert ${U[-1]}, the pipe + UPDATE … FROM ${UF[-1]}); sluice's CPU s per million rows: snapshot ${SC[-1]}, inserts ${BIC[-1]}, updates ${BUC[-1]}; peak RSS $((PEAK_RSS / 1024)) MiB so far"
+        echo "round $round: raw pipe ${P[-1]} (in commit order ${PI[-1]}), key-after pipe ${A[-1]}, snapshot ${S[-1]}, insert backlog ${BI[-1]}, update backlog ${BU[-1]} rows/s (PostgreSQL's own upsert ${U[-1]}, the pipe + UPDATE … FROM ${UF[-1]}); sluice's CPU s per million rows: snapshot ${SC[-1]}, inserts ${BIC[-1]}, updates ${BUC[-1]}; peak RSS $((PEAK_RSS / 1024)) MiB so far"
     done
-    RES[$shape]="$(median "${P[@]}") $(median "${A[@]}") $(median "${S[@]}") $(median "${BI[@]}") $(median "${BU[@]}") $(median "${U[@]}") $(median "${UF[@]}")"
+    RES[$shape]="$(median "${P[@]}") $(median "${PI[@]}") $(median "${A[@]}") $(median "${S[@]}") $(median "${BI[@]}") $(median "${BU[@]}") $(median "${U[@]}") $(median "${UF[@]}")"
     CPUS[$shape]="$(median "${SC[@]}") $(median "${BIC[@]}") $(median "${BUC[@]}")"
 done
 
@@ -227,9 +239,9 @@ echo
 echo "rows: $ROWS, rounds: $ROUNDS (medians), rows/s"
 printf '%-8s %10s %10s %10s %12s %12s %12s %14s\n' shape "raw pipe" "key-after" snapshot "ins. backlog" "upd. backlog" "pg upsert" "pipe+upd.from"
 for shape in orders sbtest; do
-    read -r p a s bi bu u uf <<<"${RES[$shape]}"
+    read -r p pi a s bi bu u uf <<<"${RES[$shape]}"
     printf '%-8s %10s %10s %10s %12s %12s %12s %14s\n' "$shape" "$p" "$a" "$s" "$bi" "$bu" "$u" "$uf"
-    echo "         snapshot / key-after pipe $(ratio "$s" "$a"); insert backlog / raw pipe $(ratio "$bi" "$p"); update backlog / raw pipe $(ratio "$bu" "$p"), / PostgreSQL's own upsert $(ratio "$bu" "$u"), / the pipe + UPDATE … FROM $(ratio "$bu" "$uf")"
+    echo "         snapshot / key-after pipe $(ratio "$s" "$a"); insert backlog / raw pipe $(ratio "$bi" "$p"), / the raw pipe in commit order $(ratio "$bi" "$pi"); update backlog / raw pipe $(ratio "$bu" "$p"), / PostgreSQL's own upsert $(ratio "$bu" "$u"), / the pipe + UPDATE … FROM $(ratio "$bu" "$uf")"
     read -r sc bic buc <<<"${CPUS[$shape]}"
     echo "         sluice's CPU seconds per million rows: snapshot $sc, insert backlog $bic, update backlog $buc"
 done
