@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Binlog capture, measured against references taken in the same run, on two table shapes:
+# Binlog capture, measured against references taken in the same run, on four table shapes:
 #   orders   the demo's: a random-UUID text key and a DATETIME(6)
 #   sbtest   sysbench's: an INT key, an INT with a secondary index, CHAR(120), CHAR(60)
+#   ledger   an ascending BIGINT key, two DECIMAL columns, CHAR(3), a DATETIME(6)
+#   wide     an ascending BIGINT key and a 2 KB TEXT column (ROWS / 10 rows)
 #
 # 1. Snapshot: `run --once` with capture = "binlog" on a fresh target (snapshot of ROWS rows,
 #    then the stream up to the position as of start) against the raw pipe
@@ -27,6 +29,7 @@
 # each run, and sluice's peak RSS over all runs.
 #
 #   benches/binlog.sh [ROWS] [ROUNDS] [LOAD_SECONDS]   (defaults: 1000000 rows, 2 rounds, 30 s)
+#   SHAPES="orders sbtest" for some shapes only (default: all four)
 #
 # Needs the local servers (scripts/services.sh, which turns on the ROW binlog) and sysbench
 # (installed from Debian if missing); builds sluice in release mode.
@@ -103,10 +106,39 @@ seed_sbtest() {
 set_sbtest() { echo "k = EXCLUDED.k, c = EXCLUDED.c, pad = EXCLUDED.pad"; }
 change_sbtest() { echo "k = k + 1"; }
 key_sbtest() { echo id; }
-update_sbtest() {
-    local step=$((ROWS / 16 + 1))
-    for i in $(seq 0 15); do echo "UPDATE $1 SET k = k + 1 WHERE id > $((i * step)) AND id <= $(((i + 1) * step));"; done
+update_sbtest() { by_id_ranges "$1" "k = k + 1"; }
+
+ddl_ledger() { echo "CREATE TABLE $1 (id BIGINT NOT NULL PRIMARY KEY, amount DECIMAL(12,2) NOT NULL, fee DECIMAL(10,4) NOT NULL, currency CHAR(3) NOT NULL, created DATETIME(6) NOT NULL)"; }
+pg_ledger() { echo "CREATE TABLE public.$1 (id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, fee numeric(10,4) NOT NULL, currency text NOT NULL, created timestamp(6) NOT NULL)"; }
+pipe_ledger() { echo "SELECT id, amount, fee, currency, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM $1"; }
+inserted_ledger() { echo id; }
+seed_ledger() {
+    echo "INSERT INTO $1 SELECT seq, (seq * 7919) % 10000000 / 100, (seq % 9973) / 10000, ELT(1 + seq % 3, 'EUR', 'USD', 'GBP'),
+            TIMESTAMP('2026-01-01') + INTERVAL seq * 997 MICROSECOND FROM seq_$2_to_$3"
 }
+index_ledger() { index_orders; }
+set_ledger() { echo "amount = EXCLUDED.amount, fee = EXCLUDED.fee, currency = EXCLUDED.currency, created = EXCLUDED.created"; }
+change_ledger() { echo "amount = amount + 1"; }
+key_ledger() { echo id; }
+update_ledger() { by_id_ranges "$1" "amount = amount + 1"; }
+ddl_wide() { echo "CREATE TABLE $1 (id BIGINT NOT NULL PRIMARY KEY, payload TEXT NOT NULL, created DATETIME(6) NOT NULL)"; }
+pg_wide() { echo "CREATE TABLE public.$1 (id bigint PRIMARY KEY, payload text NOT NULL, created timestamp(6) NOT NULL)"; }
+pipe_wide() { echo "SELECT id, payload, DATE_FORMAT(created, '%Y-%m-%d %H:%i:%s.%f') FROM $1"; }
+inserted_wide() { echo id; }
+seed_wide() {
+    echo "INSERT INTO $1 SELECT seq, REPEAT(MD5(seq), 64), TIMESTAMP('2026-01-01') + INTERVAL seq * 1000 MICROSECOND FROM seq_$2_to_$3"
+}
+index_wide() { index_orders; }
+set_wide() { echo "payload = EXCLUDED.payload, created = EXCLUDED.created"; }
+change_wide() { echo "created = created + interval '1 second'"; }
+key_wide() { echo id; }
+update_wide() { by_id_ranges "$1" "created = created + INTERVAL 1 SECOND"; }
+by_id_ranges() { # by_id_ranges TABLE SET: every row updated, in 16 transactions by key range
+    local step=$((N / 16 + 1))
+    for i in $(seq 0 15); do echo "UPDATE $1 SET $2 WHERE id > $((i * step)) AND id <= $(((i + 1) * step));"; done
+}
+rows_of() { if [ "$1" = wide ]; then echo $((ROWS / 10)); else echo "$ROWS"; fi; }
+SHAPES=${SHAPES:-orders sbtest ledger wide}
 
 fresh_target() { # fresh_target SHAPE TABLE [keyless]
     "${PG[@]}" -d "$DB" -c "DROP TABLE IF EXISTS public.$2; DROP SCHEMA IF EXISTS sluice CASCADE" -c "$(pg_"$1" "$2")"
@@ -123,7 +155,7 @@ upsert_reference() { # upsert_reference SHAPE TABLE: PostgreSQL's own upsert of 
     "${PG[@]}" -d "$DB" -c "INSERT INTO public.ref SELECT * FROM public.ref_new ON CONFLICT ($(key_"$1")) DO UPDATE SET $(set_"$1")"
     t1=$(now)
     "${PG[@]}" -d "$DB" -c "DROP TABLE public.ref, public.ref_new"
-    rate "$ROWS" "$t0" "$t1"
+    rate "$N" "$t0" "$t1"
 }
 pipe_update_reference() { # pipe_update_reference SHAPE TABLE: the pipe + UPDATE … FROM, rows/s
     "${PG[@]}" -d "$DB" -c "DROP TABLE IF EXISTS public.ref, public.ref_stage" \
@@ -135,17 +167,18 @@ pipe_update_reference() { # pipe_update_reference SHAPE TABLE: the pipe + UPDATE
     "${PG[@]}" -d "$DB" -c "ANALYZE public.ref_stage" -c "UPDATE public.ref SET $(set_"$1" | sed 's/EXCLUDED\./s./g') FROM public.ref_stage s WHERE public.ref.$(key_"$1") = s.$(key_"$1")"
     t1=$(now)
     "${PG[@]}" -d "$DB" -c "DROP TABLE public.ref, public.ref_stage" -c "CHECKPOINT"
-    rate "$ROWS" "$t0" "$t1"
+    rate "$N" "$t0" "$t1"
 }
 pipe() { # pipe SHAPE TABLE [SUFFIX]
     "${MY[@]}" --quick -N --batch "$DB" -e "$(pipe_"$1" "$2") ${3:-}" | "${PG[@]}" -d "$DB" -c "\\copy public.$2 from stdin"
 }
 
 declare -A RES CPUS
-for shape in orders sbtest; do
+for shape in $SHAPES; do
     src=${shape}_1m
-    echo "== $shape: seeding $ROWS rows"
-    "${MY[@]}" "$DB" -e "$(ddl_$shape "$src"); $(seed_$shape "$src" 1 "$ROWS"); ANALYZE TABLE $src" >/dev/null
+    N=$(rows_of "$shape")
+    echo "== $shape: seeding $N rows"
+    "${MY[@]}" "$DB" -e "$(ddl_$shape "$src"); $(seed_$shape "$src" 1 "$N"); ANALYZE TABLE $src" >/dev/null
     config "$WORK/snap.toml" "$src"
     P=(); PI=(); A=(); S=(); BI=(); BU=(); U=(); UF=(); SC=(); BIC=(); BUC=()
     for round in $(seq 1 "$ROUNDS"); do
@@ -153,17 +186,22 @@ for shape in orders sbtest; do
         # the raw pipe has them from the start, the key-after pipe builds them after the key.
         fresh_target "$shape" "$src"
         "${PG[@]}" -d "$DB" -c "$(index_"$shape" "$src")"
-        t0=$(now); pipe "$shape" "$src"; t1=$(now); P+=("$(rate "$ROWS" "$t0" "$t1")")
-        fresh_target "$shape" "$src"
-        "${PG[@]}" -d "$DB" -c "$(index_"$shape" "$src")"
-        t0=$(now); pipe "$shape" "$src" "ORDER BY $(inserted_$shape)"; t1=$(now); PI+=("$(rate "$ROWS" "$t0" "$t1")")
+        t0=$(now); pipe "$shape" "$src"; t1=$(now); P+=("$(rate "$N" "$t0" "$t1")")
+        # In commit order: on an ascending key the same order, so the same run.
+        if [ "$(inserted_$shape)" = "$(key_$shape)" ]; then
+            PI+=("${P[-1]}")
+        else
+            fresh_target "$shape" "$src"
+            "${PG[@]}" -d "$DB" -c "$(index_"$shape" "$src")"
+            t0=$(now); pipe "$shape" "$src" "ORDER BY $(inserted_$shape)"; t1=$(now); PI+=("$(rate "$N" "$t0" "$t1")")
+        fi
         fresh_target "$shape" "$src" keyless
         t0=$(now); pipe "$shape" "$src"
         "${PG[@]}" -d "$DB" -c "ALTER TABLE public.$src ADD PRIMARY KEY ($(key_"$shape"))" -c "$(index_"$shape" "$src")"
-        t1=$(now); A+=("$(rate "$ROWS" "$t0" "$t1")")
+        t1=$(now); A+=("$(rate "$N" "$t0" "$t1")")
         fresh_target "$shape" "$src"
-        t0=$(now); sluice_once "$WORK/snap.toml"; t1=$(now); S+=("$(rate "$ROWS" "$t0" "$t1")"); SC+=("$(per_million "$ROWS")")
-        expect_rows "$src" "$ROWS" "the snapshot"
+        t0=$(now); sluice_once "$WORK/snap.toml"; t1=$(now); S+=("$(rate "$N" "$t0" "$t1")"); SC+=("$(per_million "$N")")
+        expect_rows "$src" "$N" "the snapshot"
 
         # The backlog: a table followed from the binlog, sluice stopped, then ROWS changes.
         bl=${shape}_backlog
@@ -172,16 +210,16 @@ for shape in orders sbtest; do
         config "$WORK/backlog.toml" "$bl"
         sluice_once "$WORK/backlog.toml"
         step=10000
-        for ((from = 1; from <= ROWS; from += step)); do
-            to=$((from + step - 1)); [ $to -gt "$ROWS" ] && to=$ROWS
+        for ((from = 1; from <= N; from += step)); do
+            to=$((from + step - 1)); [ $to -gt "$N" ] && to=$N
             seed_$shape "$bl" "$from" "$to"; echo ";"
         done | "${MY[@]}" "$DB"
-        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BI+=("$(rate "$ROWS" "$t0" "$t1")"); BIC+=("$(per_million "$ROWS")")
-        expect_rows "$bl" "$ROWS" "the insert backlog"
+        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BI+=("$(rate "$N" "$t0" "$t1")"); BIC+=("$(per_million "$N")")
+        expect_rows "$bl" "$N" "the insert backlog"
         U+=("$(upsert_reference "$shape" "$bl")")
         update_$shape "$bl" | "${MY[@]}" "$DB"
         UF+=("$(pipe_update_reference "$shape" "$bl")")
-        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BU+=("$(rate "$ROWS" "$t0" "$t1")"); BUC+=("$(per_million "$ROWS")")
+        t0=$(now); sluice_once "$WORK/backlog.toml"; t1=$(now); BU+=("$(rate "$N" "$t0" "$t1")"); BUC+=("$(per_million "$N")")
         "$BIN" --config "$WORK/backlog.toml" verify >/dev/null || { echo "verify found differences after the update backlog" >&2; exit 1; }
         echo "round $round: raw pipe ${P[-1]} (in commit order ${PI[-1]}), key-after pipe ${A[-1]}, snapshot ${S[-1]}, insert backlog ${BI[-1]}, update backlog ${BU[-1]} rows/s (PostgreSQL's own upsert ${U[-1]}, the pipe + UPDATE … FROM ${UF[-1]}); sluice's CPU s per million rows: snapshot ${SC[-1]}, inserts ${BIC[-1]}, updates ${BUC[-1]}; peak RSS $((PEAK_RSS / 1024)) MiB so far"
     done
@@ -236,9 +274,9 @@ DRAINED=$(awk -v a="$LOAD_END" -v b="$MARKER_AT" 'BEGIN { printf "%.2f", b - a }
 CHANGES=$(awk "/write:/ { print \$2 }" "$WORK/followed.txt")
 
 echo
-echo "rows: $ROWS, rounds: $ROUNDS (medians), rows/s"
+echo "rows: $ROWS (wide: $((ROWS / 10))), rounds: $ROUNDS (medians), rows/s"
 printf '%-8s %10s %10s %10s %12s %12s %12s %14s\n' shape "raw pipe" "key-after" snapshot "ins. backlog" "upd. backlog" "pg upsert" "pipe+upd.from"
-for shape in orders sbtest; do
+for shape in $SHAPES; do
     read -r p pi a s bi bu u uf <<<"${RES[$shape]}"
     printf '%-8s %10s %10s %10s %12s %12s %12s %14s\n' "$shape" "$p" "$a" "$s" "$bi" "$bu" "$u" "$uf"
     echo "         snapshot / key-after pipe $(ratio "$s" "$a"); insert backlog / raw pipe $(ratio "$bi" "$p"), / the raw pipe in commit order $(ratio "$bi" "$pi"); update backlog / raw pipe $(ratio "$bu" "$p"), / PostgreSQL's own upsert $(ratio "$bu" "$u"), / the pipe + UPDATE … FROM $(ratio "$bu" "$uf")"
