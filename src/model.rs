@@ -331,6 +331,10 @@ pub struct ChangeSet {
     /// load. With a target empty when the load began (its key deferred), a row a `where`
     /// filter does not keep cannot be there, and needs no delete.
     pub first_reads: bool,
+    /// A chunk of a copy beside the binlog stream (with the table's changes merged after
+    /// it): its table is not caught up, so it may commit on a target connection of its own,
+    /// apart from the other tables' changes of the same batch (see `pipeline::side`).
+    pub beside: bool,
 }
 
 /// What the sink applies in one transaction: one or more tables' change sets.

@@ -1254,48 +1254,11 @@ fn a_copied_tables_indexes_are_built_off_the_lane() {
     );
     // Small chunks: the copy lasts long enough for the lock to be taken before its end.
     let extra = "[pipeline]\nbatch_rows = 500\n";
-    stream_busy_alone(&db, extra);
-    let both_tables = config(&db, &["busy", "big"], extra);
+    let (both_tables, mut run) = copy_big_beside_busy(&db, extra);
     let args = ["--config", both_tables.to_str().unwrap(), "run"];
-    let mut run = db.spawn_logged(&args, &[]);
-    run.wait_for(
-        "copy of the table started beside the stream",
-        Duration::from_secs(60),
-    );
     // A session holds a lock on the target table that a plain CREATE INDEX would queue
     // behind (and every table in the lane with it); rows go on being written meanwhile.
-    let hold = || {
-        std::process::Command::new("psql")
-            .args([
-                db.target_url.as_str(),
-                "-q",
-                "-c",
-                "BEGIN; LOCK TABLE public.big IN ROW EXCLUSIVE MODE; SELECT pg_sleep(600)",
-            ])
-            .env("PGAPPNAME", "lock holder")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("psql")
-    };
-    // Its session ends with it (a session asleep does not notice its client is gone).
-    let release = |mut holder: std::process::Child| {
-        db.pg(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'lock holder' AND datname = '{}'",
-            db.name
-        ));
-        let _ = holder.kill();
-        let _ = holder.wait();
-    };
-    let holder = hold();
-    wait_until("the lock to be held", Duration::from_secs(30), || {
-        db.pg_i64(
-            "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE c.relname = 'big' AND l.mode = 'RowExclusiveLock' AND l.granted \
-               AND l.pid <> pg_backend_pid()",
-        ) > 0
-    });
+    let holder = hold_lock(&db, "big", "ROW EXCLUSIVE");
     run.wait_for(
         "building the copied table's indexes beside the stream",
         Duration::from_secs(120),
@@ -1308,14 +1271,7 @@ fn a_copied_tables_indexes_are_built_off_the_lane() {
         )
     };
     // The lane goes on while the build waits for the lock: both tables' changes arrive.
-    db.mysql(
-        "INSERT INTO busy (v) SELECT seq FROM seq_1_to_50; UPDATE big SET v = v + 1 WHERE id <= 10",
-    );
-    wait_until(
-        "busy's rows during the build",
-        Duration::from_secs(30),
-        || db.pg_i64("SELECT COUNT(*) FROM public.busy") == 51,
-    );
+    busy_rows_arrive(&db, "v = v + 1", "busy's rows during the build");
     wait_until(
         "big's changes during the build",
         Duration::from_secs(30),
@@ -1337,7 +1293,7 @@ fn a_copied_tables_indexes_are_built_off_the_lane() {
             )) == 0
         },
     );
-    release(holder);
+    release_lock(&db, holder);
     assert!(
         db.pg_i64(
             "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
@@ -1377,6 +1333,107 @@ fn a_copied_tables_indexes_are_built_off_the_lane() {
     );
     wait_equal(&db, "big", "id, v, code", &|| run.log());
     verify_then_stop(&db, both_tables.to_str().unwrap(), run);
+}
+
+/// A copy's chunks commit on a target connection of their own: a session holding a lock on
+/// the copied table's target (a report, a `pg_dump`) holds up its copy, not the other
+/// tables. In one connection the busy table's rows would wait behind the blocked chunk.
+#[test]
+fn a_lock_on_a_table_being_copied_holds_up_its_copy_not_the_other_tables() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE busy (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL); \
+         CREATE TABLE big (id INT NOT NULL PRIMARY KEY, v INT NOT NULL); \
+         INSERT INTO big SELECT seq, seq FROM seq_1_to_200000",
+    );
+    // Chunks of 100 rows: the copy lasts well past the moment the lock is taken.
+    let extra = "[pipeline]\nbatch_rows = 200\n";
+    let (both_tables, run) = copy_big_beside_busy(&db, extra);
+    // SHARE mode: reads go on, every write to the table waits.
+    let holder = hold_lock(&db, "big", "SHARE");
+    busy_rows_arrive(
+        &db,
+        "v = -v",
+        "busy's rows while the copy waits for the lock",
+    );
+    // The copy was held up: had it ended before the lock, this test would show nothing.
+    let copied = db.pg_i64("SELECT COUNT(*) FROM public.big");
+    assert!(
+        copied < 200_000,
+        "the copy ended before the lock was taken ({copied} rows); make it longer: {}",
+        run.log()
+    );
+    release_lock(&db, holder);
+    db.mysql("INSERT INTO busy (v) VALUES (1)");
+    wait_equal(&db, "busy", "id, v", &|| run.log());
+    wait_equal(&db, "big", "id, v", &|| run.log());
+    verify_then_stop(&db, both_tables.to_str().unwrap(), run);
+}
+
+/// `busy` streamed alone, then a run of `busy` and `big` (`extra` added to both
+/// configurations), once `big`'s copy beside the stream has started.
+fn copy_big_beside_busy(db: &TestDb, extra: &str) -> (std::path::PathBuf, common::Logged) {
+    stream_busy_alone(db, extra);
+    let both_tables = config(db, &["busy", "big"], extra);
+    let mut run = db.spawn_logged(&["--config", both_tables.to_str().unwrap(), "run"], &[]);
+    run.wait_for(
+        "copy of the table started beside the stream",
+        Duration::from_secs(60),
+    );
+    (both_tables, run)
+}
+
+/// Fifty rows inserted into `busy` (which held one) and `big`'s first ten rows updated with
+/// `set`, in one statement: waits for busy's rows on the target.
+fn busy_rows_arrive(db: &TestDb, set: &str, what: &str) {
+    db.mysql(&format!(
+        "INSERT INTO busy (v) SELECT seq FROM seq_1_to_50; UPDATE big SET {set} WHERE id <= 10"
+    ));
+    wait_until(what, Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.busy") == 51
+    });
+}
+
+/// A session that holds a lock on the target's `public.<table>` in `mode` (`SHARE`, …), once
+/// it is granted.
+fn hold_lock(db: &TestDb, table: &str, mode: &str) -> std::process::Child {
+    let holder = std::process::Command::new("psql")
+        .args([
+            db.target_url.as_str(),
+            "-q",
+            "-c",
+            &format!("BEGIN; LOCK TABLE public.{table} IN {mode} MODE; SELECT pg_sleep(600)"),
+        ])
+        .env("PGAPPNAME", "lock holder")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    // pg_locks names the mode without spaces, in words: ROW EXCLUSIVE → RowExclusiveLock.
+    let held: String = mode
+        .split(' ')
+        .map(|w| w[..1].to_string() + &w[1..].to_lowercase())
+        .collect::<String>()
+        + "Lock";
+    wait_until("the lock to be held", Duration::from_secs(30), || {
+        db.pg_i64(&format!(
+            "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = '{table}' AND l.mode = '{held}' AND l.granted \
+               AND l.pid <> pg_backend_pid()"
+        )) > 0
+    });
+    holder
+}
+
+/// Ends [`hold_lock`]'s session (a session asleep does not notice its client is gone).
+fn release_lock(db: &TestDb, mut holder: std::process::Child) {
+    db.pg(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'lock holder' AND datname = '{}'",
+        db.name
+    ));
+    let _ = holder.kill();
+    let _ = holder.wait();
 }
 
 /// A run of table `busy` alone, until its first row streams, then stopped: `busy` streams

@@ -55,6 +55,7 @@ fn batch(changes: Vec<Change>, pos: i64) -> Batch {
             source_time: None,
             shape: None,
             first_reads: false,
+            beside: false,
         }],
         commit: true,
         transactions: 1,

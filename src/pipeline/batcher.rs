@@ -260,7 +260,10 @@ impl Inner {
         t.lease.merge(lease);
         t.open = !txn.complete;
         t.transactions += u64::from(txn.complete && real);
-        for part in txn.parts {
+        for mut part in txn.parts {
+            // A table whose changes keep their order with others' (foreign keys) commits
+            // with them, chunks of its copy included.
+            part.beside &= !self.cfg.ordered.contains(&part.table);
             self.cfg.handles[part.table].rows_batched(part.changes.len());
             t.rows += part.changes.len();
             t.bytes += part.bytes;
@@ -281,6 +284,7 @@ impl Inner {
                         p.position = part.position;
                     }
                     p.source_time = part.source_time.or(p.source_time);
+                    p.beside |= part.beside;
                 }
                 None => {
                     t.index.insert(part.table, t.parts.len());

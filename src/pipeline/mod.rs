@@ -23,6 +23,7 @@ pub mod batcher;
 mod budget;
 pub mod generator;
 pub mod poller;
+pub(crate) mod side;
 pub mod supervisor;
 pub mod writer;
 

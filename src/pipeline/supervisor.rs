@@ -196,7 +196,7 @@ impl Supervisor {
             Arc::new(move || budget.used())
         };
         let source = crate::source::open(&self.settings, self.once, open, held)?;
-        let sink_tables = ids
+        let sink_tables: Vec<SinkTable> = ids
             .iter()
             .map(|&id| {
                 let t = &self.tables[id];
@@ -223,6 +223,21 @@ impl Supervisor {
                 }
             })
             .collect();
+        // The copy's connection (see `side`) writes the tables that keep no order with
+        // others: a copy beside the binlog stream's chunks, made when the first one comes.
+        let side_tables: Vec<SinkTable> = sink_tables
+            .iter()
+            .filter(|t| !ordered.contains(&t.id))
+            .cloned()
+            .collect();
+        // One target connection more than the lanes' and the helpers' (see
+        // `PipelineSection::lanes`), while a copy runs: only where the limit leaves room.
+        let verify = usize::from(self.settings.verify.interval_s > 0);
+        let room = p.max_target_connections > self.lanes.len() + 3 + verify;
+        let side: Option<super::side::SideSink> = (room && !side_tables.is_empty()).then(|| {
+            let make = self.wiring.sinks.clone();
+            Box::new(move || make(lane, side_tables)) as super::side::SideSink
+        });
         let sink = (self.wiring.sinks)(lane, sink_tables);
         // One read may wait between poller and batcher while the next is read.
         let (read_tx, read_rx) = bounded(1);
@@ -235,6 +250,7 @@ impl Supervisor {
             retry: self.settings.retry.clone(),
             shutdown: shutdown.clone(),
             events: me.clone().recipient(),
+            side,
         };
         let batcher = BatcherConfig {
             batch_rows: p.batch_rows,

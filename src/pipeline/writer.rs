@@ -1,15 +1,17 @@
 //! The writer: hands each batch to its lane's [`Sink`], which applies it and advances the
 //! positions in one transaction, retrying transient failures with the one retry policy.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Handler, Message, Recipient, SyncContext};
 use chrono::Utc;
 use crossbeam_channel::Receiver;
 use tracing::{debug, info, warn};
 
-use super::{stage_runtime, BatchMsg, Event};
+use super::side::{Outcome, Side, SideSink};
+use super::{stage_runtime, BatchMsg, Event, Lease};
 use crate::config::Retry;
 use crate::error::{Error, Result};
 use crate::model::{Batch, TableId};
@@ -27,6 +29,9 @@ pub struct WriterConfig {
     pub retry: Retry,
     pub shutdown: Shutdown,
     pub events: Recipient<Event>,
+    /// The sink of a second target connection, for the chunks of a copy beside the binlog
+    /// stream (see [`super::side`]); made when the first such chunk comes.
+    pub side: Option<SideSink>,
 }
 
 /// One sink call, retried as a whole.
@@ -52,6 +57,14 @@ struct Inner {
     broken: bool,
     /// What chunks of the open transaction applied, counted when it commits.
     applied: Vec<(TableId, Commit)>,
+    /// The copy's connection, once a chunk came.
+    side: Option<Side>,
+    /// Tables whose shape changed in this lane: they stay on the lane's connection.
+    reshaped: HashSet<TableId>,
+    /// Tables caught up whose last batches are still on the copy's connection, with the
+    /// mark those batches are committed at: their copy is finished once they are, while
+    /// the other tables' batches go on.
+    caught_up_later: Vec<(TableId, u64)>,
 }
 
 /// `None` once finished.
@@ -66,6 +79,9 @@ impl Writer {
             last_attempt: Instant::now(),
             broken: false,
             applied: Vec::new(),
+            side: None,
+            reshaped: HashSet::new(),
+            caught_up_later: Vec::new(),
         }))
     }
 }
@@ -170,7 +186,7 @@ impl Inner {
         super::table_failed(&self.cfg.handles, &self.cfg.events, table, "writer", error);
     }
 
-    fn write(&mut self, batch: Batch) {
+    fn write(&mut self, batch: Batch, lease: Lease) {
         for p in &batch.parts {
             self.cfg.handles[p.table].batch_queued(-1);
         }
@@ -180,7 +196,169 @@ impl Inner {
         if self.broken {
             return;
         }
-        self.apply(batch);
+        while let Some(o) = self.side.as_mut().and_then(|s| s.next(false)) {
+            self.outcome(o);
+        }
+        if let Some((batch, _lease)) = self.route(batch, lease) {
+            self.apply(batch);
+        }
+    }
+
+    /// Sends the parts of `batch` that go to the copy's connection there (see
+    /// [`super::side`]), and returns the rest, once the side has committed what they
+    /// must follow.
+    fn route(&mut self, mut batch: Batch, lease: Lease) -> Option<(Batch, Lease)> {
+        for p in batch.parts.iter().filter(|p| p.shape.is_some()) {
+            self.reshaped.insert(p.table);
+        }
+        let usable = batch.commit
+            && !self.cfg.sink.in_transaction()
+            && self
+                .side
+                .as_ref()
+                .map_or(self.cfg.side.is_some(), Side::open);
+        let (aside, main): (Vec<_>, Vec<_>) = batch.parts.into_iter().partition(|p| {
+            usable && !self.reshaped.contains(&p.table) && (p.beside || self.side_holds(p.table))
+        });
+        batch.parts = main;
+        let mut lease = Some(lease);
+        if !aside.is_empty() {
+            if self.side.is_none() {
+                let make = self.cfg.side.take().expect("usable above");
+                match Side::start(self.cfg.lane, make, self.cfg.shutdown.clone()) {
+                    Ok(side) => self.side = Some(side),
+                    Err(e) => {
+                        warn!(lane = self.cfg.lane, error = %e, "the copy's chunks commit on the lane's connection")
+                    }
+                }
+            }
+            let part = Batch {
+                parts: aside,
+                commit: true,
+                transactions: 0,
+            };
+            let sent = match self.side.as_mut() {
+                Some(side) => side.send(part, lease.take().unwrap_or_default()),
+                None => Err((part, lease.take().unwrap_or_default())),
+            };
+            if let Err((part, l)) = sent {
+                // Not open: these parts commit here, before the rest, as they would have.
+                lease = Some(l);
+                batch.parts.splice(0..0, part.parts);
+            }
+        }
+        // A part committing here follows its table's batches on the copy's connection.
+        let waits: Vec<TableId> = batch
+            .parts
+            .iter()
+            .map(|p| p.table)
+            .filter(|&t| self.side_holds(t))
+            .collect();
+        for t in waits {
+            self.settle(Some(t));
+        }
+        if batch.parts.is_empty() {
+            return None;
+        }
+        Some((batch, lease.unwrap_or_default()))
+    }
+
+    fn side_holds(&self, table: TableId) -> bool {
+        self.side.as_ref().is_some_and(|s| s.holds(table))
+    }
+
+    /// Takes the copy's connection's outcomes until `table` (every table: `None`) has no
+    /// batch there.
+    fn settle(&mut self, table: Option<TableId>) {
+        loop {
+            let Some(side) = self.side.as_mut() else {
+                return;
+            };
+            let done = match table {
+                Some(t) => !side.holds(t),
+                None => !side.busy(),
+            };
+            if done {
+                return;
+            }
+            match side.next(true) {
+                Some(o) => self.outcome(o),
+                None => return self.finish_copies(),
+            }
+        }
+    }
+
+    /// A batch back from the copy's connection: counted when committed; otherwise applied
+    /// here (retried, or stopping its table).
+    fn outcome(&mut self, o: Outcome) {
+        self.take_outcome(o);
+        self.finish_copies();
+    }
+
+    /// Copies whose last batches are now committed on the copy's connection are finished.
+    fn finish_copies(&mut self) {
+        let side = self.side.as_ref();
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.caught_up_later)
+            .into_iter()
+            .partition(|(_, mark)| side.is_none_or(|s| s.passed(*mark)));
+        self.caught_up_later = later;
+        for (table, _) in ready {
+            self.caught_up(table);
+        }
+    }
+
+    fn take_outcome(&mut self, o: Outcome) {
+        let Outcome {
+            batch,
+            result,
+            lease,
+        } = o;
+        match result {
+            Ok((parts, took)) => {
+                let commits = Self::commits(&batch, &parts, took);
+                drop(lease);
+                crate::failpoint::hit("after_commit");
+                for (table, c) in commits {
+                    debug!(table = %self.cfg.handles[table].name, rows = c.rows, ms = took.as_millis() as u64, "batch committed (copy's connection)");
+                    self.cfg.handles[table].committed(c);
+                }
+            }
+            Err(e) => {
+                if !self.broken {
+                    if !matches!(e, Error::Shutdown) {
+                        warn!(lane = self.cfg.lane, error = %e, "a batch on the copy's connection was not committed; it is applied on the lane's connection, and the copy goes on there");
+                    }
+                    self.apply(batch);
+                }
+                drop(lease);
+            }
+        }
+    }
+
+    /// What each part of a committed `batch` counts in its table's stats.
+    fn commits(batch: &Batch, parts: &[PartApplied], took: Duration) -> Vec<(TableId, Commit)> {
+        let committed_at = Utc::now();
+        parts
+            .iter()
+            .zip(&batch.parts)
+            .map(|(p, part)| {
+                (
+                    p.table,
+                    Commit {
+                        rows: p.rows,
+                        merged: p.merged,
+                        dead_lettered: p.dead_lettered,
+                        filtered: p.filtered,
+                        newest: part.source_time,
+                        committed_at,
+                        took,
+                        ops: OpCounts::of(&part.changes),
+                        position: (batch.commit && !part.position.0.is_null())
+                            .then(|| part.position.clone()),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Applies `batch` (but its parts of tables stopped meanwhile) and counts it; on a
@@ -198,24 +376,7 @@ impl Inner {
             Ok(Done::CaughtUp(_)) => {}
             Ok(Done::Applied(parts)) => {
                 let took = self.last_attempt.elapsed();
-                let committed_at = Utc::now();
-                for (p, part) in parts.iter().zip(&batch.parts) {
-                    self.applied.push((
-                        p.table,
-                        Commit {
-                            rows: p.rows,
-                            merged: p.merged,
-                            dead_lettered: p.dead_lettered,
-                            filtered: p.filtered,
-                            newest: part.source_time,
-                            committed_at,
-                            took,
-                            ops: OpCounts::of(&part.changes),
-                            position: (batch.commit && !part.position.0.is_null())
-                                .then(|| part.position.clone()),
-                        },
-                    ));
-                }
+                self.applied.extend(Self::commits(&batch, &parts, took));
                 if !batch.commit {
                     // Chunks count once their transaction commits.
                     return;
@@ -293,19 +454,49 @@ impl Handler<WriteNext> for Writer {
         let Some(inner) = self.0.as_mut() else {
             return;
         };
-        match inner.cfg.input.recv() {
+        // While batches are on the copy's connection, their outcomes are taken as they come
+        // (counted at once), beside the lane's input.
+        let input = match inner.side.as_ref().filter(|s| s.busy()).map(Side::results) {
+            Some(results) => crossbeam_channel::select! {
+                recv(inner.cfg.input) -> m => m,
+                recv(results) -> o => {
+                    match o {
+                        Ok(o) => {
+                            let o = inner.side.as_mut().expect("busy above").received(o);
+                            inner.outcome(o);
+                        }
+                        // The thread is gone: `settle` notices.
+                        Err(_) => inner.settle(None),
+                    }
+                    ctx.address().do_send(WriteNext);
+                    return;
+                }
+            },
+            None => inner.cfg.input.recv(),
+        };
+        match input {
             Ok(BatchMsg::Batch(batch, lease)) => {
-                inner.write(batch);
-                // The rows are committed (or dropped): their bytes go back to the budget.
-                drop(lease);
+                // The rows are committed (or dropped, or on the copy's connection) when it
+                // returns: their bytes go back to the budget with the lease.
+                inner.write(batch, lease);
                 ctx.address().do_send(WriteNext);
             }
             Ok(BatchMsg::CaughtUp(table)) => {
-                inner.caught_up(table);
+                // The table's last chunks may still be on the copy's connection: it is
+                // finished once they are committed (see `outcome`).
+                match inner.side.as_ref().filter(|s| s.holds(table)) {
+                    Some(side) => inner.caught_up_later.push((table, side.mark())),
+                    None => inner.caught_up(table),
+                }
                 ctx.address().do_send(WriteNext);
             }
             Err(_) => {
                 let lane = inner.cfg.lane;
+                // What is on the copy's connection commits (or is applied here) first.
+                inner.settle(None);
+                for (table, _) in std::mem::take(&mut inner.caught_up_later) {
+                    inner.caught_up(table);
+                }
                 if inner.cfg.sink.in_transaction() {
                     // Chunks of a source transaction whose end never came: rolled back.
                     inner.cfg.sink.reset();

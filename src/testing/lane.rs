@@ -81,6 +81,7 @@ fn start_writer(
     handles: Arc<[Arc<TableHandle>]>,
     shutdown: Shutdown,
     events: Recipient<Event>,
+    side: Option<crate::pipeline::side::SideSink>,
 ) -> Addr<Writer> {
     let cfg = WriterConfig {
         lane: 0,
@@ -90,6 +91,7 @@ fn start_writer(
         retry: super::quick_retry(),
         shutdown,
         events,
+        side,
     };
     let writer = start(cfg, Writer::new);
     writer.do_send(WriteNext);
@@ -131,9 +133,19 @@ impl Lane {
         sink: Box<dyn Sink>,
         handles: Arc<[Arc<TableHandle>]>,
     ) -> (Lane, Sender<BatchMsg>) {
+        Self::writer_beside(sink, None, handles)
+    }
+
+    /// [`Lane::writer`], with `side` the sink of its second connection (a copy's chunks).
+    pub fn writer_beside(
+        sink: Box<dyn Sink>,
+        side: Option<Box<dyn Sink>>,
+        handles: Arc<[Arc<TableHandle>]>,
+    ) -> (Lane, Sender<BatchMsg>) {
         Lane::run(move |events, shutdown| {
             let (tx, rx) = bounded(64);
-            let writer = start_writer(sink, rx, handles, shutdown, events);
+            let side = side.map(|s| Box::new(move || s) as crate::pipeline::side::SideSink);
+            let writer = start_writer(sink, rx, handles, shutdown, events, side);
             (Box::new(writer) as Box<dyn Send>, tx)
         })
     }
@@ -155,6 +167,7 @@ impl Lane {
                 handles.clone(),
                 shutdown.clone(),
                 events.clone(),
+                None,
             );
             let batcher = start(
                 BatcherConfig {

@@ -191,6 +191,19 @@ impl MemorySink {
         self
     }
 
+    /// Another sink of the same tables, committing into the same memory (a second
+    /// connection to the same target).
+    pub fn another(&self) -> MemorySink {
+        MemorySink {
+            shared: self.shared.clone(),
+            models: self.models.clone(),
+            on_bad_row: self.on_bad_row,
+            open: false,
+            txn: None,
+            lost: false,
+        }
+    }
+
     pub fn handle(&self) -> MemoryHandle {
         self.shared.clone()
     }
@@ -238,7 +251,14 @@ impl MemorySink {
             self.txn = Some(work);
             return Ok(applied);
         }
-        shared.tables = work.tables;
+        // Only the tables the transaction wrote: another instance (a lane's second
+        // connection) may have committed others meanwhile.
+        for t in work.changes.keys() {
+            match work.tables.remove(t) {
+                Some(rows) => shared.tables.insert(*t, rows),
+                None => shared.tables.remove(t),
+            };
+        }
         for p in &batch.parts {
             shared.positions.insert(p.table, p.position.clone());
         }

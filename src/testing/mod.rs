@@ -76,6 +76,7 @@ pub fn changes(table: TableId, changes: Vec<Change>, position: Position) -> Chan
         source_time: None,
         shape: None,
         first_reads: false,
+        beside: false,
     }
 }
 

@@ -199,3 +199,195 @@ fn a_bad_row_mid_transaction_stops_its_table_and_restarts_the_lane() {
     assert_eq!(mem.position(0), None);
     assert_eq!(mem.position(1), None);
 }
+
+/// A sink that waits for the test's word before each apply (`Ok`), or fails it (`Err`).
+struct Gated {
+    inner: MemorySink,
+    gate: crossbeam_channel::Receiver<bool>,
+    /// Applies asked of it.
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::sink::Sink for Gated {
+    fn apply<'a>(
+        &'a mut self,
+        batch: &'a Batch,
+    ) -> futures::future::BoxFuture<'a, crate::error::Result<Vec<crate::sink::PartApplied>>> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let go = self.gate.recv_timeout(WAIT).unwrap_or(false);
+        if !go {
+            return Box::pin(async { Err(super::retryable("the copy's connection (injected)")) });
+        }
+        self.inner.apply(batch)
+    }
+
+    fn caught_up(
+        &mut self,
+        table: crate::model::TableId,
+    ) -> futures::future::BoxFuture<'_, crate::error::Result<crate::sink::CaughtUp>> {
+        self.inner.caught_up(table)
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.inner.in_transaction()
+    }
+}
+
+/// A writer of two tables whose copy's connection applies only when the test says so.
+fn writer_beside() -> (
+    Lane,
+    Sender<BatchMsg>,
+    MemoryHandle,
+    Handles,
+    crossbeam_channel::Sender<bool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let sink = MemorySink::new((0..2).map(|t| (t, model(&format!("t{t}")))));
+    let mem = sink.handle();
+    let (gate_tx, gate) = crossbeam_channel::unbounded();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let side = Gated {
+        inner: sink.another(),
+        gate,
+        asked: asked.clone(),
+    };
+    let h = handles(2);
+    let (lane, tx) = Lane::writer_beside(Box::new(sink), Some(Box::new(side)), h.clone());
+    (lane, tx, mem, h, gate_tx, asked)
+}
+
+fn chunk(table: usize, ids: std::ops::Range<i64>, position: crate::model::Position) -> ChangeSet {
+    ChangeSet {
+        beside: true,
+        ..upserts(table, ids, position)
+    }
+}
+
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_copys_chunks_commit_on_their_own_connection_and_the_tables_changes_follow_them() {
+    let (lane, tx, mem, h, gate, asked) = writer_beside();
+    // The chunk of table 0 and a streamed change of table 1, in one batch.
+    send(
+        &tx,
+        vec![chunk(0, 1..4, position(1)), upserts(1, 1..2, position(1))],
+        true,
+    );
+    send(&tx, vec![upserts(1, 2..3, position(2))], true);
+    // Table 1 is not held behind the chunk, which waits for the gate.
+    until("table 1's batches", || mem.position(1) == Some(position(2)));
+    assert!(mem.rows(0).is_empty());
+    // Table 0's own change follows its chunk, on the copy's connection, and table 1's next
+    // batch does not wait for either.
+    let update = vec![Change::update(row(1, "b"), None)];
+    send(&tx, vec![changes(0, update, position(2))], true);
+    send(&tx, vec![upserts(1, 3..4, position(3))], true);
+    until("table 1's third batch", || {
+        mem.position(1) == Some(position(3))
+    });
+    assert_eq!((mem.rows(0), mem.position(0)), (vec![], None));
+    gate.send(true).unwrap();
+    until("the chunk", || mem.position(0) == Some(position(1)));
+    assert_eq!(mem.rows(0), [row(1, "v1"), row(2, "v2"), row(3, "v3")]);
+    gate.send(true).unwrap();
+    drop(tx);
+    assert!(lane.wait_finished(WAIT));
+    assert_eq!(mem.rows(0), [row(1, "b"), row(2, "v2"), row(3, "v3")]);
+    assert_eq!(mem.position(0), Some(position(2)));
+    assert_eq!(mem.rows(1).len(), 3);
+    let m = h[0].snapshot();
+    assert_eq!(
+        (m.rows_written, m.batches, m.position),
+        (4, 2, Some(position(2)))
+    );
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_batch_the_copys_connection_fails_is_applied_on_the_lanes_with_those_queued_after_it() {
+    let (lane, tx, mem, h, gate, asked) = writer_beside();
+    send(&tx, vec![chunk(0, 1..3, position(1))], true);
+    send(&tx, vec![chunk(0, 3..5, position(2))], true);
+    let delete = vec![Change::delete(row(1, ""))];
+    send(&tx, vec![changes(0, delete, position(3))], true);
+    send(&tx, vec![upserts(1, 1..2, position(1))], true);
+    until("table 1's batch", || mem.position(1) == Some(position(1)));
+    // Caught up: waits for the copy's connection, and runs after everything of table 0.
+    tx.send(BatchMsg::CaughtUp(0)).unwrap();
+    // The first chunk fails there: it and the two after it are applied here, in order.
+    gate.send(false).unwrap();
+    drop(tx);
+    assert!(lane.wait_finished(WAIT));
+    assert_eq!(mem.rows(0), [row(2, "v2"), row(3, "v3"), row(4, "v4")]);
+    assert_eq!(mem.position(0), Some(position(3)));
+    assert_eq!(
+        positions_of(&mem, 0),
+        [position(1), position(2), position(3)]
+    );
+    assert_eq!(mem.state().caught_up, [0]);
+    assert!(h[0].snapshot().failed.is_none());
+    // The two after the failed one came back unapplied.
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_schema_change_of_a_table_being_copied_waits_for_its_chunks_and_stays_on_the_lanes_connection()
+{
+    let (lane, tx, mem, _, gate, asked) = writer_beside();
+    send(&tx, vec![chunk(0, 1..3, position(1))], true);
+    let reshaped = ChangeSet {
+        shape: Some(model("t0")),
+        ..upserts(0, 3..4, position(2))
+    };
+    send(&tx, vec![reshaped], true);
+    // Its next chunk goes on the lane's connection: the gate is opened once only.
+    send(&tx, vec![chunk(0, 4..5, position(3))], true);
+    gate.send(true).unwrap();
+    drop(tx);
+    assert!(lane.wait_finished(WAIT));
+    // In order: the schema change after the chunk held on the copy's connection.
+    assert_eq!(
+        positions_of(&mem, 0),
+        [position(1), position(2), position(3)]
+    );
+    assert_eq!(mem.rows(0).len(), 4);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// The positions `table` committed, in order.
+fn positions_of(mem: &MemoryHandle, table: usize) -> Vec<crate::model::Position> {
+    mem.commits()
+        .iter()
+        .filter_map(|c| c.positions.get(&table).cloned())
+        .collect()
+}
+
+#[test]
+fn a_copy_caught_up_is_finished_once_its_chunks_commit_and_the_other_tables_do_not_wait() {
+    let (lane, tx, mem, _, gate, _) = writer_beside();
+    send(&tx, vec![chunk(0, 1..3, position(1))], true);
+    tx.send(BatchMsg::CaughtUp(0)).unwrap();
+    send(&tx, vec![upserts(1, 1..2, position(1))], true);
+    until("table 1's batch", || mem.position(1) == Some(position(1)));
+    assert!(
+        mem.state().caught_up.is_empty(),
+        "finished before its chunk committed"
+    );
+    gate.send(true).unwrap();
+    until("the copy to be finished", || mem.state().caught_up == [0]);
+    assert_eq!(mem.position(0), Some(position(1)));
+    drop(tx);
+    assert!(lane.wait_finished(WAIT));
+}

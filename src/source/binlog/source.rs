@@ -6,7 +6,8 @@
 //! primary key). When others stream (a table added later, or copied again), a table is
 //! copied beside the stream on MariaDB, a chunk at a time: each chunk read in a snapshot of
 //! its own at the exact binlog position the server reports for it, held until the stream
-//! stands at that position, and applied there, in the stream's order. Every change of the
+//! stands at that position, and applied there, in the stream's order (committed on the
+//! writer's second connection, `pipeline::side`). Every change of the
 //! table from where its copy started is applied as it comes (as upserts and deletes, whole
 //! row images), so a chunk finds the target as the source was at its position for the
 //! rows copied before it and for every row changed since, and the rows it brings are the
@@ -41,10 +42,9 @@ const POSITIONS_EVERY: Duration = Duration::from_secs(10);
 /// batch gathering chunks until `linger_ms` passed or the stream went quiet, the reader
 /// stopped while the writer wrote and the writer waited while the reader read: the copy ran
 /// at 0.51-0.60x the key-after pipe. Now the next two chunks are read while two are written:
-/// 0.73-0.92x (sbtest) and 0.61-0.78x (orders) over four runs, and a streamed change of the
-/// lane waits behind at most these chunks (probe lag p99 65-364 ms during a 2M-row copy on
-/// this busy 2-core machine, 80-188 ms with two chunks in the same session).
-/// `benches/beside.sh 2000000`.
+/// 0.73-0.92x (sbtest) and 0.61-0.78x (orders) over four runs. The chunks commit on the
+/// writer's second connection (`pipeline::side`), so streamed changes of other tables no
+/// longer wait behind them in the writer. `benches/beside.sh 2000000`.
 const CHUNKS_AHEAD: usize = 4;
 
 /// Chunks a batch holds at most: it goes to the writer with its second chunk, so that the
@@ -352,7 +352,8 @@ impl BinlogSource {
             info!(table = %t.spec.model.name, "copy of the table done beside the stream; its changes follow from the binlog");
         }
         t.reported = Some(pos);
-        let set = t.copied_rows(chunk.rows, again, &stored);
+        let mut set = t.copied_rows(chunk.rows, again, &stored);
+        set.beside = true;
         crate::failpoint::hit("after_read");
         self.chunks_out += 1;
         Some(Step::Txn(Txn {
@@ -797,6 +798,7 @@ impl BinlogSource {
                     source_time: None,
                     shape: None,
                     first_reads: false,
+                    beside: false,
                 });
             }
         }
@@ -829,6 +831,7 @@ impl BTable {
             source_time: None,
             shape: None,
             first_reads: false,
+            beside: false,
         }
     }
 }

@@ -236,6 +236,7 @@ pub(super) fn part(
         source_time: None,
         shape,
         first_reads: false,
+        beside: false,
     }
 }
 

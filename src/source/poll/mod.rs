@@ -375,6 +375,7 @@ impl PollSource {
                         source_time,
                         shape: t.pending_shape.take(),
                         first_reads: before.in_key_order_load(),
+                        beside: false,
                     }
                 });
                 (set, after)
