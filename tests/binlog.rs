@@ -1375,7 +1375,7 @@ fn a_lock_on_a_table_being_copied_holds_up_its_copy_not_the_other_tables() {
 fn copy_big_beside_busy(db: &TestDb, extra: &str) -> (std::path::PathBuf, common::Logged) {
     stream_busy_alone(db, extra);
     let both_tables = config(db, &["busy", "big"], extra);
-    let mut run = db.spawn_logged(&["--config", both_tables.to_str().unwrap(), "run"], &[]);
+    let run = db.spawn_logged(&["--config", both_tables.to_str().unwrap(), "run"], &[]);
     run.wait_for(
         "copy of the table started beside the stream",
         Duration::from_secs(60),

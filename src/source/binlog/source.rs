@@ -38,18 +38,22 @@ use crate::value::{row_bytes, Row, Value};
 const POSITIONS_EVERY: Duration = Duration::from_secs(10);
 
 /// Chunks of a copy beside the stream in flight (read, not yet committed) before the next
-/// waits: two pages, two batches of [`CHUNKS_PER_BATCH`]. With two chunks in flight and a
+/// waits: four pages, two batches of [`CHUNKS_PER_BATCH`]. With two chunks in flight and a
 /// batch gathering chunks until `linger_ms` passed or the stream went quiet, the reader
 /// stopped while the writer wrote and the writer waited while the reader read: the copy ran
-/// at 0.51-0.60x the key-after pipe. Now the next two chunks are read while two are written:
-/// 0.73-0.92x (sbtest) and 0.61-0.78x (orders) over four runs. The chunks commit on the
-/// writer's second connection (`pipeline::side`), so streamed changes of other tables no
-/// longer wait behind them in the writer. `benches/beside.sh 2000000`.
-const CHUNKS_AHEAD: usize = 4;
+/// at 0.51-0.60x the key-after pipe. With the next chunks read while others are written,
+/// 0.73-0.92x (sbtest) and 0.61-0.78x (orders). The chunks now commit on the writer's second
+/// connection (`pipeline::side`), so streamed changes of other tables do not wait behind
+/// them, and more in flight costs their lag little: measured A/B in one session, four in
+/// flight sent two at a time gave 0.82-0.87x (sbtest) and 0.78-0.82x (orders) over five
+/// runs; eight sent four at a time 0.86-1.04x and 0.78-0.89x over four, at 5-8 MiB more
+/// peak RSS (35-40 MiB) and the median lag of a streamed change 14-17 ms against 10-12.
+/// `benches/beside.sh 2000000`.
+const CHUNKS_AHEAD: usize = 8;
 
-/// Chunks a batch holds at most: it goes to the writer with its second chunk, so that the
-/// next two are read while these two are written.
-const CHUNKS_PER_BATCH: u64 = 2;
+/// Chunks a batch holds at most: it goes to the writer with its fourth chunk, so that the
+/// next four are read while these are written.
+const CHUNKS_PER_BATCH: u64 = 4;
 
 /// A chunk read, waiting for the stream to reach its position.
 struct Pending {
