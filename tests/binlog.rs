@@ -1356,6 +1356,18 @@ fn a_lock_on_a_table_being_copied_holds_up_its_copy_not_the_other_tables() {
         "v = -v",
         "busy's rows while the copy waits for the lock",
     );
+    // The copy's own connection is the one waiting.
+    wait_until(
+        "the copy's connection to wait for the lock",
+        Duration::from_secs(30),
+        || {
+            db.pg_i64(&format!(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '{}' \
+             AND application_name = 'sluice copy writer 0' AND wait_event_type = 'Lock'",
+                db.name
+            )) == 1
+        },
+    );
     // The copy was held up: had it ended before the lock, this test would show nothing.
     let copied = db.pg_i64("SELECT COUNT(*) FROM public.big");
     assert!(

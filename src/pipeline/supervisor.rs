@@ -236,9 +236,10 @@ impl Supervisor {
         let room = p.max_target_connections > self.lanes.len() + 3 + verify;
         let side: Option<super::side::SideSink> = (room && !side_tables.is_empty()).then(|| {
             let make = self.wiring.sinks.clone();
-            Box::new(move || make(lane, side_tables)) as super::side::SideSink
+            Box::new(move || make(format!("copy writer {lane}"), side_tables))
+                as super::side::SideSink
         });
-        let sink = (self.wiring.sinks)(lane, sink_tables);
+        let sink = (self.wiring.sinks)(format!("writer {lane}"), sink_tables);
         // One read may wait between poller and batcher while the next is read.
         let (read_tx, read_rx) = bounded(1);
         let (batch_tx, batch_rx) = bounded(p.channel_capacity);

@@ -37,9 +37,9 @@ pub fn wiring(settings: &Settings, helpers: &SharedHelpers) -> Wiring {
             .indexes
             .then_some(Mode::of(settings).transaction_ordered()),
     };
-    let sinks: SinkFactory = Arc::new(move |lane, tables| {
+    let sinks: SinkFactory = Arc::new(move |role, tables| {
         let opts = SinkOptions {
-            role: format!("writer {lane}"),
+            role,
             ..opts.clone()
         };
         Box::new(PgSink::new(opts, tables))

@@ -64,9 +64,9 @@ pub struct SinkTable {
     pub handle: Arc<crate::telemetry::TableHandle>,
 }
 
-/// Makes the sink of one lane (its number, its tables): how the pipeline gets its sinks
-/// without knowing which kind they are.
-pub type SinkFactory = Arc<dyn Fn(usize, Vec<SinkTable>) -> Box<dyn Sink> + Send + Sync>;
+/// Makes a sink (the role its connection names itself by, `writer 0` or `copy writer 0`;
+/// its tables): how the pipeline gets its sinks without knowing which kind they are.
+pub type SinkFactory = Arc<dyn Fn(String, Vec<SinkTable>) -> Box<dyn Sink> + Send + Sync>;
 
 /// What one table's part of a batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
