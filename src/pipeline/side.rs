@@ -57,6 +57,9 @@ pub struct Side {
     /// Batches sent, and reported back, since the start.
     sent_total: u64,
     done_total: u64,
+    /// The thread ended with batches it never reported (it panicked): they are lost, and
+    /// only reading the source again from the stored positions brings them back.
+    pub lost: bool,
 }
 
 impl Side {
@@ -74,6 +77,7 @@ impl Side {
             sent: 0,
             sent_total: 0,
             done_total: 0,
+            lost: false,
         })
     }
 
@@ -145,6 +149,7 @@ impl Side {
             Some(o) => Some(self.received(o)),
             None if block => {
                 // The thread is gone without reporting (it panicked): nothing more comes.
+                self.lost = true;
                 self.done_total = self.sent_total;
                 self.sent = 0;
                 self.outstanding.clear();

@@ -283,9 +283,27 @@ impl Inner {
             }
             match side.next(true) {
                 Some(o) => self.outcome(o),
-                None => return self.finish_copies(),
+                None => return self.side_lost(),
             }
         }
+    }
+
+    /// The copy's writer thread ended without giving its batches back: what they held is
+    /// read again, the lane starting over from the stored positions.
+    fn side_lost(&mut self) {
+        if !self.broken {
+            self.broken = true;
+            self.applied.clear();
+            self.cfg.sink.reset();
+            let e =
+                Error::Other("the copy's writer thread ended with batches not committed".into());
+            warn!(lane = self.cfg.lane, error = %e, "the lane starts again from the stored positions");
+            self.cfg.events.do_send(Event::LaneBroken {
+                lane: self.cfg.lane,
+                error: Arc::new(e),
+            });
+        }
+        self.caught_up_later.clear();
     }
 
     /// A batch back from the copy's connection: counted when committed; otherwise applied

@@ -391,3 +391,44 @@ fn a_copy_caught_up_is_finished_once_its_chunks_commit_and_the_other_tables_do_n
     drop(tx);
     assert!(lane.wait_finished(WAIT));
 }
+
+/// A sink whose apply panics, as a bug would.
+struct Panicking;
+
+impl crate::sink::Sink for Panicking {
+    fn apply<'a>(
+        &'a mut self,
+        _: &'a Batch,
+    ) -> futures::future::BoxFuture<'a, crate::error::Result<Vec<crate::sink::PartApplied>>> {
+        panic!("the copy's sink failed (injected)")
+    }
+
+    fn caught_up(
+        &mut self,
+        _: crate::model::TableId,
+    ) -> futures::future::BoxFuture<'_, crate::error::Result<crate::sink::CaughtUp>> {
+        Box::pin(async { Ok(crate::sink::CaughtUp::default()) })
+    }
+
+    fn reset(&mut self) {}
+
+    fn in_transaction(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_copy_writer_that_dies_with_batches_restarts_the_lane_rather_than_losing_them() {
+    let sink = MemorySink::new((0..2).map(|t| (t, model(&format!("t{t}")))));
+    let mem = sink.handle();
+    let (lane, tx) = Lane::writer_beside(Box::new(sink), Some(Box::new(Panicking)), handles(2));
+    send(&tx, vec![chunk(0, 1..3, position(1))], true);
+    // Table 0's next change must follow the lost chunk: it waits, and finds it gone.
+    send(&tx, vec![upserts(0, 3..4, position(2))], true);
+    assert!(lane.wait_event(WAIT, |e| matches!(e, Event::LaneBroken { lane: 0, .. })));
+    send(&tx, vec![upserts(1, 1..2, position(1))], true);
+    drop(tx);
+    assert!(lane.wait_finished(WAIT));
+    // Nothing after the lost batch is committed: the lane reads it all again.
+    assert_eq!((mem.position(0), mem.position(1)), (None, None));
+}
