@@ -53,13 +53,9 @@ pub struct Side {
     results: Receiver<Outcome>,
     /// Batches sent and not reported back yet, by table.
     outstanding: HashMap<TableId, usize>,
-    sent: usize,
     /// Batches sent, and reported back, since the start.
-    sent_total: u64,
-    done_total: u64,
-    /// The thread ended with batches it never reported (it panicked): they are lost, and
-    /// only reading the source again from the stored positions brings them back.
-    pub lost: bool,
+    sent: u64,
+    done: u64,
 }
 
 impl Side {
@@ -75,9 +71,7 @@ impl Side {
             results,
             outstanding: HashMap::new(),
             sent: 0,
-            sent_total: 0,
-            done_total: 0,
-            lost: false,
+            done: 0,
         })
     }
 
@@ -88,16 +82,16 @@ impl Side {
 
     /// A mark that [`Side::passed`] says when every batch sent so far is reported back.
     pub fn mark(&self) -> u64 {
-        self.sent_total
+        self.sent
     }
 
     pub fn passed(&self, mark: u64) -> bool {
-        self.done_total >= mark
+        self.done >= mark
     }
 
     /// Batches sent and not reported back.
     pub fn busy(&self) -> bool {
-        self.sent > 0
+        self.sent > self.done
     }
 
     /// Whether batches may still be sent (no batch here failed).
@@ -118,7 +112,6 @@ impl Side {
                     *self.outstanding.entry(t).or_default() += 1;
                 }
                 self.sent += 1;
-                self.sent_total += 1;
                 Ok(())
             }
             Err(e) => {
@@ -135,9 +128,10 @@ impl Side {
     }
 
     /// The next outcome, waiting for it when `block` (`None` when nothing is out, or none
-    /// is ready).
+    /// is ready; when blocking, `None` with batches out means the thread ended without
+    /// them: they are lost, and only reading the source again brings them back).
     pub fn next(&mut self, block: bool) -> Option<Outcome> {
-        if self.sent == 0 {
+        if !self.busy() {
             return None;
         }
         let o = if block {
@@ -149,9 +143,7 @@ impl Side {
             Some(o) => Some(self.received(o)),
             None if block => {
                 // The thread is gone without reporting (it panicked): nothing more comes.
-                self.lost = true;
-                self.done_total = self.sent_total;
-                self.sent = 0;
+                self.done = self.sent;
                 self.outstanding.clear();
                 self.jobs = None;
                 None
@@ -162,8 +154,7 @@ impl Side {
 
     /// Counts an outcome taken off [`Side::results`] directly.
     pub fn received(&mut self, o: Outcome) -> Outcome {
-        self.sent -= 1;
-        self.done_total += 1;
+        self.done += 1;
         for p in &o.batch.parts {
             if let Some(n) = self.outstanding.get_mut(&p.table) {
                 *n = n.saturating_sub(1);
