@@ -249,7 +249,10 @@ fn decimal_parts(s: &str) -> Option<(bool, &str, &str)> {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let (int, frac) = match body.bytes().position(|b| b == b'.') {
+        Some(dot) => (&body[..dot], &body[dot + 1..]),
+        None => (body, ""),
+    };
     let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if int.is_empty() && frac.is_empty() || !digits(int) || !digits(frac) || frac.len() > 16383 {
         return None;
@@ -259,33 +262,48 @@ fn decimal_parts(s: &str) -> Option<(bool, &str, &str)> {
 
 /// PostgreSQL's binary `numeric`: digit count, weight (of the first base-10000 digit),
 /// sign, display scale, then the base-10000 digits without leading or trailing zero groups.
+/// The digits are gathered on the stack (a DECIMAL has at most 65 digits: 18 groups).
 fn write_numeric(neg: bool, int: &str, frac: &str, out: &mut Vec<u8>) {
     let group = |s: &[u8]| s.iter().fold(0i16, |a, &b| a * 10 + i16::from(b - b'0'));
     let int = int.trim_start_matches('0').as_bytes();
-    let mut digits: Vec<i16> = Vec::with_capacity(int.len() / 4 + frac.len() / 4 + 2);
+    let groups = int.len().div_ceil(4) + frac.len().div_ceil(4);
+    let mut stack = [0i16; 32];
+    let mut heap = Vec::new();
+    let digits: &mut [i16] = if groups <= stack.len() {
+        &mut stack[..groups]
+    } else {
+        heap.resize(groups, 0);
+        &mut heap
+    };
+    let mut n = 0;
     // Integer digits in groups of four from the right; the first group may be short.
     let head = int.len() % 4;
     if head > 0 {
-        digits.push(group(&int[..head]));
+        digits[n] = group(&int[..head]);
+        n += 1;
     }
     for chunk in int[head..].chunks(4) {
-        digits.push(group(chunk));
+        digits[n] = group(chunk);
+        n += 1;
     }
-    let mut weight = digits.len() as i16 - 1;
+    let mut weight = n as i16 - 1;
     // Fraction digits in groups of four from the left, the last padded with zeros.
     for chunk in frac.as_bytes().chunks(4) {
         let mut g = group(chunk);
         for _ in chunk.len()..4 {
             g *= 10;
         }
-        digits.push(g);
+        digits[n] = g;
+        n += 1;
     }
-    let lead = digits.iter().take_while(|&&d| d == 0).count();
-    digits.drain(..lead);
+    let lead = digits[..n].iter().take_while(|&&d| d == 0).count();
     weight -= lead as i16;
-    while digits.last() == Some(&0) {
-        digits.pop();
-    }
+    let trail = digits[lead..n]
+        .iter()
+        .rev()
+        .take_while(|&&d| d == 0)
+        .count();
+    let digits = &digits[lead..n - trail];
     if digits.is_empty() {
         weight = 0;
     }
@@ -308,7 +326,8 @@ fn write_binary_field(v: &Value, t: BinType, out: &mut Vec<u8>) {
         out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
         out.extend_from_slice(bytes);
     }
-    if !fits(v, t) {
+    // A decimal's text is checked by the arm that writes it (once, not twice).
+    if !matches!((t, v), (BinType::Numeric, Value::Text(_))) && !fits(v, t) {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         return;
     }
@@ -520,6 +539,12 @@ mod tests {
             numeric(Value::UInt(18446744073709551615)),
             (vec![5, 4, 0, 0], vec![1844, 6744, 737, 955, 1615])
         );
+        // More groups than a DECIMAL has (polling reads any text): still exact.
+        let long = format!("1{}.5", "0".repeat(200));
+        let mut digits = vec![1];
+        digits.extend([0; 50]);
+        digits.push(5000);
+        assert_eq!(t(&long), (vec![52, 50, 0, 1], digits));
         // Not a plain decimal: COPY text instead.
         for bad in ["1e5", "NaN", "", ".", "1.2.3", "--1"] {
             assert!(!fits(&Value::Text(bad.into()), BinType::Numeric), "{bad}");
