@@ -75,7 +75,10 @@ pub async fn prepare(
                 start = None;
             }
         }
-        let recorded = state::latest_shape(&mut tgt, &key).await?;
+        let (recorded, recorded_mapping) = match state::latest_recorded(&mut tgt, &key).await? {
+            Some((shape, mapping)) => (Some(shape), mapping),
+            None => (None, None),
+        };
         let on_drop = settings
             .tables
             .get(i)
@@ -94,8 +97,7 @@ pub async fn prepare(
             }
         }
         // A mapping changed since the newest shape was recorded: a new version records it.
-        let remapped = recorded.is_some()
-            && state::latest_mapping(&mut tgt, &key).await?.as_deref() != map.description();
+        let remapped = recorded.is_some() && recorded_mapping.as_deref() != map.description();
         plan.set_version(state::next_version(
             recorded.as_ref(),
             plan.model(),

@@ -420,9 +420,25 @@ pub fn next_version(
     }
 }
 
-/// The mapping recorded with a table's newest shape (`None`: none, or no shape recorded).
-pub async fn latest_mapping(conn: &mut PgConnection, key: &StateKey) -> Result<Option<String>> {
-    Ok(latest(conn, key).await?.and_then(|(_, mapping)| mapping))
+/// The newest shape recorded for a table (the one its target rows are in), with the
+/// mapping recorded beside it.
+pub async fn latest_recorded(
+    conn: &mut PgConnection,
+    key: &StateKey,
+) -> Result<Option<(crate::model::TableModel, Option<String>)>> {
+    latest(conn, key)
+        .await?
+        .map(|(m, mapping)| {
+            serde_json::from_value(m)
+                .map(|m| (m, mapping))
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "the shape of {:?} in sluice.schema_history cannot be read: {e}",
+                        key.table
+                    ))
+                })
+        })
+        .transpose()
 }
 
 /// The newest shape recorded for a table: the one its target rows are in.
@@ -430,17 +446,7 @@ pub async fn latest_shape(
     conn: &mut PgConnection,
     key: &StateKey,
 ) -> Result<Option<crate::model::TableModel>> {
-    latest(conn, key)
-        .await?
-        .map(|(m, _)| {
-            serde_json::from_value(m).map_err(|e| {
-                Error::Other(format!(
-                    "the shape of {:?} in sluice.schema_history cannot be read: {e}",
-                    key.table
-                ))
-            })
-        })
-        .transpose()
+    Ok(latest_recorded(conn, key).await?.map(|(m, _)| m))
 }
 
 /// The newest row of a table's `sluice.schema_history`: its model and mapping.
