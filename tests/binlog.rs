@@ -375,6 +375,37 @@ fn writes_without_whole_row_images_stop_their_table_naming_the_fix() {
     run.wait_exit(Duration::from_secs(30));
 }
 
+/// A row image with a value sluice cannot carry (TINYINT(1) holding 2, replicated as a
+/// boolean) stops its table, named with the row's whole key: the key columns before the bad
+/// value and after it. The other table goes on.
+#[test]
+fn a_row_that_cannot_be_carried_stops_its_table_naming_its_key() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE bad (a INT NOT NULL, flag TINYINT(1) NOT NULL, b VARCHAR(10) NOT NULL, \
+           PRIMARY KEY (a, b)); \
+         CREATE TABLE fine (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO bad VALUES (1, 1, 'x'); INSERT INTO fine VALUES (1, 'a')",
+    );
+    let cfg = config(&db, &["bad", "fine"], "");
+    let cfg = cfg.to_str().unwrap();
+    let mut run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    wait_equal(&db, "bad", "a, b", &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.mysql("INSERT INTO bad VALUES (7, 2, 'seven')");
+    run.wait_for("TINYINT(1) holds 2", Duration::from_secs(30));
+    let log = run.log();
+    assert!(
+        log.contains("bad value in table bad, key a=7, b=\"seven\": column \"flag\""),
+        "{log}"
+    );
+    assert_eq!(db.pg_i64("SELECT COUNT(*) FROM public.bad"), 1);
+    db.mysql("INSERT INTO fine VALUES (2, 'b')");
+    wait_equal(&db, "fine", "id, v", &|| run.log());
+    signal(&run.child, "TERM");
+    run.wait_exit(Duration::from_secs(30));
+}
+
 /// A transaction that also changes a non-transactional (MyISAM) table after a savepoint and
 /// then rolls back to it: MariaDB writes the rows read since the savepoint into the group
 /// with `SAVEPOINT` and `ROLLBACK TO` statements around them (the non-transactional change

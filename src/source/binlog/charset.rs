@@ -40,6 +40,16 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// [`Codec::decode`] of bytes the caller owns: UTF-8 text becomes a `String` in place.
+    pub fn decode_owned(&self, b: Vec<u8>) -> Result<String, String> {
+        match self {
+            Codec::Utf8 => {
+                String::from_utf8(b).map_err(|_| "it is not valid UTF-8 text".to_string())
+            }
+            _ => self.decode(&b),
+        }
+    }
+
     pub fn decode(&self, b: &[u8]) -> Result<String, String> {
         match self {
             Codec::Utf8 => {

@@ -130,15 +130,16 @@ impl ColumnDecoder {
     /// Decodes one value of a UTF-8 column, ENUM and SET with the labels of the column's type;
     /// see [`ColumnDecoder::decode_with`].
     pub fn decode(&self, v: Option<&BinlogValue<'_>>) -> Result<Value, String> {
-        self.decode_with(v, &ImageColumn::default())
+        self.decode_with(v.cloned(), &ImageColumn::default())
     }
 
     /// Decodes one value as the row image's table map says (`how`): text in its character
     /// set, ENUM and SET with its labels (those of the column's type when the map has none);
-    /// the error is the reason, for a message that names the table, key and column.
+    /// the error is the reason, for a message that names the table, key and column. Takes the
+    /// value, so text and bytes the event's reader allocated become the row's without a copy.
     pub fn decode_with(
         &self,
-        v: Option<&BinlogValue<'_>>,
+        v: Option<BinlogValue<'_>>,
         how: &ImageColumn,
     ) -> Result<Value, String> {
         let codec = &how.codec;
@@ -147,7 +148,7 @@ impl ColumnDecoder {
             None | Some(BinlogValue::Value(My::NULL)) => return Ok(Value::Null),
             Some(BinlogValue::Value(v)) => v,
             Some(BinlogValue::Jsonb(j)) => {
-                let json = serde_json::Value::try_from(j.clone())
+                let json = serde_json::Value::try_from(j)
                     .map_err(|e| format!("its JSON document cannot be read: {e}"))?;
                 return Ok(Value::Text(json.to_string()));
             }
@@ -155,6 +156,23 @@ impl ColumnDecoder {
                 return Err("it is a partial JSON update (binlog_row_value_options = PARTIAL_JSON); binlog capture needs full row images: SET GLOBAL binlog_row_value_options = ''".into())
             }
         };
+        // Text and bytes: the reader's allocation becomes the value's.
+        let v = match (self.kind, v) {
+            (Kind::Text | Kind::Json, My::Bytes(b)) => {
+                return Ok(Value::Text(codec.decode_owned(b)?))
+            }
+            (Kind::Decimal { .. }, My::Bytes(b)) => return Ok(Value::Text(text(b)?)),
+            (Kind::Bytes, My::Bytes(mut b)) => {
+                if let Some(n) = self.binary_len {
+                    if b.len() < n {
+                        b.resize(n, 0);
+                    }
+                }
+                return Ok(Value::Bytes(b));
+            }
+            (_, v) => v,
+        };
+        let v = &v;
         let unexpected = || {
             format!(
                 "the binlog holds {v:?}, which is not a {:?} value",
@@ -179,8 +197,6 @@ impl ColumnDecoder {
             (Kind::Float32, My::Float(f)) => Value::Float(f64::from(*f)),
             (Kind::Float64, My::Double(d)) => Value::Float(*d),
             (Kind::Float64, My::Float(f)) => Value::Float(f64::from(*f)),
-            (Kind::Text | Kind::Json, My::Bytes(b)) => Value::Text(codec.decode(b)?),
-            (Kind::Decimal { .. }, My::Bytes(b)) => Value::Text(text(b)?),
             (Kind::Enum, My::Int(i)) => Value::Text(match *i {
                 0 => String::new(),
                 i => labels
@@ -197,15 +213,6 @@ impl ColumnDecoder {
                 }
                 Value::Text(on.join(","))
             }
-            (Kind::Bytes, My::Bytes(b)) => {
-                let mut b = b.clone();
-                if let Some(n) = self.binary_len {
-                    if b.len() < n {
-                        b.resize(n, 0);
-                    }
-                }
-                Value::Bytes(b)
-            }
             (Kind::Date, My::Date(y, m, d, ..)) => match NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*m), u32::from(*d)) {
                 Some(date) => Value::Date(date),
                 None => return self.zero_date(),
@@ -219,8 +226,8 @@ impl ColumnDecoder {
                 }
             }
             (Kind::Timestamp { .. }, My::Bytes(b)) => {
-                let s = text(b)?;
-                let (secs, frac) = s.split_once('.').unwrap_or((&s, "0"));
+                let s = text_ref(b)?;
+                let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
                 let secs: i64 = secs.parse().map_err(|_| unexpected())?;
                 if secs == 0 && frac.trim_matches('0').is_empty() {
                     return self.zero_date();
@@ -233,7 +240,7 @@ impl ColumnDecoder {
             (Kind::Time { fsp }, My::Time(neg, days, h, m, s, us)) => {
                 Value::Text(time_text(*neg, days * 24 + u32::from(*h), *m, *s, *us, fsp))
             }
-            (Kind::Year, My::Bytes(b)) => match text(b)?.parse::<i64>() {
+            (Kind::Year, My::Bytes(b)) => match text_ref(b)?.parse::<i64>() {
                 // The decoder reads YEAR as 1900 + the stored byte; 0 stands for 0000.
                 Ok(1900) => Value::Int(0),
                 Ok(y) => Value::Int(y),
@@ -266,8 +273,12 @@ impl ColumnDecoder {
     }
 }
 
-fn text(b: &[u8]) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|_| "it is not valid UTF-8 text".to_string())
+fn text(b: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(b).map_err(|_| "it is not valid UTF-8 text".to_string())
+}
+
+fn text_ref(b: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(b).map_err(|_| "it is not valid UTF-8 text".to_string())
 }
 
 /// `[-]H:MM:SS[.f…]` with `fsp` fractional digits, as `CAST(time AS CHAR)` prints it.
@@ -375,5 +386,69 @@ mod tests {
             d.decode(Some(&v(My::Date(0, 0, 0, 0, 0, 0, 0)))),
             Ok(Value::Null)
         );
+    }
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use mysql_common::binlog::decimal::{decimal_bin_size, read_bin_text, Decimal, DIG_TO_BYTES};
+    use rand::{Rng, SeedableRng};
+
+    /// A DECIMAL(precision, scale) in the binlog's binary form, from random digit groups.
+    fn encode(rng: &mut impl Rng, precision: usize, scale: usize) -> Vec<u8> {
+        let widths = {
+            let intg = precision - scale;
+            let mut w = Vec::new();
+            if !intg.is_multiple_of(9) {
+                w.push(intg % 9);
+            }
+            w.extend(std::iter::repeat_n(9, intg / 9 + scale / 9));
+            if !scale.is_multiple_of(9) {
+                w.push(scale % 9);
+            }
+            w
+        };
+        let mut out = Vec::new();
+        for w in widths {
+            // Often zero, to cover leading zero groups and zero values.
+            let x: u32 = if rng.gen_bool(0.3) {
+                0
+            } else {
+                rng.gen_range(0..10u32.pow(w as u32))
+            };
+            let n = DIG_TO_BYTES[w] as usize;
+            out.extend_from_slice(&x.to_be_bytes()[4 - n..]);
+        }
+        if rng.gen_bool(0.5) {
+            out.iter_mut().for_each(|b| *b ^= 0xff);
+        }
+        if let Some(b) = out.first_mut() {
+            *b ^= 0x80;
+        }
+        assert_eq!(out.len(), decimal_bin_size(precision, scale));
+        out
+    }
+
+    #[test]
+    fn decimal_text_from_the_binary_form_is_what_the_decimal_type_prints() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for precision in 1..=65 {
+            for scale in (0..=precision.min(30)).step_by(1) {
+                for _ in 0..40 {
+                    let bin = encode(&mut rng, precision, scale);
+                    let want = Decimal::read_bin(&bin[..], precision, scale, false)
+                        .unwrap()
+                        .to_string();
+                    let got = read_bin_text(&bin[..], precision, scale).unwrap();
+                    assert_eq!(
+                        String::from_utf8(got).unwrap(),
+                        want,
+                        "DECIMAL({precision},{scale}) {bin:02x?}"
+                    );
+                }
+            }
+        }
+        // A short input is an error, as it was.
+        assert!(read_bin_text(&[0x80_u8][..], 10, 2).is_err());
     }
 }

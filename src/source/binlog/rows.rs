@@ -99,19 +99,28 @@ pub(super) fn changes(
             .map(|c| layout.values(&mut buf, c, partial))
             .transpose()
             .map_err(unreadable)?;
-        let decode = |img: &[BinlogValue<'_>]| -> Result<Row> {
-            decode_row(t, &mapping.cols, &mapping.image, img)
+        let images = Images {
+            t,
+            cols: &mapping.cols,
+            how: &mapping.image,
         };
+        let decode = |img: Vec<BinlogValue<'_>>| -> Result<Row> { images.row(img) };
         let change = match (before, after) {
-            (None, Some(a)) => Change::insert(decode(&a)?),
-            (Some(b), Some(a)) => match (decode(&b), decode(&a)) {
-                (Ok(old), Ok(new)) => {
-                    let (ok, nk) = (t.spec.model.key_of(&old), t.spec.model.key_of(&new));
-                    Change::update(new, (ok != nk).then_some(ok))
-                }
-                (Err(e), _) | (_, Err(e)) => return Err(e),
-            },
-            (Some(b), None) => Change::delete(decode(&b)?),
+            (None, Some(a)) => Change::insert(decode(a)?),
+            (Some(b), Some(a)) => {
+                // Of the row before, only its key is needed (to see the key change).
+                let old_key = images.key(b)?;
+                let new = decode(a)?;
+                let moved = t
+                    .spec
+                    .model
+                    .primary_key
+                    .iter()
+                    .zip(&old_key)
+                    .any(|(&k, old)| new[k] != *old);
+                Change::update(new, moved.then_some(old_key))
+            }
+            (Some(b), None) => Change::delete(decode(b)?),
             (None, None) => continue,
         };
         bytes += change.bytes();
@@ -187,41 +196,83 @@ fn map_columns(t: &BTable, image: &BinlogRow) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// One row image (its values, in column order) as a model row.
-fn decode_row(
-    t: &BTable,
-    cols: &[usize],
-    how: &[ImageColumn],
-    image: &[BinlogValue<'_>],
-) -> Result<Row> {
-    let model = &t.spec.model;
-    let mut row = Vec::with_capacity(cols.len());
-    for (i, &j) in cols.iter().enumerate() {
-        match t.decoders[i].decode_with(image.get(j), &how[i]) {
-            Ok(v) => row.push(v),
-            Err(reason) => {
-                let key = model
-                    .primary_key
-                    .iter()
-                    .map(|&k| {
-                        let v = t.decoders[k]
-                            .decode_with(image.get(cols[k]), &how[k])
-                            .map(|v| v.display())
-                            .unwrap_or_else(|_| "?".into());
-                        format!("{}={v}", model.columns[k].name)
+/// Image column `j`'s value, moved out (a NULL left in its place).
+fn take<'e>(image: &mut [BinlogValue<'e>], j: usize) -> Option<BinlogValue<'e>> {
+    image
+        .get_mut(j)
+        .map(|v| std::mem::replace(v, BinlogValue::Value(mysql_async::Value::NULL)))
+}
+
+/// How a table's row images are read: where its model columns sit in the image (`cols`), and
+/// how each is read (`how`).
+struct Images<'a> {
+    t: &'a BTable,
+    cols: &'a [usize],
+    how: &'a [ImageColumn],
+}
+
+impl Images<'_> {
+    /// The primary key of a row image, its values in key order (the other columns are not read).
+    fn key(&self, mut image: Vec<BinlogValue<'_>>) -> Result<Row> {
+        let (t, cols, how) = (self.t, self.cols, self.how);
+        let model = &t.spec.model;
+        model
+            .primary_key
+            .iter()
+            .map(|&k| {
+                t.decoders[k]
+                    .decode_with(take(&mut image, cols[k]), &how[k])
+                    .map_err(|reason| Error::BadRow {
+                        table: model.name.clone(),
+                        key: "?".into(),
+                        reason: format!(
+                            "column {:?} ({}) of the key, in the row before an update: {reason}",
+                            model.columns[k].name, model.columns[k].source_type
+                        ),
                     })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(Error::BadRow {
-                    table: model.name.clone(),
-                    key,
-                    reason: format!(
-                        "column {:?} ({}): {reason}",
-                        model.columns[i].name, model.columns[i].source_type
-                    ),
-                });
+            })
+            .collect()
+    }
+
+    /// One row image (its values, in column order) as a model row; the image's values move into
+    /// the row.
+    fn row(&self, mut image: Vec<BinlogValue<'_>>) -> Result<Row> {
+        let (t, cols, how) = (self.t, self.cols, self.how);
+        let model = &t.spec.model;
+        let mut row: Row = Vec::with_capacity(cols.len());
+        for (i, &j) in cols.iter().enumerate() {
+            match t.decoders[i].decode_with(take(&mut image, j), &how[i]) {
+                Ok(v) => row.push(v),
+                Err(reason) => {
+                    // The key's columns before this one are in the row; those after it are still
+                    // in the image.
+                    let key = model
+                        .primary_key
+                        .iter()
+                        .map(|&k| {
+                            let v = match k.cmp(&i) {
+                                std::cmp::Ordering::Less => row[k].display(),
+                                std::cmp::Ordering::Equal => "?".into(),
+                                std::cmp::Ordering::Greater => t.decoders[k]
+                                    .decode_with(image.get(cols[k]).cloned(), &how[k])
+                                    .map(|v| v.display())
+                                    .unwrap_or_else(|_| "?".into()),
+                            };
+                            format!("{}={v}", model.columns[k].name)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(Error::BadRow {
+                        table: model.name.clone(),
+                        key,
+                        reason: format!(
+                            "column {:?} ({}): {reason}",
+                            model.columns[i].name, model.columns[i].source_type
+                        ),
+                    });
+                }
             }
         }
+        Ok(row)
     }
-    Ok(row)
 }

@@ -184,9 +184,11 @@ impl<'de> MyDeserialize<'de> for BinlogValue<'de> {
                 // scale (aka decimals) is the number of decimal digits after the point
                 let scale = col_meta[1] as usize;
 
-                let dec = decimal::Decimal::read_bin(&mut *buf, precision, scale, false)?;
+                // sluice: the text straight from the binary form (was a `Decimal`, then its
+                // `to_string()`), the same text.
+                let text = decimal::read_bin_text(&mut *buf, precision, scale)?;
 
-                Ok(BinlogValue::Value(Bytes(dec.to_string().into_bytes())))
+                Ok(BinlogValue::Value(Bytes(text)))
             }
             MYSQL_TYPE_ENUM => match col_meta[1] {
                 1 => {

@@ -420,6 +420,88 @@ impl FromStr for Decimal {
 
 /// Returns binary representation size (in bytes) for given precision and scale.
 #[inline]
+/// sluice: the text `Decimal::read_bin(input, precision, scale, false)?.to_string()` gives,
+/// read straight from the binary form: no `Decimal` (its digits and its copy of the input are
+/// two allocations) and no formatter; the text is the one allocation.
+pub fn read_bin_text<T: Read>(mut input: T, precision: usize, scale: usize) -> io::Result<Vec<u8>> {
+    let bin_size = decimal_bin_size(precision, scale);
+    let mut stack = [0_u8; 32];
+    if bin_size > stack.len() {
+        // More than DECIMAL(65, 30) takes: the long way.
+        return Ok(Decimal::read_bin(input, precision, scale, false)?
+            .to_string()
+            .into_bytes());
+    }
+    let b = &mut stack[..bin_size];
+    input.read_exact(b)?;
+    if let Some(x) = b.first_mut() {
+        *x ^= 0x80;
+    }
+    let negative = b.first().is_some_and(|x| x & 0x80 != 0);
+    if negative {
+        b.iter_mut().for_each(|x| *x ^= 0xff);
+    }
+    let mut at = 0;
+    let mut group = |digits: usize| -> u32 {
+        let n = DIG_TO_BYTES[digits] as usize;
+        let x = b[at..at + n]
+            .iter()
+            .fold(0_u32, |acc, &byte| (acc << 8) | u32::from(byte));
+        at += n;
+        x
+    };
+    let mut out = Vec::with_capacity(precision + 3);
+    if negative {
+        out.push(b'-');
+    }
+    // Each group's digits, zero-padded to its width; the integer part without leading zeros.
+    fn put(out: &mut Vec<u8>, x: u32, width: usize, skip_zeros: &mut bool) {
+        let mut digits = [b'0'; DIG_PER_DEC];
+        let mut v = x;
+        for d in digits[..width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        for &d in &digits[..width] {
+            if *skip_zeros && d == b'0' {
+                continue;
+            }
+            *skip_zeros = false;
+            out.push(d);
+        }
+    }
+    let intg = precision - scale;
+    let mut leading = true;
+    if intg % DIG_PER_DEC > 0 {
+        let x = group(intg % DIG_PER_DEC);
+        put(&mut out, x, intg % DIG_PER_DEC, &mut leading);
+    }
+    for _ in 0..intg / DIG_PER_DEC {
+        let x = group(DIG_PER_DEC);
+        put(&mut out, x, DIG_PER_DEC, &mut leading);
+    }
+    if leading && scale == 0 {
+        // Zero without a fraction is never negative (as `read_bin` makes it).
+        return Ok(b"0".to_vec());
+    }
+    if leading {
+        out.push(b'0');
+    }
+    if scale > 0 {
+        out.push(b'.');
+        let mut never = false;
+        for _ in 0..scale / DIG_PER_DEC {
+            let x = group(DIG_PER_DEC);
+            put(&mut out, x, DIG_PER_DEC, &mut never);
+        }
+        if scale % DIG_PER_DEC > 0 {
+            let x = group(scale % DIG_PER_DEC);
+            put(&mut out, x, scale % DIG_PER_DEC, &mut never);
+        }
+    }
+    Ok(out)
+}
+
 pub fn decimal_bin_size(precision: usize, scale: usize) -> usize {
     let intg = precision - scale;
     let intg0 = intg / DIG_PER_DEC;
