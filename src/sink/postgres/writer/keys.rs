@@ -1,10 +1,10 @@
 //! Key order and each key's final state in a part: what the writer sorts and reduces
 //! changes by.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::model::{Change, Op, TableModel};
-use crate::sink::postgres::copy;
 use crate::value::{Row, Value};
 
 /// The rows of a part in primary-key order. Order inside a batch does not matter for
@@ -12,19 +12,54 @@ use crate::value::{Row, Value};
 /// far faster in key order than in cursor order, where keys (random UUIDs, say) are spread
 /// over the whole index.
 pub(super) fn sorted_by_key<'a>(t: &TableModel, changes: &'a [Change]) -> Vec<&'a Row> {
-    let mut keyed: Vec<(Vec<u8>, &Row)> = changes
-        .iter()
-        .map(|c| {
-            let mut k = Vec::new();
-            for &i in &t.primary_key {
-                copy::write_text(&c.row[i], &mut k);
-                k.push(0);
-            }
-            (k, &c.row)
-        })
-        .collect();
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    keyed.into_iter().map(|(_, r)| r).collect()
+    let by_key = |a: &&Row, b: &&Row| {
+        t.primary_key
+            .iter()
+            .map(|&i| key_order(&a[i], &b[i]))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    };
+    let mut rows: Vec<&Row> = changes.iter().map(|c| &c.row).collect();
+    // An ascending key (AUTO_INCREMENT, a sequence) arrives in order: nothing to sort.
+    if !rows.is_sorted_by(|a, b| by_key(a, b).is_le()) {
+        rows.sort_unstable_by(by_key);
+    }
+    rows
+}
+
+/// The order of two values of one key column as PostgreSQL's index has them: numbers by
+/// value, dates and times by time, text and bytes byte by byte (the order of a `C`
+/// collation; other collations differ little on the keys that matter here: UUIDs, codes).
+/// Values of different kinds (never in one column) by kind.
+fn key_order(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
+        (Value::Int(x), Value::UInt(y)) => i128::from(*x).cmp(&i128::from(*y)),
+        (Value::UInt(x), Value::Int(y)) => i128::from(*x).cmp(&i128::from(*y)),
+        (Value::Text(x), Value::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        (Value::Date(x), Value::Date(y)) => x.cmp(y),
+        (Value::DateTime(x), Value::DateTime(y)) => x.cmp(y),
+        (Value::Timestamp(x), Value::Timestamp(y)) => x.cmp(y),
+        (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => kind_rank(a).cmp(&kind_rank(b)),
+    }
+}
+
+fn kind_rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Int(_) | Value::UInt(_) => 2,
+        Value::Float(_) => 3,
+        Value::Text(_) => 4,
+        Value::Bytes(_) => 5,
+        Value::Date(_) => 6,
+        Value::DateTime(_) => 7,
+        Value::Timestamp(_) => 8,
+    }
 }
 
 /// A primary key inside a part, borrowed: the key columns of a row, or an update's old key.
@@ -182,6 +217,35 @@ mod tests {
                 (vec![Value::Int(3)], None),
                 (vec![Value::Int(4)], Some(row(4, 1))),
                 (vec![Value::Int(5)], Some(row(5, 9))),
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_go_in_the_order_of_the_key_values_not_of_their_text() {
+        let t = model();
+        let ids = [10, 9, -1, 100, 2];
+        let changes: Vec<Change> = ids.iter().map(|&i| Change::insert(row(i, 0))).collect();
+        let got: Vec<&Value> = sorted_by_key(&t, &changes).iter().map(|r| &r[0]).collect();
+        let want: Vec<Value> = [-1, 2, 9, 10, 100].into_iter().map(Value::Int).collect();
+        assert_eq!(got, want.iter().collect::<Vec<_>>());
+        // Text keys byte by byte.
+        let mut texts = model();
+        texts.primary_key = vec![1];
+        let changes: Vec<Change> = ["b", "a", "ab"]
+            .iter()
+            .map(|s| Change::insert(vec![Value::Int(0), Value::Text(s.to_string())]))
+            .collect();
+        let got: Vec<&Value> = sorted_by_key(&texts, &changes)
+            .iter()
+            .map(|r| &r[1])
+            .collect();
+        assert_eq!(
+            got,
+            [
+                &Value::Text("a".into()),
+                &Value::Text("ab".into()),
+                &Value::Text("b".into())
             ]
         );
     }
