@@ -190,6 +190,42 @@ fn inserts_updates_deletes_and_key_changes_end_as_applied() {
     assert_eq!(rows(&db), want);
 }
 
+/// A part of updates only goes through `UPDATE … FROM` the stage rather than the upsert; a
+/// row the target lacks (deleted there by hand) comes back, as the upsert brought it back.
+#[test]
+fn a_part_of_updates_only_updates_in_place_and_brings_back_a_row_the_target_lacked() {
+    let db = TestDb::new();
+    let f = fixture(&db);
+    let mut s = sink(&f, None);
+    let rows3 = |a: &str, b: &str, c: &str| {
+        vec![
+            Change::update(row(1, a), None),
+            Change::update(row(2, b), None),
+            Change::update(row(3, c), None),
+        ]
+    };
+    f.rt.block_on(s.apply(&batch(
+        vec![
+            Change::insert(row(1, "a")),
+            Change::insert(row(2, "b")),
+            Change::insert(row(3, "c")),
+        ],
+        1,
+    )))
+    .unwrap();
+    // Updates of rows that are all there, twice for key 1 (the last wins).
+    let mut changes = rows3("a1", "b1", "c1");
+    changes.push(Change::update(row(1, "a2"), None));
+    let applied = f.rt.block_on(s.apply(&batch(changes, 2))).unwrap();
+    assert!(applied[0].merged);
+    assert_eq!(rows(&db), expect(&[(1, "a2"), (2, "b1"), (3, "c1")]));
+    db.pg("DELETE FROM public.items WHERE id = 2");
+    f.rt.block_on(s.apply(&batch(rows3("a3", "b3", "c3"), 3)))
+        .unwrap();
+    assert_eq!(rows(&db), expect(&[(1, "a3"), (2, "b3"), (3, "c3")]));
+    assert_eq!(stored_position(&db), r#"{"test": 3}"#);
+}
+
 #[test]
 fn a_process_that_lost_the_table_writes_nothing() {
     let db = TestDb::new();

@@ -181,16 +181,21 @@ pub async fn ensure_table(
 /// `ON CONFLICT (pk)` action of an upsert: every non-key column takes the new value (or
 /// nothing to do when all columns are the key).
 pub fn conflict_action(table: &TableModel) -> String {
-    let updates: Vec<String> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !table.primary_key.contains(i))
-        .map(|(_, c)| format!("{q} = EXCLUDED.{q}", q = quote(&c.name)))
-        .collect();
+    let updates = set_non_key(table, "EXCLUDED");
     if updates.is_empty() {
         "DO NOTHING".to_string()
     } else {
         format!("DO UPDATE SET {}", updates.join(", "))
     }
+}
+
+/// `col = {from}.col` for every column outside the primary key, quoted.
+pub fn set_non_key(table: &TableModel, from: &str) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.primary_key.contains(i))
+        .map(|(_, c)| format!("{q} = {from}.{q}", q = quote(&c.name)))
+        .collect()
 }

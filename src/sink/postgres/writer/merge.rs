@@ -57,10 +57,14 @@ impl TableWriter {
     /// Copies `rows` into the stage and merges them into the table. Rows PostgreSQL refuses
     /// are found by halving the failing part under savepoints; each then stops the table
     /// (`on_bad_row = "stop"`) or becomes a dead letter. Returns the dead letters.
+    /// `updates`: the rows come from updates only, so they are most likely all in the table:
+    /// an `UPDATE … FROM` the stage, then an insert of any it lacked, which costs PostgreSQL
+    /// less than the upsert (no row lock taken and logged before each update).
     pub(super) async fn merge_isolating(
         &mut self,
         tx: &mut PgConnection,
         rows: &[&Row],
+        updates: bool,
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
         if rows.is_empty() {
@@ -98,11 +102,28 @@ impl TableWriter {
             self.stage_used = true;
             let slice = &rows[lo..hi];
             let format: Format = copy::choose(self.row_types(), slice.iter().copied(), None);
+            let update_from = match &self.sql.update_from {
+                Some(sql) if updates && self.deferred_key.is_none() => Some(sql.as_str()),
+                _ => None,
+            };
             let res = match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
-                Ok(_) => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| ()),
+                Ok(_) => match update_from {
+                    Some(update) => {
+                        match sqlx::raw_sql(AssertSqlSafe(update)).execute(&mut *tx).await {
+                            Ok(done) if done.rows_affected() < slice.len() as u64 => {
+                                sqlx::raw_sql(AssertSqlSafe(self.sql.insert_missing.as_str()))
+                                    .execute(&mut *tx)
+                                    .await
+                                    .map(|_| ())
+                            }
+                            r => r.map(|_| ()),
+                        }
+                    }
+                    None => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
+                        .execute(&mut *tx)
+                        .await
+                        .map(|_| ()),
+                },
                 Err(e) => Err(e),
             };
             match res {

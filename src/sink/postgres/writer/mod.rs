@@ -623,7 +623,8 @@ impl TableWriter {
         if !doomed.is_empty() {
             self.delete_keys(tx, &doomed, buf).await?;
         }
-        let dead = self.merge_isolating(tx, &rows, buf).await?;
+        let updates = changes.iter().all(|c| c.op == Op::Update);
+        let dead = self.merge_isolating(tx, &rows, updates, buf).await?;
         Ok((true, dead))
     }
 }
