@@ -4,9 +4,11 @@
 //!   the table, rows sorted by primary key (PostgreSQL inserts into the key's index far
 //!   faster in key order). If a row already exists (an updated row coming round again), the
 //!   COPY is rolled back to a savepoint and the part goes through the merge instead, and so
-//!   do the next [`DIRECT_COOLDOWN_BATCHES`] parts.
+//!   do the next [`DIRECT_COOLDOWN_BATCHES`] parts. A part holding updates (binlog) goes
+//!   straight to the merge: its rows are in the table already.
 //! - **Merge:** the rows, only the last version of each key, are copied into a temporary
-//!   stage and merged with `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE`. A row PostgreSQL
+//!   stage and merged with `INSERT … SELECT … ON CONFLICT (pk) DO UPDATE` (a part of updates
+//!   only: `UPDATE … FROM` the stage, then an insert of any row the table lacked). A row PostgreSQL
 //!   refuses is found by halving the failing rows under savepoints, so it costs O(log n)
 //!   statements and every good row is still applied; it then stops the table or becomes a
 //!   dead letter (`on_bad_row`).
@@ -500,9 +502,12 @@ impl TableWriter {
         changes: &[Change],
         buf: &mut Vec<u8>,
     ) -> Result<(bool, usize)> {
-        let try_direct = self.deferred_key.is_some() || self.cooldown == 0;
+        // Updated rows are in the table already (a binlog update of a row the table lacks is
+        // rare): a COPY of them would fail on the first and be sent whole for nothing.
+        let updates = changes.iter().any(|c| c.op == Op::Update);
+        let try_direct = self.deferred_key.is_some() || (self.cooldown == 0 && !updates);
         if !try_direct {
-            self.cooldown -= 1;
+            self.cooldown = self.cooldown.saturating_sub(1);
         }
         if try_direct {
             // Without the key there is no index to keep: the order does not matter.
