@@ -450,5 +450,11 @@ mod decimal_tests {
         }
         // A short input is an error, as it was.
         assert!(read_bin_text(&[0x80_u8][..], 10, 2).is_err());
+        // A digit group past its width (a corrupt value) is an error, never printed cut:
+        // DECIMAL(2,0) is one byte, at most 99.
+        assert_eq!(read_bin_text(&[0x80_u8 | 99][..], 2, 0).unwrap(), b"99");
+        assert!(read_bin_text(&[0x80_u8 | 100][..], 2, 0).is_err());
+        // A scale larger than the precision (corrupt metadata) is an error, not a panic.
+        assert!(read_bin_text(&[0x80_u8; 8][..], 2, 5).is_err());
     }
 }

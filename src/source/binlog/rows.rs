@@ -87,6 +87,11 @@ pub(super) fn changes(
     if before_cols.is_none() && after_cols.is_none() {
         return Ok((Vec::new(), 0));
     }
+    let images = Images {
+        t,
+        cols: &mapping.cols,
+        how: &mapping.image,
+    };
     let mut buf = ParseBuf(ev.rows_data());
     let mut changes = Vec::new();
     let mut bytes = 0;
@@ -99,18 +104,12 @@ pub(super) fn changes(
             .map(|c| layout.values(&mut buf, c, partial))
             .transpose()
             .map_err(unreadable)?;
-        let images = Images {
-            t,
-            cols: &mapping.cols,
-            how: &mapping.image,
-        };
-        let decode = |img: Vec<BinlogValue<'_>>| -> Result<Row> { images.row(img) };
         let change = match (before, after) {
-            (None, Some(a)) => Change::insert(decode(a)?),
+            (None, Some(a)) => Change::insert(images.row(a)?),
             (Some(b), Some(a)) => {
                 // Of the row before, only its key is needed (to see the key change).
                 let old_key = images.key(b)?;
-                let new = decode(a)?;
+                let new = images.row(a)?;
                 let moved = t
                     .spec
                     .model
@@ -120,7 +119,7 @@ pub(super) fn changes(
                     .any(|(&k, old)| new[k] != *old);
                 Change::update(new, moved.then_some(old_key))
             }
-            (Some(b), None) => Change::delete(decode(b)?),
+            (Some(b), None) => Change::delete(images.row(b)?),
             (None, None) => continue,
         };
         bytes += change.bytes();

@@ -418,12 +418,14 @@ impl FromStr for Decimal {
     }
 }
 
-/// Returns binary representation size (in bytes) for given precision and scale.
-#[inline]
 /// sluice: the text `Decimal::read_bin(input, precision, scale, false)?.to_string()` gives,
 /// read straight from the binary form: no `Decimal` (its digits and its copy of the input are
 /// two allocations) and no formatter; the text is the one allocation.
 pub fn read_bin_text<T: Read>(mut input: T, precision: usize, scale: usize) -> io::Result<Vec<u8>> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    if scale > precision {
+        return Err(invalid("a DECIMAL whose scale is larger than its precision"));
+    }
     let bin_size = decimal_bin_size(precision, scale);
     let mut stack = [0_u8; 32];
     if bin_size > stack.len() {
@@ -442,13 +444,17 @@ pub fn read_bin_text<T: Read>(mut input: T, precision: usize, scale: usize) -> i
         b.iter_mut().for_each(|x| *x ^= 0xff);
     }
     let mut at = 0;
-    let mut group = |digits: usize| -> u32 {
+    // A group holding more digits than its width is a corrupt value, never printed cut.
+    let mut group = |digits: usize| -> io::Result<u32> {
         let n = DIG_TO_BYTES[digits] as usize;
         let x = b[at..at + n]
             .iter()
             .fold(0_u32, |acc, &byte| (acc << 8) | u32::from(byte));
         at += n;
-        x
+        if x >= POWERS_10[digits] as u32 {
+            return Err(invalid("a DECIMAL digit group out of range"));
+        }
+        Ok(x)
     };
     let mut out = Vec::with_capacity(precision + 3);
     if negative {
@@ -473,11 +479,11 @@ pub fn read_bin_text<T: Read>(mut input: T, precision: usize, scale: usize) -> i
     let intg = precision - scale;
     let mut leading = true;
     if intg % DIG_PER_DEC > 0 {
-        let x = group(intg % DIG_PER_DEC);
+        let x = group(intg % DIG_PER_DEC)?;
         put(&mut out, x, intg % DIG_PER_DEC, &mut leading);
     }
     for _ in 0..intg / DIG_PER_DEC {
-        let x = group(DIG_PER_DEC);
+        let x = group(DIG_PER_DEC)?;
         put(&mut out, x, DIG_PER_DEC, &mut leading);
     }
     if leading && scale == 0 {
@@ -491,17 +497,19 @@ pub fn read_bin_text<T: Read>(mut input: T, precision: usize, scale: usize) -> i
         out.push(b'.');
         let mut never = false;
         for _ in 0..scale / DIG_PER_DEC {
-            let x = group(DIG_PER_DEC);
+            let x = group(DIG_PER_DEC)?;
             put(&mut out, x, DIG_PER_DEC, &mut never);
         }
         if scale % DIG_PER_DEC > 0 {
-            let x = group(scale % DIG_PER_DEC);
+            let x = group(scale % DIG_PER_DEC)?;
             put(&mut out, x, scale % DIG_PER_DEC, &mut never);
         }
     }
     Ok(out)
 }
 
+/// Returns binary representation size (in bytes) for given precision and scale.
+#[inline]
 pub fn decimal_bin_size(precision: usize, scale: usize) -> usize {
     let intg = precision - scale;
     let intg0 = intg / DIG_PER_DEC;
