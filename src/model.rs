@@ -250,6 +250,37 @@ pub struct Change {
     pub op: Op,
     pub row: Row,
     pub old_key: Option<Box<[Value]>>,
+    /// The columns whose value the change may have changed: for a binlog update, those whose
+    /// value differs between the row before and the row after; every column otherwise. The
+    /// row still holds every column: this only says which of them need writing.
+    pub changed: ColumnSet,
+}
+
+/// A set of a row's columns, by index, held in one word: columns 0 to 62 each have their
+/// bit; the last bit stands for every column from 63 on (a change in any of them counts for
+/// all of them), so a set can hold more columns than it names, never fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnSet(u64);
+
+impl ColumnSet {
+    pub const ALL: ColumnSet = ColumnSet(u64::MAX);
+    pub const NONE: ColumnSet = ColumnSet(0);
+
+    fn bit(i: usize) -> u64 {
+        1 << i.min(63)
+    }
+
+    pub fn insert(&mut self, i: usize) {
+        self.0 |= Self::bit(i);
+    }
+
+    pub fn contains(self, i: usize) -> bool {
+        self.0 & Self::bit(i) != 0
+    }
+
+    pub fn union(self, other: ColumnSet) -> ColumnSet {
+        ColumnSet(self.0 | other.0)
+    }
 }
 
 impl Change {
@@ -258,6 +289,7 @@ impl Change {
             op: Op::Upsert,
             row,
             old_key: None,
+            changed: ColumnSet::ALL,
         }
     }
 
@@ -266,6 +298,7 @@ impl Change {
             op: Op::Insert,
             row,
             old_key: None,
+            changed: ColumnSet::ALL,
         }
     }
 
@@ -274,7 +307,13 @@ impl Change {
             op: Op::Update,
             row,
             old_key: old_key.map(Vec::into_boxed_slice),
+            changed: ColumnSet::ALL,
         }
+    }
+
+    /// The same change, saying which columns it changed (see [`Change::changed`]).
+    pub fn changing(self, changed: ColumnSet) -> Self {
+        Change { changed, ..self }
     }
 
     pub fn delete(row: Row) -> Self {
@@ -282,6 +321,7 @@ impl Change {
             op: Op::Delete,
             row,
             old_key: None,
+            changed: ColumnSet::ALL,
         }
     }
 
@@ -290,6 +330,7 @@ impl Change {
             op: Op::Truncate,
             row: Vec::new(),
             old_key: None,
+            changed: ColumnSet::ALL,
         }
     }
 

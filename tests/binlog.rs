@@ -406,6 +406,70 @@ fn a_row_that_cannot_be_carried_stops_its_table_naming_its_key() {
     run.wait_exit(Duration::from_secs(30));
 }
 
+/// An update writes the columns it changed (the row before and the row after differ there)
+/// and leaves the others as the target has them: a column edited on the target by hand stays
+/// edited. Two updates of one row in a transaction, each of another column, both land (the
+/// columns are those of every update, not only the last one's); a row the target lacks comes
+/// back whole; a wide value no update touches is not sent again.
+#[test]
+fn updates_write_the_columns_they_changed_and_bring_back_a_missing_row_whole() {
+    let db = TestDb::new();
+    db.mysql(
+        "CREATE TABLE acct (id INT NOT NULL PRIMARY KEY, balance DECIMAL(12,2) NOT NULL, \
+           note VARCHAR(40) NOT NULL, body TEXT NOT NULL, touched DATETIME(6) NOT NULL); \
+         INSERT INTO acct SELECT seq, seq * 10, CONCAT('note ', seq), REPEAT(MD5(seq), 64), \
+           TIMESTAMP('2026-01-01') + INTERVAL seq SECOND FROM seq_1_to_3",
+    );
+    let cfg = config(&db, &["acct"], "");
+    let cfg = cfg.to_str().unwrap();
+    let run = db.spawn_logged(&["--config", cfg, "run"], &[]);
+    let cols = "id, balance, note, body, @touched";
+    wait_equal(&db, "acct", cols, &|| run.log());
+    run.wait_for("reading the binlog", Duration::from_secs(60));
+    db.pg("UPDATE public.acct SET note = 'edited on the target' WHERE id = 1");
+    db.pg("DELETE FROM public.acct WHERE id = 2");
+    db.mysql("UPDATE acct SET balance = balance + 1, touched = touched + INTERVAL 1 DAY WHERE id IN (1, 2)");
+    wait_until("row 2 back on the target", Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.acct WHERE id = 2") == 1
+    });
+    // Each side's row of a key, as text.
+    let row = |id: &str| {
+        let (s, t) = both(&db, "acct", cols);
+        let pick = |rows: Vec<Vec<Option<String>>>| {
+            rows.into_iter()
+                .find(|r| r[0].as_deref() == Some(id))
+                .unwrap_or_default()
+        };
+        (pick(s), pick(t))
+    };
+    // Row 2 whole, as the source has it.
+    let (s2, t2) = row("2");
+    assert_eq!(s2, t2, "{}", run.log());
+    // Row 1: the changed columns written, the note edited by hand left as it is.
+    let (s1, t1) = row("1");
+    assert_eq!(
+        t1[2].as_deref(),
+        Some("edited on the target"),
+        "{}",
+        run.log()
+    );
+    assert_eq!((&s1[..2], &s1[3..]), (&t1[..2], &t1[3..]));
+    // Two updates of row 3 in one transaction, each of another column.
+    db.mysql(
+        "BEGIN; UPDATE acct SET note = 'changed first' WHERE id = 3; \
+         UPDATE acct SET balance = 99.5 WHERE id = 3; COMMIT",
+    );
+    wait_until("row 3's balance", Duration::from_secs(30), || {
+        db.pg_i64("SELECT COUNT(*) FROM public.acct WHERE id = 3 AND balance = 99.5") == 1
+    });
+    let (s3, t3) = row("3");
+    assert_eq!(s3, t3, "{}", run.log());
+    // The note changed on the source too: written, and the tables end equal.
+    db.mysql("UPDATE acct SET note = 'the source''s note' WHERE id = 1");
+    wait_equal(&db, "acct", cols, &|| run.log());
+    verify_then_stop(&db, cfg, run);
+}
+
 /// A transaction that also changes a non-transactional (MyISAM) table after a savepoint and
 /// then rolls back to it: MariaDB writes the rows read since the savepoint into the group
 /// with `SAVEPOINT` and `ROLLBACK TO` statements around them (the non-transactional change

@@ -10,7 +10,7 @@ use super::charset::Charsets;
 use super::decode::ImageColumn;
 use super::table::BTable;
 use crate::error::{Error, Result};
-use crate::model::Change;
+use crate::model::{Change, ColumnSet};
 use crate::value::Row;
 
 /// A table's columns in the binlog's row image: model column `i` is image column `cols[i]`.
@@ -107,7 +107,9 @@ pub(super) fn changes(
         let change = match (before, after) {
             (None, Some(a)) => Change::insert(images.row(a)?),
             (Some(b), Some(a)) => {
-                // Of the row before, only its key is needed (to see the key change).
+                // Of the row before, only its key is read (to see the key change), and which
+                // values differ from the row after (so that only those are written).
+                let changed = images.changed(&b, &a);
                 let old_key = images.key(b)?;
                 let new = images.row(a)?;
                 let moved = t
@@ -117,7 +119,7 @@ pub(super) fn changes(
                     .iter()
                     .zip(&old_key)
                     .any(|(&k, old)| new[k] != *old);
-                Change::update(new, moved.then_some(old_key))
+                Change::update(new, moved.then_some(old_key)).changing(changed)
             }
             (Some(b), None) => Change::delete(images.row(b)?),
             (None, None) => continue,
@@ -211,6 +213,18 @@ struct Images<'a> {
 }
 
 impl Images<'_> {
+    /// The model columns whose value differs between two images of a row, compared as the
+    /// binlog holds them (a value the comparison cannot call equal, a NaN, counts as changed).
+    fn changed(&self, before: &[BinlogValue<'_>], after: &[BinlogValue<'_>]) -> ColumnSet {
+        let mut set = ColumnSet::NONE;
+        for (i, &j) in self.cols.iter().enumerate() {
+            if before.get(j) != after.get(j) {
+                set.insert(i);
+            }
+        }
+        set
+    }
+
     /// The primary key of a row image, its values in key order (the other columns are not read).
     fn key(&self, mut image: Vec<BinlogValue<'_>>) -> Result<Row> {
         let (t, cols, how) = (self.t, self.cols, self.how);

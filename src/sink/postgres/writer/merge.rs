@@ -4,10 +4,12 @@
 use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 use tracing::warn;
 
+use super::sql::Statements;
 use super::{is_data_error, savepoint, TableWriter};
 use crate::config::OnBadRow;
 use crate::error::{on_target as tgt, Error, Result, Side};
-use crate::sink::postgres::copy::{self, copy_rows, Format};
+use crate::model::ColumnSet;
+use crate::sink::postgres::copy::{self, copy_rows, BinType, Format};
 use crate::state;
 use crate::value::Row;
 
@@ -57,14 +59,17 @@ impl TableWriter {
     /// Copies `rows` into the stage and merges them into the table. Rows PostgreSQL refuses
     /// are found by halving the failing part under savepoints; each then stops the table
     /// (`on_bad_row = "stop"`) or becomes a dead letter. Returns the dead letters.
-    /// `updates`: the rows come from updates only, so they are most likely all in the table:
-    /// an `UPDATE … FROM` the stage, then an insert of any it lacked, which costs PostgreSQL
-    /// less than the upsert (no row lock taken and logged before each update).
+    /// `updates`: the rows come from updates only, which changed these columns, so they are
+    /// most likely all in the table: an `UPDATE … FROM` the stage, then an insert of any it
+    /// lacked, which costs PostgreSQL less than the upsert (no row lock taken and logged
+    /// before each update). When the updates left some columns as they were, only the key
+    /// and the changed columns are staged and set (see [`Statements::update_only`]); the rows
+    /// the table lacked are then staged again whole, to be inserted.
     pub(super) async fn merge_isolating(
         &mut self,
         tx: &mut PgConnection,
         rows: &[&Row],
-        updates: bool,
+        updates: Option<ColumnSet>,
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
         if rows.is_empty() {
@@ -85,6 +90,10 @@ impl TableWriter {
         } else {
             self.sql.merge.clone()
         };
+        let update_from = match updates {
+            Some(changed) if self.deferred_key.is_none() => self.update_plan(changed),
+            _ => None,
+        };
         let name = self.model.name.clone();
         let mut dead = 0;
         let mut parts = vec![(0, rows.len())];
@@ -101,30 +110,19 @@ impl TableWriter {
             }
             self.stage_used = true;
             let slice = &rows[lo..hi];
-            let format: Format = copy::choose(self.row_types(), slice.iter().copied(), None);
-            let update_from = match &self.sql.update_from {
-                Some(sql) if updates && self.deferred_key.is_none() => Some(sql.as_str()),
-                _ => None,
-            };
-            let res = match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
-                Ok(_) => match update_from {
-                    Some(update) => {
-                        match sqlx::raw_sql(AssertSqlSafe(update)).execute(&mut *tx).await {
-                            Ok(done) if done.rows_affected() < slice.len() as u64 => {
-                                sqlx::raw_sql(AssertSqlSafe(self.sql.insert_missing.as_str()))
-                                    .execute(&mut *tx)
-                                    .await
-                                    .map(|_| ())
-                            }
-                            r => r.map(|_| ()),
-                        }
+            let res = match &update_from {
+                Some(plan) => self.update_in_place(tx, slice, plan, buf).await,
+                None => {
+                    let format: Format =
+                        copy::choose(self.row_types(), slice.iter().copied(), None);
+                    match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
+                        Ok(_) => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
+                            .execute(&mut *tx)
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
                     }
-                    None => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
-                        .execute(&mut *tx)
-                        .await
-                        .map(|_| ()),
-                },
-                Err(e) => Err(e),
+                }
             };
             match res {
                 Ok(()) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
@@ -166,6 +164,61 @@ impl TableWriter {
         Ok(dead)
     }
 
+    /// How a part of updates that changed the columns `changed` is staged and applied;
+    /// `None` for a table whose columns are all in its key (nothing to update).
+    fn update_plan(&self, changed: ColumnSet) -> Option<UpdatePlan> {
+        if let Some((copy, update, cols)) =
+            Statements::update_only(self.id, &self.target, &self.model, changed)
+        {
+            let types = self
+                .row_types()
+                .map(|all| cols.iter().map(|&i| all[i]).collect());
+            return Some(UpdatePlan {
+                copy,
+                update,
+                cols: Some(cols),
+                types,
+            });
+        }
+        Some(UpdatePlan {
+            copy: self.sql.copy_stage.clone(),
+            update: self.sql.update_from.clone()?,
+            cols: None,
+            types: self.row_types().map(<[BinType]>::to_vec),
+        })
+    }
+
+    /// Stages `rows` as `plan` says and updates the table's rows of the same keys from them;
+    /// inserts those the table lacked, staged again whole when the plan left columns out.
+    async fn update_in_place(
+        &self,
+        tx: &mut PgConnection,
+        rows: &[&Row],
+        plan: &UpdatePlan,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let cols = plan.cols.as_deref();
+        let format: Format = copy::choose(plan.types.as_deref(), rows.iter().copied(), cols);
+        copy_rows(tx, &plan.copy, format, rows, cols, buf).await?;
+        let done = sqlx::raw_sql(AssertSqlSafe(plan.update.as_str()))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() >= rows.len() as u64 {
+            return Ok(());
+        }
+        if cols.is_some() {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_stage.as_str()))
+                .execute(&mut *tx)
+                .await?;
+            let format: Format = copy::choose(self.row_types(), rows.iter().copied(), None);
+            copy_rows(tx, &self.sql.copy_stage, format, rows, None, buf).await?;
+        }
+        sqlx::raw_sql(AssertSqlSafe(self.sql.insert_missing.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+    }
+
     /// Records a refused row (as JSON: column name → typed value) with its error, in the
     /// batch's transaction.
     pub(super) async fn dead_letter(
@@ -191,4 +244,17 @@ impl TableWriter {
         let full = as_json(&mut (0..row.len()));
         state::dead_letter(tx, &self.key, &key, &full, reason).await
     }
+}
+
+/// The statements and staged columns of an update in place (see
+/// [`TableWriter::merge_isolating`]).
+struct UpdatePlan {
+    /// The COPY into the stage.
+    copy: String,
+    /// The `UPDATE … FROM` the stage.
+    update: String,
+    /// The columns staged; `None`: all.
+    cols: Option<Vec<usize>>,
+    /// Their COPY binary types, when the table has them.
+    types: Option<Vec<BinType>>,
 }

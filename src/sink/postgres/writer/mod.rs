@@ -41,7 +41,7 @@ use super::types::qualified;
 use super::{SinkOptions, SinkTable};
 use crate::config::{CopyFormat, OnBadRow, OnDropColumn};
 use crate::error::{on_target as tgt, Error, Result, Side};
-use crate::model::{Change, ChangeSet, Op, TableId, TableModel};
+use crate::model::{Change, ChangeSet, ColumnSet, Op, TableId, TableModel};
 use crate::sink::postgres::map::TableMap;
 use crate::sink::PartApplied;
 use crate::state::StateKey;
@@ -628,7 +628,13 @@ impl TableWriter {
         if !doomed.is_empty() {
             self.delete_keys(tx, &doomed, buf).await?;
         }
-        let updates = changes.iter().all(|c| c.op == Op::Update);
+        // A part of updates only: the columns any of them changed (counted before each key's
+        // last state is kept, so that an earlier update's columns are written too).
+        let updates = changes.iter().all(|c| c.op == Op::Update).then(|| {
+            changes
+                .iter()
+                .fold(ColumnSet::NONE, |s, c| s.union(c.changed))
+        });
         let dead = self.merge_isolating(tx, &rows, updates, buf).await?;
         Ok((true, dead))
     }
