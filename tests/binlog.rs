@@ -410,7 +410,7 @@ fn a_row_that_cannot_be_carried_stops_its_table_naming_its_key() {
 /// and leaves the others as the target has them: a column edited on the target by hand stays
 /// edited. Two updates of one row in a transaction, each of another column, both land (the
 /// columns are those of every update, not only the last one's); a row the target lacks comes
-/// back whole; a wide value no update touches is not sent again.
+/// back whole; in a table of 70 columns, changes from the 64th column on land too.
 #[test]
 fn updates_write_the_columns_they_changed_and_bring_back_a_missing_row_whole() {
     let db = TestDb::new();
@@ -420,7 +420,18 @@ fn updates_write_the_columns_they_changed_and_bring_back_a_missing_row_whole() {
          INSERT INTO acct SELECT seq, seq * 10, CONCAT('note ', seq), REPEAT(MD5(seq), 64), \
            TIMESTAMP('2026-01-01') + INTERVAL seq SECOND FROM seq_1_to_3",
     );
-    let cfg = config(&db, &["acct"], "");
+    // A table of 70 columns: those from the 64th on are counted together.
+    let many: Vec<String> = (1..70).map(|i| format!("c{i}")).collect();
+    db.mysql(&format!(
+        "CREATE TABLE many (id INT NOT NULL PRIMARY KEY, {}); \
+         INSERT INTO many (id) VALUES (1), (2)",
+        many.iter()
+            .map(|c| format!("{c} INT NOT NULL DEFAULT 0"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let many_cols = format!("id, {}", many.join(", "));
+    let cfg = config(&db, &["acct", "many"], "");
     let cfg = cfg.to_str().unwrap();
     let run = db.spawn_logged(&["--config", cfg, "run"], &[]);
     let cols = "id, balance, note, body, @touched";
@@ -464,6 +475,11 @@ fn updates_write_the_columns_they_changed_and_bring_back_a_missing_row_whole() {
     });
     let (s3, t3) = row("3");
     assert_eq!(s3, t3, "{}", run.log());
+    db.mysql(
+        "BEGIN; UPDATE many SET c2 = 2, c66 = 66 WHERE id = 1; UPDATE many SET c64 = 64 WHERE id = 2; \
+         UPDATE many SET c7 = 7 WHERE id = 2; COMMIT",
+    );
+    wait_equal(&db, "many", &many_cols, &|| run.log());
     // The note changed on the source too: written, and the tables end equal.
     db.mysql("UPDATE acct SET note = 'the source''s note' WHERE id = 1");
     wait_equal(&db, "acct", cols, &|| run.log());
