@@ -15,10 +15,11 @@
 #    same table, and inserts also against the raw pipe of the same rows in the order they were
 #    inserted (commit order: on a random key, the order a replica must apply them in). Updates are also set beside PostgreSQL's own rate for the same upserts
 #    (`INSERT … ON CONFLICT DO UPDATE` from a table already holding the new rows, into a
-#    fresh copy of the target table): no tool applies updates faster than that; and beside
-#    the best hand-made way to bring them over (#27's reference): the raw pipe of the updated
-#    rows into an unlogged staging table, ANALYZE, then one `UPDATE … FROM` it, into a
-#    vacuumed copy of the target table with the target's indexes.
+#    fresh copy of the target table): a floor for writing whole rows; and beside the best
+#    hand-made way to bring them over (#27's reference): the raw pipe of the updated rows
+#    into an unlogged staging table, ANALYZE, then one `UPDATE … FROM` it, into a vacuumed
+#    copy of the target table with the target's indexes. Both set every column outside the
+#    key (a pipe cannot know which ones the updates changed); sluice sets the changed ones.
 # 3. Peak write load: sysbench oltp_write_only (8 threads: index and non-index updates, a
 #    delete and an insert per transaction) for LOAD_SECONDS, first alone (the source's peak),
 #    then with `sluice run` following its tables. A probe row is inserted every 100 ms on
