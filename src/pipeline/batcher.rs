@@ -376,9 +376,8 @@ impl Inner {
 impl Handler<NextBatch> for Batcher {
     type Result = ();
 
-    fn handle(&mut self, _: NextBatch, ctx: &mut SyncContext<Self>) {
-        if self.step() {
-            ctx.address().do_send(NextBatch);
-        }
+    /// Takes message after message on this thread until finished (see the poller's).
+    fn handle(&mut self, _: NextBatch, _: &mut SyncContext<Self>) {
+        while self.step() {}
     }
 }

@@ -190,19 +190,20 @@ impl Inner {
 impl Handler<Poll> for Poller {
     type Result = ();
 
-    fn handle(&mut self, _: Poll, ctx: &mut SyncContext<Self>) {
-        let Some(inner) = self.0.as_mut() else {
-            return;
-        };
-        if inner.cfg.shutdown.requested() {
-            info!(lane = inner.cfg.lane, "shutdown requested: stopped reading");
-            self.0 = None;
-            return;
-        }
-        match inner.step() {
-            Next::Go => ctx.address().do_send(Poll),
-            // Dropping the sender tells the batcher no more will come.
-            Next::Finish => self.0 = None,
+    /// Reads step after step on this thread until finished (a message per step would wake
+    /// the system's thread twice per step, to relay it: thousands of times a second under a
+    /// busy source).
+    fn handle(&mut self, _: Poll, _: &mut SyncContext<Self>) {
+        while let Some(inner) = self.0.as_mut() {
+            if inner.cfg.shutdown.requested() {
+                info!(lane = inner.cfg.lane, "shutdown requested: stopped reading");
+                self.0 = None;
+                return;
+            }
+            if let Next::Finish = inner.step() {
+                // Dropping the sender tells the batcher no more will come.
+                self.0 = None;
+            }
         }
     }
 }

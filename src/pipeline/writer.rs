@@ -468,9 +468,18 @@ impl Inner {
 impl Handler<WriteNext> for Writer {
     type Result = ();
 
-    fn handle(&mut self, _: WriteNext, ctx: &mut SyncContext<Self>) {
+    /// Writes batch after batch on this thread until finished (see the poller's).
+    fn handle(&mut self, _: WriteNext, _: &mut SyncContext<Self>) {
+        while self.step() {}
+    }
+}
+
+impl Writer {
+    /// Takes the next message (a batch, a table caught up, or an outcome from the copy's
+    /// connection) and acts on it; false once finished.
+    fn step(&mut self) -> bool {
         let Some(inner) = self.0.as_mut() else {
-            return;
+            return false;
         };
         // While batches are on the copy's connection, their outcomes are taken as they come
         // (counted at once), beside the lane's input.
@@ -486,8 +495,7 @@ impl Handler<WriteNext> for Writer {
                         // The thread is gone: `settle` notices.
                         Err(_) => inner.settle(None),
                     }
-                    ctx.address().do_send(WriteNext);
-                    return;
+                    return true;
                 }
             },
             None => inner.cfg.input.recv(),
@@ -497,7 +505,7 @@ impl Handler<WriteNext> for Writer {
                 // The rows are committed (or dropped, or on the copy's connection) when it
                 // returns: their bytes go back to the budget with the lease.
                 inner.write(batch, lease);
-                ctx.address().do_send(WriteNext);
+                true
             }
             Ok(BatchMsg::CaughtUp(table)) => {
                 // The table's last chunks may still be on the copy's connection: it is
@@ -506,7 +514,7 @@ impl Handler<WriteNext> for Writer {
                     Some(side) => inner.caught_up_later.push((table, side.mark())),
                     None => inner.caught_up(table),
                 }
-                ctx.address().do_send(WriteNext);
+                true
             }
             Err(_) => {
                 let lane = inner.cfg.lane;
@@ -522,6 +530,7 @@ impl Handler<WriteNext> for Writer {
                 info!(lane, "writer finished");
                 inner.cfg.events.do_send(Event::LaneFinished { lane });
                 self.0 = None;
+                false
             }
         }
     }
