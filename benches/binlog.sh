@@ -27,7 +27,7 @@
 #    landed - written, during the load; "drained" = how long after sysbench stopped the
 #    target had everything (a marker row written as it stopped landed). Then `verify`.
 # Prints every rate, the ratios, sluice's own CPU seconds (user + system) per million rows of
-# each run, and sluice's peak RSS over all runs.
+# each run and while it follows the peak write load, and sluice's peak RSS over all runs.
 #
 #   benches/binlog.sh [ROWS] [ROUNDS] [LOAD_SECONDS]   (defaults: 1000000 rows, 2 rounds, 30 s)
 #   SHAPES="orders sbtest" for some shapes only (default: all four)
@@ -239,7 +239,7 @@ TPS_ALONE=$(tps_of "$WORK/alone.txt")
 probe_tables "$DB"
 config "$WORK/load.toml" sbtest1 sbtest2 sbtest3 sbtest4 probe
 sluice_once "$WORK/load.toml"  # the snapshot of the sysbench tables
-/usr/bin/time -f '%M' -o "$WORK/rss" "$BIN" --config "$WORK/load.toml" run >"$WORK/run.log" 2>&1 &
+/usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$BIN" --config "$WORK/load.toml" run >"$WORK/run.log" 2>&1 &
 RUN=$!
 PROBES=$((LOAD_SECONDS * 10 + 20))
 ( for _ in $(seq 1 "$PROBES"); do echo "INSERT INTO probe (at) VALUES (UTC_TIMESTAMP(6)); DO SLEEP(0.1);"; done ) |
@@ -286,6 +286,7 @@ for shape in $SHAPES; do
 done
 echo "sysbench oltp_write_only 8 threads ${LOAD_SECONDS}s: $TPS_ALONE tps alone, $TPS_FOLLOWED tps followed by sluice ($(ratio "$TPS_FOLLOWED" "$TPS_ALONE")), $CHANGES row-changing statements"
 echo "lag during the load ($LAG_N probes): p50 ${LAG_P50} ms, p99 ${LAG_P99} ms, max ${LAG_MAX} ms; everything landed ${DRAINED} s after the load stopped; verify: equal"
+echo "sluice's CPU while following the load: $CPU s, $(awk -v c="$CPU" -v n="$CHANGES" 'BEGIN { printf "%.2f", c * 1000000 / n }') ms per 1,000 row-changing statements"
 echo "sluice peak RSS over all runs: $((PEAK_RSS / 1024)) MiB"
 "${MY[@]}" -e "DROP DATABASE IF EXISTS $DB"
 "${PG[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
