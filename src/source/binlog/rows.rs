@@ -204,6 +204,22 @@ fn take<'e>(image: &mut [BinlogValue<'e>], j: usize) -> Option<BinlogValue<'e>> 
         .map(|v| std::mem::replace(v, BinlogValue::Value(mysql_async::Value::NULL)))
 }
 
+/// Whether two values of a column are the same. Floats compare by their bits: `-0.0` and
+/// `0.0` are equal numbers but not the same value (MySQL keeps the sign; MariaDB stores
+/// `0`), so an update from one to the other is written.
+fn same(a: Option<&BinlogValue<'_>>, b: Option<&BinlogValue<'_>>) -> bool {
+    use mysql_async::Value as V;
+    match (a, b) {
+        (Some(BinlogValue::Value(V::Float(x))), Some(BinlogValue::Value(V::Float(y)))) => {
+            x.to_bits() == y.to_bits()
+        }
+        (Some(BinlogValue::Value(V::Double(x))), Some(BinlogValue::Value(V::Double(y)))) => {
+            x.to_bits() == y.to_bits()
+        }
+        _ => a == b,
+    }
+}
+
 /// How a table's row images are read: where its model columns sit in the image (`cols`), and
 /// how each is read (`how`).
 struct Images<'a> {
@@ -214,11 +230,11 @@ struct Images<'a> {
 
 impl Images<'_> {
     /// The model columns whose value differs between two images of a row, compared as the
-    /// binlog holds them (a value the comparison cannot call equal, a NaN, counts as changed).
+    /// binlog holds them.
     fn changed(&self, before: &[BinlogValue<'_>], after: &[BinlogValue<'_>]) -> ColumnSet {
         let mut set = ColumnSet::NONE;
         for (i, &j) in self.cols.iter().enumerate() {
-            if before.get(j) != after.get(j) {
+            if !same(before.get(j), after.get(j)) {
                 set.insert(i);
             }
         }
@@ -287,5 +303,31 @@ impl Images<'_> {
             }
         }
         Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::Value as V;
+
+    fn v(x: V) -> BinlogValue<'static> {
+        BinlogValue::Value(x)
+    }
+
+    #[test]
+    fn floats_are_the_same_by_their_bits() {
+        let (zero, minus) = (v(V::Double(0.0)), v(V::Double(-0.0)));
+        assert!(!same(Some(&zero), Some(&minus)));
+        assert!(!same(Some(&v(V::Float(0.0))), Some(&v(V::Float(-0.0)))));
+        // The same NaN is the same value (PartialEq would call it changed).
+        let nan = v(V::Double(f64::NAN));
+        assert!(same(Some(&nan), Some(&nan.clone())));
+        assert!(same(
+            Some(&v(V::Bytes(b"a".to_vec()))),
+            Some(&v(V::Bytes(b"a".to_vec())))
+        ));
+        assert!(!same(Some(&v(V::Int(1))), Some(&v(V::Int(2)))));
+        assert!(!same(Some(&v(V::NULL)), Some(&v(V::Int(0)))));
     }
 }
