@@ -9,6 +9,7 @@
 # target.
 #
 #   benches/pattern.sh [ROWS] [SECONDS]    (defaults: 300000 rows; 8 s of probes)
+#   MODES=binlog for one capture mode only (default: "poll binlog")
 #
 # Needs the local servers (scripts/services.sh); builds sluice in release mode.
 set -euo pipefail
@@ -22,7 +23,7 @@ bench_setup "$DB"
 export SLUICE_HTTP_ADDR=127.0.0.1:0
 bench_work
 
-for mode in poll binlog; do
+for mode in ${MODES:-poll binlog}; do
     fresh_databases "$DB"
     probe_tables "$DB"
     "${MY[@]}" "$DB" -e "CREATE TABLE seed (id INT NOT NULL PRIMARY KEY, v VARCHAR(60) NOT NULL,

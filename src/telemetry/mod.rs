@@ -20,8 +20,8 @@ mod render;
 mod table;
 
 pub use registry::{
-    binlog_event_skipped, binlog_gone_copy, keep_only, register, set_standby, snapshot, standby,
-    transactions_applied,
+    binlog_event_skipped, binlog_gone_copy, committed_here, keep_only, register, set_standby,
+    snapshot, standby, transactions_applied,
 };
 pub use render::render;
 pub use table::{Commit, Histogram, OpCounts, TableHandle, TableMetrics, TableReport};

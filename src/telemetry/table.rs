@@ -319,6 +319,9 @@ impl TableHandle {
     }
 
     pub fn committed(&self, c: Commit) {
+        if let Some(p) = &c.position {
+            super::registry::note_committed(&self.name, p);
+        }
         self.update(|m| {
             m.rows_written += c.rows as u64;
             m.dead_lettered += c.dead_lettered as u64;

@@ -166,13 +166,23 @@ async fn scalar(conn: &mut mysql_async::Conn, sql: &str, what: &str) -> Result<O
         .map_err(|e| source_err(what, e))
 }
 
+/// Whether the server's binlog files (`SHOW BINARY LOGS`: name, size) hold `from`'s file at
+/// least as far as its offset. A binlog reset since the process read it (`RESET MASTER`)
+/// starts the files again, shorter: no longer the history the position was read in.
+fn reaches(sizes: &[(String, u64)], from: &BinlogPos) -> bool {
+    sizes
+        .iter()
+        .any(|(f, size)| *f == from.file && *size >= from.pos)
+}
+
 impl Connection {
     /// Connects as replica `replica_id` and asks for the binlog from `from`: by its file and
     /// offset on the server that wrote it, by its GTID state on any other server of the
     /// topology (a failover), refusing a server whose history does not hold that state.
     /// `by_gtid`: by the GTID state even on the server that wrote the position. `trusted`:
-    /// the position was read from this server by this process (a snapshot's), so its GTID
-    /// state needs no check against the server's binlog.
+    /// the position was read from this server by this process (a snapshot's, or one its
+    /// batches committed), so its GTID state needs no check against the server's binlog
+    /// (`BINLOG_GTID_POS` reads the file up to the position: about 0.1 s at 600 MB here).
     pub(super) async fn open(
         url: &str,
         replica_id: u32,
@@ -220,7 +230,12 @@ impl Connection {
             .query("SHOW BINARY LOGS")
             .await
             .map_err(|e| source_err("listing the binary logs (SHOW BINARY LOGS)", e))?;
-        let files: Vec<String> = logs.iter().filter_map(|r| r.get::<String, _>(0)).collect();
+        let sizes: Vec<(String, u64)> = logs
+            .iter()
+            .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1).unwrap_or(0))))
+            .collect();
+        let files: Vec<String> = sizes.iter().map(|(f, _)| f.clone()).collect();
+        let trusted = trusted && reaches(&sizes, from);
         let charsets = Charsets::load(&mut conn)
             .await
             .map_err(|e| source_err("reading the server's character sets", e))?;
@@ -357,5 +372,28 @@ impl Connection {
     /// The table map the server last sent for `table_id` on this connection.
     pub(super) fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
         self.stream.get_tme(table_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_read_here_is_trusted_only_while_its_file_still_reaches_it() {
+        let from = BinlogPos::at("mysql-bin.000007", 5_000);
+        let logs = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+            list.iter().map(|(f, n)| (f.to_string(), *n)).collect()
+        };
+        assert!(reaches(
+            &logs(&[("mysql-bin.000006", 9_000), ("mysql-bin.000007", 5_000)]),
+            &from
+        ));
+        assert!(reaches(&logs(&[("mysql-bin.000007", 80_000)]), &from));
+        // Reset since: the file starts again, shorter than the offset.
+        assert!(!reaches(&logs(&[("mysql-bin.000007", 4_999)]), &from));
+        // Purged or renumbered.
+        assert!(!reaches(&logs(&[("mysql-bin.000008", 80_000)]), &from));
+        assert!(!reaches(&[], &from));
     }
 }

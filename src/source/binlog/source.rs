@@ -512,11 +512,14 @@ impl BinlogSource {
                 true,
             )
         };
-        info!(from = %from, server = %from.server(), by_gtid, "reading the binlog");
-        let trusted = self
-            .taken
-            .as_ref()
-            .is_some_and(|t| *t == from && t.same_server(&from) && t.gtid == from.gtid);
+        // Read from this server by this process: a snapshot's position, or one a batch of
+        // this process committed (a new round starting from where the last one got).
+        let same = |t: &BinlogPos| *t == from && t.same_server(&from) && t.gtid == from.gtid;
+        let trusted = self.taken.as_ref().is_some_and(same)
+            || crate::telemetry::committed_here().iter().any(|p| {
+                serde_json::from_value::<Stored>(p.0.clone()).is_ok_and(|s| same(&s.binlog))
+            });
+        info!(from = %from, server = %from.server(), by_gtid, read_here = trusted, "reading the binlog");
         self.phase = Phase::Stream(Box::new(Stream::new(
             from,
             by_gtid,
