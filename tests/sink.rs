@@ -100,6 +100,34 @@ fn fixture(db: &TestDb) -> Fixture {
 }
 
 fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
+    sink_of(
+        f,
+        vec![table(0, model(), f.epoch, deferred_key, "sink_test")],
+    )
+}
+
+fn table(
+    id: usize,
+    model: Arc<TableModel>,
+    epoch: i64,
+    deferred_key: Option<String>,
+    handle: &str,
+) -> SinkTable {
+    SinkTable {
+        id,
+        model,
+        epoch,
+        deferred_key,
+        version_columns: vec![],
+        foreign_keys: vec![],
+        loading: false,
+        on_drop_column: Default::default(),
+        handle: sluice::telemetry::register(handle),
+        map: sluice::sink::postgres::map::TableMap::plain("public"),
+    }
+}
+
+fn sink_of(f: &Fixture, tables: Vec<SinkTable>) -> PgSink {
     PgSink::new(
         SinkOptions {
             url: f.url.clone(),
@@ -112,18 +140,7 @@ fn sink(f: &Fixture, deferred_key: Option<String>) -> PgSink {
             lock_wait: Default::default(),
             indexes: None,
         },
-        vec![SinkTable {
-            id: 0,
-            model: model(),
-            epoch: f.epoch,
-            deferred_key,
-            version_columns: vec![],
-            foreign_keys: vec![],
-            loading: false,
-            on_drop_column: Default::default(),
-            handle: sluice::telemetry::register("sink_test"),
-            map: sluice::sink::postgres::map::TableMap::plain("public"),
-        }],
+        tables,
     )
 }
 
@@ -224,6 +241,105 @@ fn a_part_of_updates_only_updates_in_place_and_brings_back_a_row_the_target_lack
         .unwrap();
     assert_eq!(rows(&db), expect(&[(1, "a3"), (2, "b3"), (3, "c3")]));
     assert_eq!(stored_position(&db), r#"{"test": 3}"#);
+}
+
+/// A batch of two tables stores both positions (in one statement); once another process takes
+/// one of them over, the next batch of both writes nothing and names that table.
+#[test]
+fn a_batch_of_two_tables_stores_both_positions_and_names_the_one_taken_over() {
+    let db = TestDb::new();
+    let mut f = fixture(&db);
+    let other = Arc::new(TableModel {
+        name: "others".into(),
+        ..(*model()).clone()
+    });
+    let other_key = StateKey::new(PIPELINE, "others");
+    let other_epoch = f.rt.block_on(async {
+        ddl::ensure_table(&mut f.conn, "public", &other, false, Default::default())
+            .await
+            .unwrap();
+        state::claim(&mut f.conn, &other_key, "test").await.unwrap()
+    });
+    let mut s = sink_of(
+        &f,
+        vec![
+            table(0, model(), f.epoch, None, "sink_test"),
+            table(1, other, other_epoch, None, "sink_test_others"),
+        ],
+    );
+    let both = |pos: i64, id: i64| {
+        let mut b = batch(vec![Change::insert(row(id, "a"))], pos);
+        let mut other = batch(vec![Change::insert(row(id, "b"))], pos * 10);
+        other.parts[0].table = 1;
+        b.parts.append(&mut other.parts);
+        b
+    };
+    f.rt.block_on(s.apply(&both(1, 1))).unwrap();
+    let positions = || {
+        db.pg_rows(
+            "SELECT table_name, position::text, rows_replicated::text \
+             FROM sluice.replication_state ORDER BY table_name",
+        )
+    };
+    let row3 = |t: &str, p: &str, n: &str| vec![Some(t.into()), Some(p.into()), Some(n.into())];
+    assert_eq!(
+        positions(),
+        vec![
+            row3("items", r#"{"test": 1}"#, "1"),
+            row3("others", r#"{"test": 10}"#, "1")
+        ]
+    );
+    f.rt.block_on(state::claim(&mut f.conn, &other_key, "someone else"))
+        .unwrap();
+    let err = f.rt.block_on(s.apply(&both(2, 2))).unwrap_err();
+    match &err {
+        Error::Fenced { table, .. } => assert_eq!(table, "others"),
+        e => panic!("{e}"),
+    }
+    assert_eq!(
+        positions(),
+        vec![
+            row3("items", r#"{"test": 1}"#, "1"),
+            row3("others", r#"{"test": 10}"#, "1")
+        ]
+    );
+    assert_eq!(db.pg_i64("SELECT count(*) FROM public.items"), 1);
+    assert_eq!(db.pg_i64("SELECT count(*) FROM public.others"), 1);
+}
+
+/// A row the target refuses only as it is merged (a CHECK on the target table; the stage has
+/// none): the halving under savepoints finds it among the merged rows and names its key, and
+/// the batch writes nothing (`on_bad_row = "stop"`); once the check goes, the same batch
+/// applies whole.
+#[test]
+fn a_row_the_merge_refuses_is_found_and_named() {
+    let db = TestDb::new();
+    let f = fixture(&db);
+    db.pg("ALTER TABLE public.items ADD CONSTRAINT no_bad CHECK (v <> 'bad')");
+    let mut s = sink(&f, None);
+    // The delete sends the part through the merge rather than a direct COPY.
+    let changes = || {
+        let mut c: Vec<Change> = (1..=9)
+            .map(|i| Change::insert(row(i, if i == 6 { "bad" } else { "ok" })))
+            .collect();
+        c.push(Change::delete(row(10, "gone")));
+        c
+    };
+    let err = f.rt.block_on(s.apply(&batch(changes(), 1))).unwrap_err();
+    match &err {
+        Error::BadRow { key, reason, .. } => {
+            assert_eq!(key, "id=6", "{err}");
+            assert!(reason.contains("no_bad"), "{err}");
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(rows(&db), expect(&[]));
+    // The failed batch's transaction holds the table until its connection goes.
+    drop(s);
+    db.pg("ALTER TABLE public.items DROP CONSTRAINT no_bad");
+    let mut s = sink(&f, None);
+    f.rt.block_on(s.apply(&batch(changes(), 1))).unwrap();
+    assert_eq!(db.pg_i64("SELECT count(*) FROM public.items"), 9);
 }
 
 #[test]

@@ -275,6 +275,68 @@ pub async fn advance(
     Ok(())
 }
 
+/// One table's position to store with its batch (see [`advance_all`]).
+pub struct Advance<'a> {
+    pub key: &'a StateKey,
+    pub epoch: i64,
+    pub position: &'a Position,
+    pub rows: i64,
+    pub source_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// [`advance`] for each of a batch's tables, in one statement (one round trip, however many
+/// tables the batch wrote), checking ownership of every one.
+pub async fn advance_all(tx: &mut PgConnection, all: &[Advance<'_>]) -> Result<()> {
+    if let [a] = all {
+        return advance(tx, a.key, a.epoch, a.position, a.rows, a.source_time).await;
+    }
+    if all.is_empty() {
+        return Ok(());
+    }
+    let n = sqlx::query(
+        "UPDATE sluice.replication_state s \
+         SET position = u.position, rows_replicated = s.rows_replicated + u.rows, \
+             updated_at = now(), last_error = NULL, \
+             source_time = COALESCE(u.source_time, s.source_time) \
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::bigint[], $6::timestamptz[]) \
+             AS u(pipeline, table_name, epoch, position, rows, source_time) \
+         WHERE s.pipeline = u.pipeline AND s.table_name = u.table_name AND s.owner_epoch = u.epoch",
+    )
+    .bind(all.iter().map(|a| a.key.pipeline.clone()).collect::<Vec<_>>())
+    .bind(all.iter().map(|a| a.key.table.clone()).collect::<Vec<_>>())
+    .bind(all.iter().map(|a| a.epoch).collect::<Vec<_>>())
+    .bind(all.iter().map(|a| a.position.0.clone()).collect::<Vec<_>>())
+    .bind(all.iter().map(|a| a.rows).collect::<Vec<_>>())
+    .bind(all.iter().map(|a| a.source_time).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await
+    .map_err(tgt("advancing the positions of a batch's tables"))?
+    .rows_affected();
+    if n == all.len() as u64 {
+        return Ok(());
+    }
+    // Which one another process took over: named in the error.
+    for a in all {
+        let owned: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM sluice.replication_state \
+             WHERE pipeline = $1 AND table_name = $2 AND owner_epoch = $3",
+        )
+        .bind(&a.key.pipeline)
+        .bind(&a.key.table)
+        .bind(a.epoch)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(tgt("reading the owners of a batch's tables"))?;
+        if owned.is_none() {
+            return Err(fenced(a.key, a.epoch));
+        }
+    }
+    Err(Error::Other(format!(
+        "advancing the positions of {} tables updated {n} rows",
+        all.len()
+    )))
+}
+
 /// Records (`Some`) or clears (`None`) the primary-key constraint an initial load dropped,
 /// in `tx`, checking ownership.
 pub async fn set_deferred_key(

@@ -260,8 +260,11 @@ impl PgSink {
             // A chunk of a larger source transaction: the next chunks go in this one.
             return Ok(out);
         }
+        let mut advances = Vec::with_capacity(batch.parts.len());
         for (part, applied) in batch.parts.iter().zip(&out) {
-            let w = Self::writer(&mut self.tables, part.table)?;
+            let w = self.tables.get(&part.table).ok_or_else(|| {
+                Error::Other(format!("table #{} is not served by this sink", part.table))
+            })?;
             if part.position.0.is_null() {
                 // Never store "no position": that would mean starting the table over.
                 return Err(Error::Other(format!(
@@ -269,16 +272,15 @@ impl PgSink {
                     w.model().name
                 )));
             }
-            state::advance(
-                conn,
-                w.key(),
-                w.epoch(),
-                &part.position,
-                applied.rows as i64,
-                part.source_time,
-            )
-            .await?;
+            advances.push(state::Advance {
+                key: w.key(),
+                epoch: w.epoch(),
+                position: &part.position,
+                rows: applied.rows as i64,
+                source_time: part.source_time,
+            });
         }
+        state::advance_all(conn, &advances).await?;
         crate::failpoint::hit("before_commit");
         raw(conn, "COMMIT").await?;
         self.open = false;

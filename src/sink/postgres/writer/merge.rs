@@ -47,12 +47,6 @@ impl TableWriter {
             .execute(&mut *tx)
             .await
             .map_err(tgt(format!("deleting rows of {:?}", self.model.name)))?;
-        // The key table empties itself at commit; a second use in this transaction must not
-        // see these keys again.
-        sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_keys.as_str()))
-            .execute(&mut *tx)
-            .await
-            .map_err(tgt("emptying the key table"))?;
         Ok(())
     }
 
@@ -101,31 +95,43 @@ impl TableWriter {
             if lo == hi {
                 continue;
             }
-            savepoint(tx, "SAVEPOINT sluice_part").await?;
+            // One round trip each: the savepoint with the stage emptied, the merge with the
+            // savepoint released (a statement that fails ends its query string there).
             if self.stage_used {
-                sqlx::raw_sql(AssertSqlSafe(self.sql.truncate_stage.as_str()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(tgt("emptying the staging table"))?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "SAVEPOINT sluice_part; {}",
+                    self.sql.truncate_stage
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(tgt("emptying the staging table"))?;
+            } else {
+                savepoint(tx, "SAVEPOINT sluice_part").await?;
             }
             self.stage_used = true;
             let slice = &rows[lo..hi];
             let res = match &update_from {
-                Some(plan) => self.update_in_place(tx, slice, plan, buf).await,
+                Some(plan) => self
+                    .update_in_place(tx, slice, plan, buf)
+                    .await
+                    .map(|()| true),
                 None => {
                     let format: Format =
                         copy::choose(self.row_types(), slice.iter().copied(), None);
                     match copy_rows(tx, &self.sql.copy_stage, format, slice, None, buf).await {
-                        Ok(_) => sqlx::raw_sql(AssertSqlSafe(merge.as_str()))
-                            .execute(&mut *tx)
-                            .await
-                            .map(|_| ()),
+                        Ok(_) => sqlx::raw_sql(AssertSqlSafe(format!(
+                            "{merge}; RELEASE SAVEPOINT sluice_part"
+                        )))
+                        .execute(&mut *tx)
+                        .await
+                        .map(|_| false),
                         Err(e) => Err(e),
                     }
                 }
             };
             match res {
-                Ok(()) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
+                Ok(true) => savepoint(tx, "RELEASE SAVEPOINT sluice_part").await?,
+                Ok(false) => {}
                 Err(e) if is_data_error(&e) => {
                     savepoint(tx, "ROLLBACK TO SAVEPOINT sluice_part").await?;
                     if hi - lo > 1 {

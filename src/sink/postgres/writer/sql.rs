@@ -25,7 +25,6 @@ pub(super) struct Statements {
     pub(super) copy_keys: String,
     pub(super) delete_keys: String,
     pub(super) delete_keys_unindexed: String,
-    pub(super) truncate_keys: String,
     /// `UPDATE … SET <every column> = $i WHERE <key> = $j`: a row whose primary key changed,
     /// updated in place (so that foreign keys `ON UPDATE CASCADE` follow it).
     pub(super) update_key: String,
@@ -144,13 +143,17 @@ impl Statements {
             // takes it for thousands of rows and hash-joins it with a scan of the whole
             // target (a second on a large table, for a handful of keys). With the primary
             // key's index, one lookup per key; without it (a deferred key), the hash join.
+            // The key table empties itself at commit; a second use in this transaction must
+            // not see these keys again: it is emptied in the same round trip.
             delete_keys: format!(
                 "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
                  DELETE FROM {target} t USING {keys} k WHERE {same_key}; \
-                 SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+                 SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT; \
+                 TRUNCATE {keys}"
             ),
-            delete_keys_unindexed: format!("DELETE FROM {target} t USING {keys} k WHERE {same_key}"),
-            truncate_keys: format!("TRUNCATE {keys}"),
+            delete_keys_unindexed: format!(
+                "DELETE FROM {target} t USING {keys} k WHERE {same_key}; TRUNCATE {keys}"
+            ),
             update_key: {
                 let n = model.columns.len();
                 let sets: Vec<String> = model
