@@ -243,8 +243,9 @@ fn a_part_of_updates_only_updates_in_place_and_brings_back_a_row_the_target_lack
     assert_eq!(stored_position(&db), r#"{"test": 3}"#);
 }
 
-/// A batch of two tables stores both positions (in one statement); once another process takes
-/// one of them over, the next batch of both writes nothing and names that table.
+/// A batch of two tables stores both positions (in one statement), a table with two parts in
+/// the batch its last one's; once another process takes one of them over, the next batch of
+/// both writes nothing and names that table.
 #[test]
 fn a_batch_of_two_tables_stores_both_positions_and_names_the_one_taken_over() {
     let db = TestDb::new();
@@ -289,9 +290,22 @@ fn a_batch_of_two_tables_stores_both_positions_and_names_the_one_taken_over() {
             row3("others", r#"{"test": 10}"#, "1")
         ]
     );
+    // A table with two parts in one batch (tables whose changes keep their order with
+    // others'): its last part's position, every part's rows.
+    let mut b = both(2, 2);
+    let mut again = batch(vec![Change::insert(row(3, "c"))], 3);
+    b.parts.append(&mut again.parts);
+    f.rt.block_on(s.apply(&b)).unwrap();
+    assert_eq!(
+        positions(),
+        vec![
+            row3("items", r#"{"test": 3}"#, "3"),
+            row3("others", r#"{"test": 20}"#, "2")
+        ]
+    );
     f.rt.block_on(state::claim(&mut f.conn, &other_key, "someone else"))
         .unwrap();
-    let err = f.rt.block_on(s.apply(&both(2, 2))).unwrap_err();
+    let err = f.rt.block_on(s.apply(&both(4, 4))).unwrap_err();
     match &err {
         Error::Fenced { table, .. } => assert_eq!(table, "others"),
         e => panic!("{e}"),
@@ -299,12 +313,12 @@ fn a_batch_of_two_tables_stores_both_positions_and_names_the_one_taken_over() {
     assert_eq!(
         positions(),
         vec![
-            row3("items", r#"{"test": 1}"#, "1"),
-            row3("others", r#"{"test": 10}"#, "1")
+            row3("items", r#"{"test": 3}"#, "3"),
+            row3("others", r#"{"test": 20}"#, "2")
         ]
     );
-    assert_eq!(db.pg_i64("SELECT count(*) FROM public.items"), 1);
-    assert_eq!(db.pg_i64("SELECT count(*) FROM public.others"), 1);
+    assert_eq!(db.pg_i64("SELECT count(*) FROM public.items"), 3);
+    assert_eq!(db.pg_i64("SELECT count(*) FROM public.others"), 2);
 }
 
 /// A row the target refuses only as it is merged (a CHECK on the target table; the stage has

@@ -276,6 +276,7 @@ pub async fn advance(
 }
 
 /// One table's position to store with its batch (see [`advance_all`]).
+#[derive(Clone, Copy)]
 pub struct Advance<'a> {
     pub key: &'a StateKey,
     pub epoch: i64,
@@ -285,8 +286,22 @@ pub struct Advance<'a> {
 }
 
 /// [`advance`] for each of a batch's tables, in one statement (one round trip, however many
-/// tables the batch wrote), checking ownership of every one.
-pub async fn advance_all(tx: &mut PgConnection, all: &[Advance<'_>]) -> Result<()> {
+/// tables the batch wrote), checking ownership of every one. A table with more than one part
+/// in the batch (tables whose changes keep their order with others') ends at its last part's
+/// position, its rows counted once each, as if each part had been stored in turn.
+pub async fn advance_all(tx: &mut PgConnection, parts: &[Advance<'_>]) -> Result<()> {
+    let mut all: Vec<Advance<'_>> = Vec::with_capacity(parts.len());
+    for p in parts {
+        match all.iter_mut().find(|a| a.key == p.key) {
+            Some(a) => {
+                a.position = p.position;
+                a.rows += p.rows;
+                a.source_time = p.source_time.or(a.source_time);
+            }
+            None => all.push(*p),
+        }
+    }
+    let all = all.as_slice();
     if let [a] = all {
         return advance(tx, a.key, a.epoch, a.position, a.rows, a.source_time).await;
     }
