@@ -4,7 +4,9 @@
 //!
 //! The registry is process-wide: each table has one [`TableHandle`], which its stages
 //! update directly as they work; metrics, `/readyz`, progress and the run's summary read it.
-//! Labels are low-cardinality: `table`, and `stage` on retries.
+//! Labels are low-cardinality: `table`, and `stage` on retries. Beside it, [`committed_here`]:
+//! each table's last position committed by this process (what binlog capture need not have
+//! the server check when it resumes there).
 //!
 //! **Replication lag** (`sluice_replication_lag_seconds{table}`), at scrape time: 0 when the
 //! poller's last read found nothing more to read and every row read has been committed (as a
@@ -13,15 +15,17 @@
 //! column, when it is a DATETIME or TIMESTAMP read as UTC). Absent for tables with a
 //! non-time cursor, and before the first commit while still catching up.
 
+mod committed;
 pub mod history;
 pub mod names;
 mod registry;
 mod render;
 mod table;
 
+pub use committed::committed_here;
 pub use registry::{
-    binlog_event_skipped, binlog_gone_copy, committed_here, keep_only, register, set_standby,
-    snapshot, standby, transactions_applied,
+    binlog_event_skipped, binlog_gone_copy, keep_only, register, set_standby, snapshot, standby,
+    transactions_applied,
 };
 pub use render::render;
 pub use table::{Commit, Histogram, OpCounts, TableHandle, TableMetrics, TableReport};

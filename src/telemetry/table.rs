@@ -320,7 +320,7 @@ impl TableHandle {
 
     pub fn committed(&self, c: Commit) {
         if let Some(p) = &c.position {
-            super::registry::note_committed(&self.name, p);
+            super::committed::note(&self.name, p);
         }
         self.update(|m| {
             m.rows_written += c.rows as u64;
